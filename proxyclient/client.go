@@ -1,0 +1,190 @@
+package proxyclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Version is the proxyq version in the User-Agent. Set at build time with
+// -ldflags "-X github.com/proxyq/proxyq/proxyclient.Version=…".
+var Version = "dev"
+
+const (
+	// maxErrorBody bounds what is read of a non-2xx body: Twilio's JSON is a few
+	// hundred bytes; anything longer is a gateway page we only keep a snippet of.
+	maxErrorBody = 64 << 10
+	// maxSuccessBody bounds a 2xx body: a 1000-item list page with 1600-char bodies is
+	// about 4 MiB.
+	maxSuccessBody = 10 << 20
+)
+
+// Client calls the Twilio Proxy v1 API. It is safe for concurrent use and holds no
+// per-call state; create one per account and reuse it (it owns a connection pool).
+type Client struct {
+	cfg       Config
+	base      *url.URL
+	http      *http.Client
+	user      string
+	secret    string
+	userAgent string
+	// now is the clock for HTTP-date Retry-After values; tests replace it.
+	now func() time.Time
+}
+
+// New validates cfg (after WithDefaults) and returns a Client. It returns the
+// *ValidationError from Config.Validate.
+func New(cfg Config) (*Client, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	base, err := url.Parse(cfg.Endpoint())
+	if err != nil {
+		return nil, invalid("BaseURL", "must be an absolute http or https URL")
+	}
+	var hc http.Client
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient
+	} else {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// A worker runs ~50 concurrent sends to one host; the default of 2 idle
+		// connections per host would make most of them dial (and TLS-handshake) anew.
+		t.MaxIdleConnsPerHost = 100
+		hc.Transport = t
+	}
+	// A redirect would resend a POST or carry credentials elsewhere: return the 3xx.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	c := &Client{cfg: cfg, base: base, http: &hc, now: time.Now}
+	if cfg.APIKey != "" {
+		c.user, c.secret = cfg.APIKey, cfg.APISecret
+	} else {
+		c.user, c.secret = cfg.AccountSID, cfg.AuthToken
+	}
+	c.userAgent = "proxyq/" + Version
+	if ua := strings.TrimSpace(cfg.UserAgent); ua != "" {
+		c.userAgent += " " + ua
+	}
+	return c, nil
+}
+
+// AccountKey identifies the Twilio account for limits shared between workers: the
+// AccountSID when set, else the APIKey. It is not a secret.
+func (c *Client) AccountKey() string {
+	if c.cfg.AccountSID != "" {
+		return c.cfg.AccountSID
+	}
+	return c.cfg.APIKey
+}
+
+// Endpoint returns the base URL requests go to (see Config.Endpoint).
+func (c *Client) Endpoint() string { return c.base.String() }
+
+// resourceURL appends "/v1" and the escaped segments to the base URL, keeping its path
+// prefix. Segments are escaped even though callers validated them.
+func (c *Client) resourceURL(segments ...string) *url.URL {
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(c.base.EscapedPath(), "/"))
+	b.WriteString("/v1")
+	for _, s := range segments {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(s))
+	}
+	u := *c.base
+	u.RawPath = b.String()
+	u.Path, _ = url.PathUnescape(u.RawPath) // cannot fail: every byte came from escaping
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return &u
+}
+
+// do sends one request and decodes a 2xx JSON body into out. It returns *Error,
+// *TransportError or *DecodeError.
+func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Values, out any) error {
+	path := u.EscapedPath()
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return &TransportError{Method: method, Path: path, Err: fmt.Errorf("%w: need an absolute http or https URL", errInvalidURL)}
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HTTPTimeout)
+	defer cancel()
+
+	// WroteRequest is the only reliable signal of "the server may have it": the
+	// transport reports it once the whole request (headers and body) was written.
+	// It can fire more than once when the transport retries a request that was not
+	// written; once true it stays true.
+	var written atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				written.Store(true)
+			}
+		},
+	})
+
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return &TransportError{Method: method, Path: path, Err: fmt.Errorf("%w: %w", errInvalidURL, unwrapURLError(err))}
+	}
+	req.SetBasicAuth(c.user, c.secret)
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Accept", "application/json")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &TransportError{Method: method, Path: path, Err: unwrapURLError(err), RequestWritten: written.Load()}
+	}
+	defer func() {
+		// Drain a little so the connection can be reused, then close.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		_ = resp.Body.Close()
+	}()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		// A failed read still leaves the status, which is what classification needs.
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return newError(method, path, resp, data, c.now(), c.cfg.MaxRetryAfter)
+	}
+
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSuccessBody+1))
+	if err != nil {
+		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: unwrapURLError(err)}
+	}
+	if len(data) > maxSuccessBody {
+		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode,
+			Err: fmt.Errorf("body exceeds %d bytes", maxSuccessBody)}
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: err}
+	}
+	return nil
+}
+
+// unwrapURLError drops net/http's *url.Error wrapper, whose text quotes the whole URL
+// (query string included), keeping its cause. A parse failure keeps the wrapper with
+// the URL removed, so Classify can still see it was a URL problem.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	if ue.Op == "parse" {
+		return &url.Error{Op: ue.Op, URL: "(redacted)", Err: ue.Err}
+	}
+	return ue.Err
+}

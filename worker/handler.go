@@ -1,0 +1,373 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// ProxyAPI is the part of the Proxy client the worker uses; *proxyclient.Client implements it.
+type ProxyAPI interface {
+	AccountKey() string
+	CreateMessageInteraction(ctx context.Context, p proxyclient.CreateParams) (*proxyclient.MessageInteraction, error)
+	ListMessageInteractions(ctx context.Context, service, session, participant string, opt proxyclient.ListOptions) (*proxyclient.InteractionPage, error)
+}
+
+// recordTimeout bounds the Redis writes that record an outcome. They run on a context detached
+// from the task's, so a shutdown or task timeout never leaves a finished POST unrecorded.
+const recordTimeout = 10 * time.Second
+
+// Handler is the asynq handler for proxy:send_interaction. It is safe for concurrent use.
+type Handler struct {
+	cfg     Config
+	api     ProxyAPI
+	ledger  *Ledger
+	limiter Limiter
+	metrics *Metrics
+	log     *zap.Logger
+	now     func() time.Time
+	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+}
+
+// NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics
+// may be nil (no limits, unregistered metrics).
+func NewHandler(cfg Config, api ProxyAPI, ledger *Ledger, limiter Limiter, metrics *Metrics, log *zap.Logger) *Handler {
+	if limiter == nil {
+		limiter = NoLimit{}
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Handler{cfg: cfg, api: api, ledger: ledger, limiter: limiter, metrics: metrics, log: log, now: time.Now}
+}
+
+// WaitForSends blocks until every POST that has started has its outcome recorded, or ctx ends.
+func (h *Handler) WaitForSends(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.sends.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// claimLease covers what a run does before its POST: reconciliation and the limiter wait.
+func (h *Handler) claimLease() time.Duration {
+	return 2*h.cfg.HTTPTimeout + h.cfg.LimiterMaxWait + 10*time.Second
+}
+
+// sendLease covers one POST and the writes that record its outcome.
+func (h *Handler) sendLease() time.Duration { return h.cfg.HTTPTimeout + recordTimeout }
+
+// run is one handling of one message: its identity, payload and the ledger ownership it holds.
+type run struct {
+	*Handler
+	task  *asynq.Task
+	id    string
+	queue string
+	p     tasks.Payload
+	own   *Ownership
+	posts int
+}
+
+// ProcessTask handles one message: decode, ledger, reconcile if needed, deadline, account
+// limits, POST, classify, record. Its error tells asynq what to do next (see retry.go).
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	return h.handle(ctx, id, queue, t)
+}
+
+// handle is ProcessTask with the task's identity made explicit, so tests can call it directly.
+func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {
+	p, err := tasks.Decode(t.Payload())
+	if err != nil {
+		h.metrics.Attempts.WithLabelValues(outcomeInvalid).Inc()
+		h.log.Warn("archived: invalid payload", zap.String("task_id", id), zap.String("queue", queue),
+			zap.String("outcome", outcomeInvalid), zap.Error(err))
+		return archive(fmt.Errorf("invalid payload: %w", err))
+	}
+	own, err := h.ledger.Acquire(ctx, p.ParticipantSID, id, h.claimLease())
+	if err != nil {
+		h.log.Warn("ledger unavailable", zap.String("task_id", id), zap.Error(err))
+		return err
+	}
+	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, own: own, posts: own.Posts}
+	switch {
+	case own.Sent:
+		// Sent by an earlier run whose asynq bookkeeping did not finish: record again, send nothing.
+		r.writeResult(own.Outcome)
+		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome re-recorded")
+		return nil
+	case own.BusyFor > 0:
+		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
+		return &retryLater{After: own.BusyFor + jitter(time.Second), Err: errors.New("another run of this message holds its send lease")}
+	}
+	return r.process(ctx)
+}
+
+func (r *run) process(ctx context.Context) error {
+	if r.own.Attempt == attemptUnknown {
+		if done, err := r.reconcile(ctx); done {
+			return err
+		}
+	}
+	deadline := r.own.FirstSeen.Add(r.cfg.SendWithin)
+	if r.p.SendBefore != nil {
+		deadline = *r.p.SendBefore
+	}
+	if !r.own.Now.Before(deadline) {
+		return r.expire(ctx, deadline)
+	}
+
+	waitStart := r.now()
+	maxWait := min(r.cfg.LimiterMaxWait, deadline.Sub(r.own.Now))
+	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id+":"+strconv.FormatInt(r.own.Fence, 10), maxWait)
+	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
+	if err != nil {
+		r.release(ctx, attemptNone)
+		var limited *LimitedError
+		if errors.As(err, &limited) {
+			r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+			return &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/2+10*time.Millisecond), Err: err}
+		}
+		return fmt.Errorf("account limiter: %w", err)
+	}
+	return r.send(ctx, permit)
+}
+
+// send makes the one POST that can create the interaction, and records what came of it.
+func (r *run) send(ctx context.Context, permit Permit) error {
+	startedAt, posts, err := r.ledger.BeginSend(ctx, r.p.ParticipantSID, r.id, r.own.Fence, r.sendLease())
+	if err != nil {
+		permit.Release(false)
+		if errors.Is(err, ErrLostOwnership) {
+			return &retryLater{After: time.Second, Err: err}
+		}
+		return err
+	}
+	r.posts = posts
+	r.sends.Add(1)
+	defer r.sends.Done()
+
+	// Detached from the task's context: asynq cancels that at shutdown or task timeout, and a
+	// POST cut off midway is exactly the ambiguous outcome we must avoid creating ourselves.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.HTTPTimeout)
+	r.metrics.InFlight.Inc()
+	began := r.now()
+	mi, err := r.api.CreateMessageInteraction(sendCtx, proxyclient.CreateParams{
+		ServiceSID: r.p.ServiceSID, SessionSID: r.p.SessionSID, ParticipantSID: r.p.ParticipantSID,
+		Body: r.p.Body, MediaURLs: r.p.MediaURLs,
+	})
+	latency := r.now().Sub(began)
+	r.metrics.InFlight.Dec()
+	r.metrics.RequestDuration.WithLabelValues("create").Observe(latency.Seconds())
+	cancel()
+
+	var apiErr *proxyclient.Error
+	if errors.As(err, &apiErr) {
+		r.metrics.twilioError(apiErr.Code, apiErr.StatusCode)
+	}
+	rateLimited := apiErr != nil && apiErr.StatusCode == 429
+	permit.Release(rateLimited)
+
+	recCtx, cancelRec := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancelRec()
+	switch proxyclient.Classify(err) {
+	case proxyclient.ClassNone:
+		return r.recordSent(recCtx, mi, false, latency)
+	case proxyclient.ClassRetryable:
+		r.release(recCtx, attemptNone)
+		after, _ := proxyclient.RetryAfter(err)
+		if rateLimited {
+			// Twilio says a 429 was not processed: safe to resend, and not a failed attempt.
+			if after == 0 {
+				after = Backoff(min(posts-1, 8), r.cfg.BackoffBase, r.cfg.BackoffMax, rand.Float64)
+			}
+			r.logOutcome(outcomeRateLimited, "", latency, err, "")
+			return &retryLater{After: after, Err: err}
+		}
+		r.logOutcome(outcomeRetried, "", latency, err, "")
+		return &retryLater{After: after, Failure: true, Err: err}
+	case proxyclient.ClassPermanent:
+		r.release(recCtx, attemptNone)
+		o := &tasks.Outcome{State: tasks.OutcomeFailed, Attempts: posts, Error: err.Error(), RecordedAt: r.now().UTC()}
+		if apiErr != nil {
+			o.ErrorCode, o.HTTPStatus, o.Error = apiErr.Code, apiErr.StatusCode, apiErr.Message
+		}
+		r.writeResult(o)
+		r.logOutcome(outcomePermanent, "", latency, err, "")
+		return archive(fmt.Errorf("permanent failure, not retried: %w", err))
+	default: // ambiguous: the interaction may exist
+		r.release(recCtx, attemptUnknown)
+		r.writeResult(&tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: posts, RecordedAt: r.now().UTC(),
+			Error: "the last request may have created the interaction; reconciling before any resend"})
+		r.logOutcome(outcomeUnknown, "", latency, err, "")
+		wait := max(time.Until(startedAt.Add(r.cfg.ReconcileSettle)), time.Second)
+		return &retryLater{After: wait, Failure: true,
+			Err: fmt.Errorf("outcome unknown, will reconcile before any resend: %w", err)}
+	}
+}
+
+// reconcile decides, after a request whose answer we never saw, whether it created the
+// interaction. done is false when the caller should go on and send (nothing was created).
+func (r *run) reconcile(ctx context.Context) (done bool, err error) {
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.HTTPTimeout+5*time.Second)
+	began := r.now()
+	res, err := r.findCandidates(rctx, r.id, r.p, r.own.StartedAt, r.own.Now)
+	cancel()
+	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
+	if err != nil {
+		r.release(ctx, attemptUnknown)
+		r.logOutcome(outcomeUnknown, "", 0, err, "reconciliation failed; will try again, never resend blindly")
+		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
+	}
+	for i := range res.Candidates {
+		err := r.recordSent(ctx, &res.Candidates[i], true, 0)
+		if errors.Is(err, ErrClaimed) {
+			continue // another message of ours adopted it between our list and our claim
+		}
+		return true, err
+	}
+	if res.Truncated {
+		reason := fmt.Sprintf("outcome unknown: the participant has more than %d pages of interactions and none of those read matched; not resent, to avoid a duplicate SMS", r.cfg.ReconcileMaxPages)
+		r.writeResult(&tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
+		r.release(ctx, attemptUnknown)
+		r.logOutcome(outcomeUnknown, "", 0, nil, reason)
+		return true, archive(errors.New(reason))
+	}
+	if settleAt := r.own.StartedAt.Add(r.cfg.ReconcileSettle); r.own.Now.Before(settleAt) {
+		r.release(ctx, attemptUnknown)
+		return true, &retryLater{After: settleAt.Sub(r.own.Now),
+			Err: errors.New("outcome unknown and not found yet; waiting for Twilio to settle before deciding")}
+	}
+	// Settled and not found: the request created nothing. The caller sends.
+	return false, nil
+}
+
+// recordSent records an interaction as this message's outcome: ledger first (it is what stops a
+// second send), then the asynq result for people to read.
+func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction, reconciled bool, latency time.Duration) error {
+	o := &tasks.Outcome{
+		State: tasks.OutcomeSent, InteractionSID: mi.SID, OutboundStatus: mi.OutboundResourceStatus,
+		OutboundResourceSID: mi.OutboundResourceSID, Attempts: r.posts, Reconciled: reconciled,
+		RecordedAt: r.now().UTC(),
+	}
+	sentAt := mi.DateCreated
+	if sentAt.IsZero() {
+		sentAt = o.RecordedAt
+	}
+	o.SentAt = &sentAt
+	if err := r.ledger.MarkSent(ctx, r.p.ParticipantSID, r.id, r.own.Fence, o); err != nil {
+		if errors.Is(err, ErrClaimed) {
+			return err
+		}
+		// The interaction exists but is not recorded. The ledger still says in flight (or
+		// unknown), so whichever run comes next reconciles and finds it: no second SMS.
+		r.log.Error("sent but not recorded; the next run will reconcile", zap.String("task_id", r.id),
+			zap.String("interaction_sid", mi.SID), zap.Error(err))
+		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent interaction %s: %w", mi.SID, err)}
+	}
+	r.writeResult(o)
+	outcome := outcomeSent
+	if reconciled {
+		outcome = outcomeReconciled
+	}
+	r.logOutcome(outcome, mi.SID, latency, nil, "")
+	return nil
+}
+
+func (r *run) expire(ctx context.Context, deadline time.Time) error {
+	r.release(ctx, attemptNone)
+	reason := fmt.Sprintf("expired: not sent before its deadline %s", deadline.UTC().Format(time.RFC3339))
+	r.writeResult(&tasks.Outcome{State: tasks.OutcomeExpired, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
+	r.logOutcome(outcomeExpired, "", 0, nil, reason)
+	return archive(errors.New(reason))
+}
+
+// release gives up ownership; losing it to another run is fine here (that run decides now).
+func (r *run) release(ctx context.Context, attempt string) {
+	if err := r.ledger.Release(ctx, r.p.ParticipantSID, r.id, r.own.Fence, attempt); err != nil && !errors.Is(err, ErrLostOwnership) {
+		// The lease lapses by itself; the next run treats a lapsed in-flight attempt as unknown.
+		r.log.Warn("ledger release failed; lease will lapse", zap.String("task_id", r.id), zap.Error(err))
+	}
+}
+
+// writeResult stores the outcome as the asynq task result. The ledger is authoritative; a failed
+// write here is logged and healed by the next run, which finds the ledger's record.
+func (r *run) writeResult(o *tasks.Outcome) {
+	w := r.task.ResultWriter()
+	if w == nil {
+		return
+	}
+	data, err := json.Marshal(o)
+	if err == nil {
+		_, err = w.Write(data)
+	}
+	if err != nil {
+		r.log.Warn("could not write task result", zap.String("task_id", r.id), zap.Error(err))
+	}
+}
+
+// logOutcome writes the one log line of an attempt. Never the body or media URLs.
+func (r *run) logOutcome(outcome, interactionSID string, latency time.Duration, err error, note string) {
+	r.metrics.Attempts.WithLabelValues(outcome).Inc()
+	fields := []zap.Field{
+		zap.String("task_id", r.id), zap.String("queue", r.queue), zap.String("participant_sid", r.p.ParticipantSID),
+		zap.String("outcome", outcome), zap.Int("attempt", r.posts),
+	}
+	if interactionSID != "" {
+		fields = append(fields, zap.String("interaction_sid", interactionSID))
+	}
+	if latency > 0 {
+		fields = append(fields, zap.Duration("latency", latency))
+	}
+	var apiErr *proxyclient.Error
+	if errors.As(err, &apiErr) {
+		fields = append(fields, zap.Int("http_status", apiErr.StatusCode), zap.Int("twilio_code", apiErr.Code),
+			zap.String("twilio_request_id", apiErr.RequestID))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	if note != "" {
+		fields = append(fields, zap.String("note", note))
+	}
+	switch outcome {
+	case outcomeSent, outcomeReconciled, outcomeDuplicate:
+		r.log.Info("attempt", fields...)
+	case outcomePermanent, outcomeUnknown, outcomeExpired:
+		r.log.Warn("attempt", fields...)
+	default:
+		r.log.Info("attempt", fields...)
+	}
+}
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
+}
+
+func jsonMarshal(o *tasks.Outcome) (string, error) {
+	data, err := json.Marshal(o)
+	return string(data), err
+}

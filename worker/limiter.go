@@ -1,0 +1,485 @@
+package worker
+
+import (
+	"container/list"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Account limits shared by every worker process.
+//
+// Twilio limits concurrent requests per account and answers 429 beyond it. Limits kept in each
+// process do not add up to an account-wide limit, so all of it lives in Redis, keyed by account
+// with a hash tag so that one account's keys share a Redis Cluster slot and one script may touch
+// them all:
+//
+//	proxyq:{acct:<account>}:inflight  ZSET   member = holder + random suffix, score = lease expiry (ms, Redis clock)
+//	proxyq:{acct:<account>}:adaptive  HASH   factor (per mille), ref (recovery clock), dec (last decrease)
+//	rate:proxyq:{acct:<account>}:rate STRING redis_rate's GCRA state ("rate:" is redis_rate's own prefix)
+//
+// In-flight cap. Acquire runs one Lua script: drop members whose lease has expired, admit when
+// ZCARD is below the effective cap, ZADD the holder with its lease expiry. Release is ZREM. The
+// lease (AccountLimits.Lease, default 30s, longer than the 15s HTTP timeout) is what gives back a
+// slot held by a process that was SIGKILLed mid-request, after a bounded time. Every time is
+// Redis's own clock (TIME inside the script), so processes with skewed clocks agree.
+//
+// asynq's x/rate Semaphore has the same design, but it cannot be used here: it is built on
+// go-redis v8 (github.com/go-redis/redis/v8), and asynq v0.26 hands out go-redis v9 clients, so
+// NewSemaphore panics on the type assertion of MakeRedisClient's result. It also takes the lease
+// from the task context's deadline (asynq's task timeout, minutes) and the client's clock in whole
+// seconds, where we want a short lease on Redis's clock.
+//
+// Request rate. github.com/go-redis/redis_rate (GCRA) with the emission interval 1/rate: any
+// rate works, fractional ones too (0.5/s is Limit{Rate: 1, Period: 2s}).
+//
+// Adaptation. When Twilio answers 429 anyway (another client on the account, a limit lower than
+// configured), Release(true) halves an account-wide factor in Redis, at most once per
+// DecreaseGap (1s) so that one overload burst halves it once, never below 0.1. Every
+// RecoverEvery (5s) without a 429 it grows by 0.1 back to 1. Recovery is computed lazily by the
+// scripts from Redis's clock, so every process sees the same value and no process has to run a
+// timer. The factor scales both limits: the effective cap is ceil(cap×factor), at least 1, and the
+// rate and burst are multiplied by it. It is exported as proxyq_limit_factor{account} (each
+// process updates it when it talks to Redis about that account) and the process whose script
+// changed it logs the change.
+//
+// Waiting. A waiter sleeps between tries: jittered, growing from 2ms to 50ms for the in-flight
+// cap; redis_rate's RetryAfter for the rate. A release in this process wakes its oldest local
+// waiter of that account at once (a slot freed here is most often taken here). Waiting never
+// exceeds maxWait nor outlives ctx. Redis pub/sub wake-ups across processes were measured and
+// not kept: see TestLimiterHandoffStrategies and the note at wakeOne.
+
+// Limiter defaults, documented on the AccountLimits fields.
+const (
+	DefaultSlotLease    = 30 * time.Second
+	DefaultRecoverEvery = 5 * time.Second
+	DefaultDecreaseGap  = time.Second
+
+	minFactor  = 100  // per mille: the factor never goes below 0.1
+	fullFactor = 1000 // per mille: 1.0
+
+	minPoll = 2 * time.Millisecond  // first sleep between in-flight tries
+	maxPoll = 50 * time.Millisecond // sleeps grow to this
+
+	// releaseTimeout bounds the Redis call of Release, which has no context of its own.
+	releaseTimeout = 5 * time.Second
+	// adaptiveTTL is how long the adaptive state outlives its last change.
+	adaptiveTTL = 24 * time.Hour
+)
+
+// AccountLimits are the per-account limits shared by every worker process. The zero value of
+// each duration means its default (WithDefaults).
+type AccountLimits struct {
+	MaxInFlight int     // concurrent requests (0: no cap)
+	Rate        float64 // requests per second, fractions allowed (0: no cap)
+	Burst       int     // requests allowed at once above the rate (0: Rate rounded up, at least 1)
+
+	// Lease bounds how long a slot stays taken without Release: a process killed mid-request
+	// gives its slots back after it. Default 30s; it must exceed the HTTP timeout (15s), or a
+	// slow request would lose its slot while still in flight.
+	Lease time.Duration
+	// RecoverEvery is how long the account must go without a 429 for the adaptive factor to
+	// grow by 0.1. Default 5s: from the floor (0.1) back to 1 in 45s.
+	RecoverEvery time.Duration
+	// DecreaseGap is the least time between two halvings of the factor, so that the 429s of one
+	// burst (all the requests that were in flight together) halve it once. Default 1s.
+	DecreaseGap time.Duration
+}
+
+// WithDefaults returns a copy of l with unset fields given their defaults.
+func (l AccountLimits) WithDefaults() AccountLimits {
+	if l.Lease == 0 {
+		l.Lease = DefaultSlotLease
+	}
+	if l.RecoverEvery == 0 {
+		l.RecoverEvery = DefaultRecoverEvery
+	}
+	if l.DecreaseGap == 0 {
+		l.DecreaseGap = DefaultDecreaseGap
+	}
+	if l.Rate > 0 && l.Burst == 0 {
+		l.Burst = int(math.Ceil(l.Rate))
+	}
+	return l
+}
+
+// Validate reports the first field whose value cannot work. Call it on the result of WithDefaults.
+func (l AccountLimits) Validate() error {
+	switch {
+	case l.MaxInFlight < 0:
+		return fmt.Errorf("account limits: MaxInFlight must not be negative, got %d", l.MaxInFlight)
+	case l.Rate < 0 || math.IsNaN(l.Rate) || math.IsInf(l.Rate, 0):
+		return fmt.Errorf("account limits: Rate must be a finite number, 0 or more, got %v", l.Rate)
+	case l.Burst < 0:
+		return fmt.Errorf("account limits: Burst must not be negative, got %d", l.Burst)
+	case l.Lease < time.Second:
+		return fmt.Errorf("account limits: Lease must be at least 1s, got %v", l.Lease)
+	case l.RecoverEvery < time.Millisecond:
+		return fmt.Errorf("account limits: RecoverEvery must be at least 1ms, got %v", l.RecoverEvery)
+	case l.DecreaseGap < 0:
+		return fmt.Errorf("account limits: DecreaseGap must not be negative, got %v", l.DecreaseGap)
+	}
+	return nil
+}
+
+// AccountLimiter is the Redis-backed Limiter. It is safe for concurrent use.
+type AccountLimiter struct {
+	rdb  redis.UniversalClient
+	lim  AccountLimits
+	rate *redis_rate.Limiter
+	m    *Metrics
+	log  *zap.Logger
+
+	accounts sync.Map // account → *accountState
+}
+
+// accountState is what one process knows about one account.
+type accountState struct {
+	name   string
+	gauge  prometheus.Gauge
+	factor atomic.Int64 // last factor seen (per mille); 0 before the first
+	hold   atomic.Int64 // moving average of how long a permit is held (ns), for RetryIn
+
+	mu      sync.Mutex
+	waiters list.List // of chan struct{} (buffer 1): local waiters, oldest first
+}
+
+// NewAccountLimiter returns the limiter enforcing lim per account through rdb, or NoLimit{}
+// when lim sets neither a cap nor a rate. Invalid values (negative numbers) are treated as
+// unset, with an error logged: worker.Config.Validate refuses them earlier. m and log may be nil.
+func NewAccountLimiter(rdb redis.UniversalClient, lim AccountLimits, m *Metrics, log *zap.Logger) Limiter {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	lim = lim.WithDefaults()
+	if err := lim.Validate(); err != nil {
+		log.Error("account limits ignored", zap.Error(err))
+		return NoLimit{}
+	}
+	if lim.MaxInFlight == 0 && lim.Rate == 0 {
+		return NoLimit{}
+	}
+	return newAccountLimiter(rdb, lim, m, log)
+}
+
+func newAccountLimiter(rdb redis.UniversalClient, lim AccountLimits, m *Metrics, log *zap.Logger) *AccountLimiter {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &AccountLimiter{rdb: rdb, lim: lim.WithDefaults(), rate: redis_rate.NewLimiter(rdb), m: m, log: log}
+}
+
+// Keys of one account's limiter state.
+func inflightKey(account string) string { return "proxyq:{acct:" + account + "}:inflight" }
+func adaptiveKey(account string) string { return "proxyq:{acct:" + account + "}:adaptive" }
+
+// rateKey is passed to redis_rate, which prefixes it with "rate:".
+func rateKey(account string) string { return "proxyq:{acct:" + account + "}:rate" }
+
+// luaRecover is shared by the scripts: it reads the adaptive factor f (per mille) of KEYS[2] and
+// applies the recovery due since ref (ARGV[2] ms per step). It leaves prev = the factor before
+// recovery, or -1 when unchanged. Needs `now` (ms) and `ttl` (ms).
+const luaRecover = `
+local h = redis.call('HMGET', KEYS[2], 'factor', 'ref', 'dec')
+local f = tonumber(h[1]) or 1000
+local ref = tonumber(h[2]) or now
+local dec = tonumber(h[3]) or 0
+local prev = -1
+local rec = tonumber(ARGV[2])
+if f < 1000 and now - ref >= rec then
+  local steps = math.floor((now - ref) / rec)
+  prev = f
+  f = math.min(1000, f + 100 * steps)
+  ref = ref + steps * rec
+  redis.call('HSET', KEYS[2], 'factor', f, 'ref', ref)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+`
+
+// slotScript: KEYS[1] in-flight ZSET, KEYS[2] adaptive hash. ARGV[1] member, ARGV[2] recovery
+// step ms, ARGV[3] cap (0: none), ARGV[4] lease ms, ARGV[5] adaptive TTL ms.
+// Returns {admitted 0|1, factor, factor before recovery or -1, in flight}.
+var slotScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[5])` + luaRecover + `
+local cap = tonumber(ARGV[3])
+if cap == 0 then return {1, f, prev, 0} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= math.max(1, math.ceil(cap * f / 1000)) then return {0, f, prev, n} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, f, prev, n + 1}
+`)
+
+// throttleScript records a 429: KEYS[1] in-flight ZSET, KEYS[2] adaptive hash. ARGV[1] member to
+// release ("" for none), ARGV[2] recovery step ms, ARGV[3] decrease gap ms, ARGV[4] adaptive TTL
+// ms. It halves the factor unless it was halved less than the gap ago (floor 100), and restarts
+// the recovery clock either way. Returns {factor, factor before or -1 when unchanged}.
+var throttleScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[4])` + luaRecover + `
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+local before = f
+if prev >= 0 then before = prev end
+if now - dec >= tonumber(ARGV[3]) then
+  f = math.max(100, math.floor(f / 2))
+  dec = now
+end
+redis.call('HSET', KEYS[2], 'factor', f, 'ref', now, 'dec', dec)
+redis.call('PEXPIRE', KEYS[2], ttl)
+if f ~= before then return {f, before} end
+return {f, -1}
+`)
+
+func (l *AccountLimiter) state(account string) *accountState {
+	if s, ok := l.accounts.Load(account); ok {
+		return s.(*accountState)
+	}
+	s, _ := l.accounts.LoadOrStore(account, &accountState{name: account, gauge: l.m.LimitFactor.WithLabelValues(account)})
+	return s.(*accountState)
+}
+
+// observe records the factor seen in Redis: the gauge, and a log line when this process's
+// script changed it (prev ≥ 0), so the fleet logs each change once.
+func (l *AccountLimiter) observe(s *accountState, factor, prev int64, reason string) {
+	if s.factor.Swap(factor) != factor {
+		s.gauge.Set(float64(factor) / fullFactor)
+	}
+	if prev >= 0 && prev != factor {
+		l.log.Info("account limit factor changed", zap.String("account", s.name), zap.String("reason", reason),
+			zap.Float64("factor", float64(factor)/fullFactor), zap.Float64("previous", float64(prev)/fullFactor),
+			zap.Int("max_in_flight", effectiveCap(l.lim.MaxInFlight, factor)),
+			zap.Float64("rate", l.lim.Rate*float64(factor)/fullFactor))
+	}
+}
+
+// effectiveCap is the in-flight cap scaled by the factor (per mille): ceil, at least 1.
+func effectiveCap(limit int, factor int64) int {
+	return max(1, int((int64(limit)*factor+fullFactor-1)/fullFactor))
+}
+
+// rateLimit is redis_rate's limit for the configured rate scaled by the factor (per mille).
+func (l *AccountLimiter) rateLimit(factor int64) redis_rate.Limit {
+	f := float64(factor) / fullFactor
+	interval := time.Duration(float64(time.Second) / (l.lim.Rate * f))
+	return redis_rate.Limit{Rate: 1, Period: max(interval, time.Microsecond), Burst: max(1, int(math.Ceil(float64(l.lim.Burst)*f)))}
+}
+
+// Acquire implements Limiter. It returns a Permit; a *LimitedError when maxWait passed (or would
+// pass before the rate allows a request) without permission; ctx's error when ctx ended first;
+// or a Redis error. A maxWait of 0 or less tries once.
+func (l *AccountLimiter) Acquire(ctx context.Context, account, holder string, maxWait time.Duration) (Permit, error) {
+	s := l.state(account)
+	member := holder + "#" + randomSuffix()
+	deadline := time.Now().Add(maxWait)
+	poll := minPoll
+	for {
+		admitted, retryIn, reason, err := l.try(ctx, s, member)
+		if err != nil {
+			return nil, err
+		}
+		if admitted {
+			return &permit{l: l, s: s, member: member, since: time.Now()}, nil
+		}
+		remaining := time.Until(deadline)
+		var sleep time.Duration
+		if reason == reasonRate {
+			if retryIn > remaining {
+				return nil, &LimitedError{RetryIn: retryIn, Reason: reason}
+			}
+			// A little jitter so waiters of many processes do not retry at the same instant.
+			sleep = retryIn + jitter(minPoll)
+		} else {
+			if remaining <= 0 {
+				return nil, &LimitedError{RetryIn: retryIn, Reason: reason}
+			}
+			sleep = poll/2 + jitter(poll/2+1)
+			poll = min(2*poll, maxPoll)
+		}
+		if err := s.wait(ctx, min(sleep, max(remaining, 0))); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Reasons reported in LimitedError.
+const (
+	reasonInFlight = "in-flight cap"
+	reasonRate     = "request rate"
+)
+
+// try makes one attempt: the in-flight script (which also reads the adaptive factor), then the
+// rate. It gives the slot back when the rate refuses.
+func (l *AccountLimiter) try(ctx context.Context, s *accountState, member string) (ok bool, retryIn time.Duration, reason string, err error) {
+	res, err := slotScript.Run(ctx, l.rdb, []string{inflightKey(s.name), adaptiveKey(s.name)},
+		member, l.lim.RecoverEvery.Milliseconds(), l.lim.MaxInFlight, l.lim.Lease.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		if ctx.Err() != nil {
+			// The script may have run and taken a slot whose answer we never saw.
+			l.dropSlot(s, member)
+			return false, 0, "", ctx.Err()
+		}
+		return false, 0, "", fmt.Errorf("account limiter: %w", err)
+	}
+	factor := res[1]
+	l.observe(s, factor, res[2], "recovered: no 429 for a while")
+	if res[0] == 0 {
+		return false, s.retryHint(), reasonInFlight, nil
+	}
+	if l.lim.Rate == 0 {
+		return true, 0, "", nil
+	}
+	r, err := l.rate.Allow(ctx, rateKey(s.name), l.rateLimit(factor))
+	if err == nil && r.Allowed > 0 {
+		return true, 0, "", nil
+	}
+	if l.lim.MaxInFlight > 0 {
+		l.dropSlot(s, member)
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false, 0, "", ctx.Err()
+	case err != nil:
+		return false, 0, "", fmt.Errorf("account limiter: rate: %w", err)
+	}
+	return false, max(r.RetryAfter, time.Millisecond), reasonRate, nil
+}
+
+// dropSlot gives back a slot this attempt may hold, on a context of its own: it runs when the
+// caller's context has ended or the attempt was refused by the rate. A failure only delays the
+// slot's return until its lease ends.
+func (l *AccountLimiter) dropSlot(s *accountState, member string) {
+	if l.lim.MaxInFlight == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if err := l.rdb.ZRem(ctx, inflightKey(s.name), member).Err(); err != nil {
+		l.log.Warn("account limiter: could not give a slot back; it returns when its lease ends",
+			zap.String("account", s.name), zap.Duration("lease", l.lim.Lease), zap.Error(err))
+	}
+}
+
+// permit is one granted request. Release is idempotent.
+type permit struct {
+	l        *AccountLimiter
+	s        *accountState
+	member   string
+	since    time.Time
+	released atomic.Bool
+}
+
+// Release implements Permit: it frees the slot, wakes a local waiter, and on a 429 slows the
+// account down. A Redis failure is logged; the slot then comes back when its lease ends.
+func (p *permit) Release(rateLimited bool) {
+	if p.released.Swap(true) {
+		return
+	}
+	l, s := p.l, p.s
+	s.recordHold(time.Since(p.since))
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	var err error
+	switch {
+	case rateLimited:
+		member := ""
+		if l.lim.MaxInFlight > 0 {
+			member = p.member
+		}
+		var res []int64
+		res, err = throttleScript.Run(ctx, l.rdb, []string{inflightKey(s.name), adaptiveKey(s.name)},
+			member, l.lim.RecoverEvery.Milliseconds(), l.lim.DecreaseGap.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
+		if err == nil {
+			l.observe(s, res[0], res[1], "429 from Twilio")
+		}
+	case l.lim.MaxInFlight > 0:
+		err = l.rdb.ZRem(ctx, inflightKey(s.name), p.member).Err()
+	default:
+		return // rate only: nothing is held
+	}
+	if err != nil {
+		l.log.Warn("account limiter: release failed; the slot returns when its lease ends",
+			zap.String("account", s.name), zap.Duration("lease", l.lim.Lease), zap.Bool("rate_limited", rateLimited), zap.Error(err))
+	}
+	if l.lim.MaxInFlight > 0 {
+		s.wakeOne()
+	}
+}
+
+// wait sleeps d, or less when a local release wakes this waiter. It returns ctx's error if ctx
+// ends first.
+func (s *accountState) wait(ctx context.Context, d time.Duration) error {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	e := s.waiters.PushBack(ch)
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer func() {
+		t.Stop()
+		s.mu.Lock()
+		s.waiters.Remove(e) // no-op when wakeOne removed it
+		s.mu.Unlock()
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	case <-ch:
+	}
+	return nil
+}
+
+// wakeOne wakes the oldest local waiter of the account: a slot freed in this process is then
+// retried at once instead of after a sleep. Other processes find it at their next try (at most
+// 50ms later, sooner with many waiters). Redis pub/sub wake-ups across processes were measured
+// (TestLimiterHandoffStrategies): with the waiters a busy fleet has, polling already finds a
+// freed slot within a millisecond or two; pub/sub adds a PUBLISH to every release, a subscriber
+// connection per process, and wakes every process's waiter for each freed slot, of which one wins.
+func (s *accountState) wakeOne() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.waiters.Front(); e != nil {
+		s.waiters.Remove(e)
+		e.Value.(chan struct{}) <- struct{}{}
+	}
+}
+
+// recordHold feeds the moving average of permit hold times (weight 1/8).
+func (s *accountState) recordHold(d time.Duration) {
+	for {
+		old := s.hold.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if s.hold.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// retryHint is when to try again after the in-flight cap refused: a slot frees when a request
+// ends, so about one request's duration, within [50ms, 5s].
+func (s *accountState) retryHint() time.Duration {
+	return min(max(time.Duration(s.hold.Load()), 50*time.Millisecond), 5*time.Second)
+}
+
+// randomSuffix makes each Acquire's member unique even if a holder name repeats.
+func randomSuffix() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Sprintf("%x", mrand.Uint64())
+	}
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,465 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/proxyq/proxyq/internal/redistest"
+)
+
+const limAccount = "AC0000000000000000000000000000000a"
+
+// limProcs builds n limiters on one database, each with its own Redis client and metrics, as n
+// worker processes would have.
+func limProcs(t *testing.T, n int, lim AccountLimits) ([]*AccountLimiter, redistest.DB) {
+	t.Helper()
+	db := redistest.NewDB(t)
+	out := make([]*AccountLimiter, n)
+	for i := range out {
+		l, ok := NewAccountLimiter(db.Client(t), lim, NewMetrics(nil), nil).(*AccountLimiter)
+		if !ok {
+			t.Fatalf("NewAccountLimiter(%+v) is not an *AccountLimiter", lim)
+		}
+		out[i] = l
+	}
+	return out, db
+}
+
+func mustAcquire(t *testing.T, l Limiter, holder string, maxWait time.Duration) Permit {
+	t.Helper()
+	p, err := l.Acquire(context.Background(), limAccount, holder, maxWait)
+	if err != nil {
+		t.Fatalf("Acquire(%s): %v", holder, err)
+	}
+	return p
+}
+
+func wantLimited(t *testing.T, err error, reason string) *LimitedError {
+	t.Helper()
+	var le *LimitedError
+	if !errors.As(err, &le) {
+		t.Fatalf("err = %v, want *LimitedError", err)
+	}
+	if le.Reason != reason || le.RetryIn <= 0 {
+		t.Fatalf("LimitedError = %+v, want reason %q and a positive RetryIn", le, reason)
+	}
+	return le
+}
+
+func factorGauge(l *AccountLimiter) float64 {
+	var m dto.Metric
+	if err := l.m.LimitFactor.WithLabelValues(limAccount).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetGauge().GetValue()
+}
+
+func storedFactor(t *testing.T, rdb redis.UniversalClient) string {
+	t.Helper()
+	v, err := rdb.HGet(context.Background(), adaptiveKey(limAccount), "factor").Result()
+	if errors.Is(err, redis.Nil) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestAccountLimitsValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		lim     AccountLimits
+		wantErr string
+	}{
+		{"zero", AccountLimits{}, ""},
+		{"cap and fractional rate", AccountLimits{MaxInFlight: 3, Rate: 0.5}, ""},
+		{"negative cap", AccountLimits{MaxInFlight: -1}, "MaxInFlight must not be negative"},
+		{"negative rate", AccountLimits{Rate: -2}, "Rate must be a finite number"},
+		{"NaN rate", AccountLimits{Rate: math.NaN()}, "Rate must be a finite number"},
+		{"negative burst", AccountLimits{Rate: 1, Burst: -1}, "Burst must not be negative"},
+		{"short lease", AccountLimits{MaxInFlight: 1, Lease: 10 * time.Millisecond}, "Lease must be at least 1s"},
+		{"negative gap", AccountLimits{MaxInFlight: 1, DecreaseGap: -time.Second}, "DecreaseGap must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.lim.WithDefaults().Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	d := AccountLimits{Rate: 2.5}.WithDefaults()
+	if d.Burst != 3 || d.Lease != DefaultSlotLease || d.RecoverEvery != DefaultRecoverEvery || d.DecreaseGap != DefaultDecreaseGap {
+		t.Fatalf("WithDefaults() = %+v, want burst 3 and default durations", d)
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func TestNewAccountLimiterWithoutLimitsIsNoLimit(t *testing.T) {
+	t.Parallel()
+	// No Redis is touched when there is nothing to limit, so none is needed.
+	for _, lim := range []AccountLimits{{}, {Burst: 5}, {MaxInFlight: -1}} {
+		if got := NewAccountLimiter(nil, lim, nil, nil); got != (NoLimit{}) {
+			t.Errorf("NewAccountLimiter(%+v) = %T, want NoLimit", lim, got)
+		}
+	}
+}
+
+func TestLimiterRateLimitConversion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		rate         float64
+		burst        int
+		factor       int64
+		wantInterval time.Duration
+		wantBurst    int
+	}{
+		{rate: 10, burst: 10, factor: 1000, wantInterval: 100 * time.Millisecond, wantBurst: 10},
+		{rate: 0.5, burst: 1, factor: 1000, wantInterval: 2 * time.Second, wantBurst: 1},
+		{rate: 1.0 / 60, burst: 1, factor: 1000, wantInterval: time.Minute, wantBurst: 1},
+		{rate: 10, burst: 10, factor: 500, wantInterval: 200 * time.Millisecond, wantBurst: 5},
+		{rate: 10, burst: 3, factor: 100, wantInterval: time.Second, wantBurst: 1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/s×%d‰", tt.rate, tt.factor), func(t *testing.T) {
+			t.Parallel()
+			l := newAccountLimiter(nil, AccountLimits{Rate: tt.rate, Burst: tt.burst}, nil, nil)
+			got := l.rateLimit(tt.factor)
+			if got.Rate != 1 || got.Burst != tt.wantBurst || (got.Period-tt.wantInterval).Abs() > time.Microsecond {
+				t.Fatalf("rateLimit(%d) = %+v, want 1 per %v, burst %d", tt.factor, got, tt.wantInterval, tt.wantBurst)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		limit  int
+		factor int64
+		want   int
+	}{{10, 1000, 10}, {10, 500, 5}, {3, 500, 2}, {10, 100, 1}, {1, 100, 1}, {7, 250, 2}} {
+		if got := effectiveCap(tt.limit, tt.factor); got != tt.want {
+			t.Errorf("effectiveCap(%d, %d) = %d, want %d", tt.limit, tt.factor, got, tt.want)
+		}
+	}
+}
+
+// Several processes, many goroutines each: the number of permits held at once never exceeds
+// the cap, and every request eventually gets through.
+func TestLimiterCapHoldsAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	const (
+		capacity   = 5
+		processes  = 3
+		goroutines = 12 // per process
+		rounds     = 15 // acquisitions per goroutine
+	)
+	procs, _ := limProcs(t, processes, AccountLimits{MaxInFlight: capacity})
+	var held, maxHeld, admitted atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, processes*goroutines)
+	for p, l := range procs {
+		for g := range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := range rounds {
+					pm, err := l.Acquire(context.Background(), limAccount, fmt.Sprintf("p%d-g%d-r%d", p, g, r), time.Minute)
+					if err != nil {
+						errs <- err
+						return
+					}
+					n := held.Add(1)
+					for {
+						m := maxHeld.Load()
+						if n <= m || maxHeld.CompareAndSwap(m, n) {
+							break
+						}
+					}
+					admitted.Add(1)
+					time.Sleep(time.Duration(r%3) * time.Millisecond) // the "request"
+					held.Add(-1)
+					pm.Release(false)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if got := maxHeld.Load(); got > capacity || got < 1 {
+		t.Fatalf("max permits held at once = %d, want 1..%d", got, capacity)
+	}
+	if got, want := admitted.Load(), int64(processes*goroutines*rounds); got != want {
+		t.Fatalf("admitted %d, want %d", got, want)
+	}
+	t.Logf("max held at once: %d of %d", maxHeld.Load(), capacity)
+}
+
+// A holder that never releases (its process was killed) gives its slot back when the lease ends.
+func TestLimiterKilledHolderSlotComesBack(t *testing.T) {
+	t.Parallel()
+	procs, db := limProcs(t, 2, AccountLimits{MaxInFlight: 1, Lease: time.Second})
+	_ = mustAcquire(t, procs[0], "killed", 0) // never released
+
+	_, err := procs[1].Acquire(context.Background(), limAccount, "other", 0)
+	wantLimited(t, err, reasonInFlight)
+
+	// Within a wait longer than the lease, the other process gets the slot.
+	p := mustAcquire(t, procs[1], "other", 10*time.Second)
+	members, err := db.Client(t).ZRange(context.Background(), inflightKey(limAccount), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 1 || !contains(members[0], "other#") {
+		t.Fatalf("in-flight members = %v, want only the new holder", members)
+	}
+	p.Release(false)
+	if n := db.Client(t).ZCard(context.Background(), inflightKey(limAccount)).Val(); n != 0 {
+		t.Fatalf("in flight after release = %d, want 0", n)
+	}
+}
+
+// The rate is shared by every process, and the admitted count over a window matches it.
+func TestLimiterRateAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	const (
+		rate   = 50.0 // per second
+		window = 2 * time.Second
+		warmup = 300 * time.Millisecond // drains the initial burst
+	)
+	procs, _ := limProcs(t, 3, AccountLimits{Rate: rate, Burst: 5})
+	start := time.Now()
+	stop := start.Add(warmup + window + 200*time.Millisecond)
+	var (
+		mu    sync.Mutex
+		times []time.Time
+		wg    sync.WaitGroup
+	)
+	for i, l := range procs {
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; time.Now().Before(stop); n++ {
+					p, err := l.Acquire(context.Background(), limAccount, fmt.Sprintf("p%d-g%d-%d", i, g, n), time.Second)
+					var le *LimitedError
+					if errors.As(err, &le) {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					now := time.Now()
+					p.Release(false)
+					mu.Lock()
+					times = append(times, now)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	from, to := start.Add(warmup), start.Add(warmup+window)
+	inWindow := 0
+	for _, at := range times {
+		if !at.Before(from) && at.Before(to) {
+			inWindow++
+		}
+	}
+	want := rate * window.Seconds()
+	if math.Abs(float64(inWindow)-want) > 0.05*want {
+		t.Fatalf("admitted %d in %v, want %.0f ± 5%%", inWindow, window, want)
+	}
+	t.Logf("admitted %d in %v at %v/s (%.1f%% of the rate)", inWindow, window, rate, 100*float64(inWindow)/want)
+}
+
+// A fractional rate: 0.5/s lets one request through, then asks the next to wait about 2s.
+func TestLimiterFractionalRate(t *testing.T) {
+	t.Parallel()
+	procs, _ := limProcs(t, 1, AccountLimits{Rate: 0.5, Burst: 1})
+	mustAcquire(t, procs[0], "first", 0).Release(false)
+	_, err := procs[0].Acquire(context.Background(), limAccount, "second", 100*time.Millisecond)
+	le := wantLimited(t, err, reasonRate)
+	if le.RetryIn < time.Second || le.RetryIn > 2*time.Second {
+		t.Fatalf("RetryIn = %v, want about 2s (one request per 2s)", le.RetryIn)
+	}
+}
+
+// A 429 halves the factor for every process at once (once per burst), lowering the cap and the
+// rate; it is logged and exported; without 429s it climbs back to 1.
+func TestLimiterAdaptsTo429AndRecovers(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.InfoLevel)
+	lim := AccountLimits{MaxInFlight: 8, Rate: 1000, RecoverEvery: 150 * time.Millisecond, DecreaseGap: time.Minute}
+	procs, db := limProcs(t, 2, lim)
+	procs[0].log = zap.New(core)
+	a, b := procs[0], procs[1]
+	rdb := db.Client(t)
+
+	mustAcquire(t, a, "warm", 0).Release(false)
+	if g := factorGauge(a); g != 1 {
+		t.Fatalf("factor gauge before any 429 = %v, want 1", g)
+	}
+	// One overload burst: three requests answered 429 together halve the factor once.
+	burst := []Permit{mustAcquire(t, a, "r1", 0), mustAcquire(t, a, "r2", 0), mustAcquire(t, b, "r3", 0)}
+	for _, p := range burst {
+		p.Release(true)
+	}
+	if got := storedFactor(t, rdb); got != "500" {
+		t.Fatalf("factor after one burst of 429s = %s‰, want 500", got)
+	}
+	if n := logs.FilterMessage("account limit factor changed").Len(); n != 1 {
+		t.Fatalf("factor change logged %d times, want once", n)
+	}
+
+	// Process b sees the halved cap: 4 of 8.
+	var held []Permit
+	for i := range 4 {
+		held = append(held, mustAcquire(t, b, fmt.Sprintf("h%d", i), 0))
+	}
+	if g := factorGauge(b); g != 0.5 {
+		t.Fatalf("process b's factor gauge = %v, want 0.5", g)
+	}
+	_, err := b.Acquire(context.Background(), limAccount, "over", 0)
+	wantLimited(t, err, reasonInFlight)
+	for _, p := range held {
+		p.Release(false)
+	}
+
+	// Without 429s it recovers by 0.1 per RecoverEvery, back to 1 (bounded loop).
+	for i := 0; factorGauge(a) < 1; i++ {
+		if i > 200 {
+			t.Fatalf("factor did not recover: %v after %d tries", factorGauge(a), i)
+		}
+		time.Sleep(lim.RecoverEvery / 3)
+		mustAcquire(t, a, "probe", 0).Release(false)
+	}
+	if got := storedFactor(t, rdb); got != "1000" {
+		t.Fatalf("stored factor after recovery = %s‰, want 1000", got)
+	}
+	var reasons []string
+	for _, e := range logs.FilterMessage("account limit factor changed").All() {
+		reasons = append(reasons, e.ContextMap()["reason"].(string))
+	}
+	if len(reasons) < 2 || reasons[0] != "429 from Twilio" || !contains(reasons[len(reasons)-1], "recovered") {
+		t.Fatalf("logged reasons = %v, want a 429 then recoveries", reasons)
+	}
+}
+
+// The factor halves at most once per DecreaseGap, and never below 0.1.
+func TestLimiterFactorFloor(t *testing.T) {
+	t.Parallel()
+	procs, db := limProcs(t, 1, AccountLimits{MaxInFlight: 4, RecoverEvery: time.Hour, DecreaseGap: time.Nanosecond})
+	l, rdb := procs[0], db.Client(t)
+	for i, want := range []string{"500", "250", "125", "100", "100"} {
+		mustAcquire(t, l, fmt.Sprintf("r%d", i), 0).Release(true)
+		time.Sleep(2 * time.Millisecond) // Redis's clock has millisecond steps here
+		if got := storedFactor(t, rdb); got != want {
+			t.Fatalf("after %d 429s factor = %s‰, want %s", i+1, got, want)
+		}
+	}
+	// At the floor the cap is 1: one holder, the next is refused.
+	p := mustAcquire(t, l, "one", 0)
+	_, err := l.Acquire(context.Background(), limAccount, "two", 0)
+	wantLimited(t, err, reasonInFlight)
+	p.Release(false)
+}
+
+// Acquire gives up after maxWait with a LimitedError, and never earlier.
+func TestLimiterMaxWaitBound(t *testing.T) {
+	t.Parallel()
+	procs, _ := limProcs(t, 1, AccountLimits{MaxInFlight: 1})
+	held := mustAcquire(t, procs[0], "holder", 0)
+	defer held.Release(false)
+	for _, maxWait := range []time.Duration{0, 30 * time.Millisecond, 150 * time.Millisecond} {
+		began := time.Now()
+		_, err := procs[0].Acquire(context.Background(), limAccount, "waiter", maxWait)
+		wantLimited(t, err, reasonInFlight)
+		if waited := time.Since(began); waited < maxWait {
+			t.Fatalf("gave up after %v, before maxWait %v", waited, maxWait)
+		}
+	}
+}
+
+// A cancelled context ends the wait at once and leaves no slot behind.
+func TestLimiterContextCancel(t *testing.T) {
+	t.Parallel()
+	procs, db := limProcs(t, 1, AccountLimits{MaxInFlight: 1, Rate: 1000})
+	held := mustAcquire(t, procs[0], "holder", 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := procs[0].Acquire(ctx, limAccount, "waiter", time.Hour)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Acquire after cancel = %v, want context.Canceled", err)
+		}
+	case <-time.After(time.Minute): // far below the hour of maxWait: it returned because of ctx
+		t.Fatal("Acquire did not return after its context was cancelled")
+	}
+	held.Release(false)
+	if n := db.Client(t).ZCard(context.Background(), inflightKey(limAccount)).Val(); n != 0 {
+		t.Fatalf("in flight after cancel and release = %d, want 0", n)
+	}
+	// An already cancelled context is refused without taking a slot.
+	if _, err := procs[0].Acquire(ctx, limAccount, "late", time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with a cancelled context = %v, want context.Canceled", err)
+	}
+	if n := db.Client(t).ZCard(context.Background(), inflightKey(limAccount)).Val(); n != 0 {
+		t.Fatalf("in flight after a cancelled Acquire = %d, want 0", n)
+	}
+}
+
+// Release is idempotent, and a release wakes a local waiter, which then gets the slot.
+func TestLimiterReleaseWakesLocalWaiter(t *testing.T) {
+	t.Parallel()
+	procs, db := limProcs(t, 1, AccountLimits{MaxInFlight: 1})
+	held := mustAcquire(t, procs[0], "holder", 0)
+	got := make(chan Permit, 1)
+	go func() {
+		p, err := procs[0].Acquire(context.Background(), limAccount, "waiter", time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- p
+	}()
+	time.Sleep(30 * time.Millisecond)
+	held.Release(false)
+	held.Release(false) // second release does nothing: it must not free the waiter's slot
+	p := <-got
+	if n := db.Client(t).ZCard(context.Background(), inflightKey(limAccount)).Val(); n != 1 {
+		t.Fatalf("in flight with the waiter holding = %d, want 1", n)
+	}
+	p.Release(false)
+}

@@ -1,0 +1,45 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Limiter enforces per-account limits shared by every worker process (see AccountLimiter).
+type Limiter interface {
+	// Acquire waits at most maxWait (and never past ctx) for permission to send one request on
+	// the account. holder names the run, so a slot held by a killed process can be reclaimed.
+	// It returns a Permit, or a *LimitedError when no permission came in time. Waiting sleeps; it
+	// never spins.
+	Acquire(ctx context.Context, account, holder string, maxWait time.Duration) (Permit, error)
+}
+
+// Permit is permission for one request. Release must be called once the request has ended.
+type Permit interface {
+	// Release frees the slot. rateLimited says Twilio answered 429, which slows the whole
+	// account down.
+	Release(rateLimited bool)
+}
+
+// LimitedError says the account's limits did not allow a request within the wait bound.
+type LimitedError struct {
+	RetryIn time.Duration // a good time to try again
+	Reason  string        // which limit: "in-flight cap" or "request rate"
+}
+
+func (e *LimitedError) Error() string {
+	return fmt.Sprintf("account limit reached (%s)", e.Reason)
+}
+
+// NoLimit is the Limiter used when no account limit is configured.
+type NoLimit struct{}
+
+// Acquire always grants.
+func (NoLimit) Acquire(context.Context, string, string, time.Duration) (Permit, error) {
+	return noPermit{}, nil
+}
+
+type noPermit struct{}
+
+func (noPermit) Release(bool) {}

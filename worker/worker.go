@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Redis  asynq.RedisConnOpt // required
+	API    ProxyAPI           // required: usually a *proxyclient.Client
+	Logger *zap.Logger        // nil: no logs
+	// Registerer receives the worker's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Limiter overrides the account limiter built from Config (tests, benchmarks).
+	Limiter Limiter
+}
+
+// Worker is one process's pool: an asynq server running the send handler.
+type Worker struct {
+	cfg      Config
+	srv      *asynq.Server
+	handler  *Handler
+	rdb      redis.UniversalClient
+	metrics  *Metrics
+	log      *zap.Logger
+	stopping atomic.Bool
+}
+
+// New validates cfg (after applying defaults) and wires a worker. It returns a config error
+// naming the field, or an error for a Redis option it cannot use.
+func New(cfg Config, deps Deps) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Redis == nil || deps.API == nil {
+		return nil, errors.New("worker: Deps.Redis and Deps.API are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	rdb, ok := deps.Redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, fmt.Errorf("worker: unsupported Redis option %T", deps.Redis)
+	}
+	metrics := NewMetrics(deps.Registerer)
+	limiter := deps.Limiter
+	if limiter == nil {
+		limiter = NewAccountLimiter(rdb, AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst}, metrics, log)
+	}
+	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
+	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log}
+	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   cfg.Queues,
+		StrictPriority:           cfg.StrictPriority,
+		RetryDelayFunc:           cfg.retryDelay,
+		IsFailure:                isFailure,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		TaskCheckInterval:        cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
+		Logger:                   log.Named("asynq").Sugar(),
+		LogLevel:                 asynq.WarnLevel,
+	})
+	return w, nil
+}
+
+// Handler returns the send handler (for wiring into another asynq server, or tests).
+func (w *Worker) Handler() *Handler { return w.handler }
+
+// Start starts taking work; it returns once the pool is running.
+func (w *Worker) Start() error {
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendInteraction, w.handler)
+	if err := w.srv.Start(mux); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	w.metrics.Up.Set(1)
+	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
+		zap.Duration("http_timeout", w.cfg.HTTPTimeout), zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout),
+		zap.Int("max_in_flight", w.cfg.MaxInFlight), zap.Float64("rate_limit", w.cfg.RateLimit))
+	return nil
+}
+
+// Shutdown stops taking work, lets in-flight messages finish within the shutdown timeout, and
+// then waits for any POST still in flight to have its outcome recorded (each is bounded by the
+// HTTP timeout), so that no request's result is abandoned. It is safe to call once.
+func (w *Worker) Shutdown() {
+	w.stopping.Store(true)
+	w.metrics.Up.Set(0)
+	began := time.Now()
+	w.srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.HTTPTimeout+recordTimeout)
+	defer cancel()
+	if err := w.handler.WaitForSends(ctx); err != nil {
+		w.log.Error("shutdown: a request's outcome may be unrecorded; the next run will reconcile", zap.Error(err))
+	}
+	_ = w.rdb.Close()
+	w.log.Info("worker stopped", zap.Duration("took", time.Since(began)))
+}
+
+// Ready reports whether the worker should receive traffic: Redis answers and it is not stopping.
+func (w *Worker) Ready(ctx context.Context) error {
+	if w.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	if err := w.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
