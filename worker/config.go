@@ -29,8 +29,9 @@ type Config struct {
 	// and the shutdown timeout are derived from it.
 	HTTPTimeout time.Duration
 
-	// LedgerTTL is how long the send ledger remembers a message after its last change. Default 8
-	// days: longer than the default retention of completed tasks (72h) plus a message's deadline.
+	// LedgerTTL is how long the send ledger remembers a message after its last change. Default
+	// SendWithin+7 days, at least 8 days: longer than the default retention of completed tasks
+	// (72h) plus a message's deadline.
 	LedgerTTL time.Duration
 
 	// LimiterMaxWait bounds how long one run waits in-process for an account slot before it
@@ -105,13 +106,13 @@ func (c Config) WithDefaults() Config {
 	set(&c.BackoffMax, DefaultBackoffMax)
 	set(&c.DelayedCheckInterval, DefaultDelayedCheckInterval)
 	set(&c.HTTPTimeout, DefaultHTTPTimeout)
-	set(&c.LedgerTTL, DefaultLedgerTTL)
 	set(&c.LimiterMaxWait, DefaultLimiterMaxWait)
 	set(&c.PollInterval, DefaultPollInterval)
 	set(&c.ReconcileSettle, DefaultReconcileSettle)
 	set(&c.ReconcileSkew, DefaultReconcileSkew)
 	set(&c.SendWithin, DefaultSendWithin)
 	set(&c.ShutdownTimeout, 2*c.HTTPTimeout+15*time.Second)
+	set(&c.LedgerTTL, max(DefaultLedgerTTL, c.SendWithin+7*24*time.Hour))
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}

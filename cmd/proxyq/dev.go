@@ -535,12 +535,12 @@ func (c counts) minus(before counts) counts {
 
 func progressLine(c counts, n int, elapsed time.Duration) string {
 	done := min(c.completed+c.archived, n)
-	const width = 24
+	const width = 16 // the whole line stays under 80 columns, so \r can redraw it
 	filled := done * width / max(n, 1)
 	rate := float64(done) / max(elapsed.Seconds(), 0.001)
-	return fmt.Sprintf("  [%s%s] %d/%d  sent %d  retrying %d  archived %d  queued %d  %.1f msgs/s  %s",
+	return fmt.Sprintf("  [%s%s] %d/%d  sent %d  retrying %d  archived %d  %.1f msgs/s  %s",
 		strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, n,
-		c.completed, c.retry, c.archived, c.pending+c.scheduled+c.active, rate, elapsed.Round(100*time.Millisecond))
+		c.completed, c.retry, c.archived, rate, elapsed.Round(100*time.Millisecond))
 }
 
 // demoFinished confirms, message by message, that every demo message is completed or archived.

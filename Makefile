@@ -1,0 +1,27 @@
+# The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
+
+.PHONY: test test-go fuzz validate-deploy chaos bench build
+
+# Everything CI runs: vet, the race-enabled suite (integration tests start their own
+# redis-server), a bounded fuzz run of the HTTP request decoder, and the deploy-file validation.
+test: test-go fuzz validate-deploy
+
+test-go:
+	go vet ./...
+	go test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	go test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=10s ./httpapi/
+
+validate-deploy:
+	cd deploy/validate && go vet ./... && go test -count=1 ./...
+
+# Long runs, not part of `make test`.
+chaos:
+	go test -tags chaos -count=1 -v -timeout 30m ./chaos/
+
+bench:
+	go run ./cmd/proxyq bench
+
+build:
+	CGO_ENABLED=0 go build -trimpath -o proxyq ./cmd/proxyq
