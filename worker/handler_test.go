@@ -23,14 +23,14 @@ import (
 // error (nil: success). Interactions it "creates" are listed back by ListMessageInteractions,
 // as Twilio would, including those created by requests that then failed ambiguously.
 type stubAPI struct {
-	mu      sync.Mutex
-	script  []error
-	created []proxyclient.MessageInteraction
-	listErr error
-	extra   []proxyclient.MessageInteraction // listed as if created by someone else
-	delay   time.Duration
+	mu        sync.Mutex
+	script    []error
+	created   []proxyclient.MessageInteraction
+	listErr   error
+	extra     []proxyclient.MessageInteraction // listed as if created by someone else
+	delay     time.Duration
 	truncated bool
-	creates atomic.Int32
+	creates   atomic.Int32
 }
 
 func (s *stubAPI) AccountKey() string { return "AC00000000000000000000000000000001" }

@@ -58,7 +58,7 @@ import (
 // cap; redis_rate's RetryAfter for the rate. A release in this process wakes its oldest local
 // waiter of that account at once (a slot freed here is most often taken here). Waiting never
 // exceeds maxWait nor outlives ctx. Redis pub/sub wake-ups across processes were measured and
-// not kept: see TestLimiterHandoffStrategies and the note at wakeOne.
+// not kept: see BenchmarkLimiterHandoff and the note at wakeOne.
 
 // Limiter defaults, documented on the AccountLimits fields.
 const (
@@ -142,6 +142,9 @@ type AccountLimiter struct {
 	log  *zap.Logger
 
 	accounts sync.Map // account → *accountState
+
+	// noLocalWake turns off waking a local waiter on release (for BenchmarkLimiterHandoff).
+	noLocalWake bool
 }
 
 // accountState is what one process knows about one account.
@@ -412,7 +415,7 @@ func (p *permit) Release(rateLimited bool) {
 		l.log.Warn("account limiter: release failed; the slot returns when its lease ends",
 			zap.String("account", s.name), zap.Duration("lease", l.lim.Lease), zap.Bool("rate_limited", rateLimited), zap.Error(err))
 	}
-	if l.lim.MaxInFlight > 0 {
+	if l.lim.MaxInFlight > 0 && !l.noLocalWake {
 		s.wakeOne()
 	}
 }
@@ -443,7 +446,7 @@ func (s *accountState) wait(ctx context.Context, d time.Duration) error {
 // wakeOne wakes the oldest local waiter of the account: a slot freed in this process is then
 // retried at once instead of after a sleep. Other processes find it at their next try (at most
 // 50ms later, sooner with many waiters). Redis pub/sub wake-ups across processes were measured
-// (TestLimiterHandoffStrategies): with the waiters a busy fleet has, polling already finds a
+// (BenchmarkLimiterHandoff): with the waiters a busy fleet has, polling already finds a
 // freed slot within a millisecond or two; pub/sub adds a PUBLISH to every release, a subscriber
 // connection per process, and wakes every process's waiter for each freed slot, of which one wins.
 func (s *accountState) wakeOne() {

@@ -49,10 +49,10 @@ start.
 --live sends through the real API with TWILIO_* credentials (and PROXYQ_API_BASE_URL, if set);
 it cannot be combined with --demo, whose sample SIDs are made up.
 
-Dev defaults, each overridden by its variable: PROXYQ_LOG_LEVEL=error (info shows one line per attempt), PROXYQ_LOG_FORMAT=console,
-PROXYQ_CONCURRENCY=10, and against the fake PROXYQ_HTTP_TIMEOUT=5s,
-PROXYQ_SHUTDOWN_TIMEOUT=10s, PROXYQ_BACKOFF_BASE=200ms, PROXYQ_BACKOFF_MAX=2s,
-PROXYQ_DELAYED_CHECK_INTERVAL=100ms, PROXYQ_RECONCILE_SETTLE=2s.
+Dev defaults, each overridden by its variable: PROXYQ_LOG_LEVEL=error (info logs one line per
+attempt), PROXYQ_LOG_FORMAT=console, PROXYQ_CONCURRENCY=10; against the fake also
+PROXYQ_HTTP_TIMEOUT=5s, PROXYQ_SHUTDOWN_TIMEOUT=10s, PROXYQ_BACKOFF_BASE=200ms,
+PROXYQ_BACKOFF_MAX=2s, PROXYQ_DELAYED_CHECK_INTERVAL=100ms, PROXYQ_RECONCILE_SETTLE=2s.
 
 Stops on Ctrl-C (SIGINT) or SIGTERM, or after the demo's summary with --exit-after-demo.`
 
@@ -216,7 +216,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 
 	ln, err := net.Listen("tcp", r.flags.addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", r.flags.addr, err)
+		return fmt.Errorf("listen on %s: %w (pick another with --addr, e.g. --addr 127.0.0.1:8090)", r.flags.addr, err)
 	}
 	base := "http://" + dialable(ln.Addr().String())
 

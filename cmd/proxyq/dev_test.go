@@ -448,4 +448,3 @@ func TestDevTokenFromEnv(t *testing.T) {
 		t.Fatalf("exit %d, want 0", code)
 	}
 }
-
