@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/proxyq/proxyq/tasks"
 )
 
 // Defaults applied by Config.WithDefaults.
@@ -34,6 +36,13 @@ var ErrNoTokens = errors.New("no API bearer token configured (set PROXYQ_API_TOK
 // Config configures a Server. Zero values of optional fields mean "use the default"; call
 // WithDefaults to see the effective values. The environment mapping lives in cmd.
 type Config struct {
+	// EnqueueOptions are applied to every message this server enqueues, before the
+	// request's own (queue, send_at, key), which win. cmd passes the producer settings from
+	// the environment: tasks.MaxRetry (PROXYQ_MAX_RETRY) and tasks.Retention
+	// (PROXYQ_RETENTION). Do not pass tasks.SendWithin: it would stamp a send_before that
+	// differs on every retry, so a faithful retry of a keyed POST would answer 409.
+	EnqueueOptions []tasks.Option
+
 	// MaxBatch is the most messages one POST /v1/message-interactions:batch may carry.
 	// Default 100, at most MaxMaxBatch.
 	MaxBatch int

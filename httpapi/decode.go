@@ -37,9 +37,10 @@ type message struct {
 	Key string
 }
 
-// options returns the tasks.Enqueuer options for m.
-func (m message) options(now time.Time) []tasks.Option {
-	opts := []tasks.Option{tasks.Queue(m.Queue)}
+// options returns the tasks.Enqueuer options for m, after base (Config.EnqueueOptions).
+func (m message) options(now time.Time, base ...tasks.Option) []tasks.Option {
+	opts := append(make([]tasks.Option, 0, len(base)+3), base...)
+	opts = append(opts, tasks.Queue(m.Queue))
 	if m.SendAt != nil && m.SendAt.After(now) {
 		opts = append(opts, tasks.ProcessAt(*m.SendAt))
 	}

@@ -78,7 +78,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 
 	if key == "" {
 		now := s.now()
-		res, err := s.enq.Enqueue(ctx, m.Payload, m.options(now)...)
+		res, err := s.enq.Enqueue(ctx, m.Payload, m.options(now, s.cfg.EnqueueOptions...)...)
 		if err != nil {
 			s.enqueueFailed(w, r, err)
 			return
@@ -244,7 +244,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	batch := make([]tasks.Message, len(fresh))
 	for j, i := range fresh {
-		batch[j] = tasks.Message{Payload: msgs[i].Payload, Options: msgs[i].options(now)}
+		batch[j] = tasks.Message{Payload: msgs[i].Payload, Options: msgs[i].options(now, s.cfg.EnqueueOptions...)}
 	}
 	res, err := s.enq.EnqueueBatch(ctx, batch)
 	if err != nil {

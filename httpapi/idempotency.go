@@ -192,7 +192,7 @@ func (s *Server) submitKeyed(ctx context.Context, m message) (submitted, error) 
 			return submitted{}, err
 		}
 		now := s.now()
-		res, err := s.enq.Enqueue(ctx, m.Payload, m.options(now)...)
+		res, err := s.enq.Enqueue(ctx, m.Payload, m.options(now, s.cfg.EnqueueOptions...)...)
 		if err != nil {
 			return submitted{}, err
 		}

@@ -119,21 +119,28 @@ func (m *Main) dashboardCredentialsFromEnv(cfg *dashboard.Config) {
 // newDashboard builds the dashboard, turning its config errors into usage errors that name
 // the environment variable or flag.
 func newDashboard(cfg dashboard.Config, redisOpt asynq.RedisConnOpt, log *zap.Logger) (*dashboard.Dashboard, error) {
-	d, err := dashboard.New(cfg, redisOpt, log.Named("dashboard"))
-	var ce *dashboard.ConfigError
-	if errors.As(err, &ce) {
-		envOf := map[string]string{"User": "PROXYQ_DASHBOARD_USER", "Password": "PROXYQ_DASHBOARD_PASSWORD",
-			"Token": "PROXYQ_DASHBOARD_TOKEN", "RootPath": "--root-path"}
-		if ce.Field == "auth" {
-			return nil, usagef("authentication is required: set PROXYQ_DASHBOARD_USER and PROXYQ_DASHBOARD_PASSWORD, or PROXYQ_DASHBOARD_TOKEN, or pass --insecure-no-auth")
-		}
-		rule := ce.Rule
-		for field, env := range envOf {
-			rule = strings.ReplaceAll(rule, field+" is set", env+" is set")
-		}
-		return nil, usagef("%s %s", envOf[ce.Field], rule)
+	if err := checkDashboardConfig(cfg); err != nil {
+		return nil, err
 	}
-	return d, err
+	return dashboard.New(cfg, redisOpt, log.Named("dashboard"))
+}
+
+// checkDashboardConfig validates cfg and returns a usageError naming the environment variable
+// or flag behind the first problem.
+func checkDashboardConfig(cfg dashboard.Config) error {
+	err := cfg.WithDefaults().Validate()
+	var ce *dashboard.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	if ce.Field == "auth" {
+		return usagef("authentication is required: set PROXYQ_DASHBOARD_USER and PROXYQ_DASHBOARD_PASSWORD, or PROXYQ_DASHBOARD_TOKEN, or pass --insecure-no-auth")
+	}
+	envOf := map[string]string{"User": "PROXYQ_DASHBOARD_USER", "Password": "PROXYQ_DASHBOARD_PASSWORD",
+		"Token": "PROXYQ_DASHBOARD_TOKEN", "RootPath": "--root-path"}
+	rule := strings.ReplaceAll(ce.Rule, "User is set", "PROXYQ_DASHBOARD_USER is set")
+	rule = strings.ReplaceAll(rule, "Password is set", "PROXYQ_DASHBOARD_PASSWORD is set")
+	return usagef("%s %s", envOf[ce.Field], rule)
 }
 
 // mountDashboard routes the dashboard's root path (and everything below it) to d; a root path

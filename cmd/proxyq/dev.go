@@ -206,6 +206,9 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	if generated {
 		dcfg.User, dcfg.Password = devDefaultUser, rand.Text()[:16]
 	}
+	if err := checkDashboardConfig(dcfg); err != nil {
+		return err
+	}
 
 	defer r.shutdown()
 
@@ -218,6 +221,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (pick another with --addr, e.g. --addr 127.0.0.1:8090)", r.flags.addr, err)
 	}
+	r.defer_(func() { _ = ln.Close() }) // until the server owns it
 	base := "http://" + dialable(ln.Addr().String())
 
 	var fake *proxytest.Fake
@@ -229,25 +233,21 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.UserAgent = "dev"
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
-		_ = ln.Close()
 		return usageError{clientConfigError(err)}
 	}
 
 	reg := prometheus.NewRegistry()
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg})
 	if err != nil {
-		_ = ln.Close()
 		return usageError{err}
 	}
 	queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 	if err != nil {
-		_ = ln.Close()
 		return err
 	}
 	r.defer_(func() { _ = queueMetrics.Close() })
 	d, err := newDashboard(dcfg, redisOpt, log)
 	if err != nil {
-		_ = ln.Close()
 		return err
 	}
 	r.defer_(func() { _ = d.Close() })

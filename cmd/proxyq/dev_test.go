@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -443,6 +444,55 @@ func TestDevTokenFromEnv(t *testing.T) {
 	}
 	if r := request(t, "GET", m[1]+"/api/queues", basicAuth("admin", "")); r.status != 401 {
 		t.Errorf("GET /api/queues with basic auth = %d, want 401", r.status)
+	}
+	if code := p.stop(t); code != exitOK {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+// TestDevLive points --live at a fake standing in for Twilio (PROXYQ_API_BASE_URL): dev must use
+// the TWILIO_* credentials and that URL, serve no fake of its own, and send what is enqueued.
+func TestDevLive(t *testing.T) {
+	t.Parallel()
+	db := redistest.NewDB(t)
+	twilio := proxytest.NewServer(proxytest.Config{Credentials: map[string]string{testAccountSID: "live-secret"}})
+	t.Cleanup(twilio.Close)
+	env := map[string]string{"REDIS_URL": db.URL(), "TWILIO_ACCOUNT_SID": testAccountSID, "TWILIO_AUTH_TOKEN": "live-secret",
+		"PROXYQ_API_BASE_URL": twilio.URL, "PROXYQ_DASHBOARD_USER": "u", "PROXYQ_DASHBOARD_PASSWORD": "p"}
+	p := startInProcess(t, env, "dev", "--live", "--addr", "127.0.0.1:0")
+	base := p.waitOutput(t, regexp.MustCompile(`Dashboard\s+(http://\S+)/\n`), 15*time.Second)[1]
+	p.waitOutput(t, regexp.MustCompile(`Serving until Ctrl-C`), 15*time.Second)
+	out := p.stdout.String()
+	if !strings.Contains(out, "LIVE") || strings.Contains(out, "Fake API") {
+		t.Errorf("banner does not say live, or offers a fake:\n%s", out)
+	}
+	if strings.Contains(out, "live-secret") {
+		t.Errorf("the Twilio secret was printed")
+	}
+	if r := request(t, "GET", base+"/_proxytest/interactions", nil); r.status == 200 {
+		t.Errorf("--live serves the fake's endpoints")
+	}
+
+	enq := tasks.NewEnqueuer(db.ConnOpt())
+	defer enq.Close()
+	res, err := enq.Enqueue(context.Background(), tasks.Payload{ServiceSID: sbService, SessionSID: sbSession, ParticipantSID: sbKnown, Body: "live hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(db.ConnOpt())
+	defer insp.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if st, err := tasks.Lookup(context.Background(), insp, res.TaskID); err == nil && st.State == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message not sent through --live within 15s")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if n := twilio.Fake.CreatesForBody("live hello"); n != 1 {
+		t.Errorf("created %d times at the live API, want 1", n)
 	}
 	if code := p.stop(t); code != exitOK {
 		t.Fatalf("exit %d, want 0", code)

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/proxyq/proxyq/dashboard"
+	"github.com/proxyq/proxyq/httpapi"
+	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/tasks"
+	"github.com/proxyq/proxyq/worker"
+)
+
+const (
+	defaultServeAddr = ":8081"
+	// defaultServeShutdownTimeout matches the worker's (PROXYQ_SHUTDOWN_TIMEOUT, 45s): far
+	// above the API's own bounds (10s of Redis work per request, a 30s write timeout), so
+	// every request in progress at SIGTERM can finish.
+	defaultServeShutdownTimeout = 45 * time.Second
+	// defaultServeDrainDelay is how long /readyz answers 503 before the listener closes, so
+	// load balancers and Kubernetes endpoints stop routing new requests here first.
+	defaultServeDrainDelay = 2 * time.Second
+	// serveDashboardRoot is where --dashboard mounts the console (asynqmon's RootPath).
+	serveDashboardRoot = "/dashboard"
+)
+
+const serveDoc = `
+Serves the HTTP API (see httpapi/README.md) so that services in any language can enqueue
+messages, read their status and cancel them:
+
+  POST   /v1/message-interactions          enqueue one message (Idempotency-Key header)
+  POST   /v1/message-interactions:batch    enqueue up to 100 messages
+  GET    /v1/message-interactions/{id}     the message's status (= proxyq status --json)
+  DELETE /v1/message-interactions/{id}     cancel a message not yet sent
+  GET    /v1/openapi.json                  the OpenAPI 3.1 description
+  GET    /healthz, /readyz                 probes, open without a token
+
+Every other route needs "Authorization: Bearer <token>" with a token from PROXYQ_API_TOKENS
+(comma separated) or PROXYQ_API_TOKENS_FILE (one per line); without a token the server does
+not start. With --dashboard the asynq console is served at /dashboard/, and with --metrics
+Prometheus metrics at /metrics, both behind the same tokens (the console's own
+PROXYQ_DASHBOARD_* login is not used here; a browser needs a proxy that adds the header).
+
+Other configuration from the environment: REDIS_URL; PROXYQ_QUEUES (the queues a request may
+name, as the workers read them; default critical, default, low); PROXYQ_MAX_RETRY and
+PROXYQ_RETENTION (applied to every message enqueued, as by proxyq enqueue);
+PROXYQ_SHUTDOWN_TIMEOUT (default 45s); PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT. The deadline of a
+message without send_before is the worker's PROXYQ_SEND_WITHIN.
+
+The server starts even when Redis is down (a warning is logged; /readyz answers 503 until it
+answers). On SIGTERM or SIGINT /readyz turns 503 at once, new connections are still accepted
+for --drain-delay, then the listener closes and requests in progress finish; the process exits
+within PROXYQ_SHUTDOWN_TIMEOUT, with 0.
+
+Exit codes: 0 stopped cleanly; 1 the address cannot be listened on, or another runtime
+failure; 2 missing or malformed configuration (the message names the variable or flag).`
+
+func init() {
+	register(&command{name: "serve", summary: "serve the HTTP API: enqueue, status and cancel over HTTP", run: runServe})
+}
+
+// serveFlags are the flags of `proxyq serve`.
+type serveFlags struct {
+	addr       string
+	dashboard  bool
+	metrics    bool
+	drainDelay time.Duration
+}
+
+// serveSettings is the checked configuration of one `proxyq serve`.
+type serveSettings struct {
+	api             httpapi.Config
+	redis           asynq.RedisConnOpt
+	shutdownTimeout time.Duration
+}
+
+func runServe(ctx context.Context, m *Main, args []string) error {
+	fs := m.newFlagSetDoc("serve", "serve [--addr :8081] [--dashboard] [--metrics]", serveDoc)
+	var f serveFlags
+	fs.StringVar(&f.addr, "addr", defaultServeAddr, "listen address host:port")
+	fs.BoolVar(&f.dashboard, "dashboard", false, "serve the asynq dashboard at "+serveDashboardRoot+"/, behind the API tokens")
+	fs.BoolVar(&f.metrics, "metrics", false, "serve Prometheus metrics at /metrics, behind the API tokens")
+	fs.DurationVar(&f.drainDelay, "drain-delay", defaultServeDrainDelay, "on SIGTERM, how long /readyz answers 503 before the listener closes")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q (serve takes flags only)", fs.Arg(0))
+	case f.drainDelay < 0:
+		return usagef("--drain-delay=%v: must not be negative", f.drainDelay)
+	}
+	if _, port, err := net.SplitHostPort(f.addr); err != nil || port == "" {
+		return usagef("--addr=%q: want host:port such as :8081 or 127.0.0.1:8081", f.addr)
+	}
+
+	// All configuration is read and checked before anything starts: a bad value exits 2.
+	log, err := m.loggerFromEnv()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := m.serveConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	if f.drainDelay >= cfg.shutdownTimeout {
+		return usagef("--drain-delay=%v must be shorter than PROXYQ_SHUTDOWN_TIMEOUT (%v): requests in progress need time to finish", f.drainDelay, cfg.shutdownTimeout)
+	}
+
+	if err := m.pingRedis(ctx, cfg.redis); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped by a signal while starting
+		}
+		// Not fatal: an API that starts before Redis (compose, Kubernetes) should not
+		// crash-loop; /readyz keeps it out of rotation until Redis answers.
+		log.Warn("redis is not reachable yet; /readyz answers 503 until it is", zap.Error(err))
+	}
+
+	rdb, ok := cfg.redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("unsupported Redis option %T", cfg.redis)
+	}
+	// Closed after the HTTP server has shut down (defers run in reverse order).
+	defer rdb.Close()
+	enq := tasks.NewEnqueuer(cfg.redis)
+	defer enq.Close()
+	insp := asynq.NewInspector(cfg.redis)
+	defer insp.Close()
+	cfg.api.ReadyCheck = func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
+	// The ledger is only read here; its TTL matters to writers only.
+	guard := worker.NewSendGuard(worker.NewLedger(rdb, worker.DefaultLedgerTTL), insp)
+
+	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
+	if err != nil {
+		return usageError{serveConfigError(err)}
+	}
+	if f.dashboard {
+		// The API's bearer check runs before any mounted handler, so the console's own
+		// authentication is off here (a request carries one Authorization header, and it
+		// holds the API token). Its warning about running open would be false: drop it.
+		d, err := dashboard.New(dashboard.Config{RootPath: serveDashboardRoot, AllowNoAuth: true}, cfg.redis,
+			log.Named("dashboard").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+				return dropMessageCore{Core: c, prefix: "dashboard: authentication is OFF"}
+			})))
+		if err != nil {
+			return err
+		}
+		defer func() { _ = d.Close() }()
+		api.Mount(serveDashboardRoot+"/", d)
+	}
+	if f.metrics {
+		reg := prometheus.NewRegistry()
+		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, cfg.redis)
+		if err != nil {
+			return err
+		}
+		defer queueMetrics.Close()
+		// asynq's queue collector reports Redis errors through the standard logger: keep
+		// them in the structured log.
+		defer zap.RedirectStdLog(log.Named("stdlog"))()
+		api.Mount("/metrics", adminhttp.New(reg, nil))
+	}
+
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.addr, err)
+	}
+	srv := httpapi.NewHTTPServer(f.addr, api)
+	srv.ErrorLog = zap.NewStdLog(log.Named("http")) // TLS and protocol errors, not per request
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	url := "http://" + dialable(ln.Addr().String())
+	fmt.Fprintf(m.Stdout, "proxyq serve: %s\n", url)
+	log.Info("api listening", zap.String("addr", ln.Addr().String()), zap.String("url", url),
+		zap.Strings("queues", cfg.api.Queues), zap.Int("tokens", len(cfg.api.Tokens)),
+		zap.Bool("dashboard", f.dashboard), zap.Bool("metrics", f.metrics))
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	began := time.Now()
+	log.Info("shutting down: /readyz answers 503, then requests in progress finish",
+		zap.Duration("drain_delay", f.drainDelay), zap.Duration("shutdown_timeout", cfg.shutdownTimeout))
+	api.Drain()
+	// A plain sleep: ctx is already done, and a second signal ends the process anyway (main
+	// restores the default action after the first).
+	time.Sleep(f.drainDelay)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout-f.drainDelay)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		// Requests still running past the timeout are cut off; their clients see a broken
+		// connection and, with an Idempotency-Key, can retry safely.
+		log.Warn("requests still in progress were cut off", zap.Error(err))
+		_ = srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("http server", zap.Error(err))
+	}
+	log.Info("api stopped", zap.Duration("took", time.Since(began)))
+	return nil
+}
+
+// serveConfigFromEnv reads the API's configuration: bearer tokens, the queue allow-list, the
+// producer options and the shutdown timeout. Errors are usageErrors naming the variable.
+func (m *Main) serveConfigFromEnv() (serveSettings, error) {
+	var s serveSettings
+	tokens, err := httpapi.LoadTokens(m.Getenv("PROXYQ_API_TOKENS"), strings.TrimSpace(m.Getenv("PROXYQ_API_TOKENS_FILE")))
+	switch {
+	case errors.Is(err, httpapi.ErrNoTokens):
+		return s, usagef("no API bearer token: set PROXYQ_API_TOKENS (comma separated) or PROXYQ_API_TOKENS_FILE (a file with one token per line); the API never runs open")
+	case err != nil:
+		return s, usageError{err}
+	}
+	s.api.Tokens = tokens
+
+	e := m.env()
+	// The allow-list is the workers' queues: a message on a queue no worker reads would
+	// never be sent. The names are sorted so logs and error messages are stable.
+	queues := worker.DefaultQueues()
+	if q := e.str("PROXYQ_QUEUES", ""); q != "" {
+		if queues, err = worker.ParseQueues(q); err != nil {
+			return s, usagef("PROXYQ_QUEUES=%q: %v", q, err)
+		}
+	}
+	for name := range queues {
+		s.api.Queues = append(s.api.Queues, name)
+	}
+	sort.Strings(s.api.Queues)
+
+	s.shutdownTimeout = e.duration("PROXYQ_SHUTDOWN_TIMEOUT", defaultServeShutdownTimeout)
+	if e.err != nil {
+		return s, e.err
+	}
+	if s.shutdownTimeout == 0 {
+		s.shutdownTimeout = defaultServeShutdownTimeout // 0 means the default, as for the worker
+	}
+	// PROXYQ_SEND_WITHIN is not applied here: it would stamp a send_before that differs on
+	// each retry of a keyed POST (see httpapi.Config.EnqueueOptions); the worker applies it.
+	if s.api.EnqueueOptions, err = m.enqueueOptionsFromEnv(); err != nil {
+		return s, err
+	}
+	if err := s.api.Validate(); err != nil {
+		return s, usageError{serveConfigError(err)}
+	}
+	if s.redis, err = m.redisFromEnv(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// serveConfigError names the environment variable behind an httpapi.Config field.
+func serveConfigError(err error) error {
+	var ce *httpapi.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	switch field := ce.Field; {
+	case strings.HasPrefix(field, "Tokens"):
+		return fmt.Errorf("PROXYQ_API_TOKENS / PROXYQ_API_TOKENS_FILE: %s %s", field, ce.Rule)
+	case strings.HasPrefix(field, "Queues"):
+		return fmt.Errorf("PROXYQ_QUEUES: %s", ce.Rule)
+	}
+	return err
+}
+
+// dropMessageCore drops log entries whose message starts with prefix and passes the rest on.
+type dropMessageCore struct {
+	zapcore.Core
+	prefix string
+}
+
+func (c dropMessageCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if strings.HasPrefix(e.Message, c.prefix) {
+		return ce
+	}
+	return c.Core.Check(e, ce)
+}
+
+func (c dropMessageCore) With(fields []zapcore.Field) zapcore.Core {
+	return dropMessageCore{Core: c.Core.With(fields), prefix: c.prefix}
+}
