@@ -198,10 +198,10 @@ func (s *Server) logRequest(r *http.Request, status int, d time.Duration, public
 	}
 	level := zap.InfoLevel
 	switch {
+	case public:
+		level = zap.DebugLevel // probes every few seconds; a 503 while draining is expected
 	case status >= 500:
 		level = zap.ErrorLevel
-	case public:
-		level = zap.DebugLevel // probes every few seconds
 	}
 	route := r.Pattern
 	if route == "" {

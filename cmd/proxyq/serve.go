@@ -160,6 +160,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		}
 		defer func() { _ = d.Close() }()
 		api.Mount(serveDashboardRoot+"/", d)
+		log.Info("dashboard mounted behind the API's bearer tokens", zap.String("path", serveDashboardRoot+"/"))
 	}
 	if f.metrics {
 		reg := prometheus.NewRegistry()
@@ -179,7 +180,10 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
 	srv := httpapi.NewHTTPServer(f.addr, api)
-	srv.ErrorLog = zap.NewStdLog(log.Named("http")) // TLS and protocol errors, not per request
+	// net/http's own complaints (TLS handshakes, malformed requests) go to the structured log.
+	if errLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel); err == nil {
+		srv.ErrorLog = errLog
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

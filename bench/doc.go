@@ -1,0 +1,38 @@
+// Package bench measures the proxyq worker beside a naive peer, in one run, on the same Redis and
+// the same in-process proxytest fake, and reports ratios that can be compared across machines.
+//
+// The peer is what most teams write first: an asynq server with asynq's default configuration
+// (Concurrency set to the scenario's, TaskCheckInterval 1s, one queue "default") and a handler
+// that decodes the JSON payload and POSTs the form with net/http. It has no send ledger, no
+// account limits, no metrics, no outcome records, no logging. Its HTTP client gets a connection
+// pool as large as its concurrency, so that connection churn does not make it look worse than it
+// is. The proxyq side is worker.New as shipped: ledger, outcome records, registered metrics, a
+// zap JSON logger at info (written to io.Discard), and the account limiter where the scenario
+// says so (scenario 1 switches both limits on with values that never bind, to price them).
+//
+// Scenarios (Config.Scenarios):
+//
+//  1. Throughput at zero API latency, concurrency 50, messages enqueued beforehand: tasks/s of
+//     each and the ratio proxyq/peer.
+//  2. Throughput at 200ms API latency with concurrency 1000 in one process: tasks/s and the
+//     fraction of the ideal 1000/0.2s.
+//  3. Pick-up latency at low load, one message every 100ms: p50 and p99 from just before the
+//     enqueue call to the fake receiving the request. proxyq polls every 20ms (its default
+//     PollInterval); the peer uses asynq's default of 1s.
+//  4. Enqueue throughput from one producer: tasks.Enqueuer.Enqueue one at a time and
+//     EnqueueBatch, messages/s.
+//  5. Memory: each side runs in a child process (the same binary, `proxyq bench --child`) with
+//     1,000 requests in flight (API latency 1s); peak RSS (VmHWM) per 1,000 in flight.
+//  6. Account limits: three proxyq child processes, the fake capping the account at K
+//     concurrent requests with 100ms latency and the workers configured with MaxInFlight=K:
+//     429s received and throughput as a fraction of K/latency; then RateLimit=R without a
+//     cap: the achieved rate as a fraction of R.
+//
+// Throughputs are steady-state: the slope of the completed count between 10% and 90% of the
+// messages, so start-up and the drain at the end do not count. Every scenario starts on a
+// flushed Redis database and a reset fake.
+//
+// Redis: Config.RedisURL, or a private redis-server started on a free loopback port (killed
+// at the end). The database given is FLUSHED before every scenario, which is why REDIS_URL is
+// not read: pointing the benchmark at a Redis must be explicit.
+package bench

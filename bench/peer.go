@@ -1,0 +1,134 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/tasks"
+	"github.com/proxyq/proxyq/worker"
+)
+
+// runner is one side of a comparison: a worker pool that can be started and stopped.
+type runner interface {
+	Start() error
+	Shutdown()
+}
+
+// peerHandler is the naive sender: decode the payload, POST the form, fail on a non-2xx.
+type peerHandler struct {
+	base   string
+	client *http.Client
+}
+
+// peerPayload is the peer's own view of the JSON payload (it does not import our validation).
+type peerPayload struct {
+	ServiceSID     string   `json:"service_sid"`
+	SessionSID     string   `json:"session_sid"`
+	ParticipantSID string   `json:"participant_sid"`
+	Body           string   `json:"body"`
+	MediaURLs      []string `json:"media_url"`
+}
+
+func (h *peerHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p peerPayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil {
+		return fmt.Errorf("decode: %v: %w", err, asynq.SkipRetry)
+	}
+	form := url.Values{"Body": {p.Body}}
+	for _, m := range p.MediaURLs {
+		form.Add("MediaUrl", m)
+	}
+	u := h.base + "/v1/Services/" + p.ServiceSID + "/Sessions/" + p.SessionSID + "/Participants/" + p.ParticipantSID + "/MessageInteractions"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(accountSID, authToken)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("twilio: %s", resp.Status)
+	}
+	return nil
+}
+
+// httpClient is the client both sides use: net/http's defaults with an idle pool as large as
+// the concurrency, so neither side pays for dialling a connection per request.
+func httpClient(concurrency int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(concurrency, 100)
+	t.MaxIdleConnsPerHost = max(concurrency, 100)
+	return &http.Client{Transport: t, Timeout: worker.DefaultHTTPTimeout}
+}
+
+type peerServer struct {
+	srv *asynq.Server
+	h   *peerHandler
+}
+
+// newPeer builds the naive peer: asynq defaults but for Concurrency.
+func newPeer(redisOpt asynq.RedisConnOpt, apiURL string, concurrency int) *peerServer {
+	srv := asynq.NewServer(redisOpt, asynq.Config{Concurrency: concurrency, LogLevel: asynq.ErrorLevel})
+	return &peerServer{srv: srv, h: &peerHandler{base: apiURL, client: httpClient(concurrency)}}
+}
+
+func (p *peerServer) Start() error {
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeSendInteraction, p.h)
+	return p.srv.Start(mux)
+}
+
+func (p *peerServer) Shutdown() { p.srv.Shutdown() }
+
+// proxyqOptions are the scenario's settings for the proxyq worker.
+type proxyqOptions struct {
+	Concurrency int
+	MaxInFlight int
+	RateLimit   float64
+	// DefaultHTTPClient uses proxyclient's own transport instead of httpClient(Concurrency).
+	DefaultHTTPClient bool
+}
+
+// newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
+// at info level writing to io.Discard (the encoding cost is real, the output is not kept).
+func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*worker.Worker, error) {
+	ccfg := proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout}
+	if !o.DefaultHTTPClient {
+		ccfg.HTTPClient = httpClient(o.Concurrency)
+	}
+	api, err := proxyclient.New(ccfg)
+	if err != nil {
+		return nil, err
+	}
+	return worker.New(worker.Config{
+		Concurrency: o.Concurrency,
+		MaxInFlight: o.MaxInFlight,
+		RateLimit:   o.RateLimit,
+	}, worker.Deps{
+		Redis:      redisOpt,
+		API:        api,
+		Logger:     discardLogger(),
+		Registerer: prometheus.NewRegistry(),
+	})
+}
+
+func discardLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+}

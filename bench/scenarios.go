@@ -1,0 +1,418 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/proxyq/proxyq/proxyclient/proxytest"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+const (
+	sideProxyq = "proxyq"
+	sidePeer   = "peer"
+)
+
+var nan = math.NaN()
+
+// throughput enqueues n messages, then starts the side's pool and returns its rate in tasks/s:
+// n over the time from Start to the last completion. (A 10%–90% slope would be quantised by the
+// latency-sized waves of a run with high latency; over the whole run the start-up of the pool
+// is counted, which is part of what a user waits for.)
+func (b *bencher) throughput(ctx context.Context, scenario int, side string, fake *fakeAPI, n, concurrency int, o proxyqOptions) (float64, error) {
+	if err := b.redis.flush(ctx); err != nil {
+		return 0, err
+	}
+	fake.reset()
+	enq := tasks.NewEnqueuer(b.redis.opt)
+	defer enq.Close()
+	run := fmt.Sprintf("s%d-%s", scenario, side)
+	if err := enqueueAll(ctx, enq, run, n); err != nil {
+		return 0, err
+	}
+	var r runner
+	switch side {
+	case sideProxyq:
+		o.Concurrency = concurrency
+		w, err := newProxyq(b.redis.opt, fake.URL, o)
+		if err != nil {
+			return 0, err
+		}
+		r = w
+	default:
+		r = newPeer(b.redis.opt, fake.URL, concurrency)
+	}
+	rdb := b.redis.client()
+	defer rdb.Close()
+	stopProfile, err := b.profile(fmt.Sprintf("cpu-%d-%s.pprof", scenario, side))
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	if err := r.Start(); err != nil {
+		stopProfile()
+		return 0, err
+	}
+	doneAt, _, _, err := waitCompleted(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
+	stopProfile()
+	r.Shutdown()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
+	}
+	rate := float64(n) / doneAt.Sub(began).Seconds()
+	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)", scenario, side, rate, n, concurrency)
+	return rate, nil
+}
+
+// profile starts a CPU profile into ProfileDir/name, if profiling was asked for.
+func (b *bencher) profile(name string) (stop func(), err error) {
+	if b.cfg.ProfileDir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(b.cfg.ProfileDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(b.cfg.ProfileDir, name))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
+}
+
+// scenario1: throughput at zero latency, concurrency 50, everything of proxyq switched on
+// (limits with values that never bind, so that their Redis calls are paid).
+func (b *bencher) scenario1(ctx context.Context) ([]Row, error) {
+	fake, err := startFake(proxytest.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer fake.close()
+	c := b.z.s1Concurrency
+	p, err := b.throughput(ctx, 1, sideProxyq, fake, b.z.s1Messages, c, proxyqOptions{MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6})
+	if err != nil {
+		return nil, err
+	}
+	q, err := b.throughput(ctx, 1, sidePeer, fake, b.z.s1Messages, c, proxyqOptions{})
+	if err != nil {
+		return nil, err
+	}
+	r := p / q
+	return []Row{{Scenario: 1, Measure: fmt.Sprintf("throughput, 0ms API latency, concurrency %d (proxyq: ledger, limits, metrics, records on)", c),
+		Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: r, Target: "proxyq/peer ≥ 0.9", Met: met(r >= 0.9)}}, nil
+}
+
+// scenario2: throughput at 200ms latency with 1000 in flight in one process.
+func (b *bencher) scenario2(ctx context.Context) ([]Row, error) {
+	fake, err := startFake(proxytest.Config{Latency: s2Latency})
+	if err != nil {
+		return nil, err
+	}
+	defer fake.close()
+	c := b.z.s2Concurrency
+	ideal := float64(c) / s2Latency.Seconds()
+	p, err := b.throughput(ctx, 2, sideProxyq, fake, b.z.s2Messages, c, proxyqOptions{})
+	if err != nil {
+		return nil, err
+	}
+	q, err := b.throughput(ctx, 2, sidePeer, fake, b.z.s2Messages, c, proxyqOptions{})
+	if err != nil {
+		return nil, err
+	}
+	measure := fmt.Sprintf("throughput, %v API latency, concurrency %d in one process", s2Latency, c)
+	return []Row{
+		{Scenario: 2, Measure: measure, Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q, Target: "", Met: nil},
+		{Scenario: 2, Measure: fmt.Sprintf("… as a fraction of ideal (%d/%v = %.0f/s)", c, s2Latency, ideal), Unit: "fraction",
+			Proxyq: p / ideal, Peer: q / ideal, Ratio: p / ideal, Target: "proxyq ≥ 0.9 of ideal", Met: met(p/ideal >= 0.9)},
+	}, nil
+}
+
+// scenario3: pick-up latency at low load, one message every s3Every.
+func (b *bencher) scenario3(ctx context.Context) ([]Row, error) {
+	fake, err := startFake(proxytest.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer fake.close()
+	lat := map[string][]time.Duration{}
+	for _, side := range []string{sideProxyq, sidePeer} {
+		d, err := b.pickup(ctx, side, fake)
+		if err != nil {
+			return nil, err
+		}
+		lat[side] = d
+	}
+	p50p, p99p := percentile(lat[sideProxyq], 50), percentile(lat[sideProxyq], 99)
+	p50q, p99q := percentile(lat[sidePeer], 50), percentile(lat[sidePeer], 99)
+	measure := fmt.Sprintf("pick-up latency, enqueue → API, 1 msg / %v (%d msgs; proxyq polls every 20ms, peer asynq default 1s)", b.z.s3Every, b.z.s3Messages)
+	return []Row{
+		{Scenario: 3, Measure: measure + " p50", Unit: "ms", Proxyq: ms(p50p), Peer: ms(p50q), Ratio: nan},
+		{Scenario: 3, Measure: measure + " p99", Unit: "ms", Proxyq: ms(p99p), Peer: ms(p99q), Ratio: nan,
+			Target: "proxyq p99 < 50ms", Met: met(p99p < 50*time.Millisecond)},
+	}, nil
+}
+
+func (b *bencher) pickup(ctx context.Context, side string, fake *fakeAPI) ([]time.Duration, error) {
+	if err := b.redis.flush(ctx); err != nil {
+		return nil, err
+	}
+	fake.reset()
+	var r runner
+	if side == sideProxyq {
+		w, err := newProxyq(b.redis.opt, fake.URL, proxyqOptions{Concurrency: 50})
+		if err != nil {
+			return nil, err
+		}
+		r = w
+	} else {
+		r = newPeer(b.redis.opt, fake.URL, 50)
+	}
+	if err := r.Start(); err != nil {
+		return nil, err
+	}
+	defer r.Shutdown()
+	enq := tasks.NewEnqueuer(b.redis.opt)
+	defer enq.Close()
+	time.Sleep(300 * time.Millisecond) // idle: the pool is polling an empty queue
+	run := "s3-" + side
+	sent := make([]time.Time, b.z.s3Messages)
+	next := time.Now()
+	for i := range sent {
+		time.Sleep(time.Until(next))
+		next = next.Add(b.z.s3Every)
+		sent[i] = time.Now()
+		if _, err := enq.Enqueue(ctx, payload(run, i)); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]time.Duration, 0, len(sent))
+	deadline := time.Now().Add(5 * time.Second)
+	for i, at := range sent {
+		for {
+			got, ok := fake.arrival(payload(run, i).Body)
+			if ok {
+				out = append(out, got.Sub(at))
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("%s: message %d never reached the API: %w", side, i, errIncomplete)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	b.logf("scenario 3: %s p50 %v p99 %v", side, percentile(out, 50), percentile(out, 99))
+	return out, nil
+}
+
+// percentile is the nearest-rank percentile of ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	rank := int(math.Ceil(p / 100 * float64(len(s))))
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// scenario4: enqueue throughput from one producer.
+func (b *bencher) scenario4(ctx context.Context) ([]Row, error) {
+	n := b.z.s4Messages
+	enq := tasks.NewEnqueuer(b.redis.opt)
+	defer enq.Close()
+
+	timeIt := func(f func() error) (float64, error) {
+		if err := b.redis.flush(ctx); err != nil {
+			return 0, err
+		}
+		began := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		return float64(n) / time.Since(began).Seconds(), nil
+	}
+	single, err := timeIt(func() error {
+		for i := range n {
+			if _, err := enq.Enqueue(ctx, payload("s4-single", i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	batched, err := timeIt(func() error {
+		for start := 0; start < n; start += b.z.s4Batch {
+			msgs := make([]tasks.Message, 0, b.z.s4Batch)
+			for i := start; i < min(start+b.z.s4Batch, n); i++ {
+				msgs = append(msgs, tasks.Message{Payload: payload("s4-batch", i)})
+			}
+			if _, err := enq.EnqueueBatch(ctx, msgs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The peer enqueues with asynq's client directly, one at a time.
+	client := asynq.NewClient(b.redis.opt)
+	defer client.Close()
+	raw, err := timeIt(func() error {
+		for i := range n {
+			data, err := payload("s4-peer", i).Encode()
+			if err != nil {
+				return err
+			}
+			if _, err := client.EnqueueContext(ctx, asynq.NewTask(tasks.TypeSendInteraction, data), asynq.Retention(tasks.DefaultRetention)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.logf("scenario 4: one at a time %.0f/s, batched %.0f/s, asynq client %.0f/s", single, batched, raw)
+	r := batched / single
+	return []Row{
+		{Scenario: 4, Measure: fmt.Sprintf("enqueue one at a time, one producer (%d msgs; peer: asynq.Client.Enqueue)", n), Unit: "msgs/s",
+			Proxyq: single, Peer: raw, Ratio: single / raw},
+		{Scenario: 4, Measure: fmt.Sprintf("enqueue batched (EnqueueBatch of %d), one producer", b.z.s4Batch), Unit: "msgs/s",
+			Proxyq: batched, Peer: nan, Ratio: r, Target: "batched/one-at-a-time ≥ 3", Met: met(r >= 3)},
+	}, nil
+}
+
+// scenario5: peak RSS per 1,000 in flight, each side in a child process.
+func (b *bencher) scenario5(ctx context.Context) ([]Row, error) {
+	fake, err := startFake(proxytest.Config{Latency: b.z.s5Latency})
+	if err != nil {
+		return nil, err
+	}
+	defer fake.close()
+	per := map[string]float64{}
+	for _, side := range []string{sideProxyq, sidePeer} {
+		if err := b.redis.flush(ctx); err != nil {
+			return nil, err
+		}
+		fake.reset()
+		enq := tasks.NewEnqueuer(b.redis.opt)
+		err := enqueueAll(ctx, enq, "s5-"+side, b.z.s5Messages)
+		_ = enq.Close()
+		if err != nil {
+			return nil, err
+		}
+		limit := time.Duration(b.z.s5Messages/b.z.s5Concurrency+1)*b.z.s5Latency*4 + time.Minute
+		c, err := b.startChild(childArgs{Side: side, Redis: b.redis.url, API: fake.URL, Concurrency: b.z.s5Concurrency,
+			Expect: b.z.s5Messages, Timeout: limit})
+		if err != nil {
+			return nil, err
+		}
+		res, err := c.wait(limit + 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		inFlight := fake.Fake.MaxConcurrencySeen(accountSID)
+		if inFlight == 0 {
+			return nil, fmt.Errorf("%s child: no request reached the API", side)
+		}
+		per[side] = float64(res.PeakRSSKB) / 1024 * 1000 / float64(inFlight)
+		b.logf("scenario 5: %s peak RSS %d kB (idle %d kB) with %d in flight", side, res.PeakRSSKB, res.IdleRSSKB, inFlight)
+	}
+	r := per[sideProxyq] / per[sidePeer]
+	return []Row{{Scenario: 5, Measure: fmt.Sprintf("peak RSS per 1,000 in flight (concurrency %d, API latency %v, child process)", b.z.s5Concurrency, b.z.s5Latency),
+		Unit: "MB", Proxyq: per[sideProxyq], Peer: per[sidePeer], Ratio: r, Target: "proxyq/peer ≤ 1", Met: met(r <= 1)}}, nil
+}
+
+// scenario6: account limits across three proxyq processes.
+func (b *bencher) scenario6(ctx context.Context) ([]Row, error) {
+	z := b.z
+	// (a) The fake caps the account at K concurrent requests; every worker has MaxInFlight=K.
+	capped, err := startFake(proxytest.Config{Latency: s6Latency, MaxConcurrentPerAccount: z.s6Cap})
+	if err != nil {
+		return nil, err
+	}
+	defer capped.close()
+	ideal := float64(z.s6Cap) / s6Latency.Seconds()
+	tput, err := b.fleet(ctx, capped, z.s6Messages, childArgs{MaxInFlight: z.s6Cap})
+	if err != nil {
+		return nil, err
+	}
+	tooMany := capped.Fake.Stats().TooManyRequests
+	b.logf("scenario 6: cap %d: %.1f tasks/s (ideal %.0f), %d 429s", z.s6Cap, tput, ideal, tooMany)
+
+	// (b) No cap at the fake; every worker has RateLimit=R.
+	open, err := startFake(proxytest.Config{Latency: s6Latency})
+	if err != nil {
+		return nil, err
+	}
+	defer open.close()
+	if _, err := b.fleet(ctx, open, z.s6RateMessages, childArgs{Rate: z.s6Rate}); err != nil {
+		return nil, err
+	}
+	burst := int(math.Ceil(z.s6Rate))
+	achieved := arrivalRate(open.createTimes(), burst)
+	b.logf("scenario 6: rate %v/s: achieved %.2f/s", z.s6Rate, achieved)
+	procs := fmt.Sprintf("%d proxyq processes × concurrency %d", z.s6Processes, z.s6Concurrency)
+	return []Row{
+		{Scenario: 6, Measure: fmt.Sprintf("429s received, fake caps account at K=%d, %v latency, MAX_IN_FLIGHT=K, %s", z.s6Cap, s6Latency, procs),
+			Unit: "count", Proxyq: float64(tooMany), Peer: nan, Ratio: nan, Target: "0", Met: met(tooMany == 0)},
+		{Scenario: 6, Measure: fmt.Sprintf("… throughput as a fraction of K/latency (%.0f/s)", ideal), Unit: "fraction",
+			Proxyq: tput / ideal, Peer: nan, Ratio: tput / ideal, Target: "≥ 0.9", Met: met(tput/ideal >= 0.9)},
+		{Scenario: 6, Measure: fmt.Sprintf("achieved rate with RATE_LIMIT=R=%v/s (burst %d excluded), %s", z.s6Rate, burst, procs), Unit: "fraction of R",
+			Proxyq: achieved / z.s6Rate, Peer: nan, Ratio: achieved / z.s6Rate, Target: "0.95 … 1.05", Met: met(math.Abs(achieved/z.s6Rate-1) <= 0.05)},
+	}, nil
+}
+
+// fleet enqueues n messages, runs z.s6Processes proxyq children (with a's limits) until all are
+// completed, and returns the steady-state rate of completions.
+func (b *bencher) fleet(ctx context.Context, fake *fakeAPI, n int, a childArgs) (float64, error) {
+	if err := b.redis.flush(ctx); err != nil {
+		return 0, err
+	}
+	fake.reset()
+	enq := tasks.NewEnqueuer(b.redis.opt)
+	err := enqueueAll(ctx, enq, "s6", n)
+	_ = enq.Close()
+	if err != nil {
+		return 0, err
+	}
+	a.Side, a.Redis, a.API, a.Concurrency, a.Expect = sideProxyq, b.redis.url, fake.URL, b.z.s6Concurrency, n
+	expected := float64(n) / max(a.Rate, float64(max(a.MaxInFlight, 1))/s6Latency.Seconds())
+	a.Timeout = time.Duration(expected*4*float64(time.Second)) + time.Minute
+	var children []*child
+	for range b.z.s6Processes {
+		c, err := b.startChild(a)
+		if err != nil {
+			for _, c := range children {
+				_ = c.cmd.Process.Kill()
+			}
+			return 0, err
+		}
+		children = append(children, c)
+	}
+	rdb := b.redis.client()
+	defer rdb.Close()
+	v, merr := progress(ctx, rdb, n, a.Timeout)
+	for _, c := range children {
+		if _, err := c.wait(a.Timeout + 30*time.Second); err != nil && merr == nil {
+			merr = err
+		}
+	}
+	return v, merr
+}
