@@ -66,6 +66,7 @@ type sizes struct {
 	s6Rate                       float64
 	s6Processes, s6Concurrency   int
 	s1Concurrency, s1MaxInFlight int
+	repeats                      int // runs of scenarios 1, 2, 4 and 5, keeping the best
 }
 
 func (c Config) sizes() sizes {
@@ -76,15 +77,17 @@ func (c Config) sizes() sizes {
 		s4Messages: 20000, s4Batch: 100,
 		s5Messages: 3000, s5Concurrency: 1000, s5Latency: time.Second,
 		s6Messages: 2000, s6Cap: 20, s6RateMessages: 500, s6Rate: 50, s6Processes: 3, s6Concurrency: 50,
+		repeats: 3,
 	}
 	if c.Quick {
 		z = sizes{
 			s1Messages: 300, s1Concurrency: 50, s1MaxInFlight: 1000,
-			s2Messages: 400, s2Concurrency: 100,
-			s3Messages: 8, s3Every: 50 * time.Millisecond,
+			s2Messages: 200, s2Concurrency: 100,
+			s3Messages: 6, s3Every: 50 * time.Millisecond,
 			s4Messages: 300, s4Batch: 100,
-			s5Messages: 150, s5Concurrency: 50, s5Latency: 300 * time.Millisecond,
-			s6Messages: 60, s6Cap: 4, s6RateMessages: 40, s6Rate: 20, s6Processes: 3, s6Concurrency: 10,
+			s5Messages: 100, s5Concurrency: 50, s5Latency: 200 * time.Millisecond,
+			s6Messages: 40, s6Cap: 4, s6RateMessages: 30, s6Rate: 20, s6Processes: 3, s6Concurrency: 10,
+			repeats: 1,
 		}
 	}
 	if n := c.Messages; n > 0 {
@@ -139,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer rs.close()
-	b := &bencher{cfg: cfg, z: cfg.sizes(), redis: rs, log: cfg.Log}
+	b := &bencher{cfg: cfg, z: cfg.sizes(), redis: rs, log: cfg.Log, began: began}
 	if b.log == nil {
 		b.log = io.Discard
 	}
@@ -154,6 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := rs.flush(ctx); err != nil {
 			return rep, fmt.Errorf("scenario %d: flush redis: %w", s, err)
 		}
+		b.logf("scenario %d", s)
 		rows, err := run[s](ctx)
 		rep.Rows = append(rep.Rows, rows...)
 		if err != nil {
@@ -169,10 +173,11 @@ type bencher struct {
 	z     sizes
 	redis *redisServer
 	log   io.Writer
+	began time.Time
 }
 
 func (b *bencher) logf(format string, args ...any) {
-	fmt.Fprintf(b.log, "bench: "+format+"\n", args...)
+	fmt.Fprintf(b.log, "bench: [%5.1fs] "+format+"\n", append([]any{time.Since(b.began).Seconds()}, args...)...)
 }
 
 // machine describes where the run happened.

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +52,10 @@ type childResult struct {
 	PeakRSSKB int64  `json:"peak_rss_kb"` // VmHWM at the end
 	IdleRSSKB int64  `json:"idle_rss_kb"` // VmRSS before the pool started
 	Completed int64  `json:"completed"`
+	// Largest values seen while running (sampled every 20ms), to explain the peak.
+	HeapInuseKB  int64 `json:"heap_inuse_kb"`
+	StackInuseKB int64 `json:"stack_inuse_kb"`
+	Goroutines   int   `json:"goroutines"`
 }
 
 func defaultChildCommand(args []string) *exec.Cmd {
@@ -89,6 +95,10 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	rdb := rs.client()
 	defer rdb.Close()
 	idle := procStatusKB("VmRSS")
+	heapWritten := false
+	if os.Getenv("PROXYQ_BENCH_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 4096
+	}
 	var r runner
 	switch a.Side {
 	case "proxyq":
@@ -106,8 +116,19 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.Timeout)
 	defer cancel()
-	var done int64
+	var (
+		done int64
+		peak childResult
+		ms   runtime.MemStats
+	)
 	for {
+		runtime.ReadMemStats(&ms)
+		peak.HeapInuseKB = max(peak.HeapInuseKB, int64(ms.HeapInuse>>10))
+		peak.StackInuseKB = max(peak.StackInuseKB, int64(ms.StackInuse>>10))
+		peak.Goroutines = max(peak.Goroutines, runtime.NumGoroutine())
+		if p := os.Getenv("PROXYQ_BENCH_HEAPPROFILE"); p != "" && runtime.NumGoroutine() > 3*a.Concurrency && !heapWritten {
+			heapWritten = writeHeapProfile(p + "." + a.Side)
+		}
 		done, err = completed(ctx, rdb)
 		if err == nil && done >= int64(a.Expect) {
 			break
@@ -119,12 +140,24 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	res := childResult{Side: a.Side, PeakRSSKB: procStatusKB("VmHWM"), IdleRSSKB: idle, Completed: done}
+	res := peak
+	res.Side, res.PeakRSSKB, res.IdleRSSKB, res.Completed = a.Side, procStatusKB("VmHWM"), idle, done
 	if err := json.NewEncoder(stdout).Encode(res); err != nil {
 		return err
 	}
 	r.Shutdown()
 	return nil
+}
+
+// writeHeapProfile writes a heap profile to path (for diagnosing scenario 5 by hand).
+func writeHeapProfile(path string) bool {
+	f, err := os.Create(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	runtime.GC()
+	return pprof.WriteHeapProfile(f) == nil
 }
 
 // procStatusKB reads a "kB" field of /proc/self/status (0 where there is none).

@@ -68,8 +68,9 @@ func (h *peerHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
-// httpClient is the client both sides use: net/http's defaults with an idle pool as large as
-// the concurrency, so neither side pays for dialling a connection per request.
+// httpClient is the peer's client: net/http's defaults with an idle pool as large as its
+// concurrency, so that it does not pay for dialling a connection per request. (proxyq runs with
+// proxyclient's own pool of 100 idle connections; on loopback the two measured the same.)
 func httpClient(concurrency int) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = max(concurrency, 100)
@@ -101,18 +102,13 @@ type proxyqOptions struct {
 	Concurrency int
 	MaxInFlight int
 	RateLimit   float64
-	// DefaultHTTPClient uses proxyclient's own transport instead of httpClient(Concurrency).
-	DefaultHTTPClient bool
 }
 
 // newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
 // at info level writing to io.Discard (the encoding cost is real, the output is not kept).
 func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*worker.Worker, error) {
-	ccfg := proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout}
-	if !o.DefaultHTTPClient {
-		ccfg.HTTPClient = httpClient(o.Concurrency)
-	}
-	api, err := proxyclient.New(ccfg)
+	// proxyclient's own transport, as shipped (an idle pool of 100 per host).
+	api, err := proxyclient.New(proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout})
 	if err != nil {
 		return nil, err
 	}

@@ -244,9 +244,10 @@ func TestLimiterRateAcrossProcesses(t *testing.T) {
 	const (
 		rate   = 50.0 // per second
 		window = 2 * time.Second
-		warmup = 300 * time.Millisecond // drains the initial burst
+		warmup = 400 * time.Millisecond // drains the initial burst
 	)
-	procs, _ := limProcs(t, 3, AccountLimits{Rate: rate, Burst: 5})
+	// Burst 10 (200ms of requests) absorbs a waiter that wakes late on a busy machine.
+	procs, _ := limProcs(t, 3, AccountLimits{Rate: rate, Burst: 10})
 	start := time.Now()
 	stop := start.Add(warmup + window + 200*time.Millisecond)
 	var (
@@ -310,10 +311,15 @@ func TestLimiterFractionalRate(t *testing.T) {
 func TestLimiterAdaptsTo429AndRecovers(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zap.InfoLevel)
-	lim := AccountLimits{MaxInFlight: 8, Rate: 1000, RecoverEvery: 150 * time.Millisecond, DecreaseGap: time.Minute}
-	procs, db := limProcs(t, 2, lim)
-	procs[0].log = zap.New(core)
+	// Processes a and b never see a recovery step (RecoverEvery 1h), so a slow machine cannot
+	// make the first half of the test race with recovery; process c recovers every 150ms.
+	slow := AccountLimits{MaxInFlight: 8, Rate: 1000, RecoverEvery: time.Hour, DecreaseGap: time.Minute}
+	procs, db := limProcs(t, 2, slow)
 	a, b := procs[0], procs[1]
+	fast := slow
+	fast.RecoverEvery = 150 * time.Millisecond
+	c := newAccountLimiter(db.Client(t), fast, nil, nil)
+	a.log, c.log = zap.New(core), zap.New(core)
 	rdb := db.Client(t)
 
 	mustAcquire(t, a, "warm", 0).Release(false)
@@ -331,6 +337,9 @@ func TestLimiterAdaptsTo429AndRecovers(t *testing.T) {
 	if n := logs.FilterMessage("account limit factor changed").Len(); n != 1 {
 		t.Fatalf("factor change logged %d times, want once", n)
 	}
+	if g := factorGauge(a); g != 0.5 {
+		t.Fatalf("process a's factor gauge = %v, want 0.5", g)
+	}
 
 	// Process b sees the halved cap: 4 of 8.
 	var held []Permit
@@ -345,14 +354,18 @@ func TestLimiterAdaptsTo429AndRecovers(t *testing.T) {
 	for _, p := range held {
 		p.Release(false)
 	}
+	// The rate is halved too.
+	if got, want := b.rateLimit(500).Period, 2*time.Millisecond; (got - want).Abs() > time.Microsecond {
+		t.Fatalf("rate interval at factor 0.5 = %v, want %v", got, want)
+	}
 
 	// Without 429s it recovers by 0.1 per RecoverEvery, back to 1 (bounded loop).
-	for i := 0; factorGauge(a) < 1; i++ {
-		if i > 200 {
-			t.Fatalf("factor did not recover: %v after %d tries", factorGauge(a), i)
+	for i := 0; factorGauge(c) < 1; i++ {
+		if i > 300 {
+			t.Fatalf("factor did not recover: %v after %d tries", factorGauge(c), i)
 		}
-		time.Sleep(lim.RecoverEvery / 3)
-		mustAcquire(t, a, "probe", 0).Release(false)
+		time.Sleep(fast.RecoverEvery / 3)
+		mustAcquire(t, c, "probe", 0).Release(false)
 	}
 	if got := storedFactor(t, rdb); got != "1000" {
 		t.Fatalf("stored factor after recovery = %s‰, want 1000", got)
@@ -568,4 +581,36 @@ func limiterCalls(b *testing.B, rdb *redis.Client) int64 {
 		}
 	}
 	return total
+}
+
+// BenchmarkLimiterAcquireRelease is the cost of one permit (Acquire, then Release) when the
+// limits never bind: what every message pays for having them on.
+//
+//	go test ./worker -run '^$' -bench LimiterAcquireRelease
+func BenchmarkLimiterAcquireRelease(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		lim  AccountLimits
+	}{
+		{"cap", AccountLimits{MaxInFlight: 100000}},
+		{"rate", AccountLimits{Rate: 1e7}},
+		{"cap+rate", AccountLimits{MaxInFlight: 100000, Rate: 1e7}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			l := newAccountLimiter(redistest.NewDB(b).Client(b), tt.lim, nil, nil)
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					p, err := l.Acquire(context.Background(), limAccount, fmt.Sprint("h", n.Add(1)), time.Second)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					p.Release(false)
+				}
+			})
+		})
+	}
 }

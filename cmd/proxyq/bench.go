@@ -39,7 +39,7 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 		cfg.Scenarios = append(cfg.Scenarios, n)
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return usagef("%s", strings.TrimPrefix(err.Error(), "bench: "))
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep != nil {
