@@ -113,6 +113,10 @@ func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*wo
 		return nil, err
 	}
 	return worker.New(worker.Config{
+		// The peer reads asynq's default single queue; so does proxyq here, so that the two
+		// differ only by the handler. proxyq's own default (three weighted queues) costs one
+		// more dequeue round trip per message when the first queue tried is empty.
+		Queues:      map[string]int{tasks.DefaultQueue: 1},
 		Concurrency: o.Concurrency,
 		MaxInFlight: o.MaxInFlight,
 		RateLimit:   o.RateLimit,

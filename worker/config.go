@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -151,7 +152,7 @@ func (c Config) Validate() error {
 		{c.LedgerTTL < c.SendWithin+24*time.Hour, fmt.Sprintf("LedgerTTL must be at least SendWithin+24h (%v), got %v", c.SendWithin+24*time.Hour, c.LedgerTTL)},
 		{c.LimiterMaxWait < 0, fmt.Sprintf("LimiterMaxWait must not be negative, got %v", c.LimiterMaxWait)},
 		{c.MaxInFlight < 0, fmt.Sprintf("MaxInFlight must not be negative, got %d", c.MaxInFlight)},
-		{c.RateLimit < 0, fmt.Sprintf("RateLimit must not be negative, got %v", c.RateLimit)},
+		{!(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0), fmt.Sprintf("RateLimit must be a finite number, 0 or more, got %v", c.RateLimit)},
 		{c.RateBurst < 0, fmt.Sprintf("RateBurst must not be negative, got %d", c.RateBurst)},
 		{c.ReconcileMaxPages < 1 || c.ReconcileMaxPages > 100, fmt.Sprintf("ReconcileMaxPages must be between 1 and 100, got %d", c.ReconcileMaxPages)},
 		{c.ReconcilePageSize < 1 || c.ReconcilePageSize > 1000, fmt.Sprintf("ReconcilePageSize must be between 1 and 1000, got %d", c.ReconcilePageSize)},

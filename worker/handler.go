@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -95,6 +94,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 }
 
 // handle is ProcessTask with the task's identity made explicit, so tests can call it directly.
+//
+// The account permit comes first: on the common path one ledger script then both takes the
+// message and begins its send, so a message costs one ledger round trip before its POST. A run
+// that finds reconciliation to do keeps the permit, because listing interactions is a request
+// to the same account.
 func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {
 	p, err := tasks.Decode(t.Payload())
 	if err != nil {
@@ -103,57 +107,97 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 			zap.String("outcome", outcomeInvalid), zap.Error(err))
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
-	own, err := h.ledger.Acquire(ctx, p.ParticipantSID, id, h.claimLease())
+	r := &run{Handler: h, task: t, id: id, queue: queue, p: p}
+
+	permit, err := r.acquirePermit(ctx)
 	if err != nil {
+		return r.limited(ctx, err)
+	}
+	intent := SendIntent{Lease: h.sendLease(), SendWithin: h.cfg.SendWithin}
+	if p.SendBefore != nil {
+		intent.SendBefore = *p.SendBefore
+	}
+	own, err := h.ledger.AcquireToSend(ctx, p.ParticipantSID, id, h.claimLease(), intent)
+	if err != nil {
+		permit.Release(false)
 		h.log.Warn("ledger unavailable", zap.String("task_id", id), zap.Error(err))
 		return err
 	}
-	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, own: own, posts: own.Posts}
+	r.own, r.posts = own, own.Posts
 	switch {
 	case own.Sent:
+		permit.Release(false)
 		// Sent by an earlier run whose asynq bookkeeping did not finish: record again, send nothing.
 		r.writeResult(own.Outcome)
 		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome re-recorded")
 		return nil
 	case own.BusyFor > 0:
+		permit.Release(false)
 		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
 		return &retryLater{After: own.BusyFor + jitter(time.Second), Err: errors.New("another run of this message holds its send lease")}
+	case own.Began:
+		return r.post(ctx, permit, own.StartedAt)
 	}
-	return r.process(ctx)
+	return r.process(ctx, permit)
 }
 
-func (r *run) process(ctx context.Context) error {
+// acquirePermit waits for the account's limits, at most LimiterMaxWait and never past the
+// payload's deadline.
+func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
+	maxWait := r.cfg.LimiterMaxWait
+	if r.p.SendBefore != nil {
+		maxWait = max(0, min(maxWait, time.Until(*r.p.SendBefore)))
+	}
+	waitStart := r.now()
+	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id, maxWait)
+	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
+	return permit, err
+}
+
+// limited handles a run that got no permit. The wait is not a failed attempt, so the deadline
+// must bound it: the ledger is consulted (it knows when the message was first seen) and an
+// expired message is archived rather than retried for ever.
+func (r *run) limited(ctx context.Context, err error) error {
+	var limitedErr *LimitedError
+	if !errors.As(err, &limitedErr) {
+		return fmt.Errorf("account limiter: %w", err)
+	}
+	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+	retry := &retryLater{After: limitedErr.RetryIn + jitter(limitedErr.RetryIn/2+10*time.Millisecond), Err: err}
+	own, lerr := r.ledger.Acquire(ctx, r.p.ParticipantSID, r.id, r.claimLease())
+	if lerr != nil || own.Sent || own.BusyFor > 0 {
+		return retry // the next run sorts it out
+	}
+	r.own, r.posts = own, own.Posts
+	if own.Attempt == attemptNone {
+		if deadline := r.deadline(); !own.Now.Before(deadline) {
+			return r.expire(ctx, deadline)
+		}
+	}
+	r.release(ctx, own.Attempt)
+	return retry
+}
+
+func (r *run) deadline() time.Time {
+	if r.p.SendBefore != nil {
+		return *r.p.SendBefore
+	}
+	return r.own.FirstSeen.Add(r.cfg.SendWithin)
+}
+
+// process handles a run that owns the message but could not begin at once: reconcile an
+// unknown outcome, archive an expired message, or begin the send.
+func (r *run) process(ctx context.Context, permit Permit) error {
 	if r.own.Attempt == attemptUnknown {
 		if done, err := r.reconcile(ctx); done {
+			permit.Release(false)
 			return err
 		}
 	}
-	deadline := r.own.FirstSeen.Add(r.cfg.SendWithin)
-	if r.p.SendBefore != nil {
-		deadline = *r.p.SendBefore
-	}
-	if !r.own.Now.Before(deadline) {
+	if deadline := r.deadline(); !r.own.Now.Before(deadline) {
+		permit.Release(false)
 		return r.expire(ctx, deadline)
 	}
-
-	waitStart := r.now()
-	maxWait := min(r.cfg.LimiterMaxWait, deadline.Sub(r.own.Now))
-	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id+":"+strconv.FormatInt(r.own.Fence, 10), maxWait)
-	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
-	if err != nil {
-		r.release(ctx, attemptNone)
-		var limited *LimitedError
-		if errors.As(err, &limited) {
-			r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
-			return &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/2+10*time.Millisecond), Err: err}
-		}
-		return fmt.Errorf("account limiter: %w", err)
-	}
-	return r.send(ctx, permit)
-}
-
-// send makes the one POST that can create the interaction, and records what came of it.
-func (r *run) send(ctx context.Context, permit Permit) error {
 	startedAt, posts, err := r.ledger.BeginSend(ctx, r.p.ParticipantSID, r.id, r.own.Fence, r.sendLease())
 	if err != nil {
 		permit.Release(false)
@@ -163,6 +207,13 @@ func (r *run) send(ctx context.Context, permit Permit) error {
 		return err
 	}
 	r.posts = posts
+	return r.post(ctx, permit, startedAt)
+}
+
+// post makes the one POST that can create the interaction (the ledger already says it is in
+// flight), and records what came of it.
+func (r *run) post(ctx context.Context, permit Permit, startedAt time.Time) error {
+	posts := r.posts
 	r.sends.Add(1)
 	defer r.sends.Done()
 

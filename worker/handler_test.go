@@ -359,3 +359,31 @@ func TestHandlerConcurrentRunsSendOnce(t *testing.T) {
 		t.Fatalf("%d runs succeeded and %d creates, want 1 and 1", succeeded, f.api.creates.Load())
 	}
 }
+
+// alwaysLimited is a Limiter whose account never has room.
+type alwaysLimited struct{}
+
+func (alwaysLimited) Acquire(context.Context, string, string, time.Duration) (Permit, error) {
+	return nil, &LimitedError{RetryIn: 100 * time.Millisecond, Reason: "in-flight cap"}
+}
+
+// A limiter wait is not a failed attempt, but the message's deadline still bounds it.
+func TestHandlerLimiterWaitIsBoundedByTheDeadline(t *testing.T) {
+	t.Parallel()
+	f := newHandlerFixture(t, nil)
+	f.h.limiter = alwaysLimited{}
+	p := testPayload("hi")
+	wantRetry(t, f.run(t, "m1", p), false)
+	if e := f.entry(t, "m1"); e.MaySend(time.Now()) {
+		t.Fatalf("ledger after a limiter wait = %+v, want nothing outstanding", e)
+	}
+	past := time.Now().Add(-time.Second)
+	p.SendBefore = &past
+	err := f.run(t, "m2", p)
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("err = %v, want archived as expired", err)
+	}
+	if f.api.creates.Load() != 0 {
+		t.Fatal("a limited message was sent")
+	}
+}

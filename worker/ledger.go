@@ -76,15 +76,22 @@ type Ownership struct {
 	Attempt   string    // attempt state when acquired: none or unknown
 	StartedAt time.Time // start of the last POST, for unknown
 	FirstSeen time.Time // when a worker first took this message
-	Posts     int       // POSTs made so far
+	Posts     int       // POSTs made so far (including the one begun, with Began)
 	Now       time.Time // Redis's clock at acquisition
+	// Began is set by AcquireToSend when the send was begun: Attempt is in_flight, StartedAt
+	// is now and the lease covers the POST.
+	Began bool
 }
 
 // luaNow is Redis's clock in milliseconds.
 const luaNow = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// acquireScript: KEYS[1] ledger; ARGV[1] lease ms, ARGV[2] ttl seconds.
+// acquireScript: KEYS[1] ledger; ARGV[1] lease ms, ARGV[2] ttl seconds, ARGV[3] send lease ms
+// (0: do not begin a send), ARGV[4] send_before ms (0: none), ARGV[5] send-within ms.
+//
+// With a send lease, a message with nothing outstanding whose deadline has not passed goes
+// straight to in_flight: the common path costs one script instead of Acquire plus BeginSend.
 var acquireScript = redis.NewScript(luaNow + `
 local h = redis.call('HMGET', KEYS[1], 'attempt', 'lease_until', 'started', 'outcome', 'first_seen', 'posts')
 local attempt = h[1] or 'none'
@@ -93,17 +100,52 @@ local lease = tonumber(h[2] or '0')
 if lease > now then return {'busy', tostring(lease - now)} end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 local first = h[5] or tostring(now)
+local started = h[3] or '0'
+local posts = tonumber(h[6] or '0')
 if attempt == 'in_flight' then attempt = 'unknown' end
-redis.call('HSET', KEYS[1], 'attempt', attempt, 'lease_until', now + tonumber(ARGV[1]), 'first_seen', first)
+local lease_until = now + tonumber(ARGV[1])
+local began = '0'
+if tonumber(ARGV[3]) > 0 and attempt == 'none' then
+  local deadline = tonumber(ARGV[4])
+  if deadline == 0 then deadline = tonumber(first) + tonumber(ARGV[5]) end
+  if now < deadline then
+    attempt, started, posts, began = 'in_flight', tostring(now), posts + 1, '1'
+    lease_until = now + tonumber(ARGV[3])
+  end
+end
+redis.call('HSET', KEYS[1], 'attempt', attempt, 'lease_until', lease_until, 'first_seen', first, 'started', started, 'posts', posts)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {'owned', tostring(fence), attempt, h[3] or '0', first, h[6] or '0', tostring(now)}
+return {'owned', tostring(fence), attempt, started, first, tostring(posts), tostring(now), began}
 `)
 
 // Acquire takes the message for this run, or reports that it was sent or is busy. lease bounds
 // how long the run may hold it without renewing.
 func (l *Ledger) Acquire(ctx context.Context, participantSID, taskID string, lease time.Duration) (*Ownership, error) {
+	return l.acquire(ctx, participantSID, taskID, lease, SendIntent{})
+}
+
+// SendIntent asks AcquireToSend to begin the send at once when nothing stands in the way.
+type SendIntent struct {
+	Lease      time.Duration // lease covering one POST and its recording
+	SendBefore time.Time     // the payload's deadline; zero: FirstSeen + SendWithin
+	SendWithin time.Duration
+}
+
+// AcquireToSend is Acquire followed, in the same atomic step, by BeginSend when the message has
+// nothing outstanding and its deadline has not passed: then Ownership.Began is set and the
+// POST may start. Otherwise it behaves as Acquire.
+func (l *Ledger) AcquireToSend(ctx context.Context, participantSID, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
+	return l.acquire(ctx, participantSID, taskID, lease, intent)
+}
+
+func (l *Ledger) acquire(ctx context.Context, participantSID, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
+	var sendBefore int64
+	if !intent.SendBefore.IsZero() {
+		sendBefore = intent.SendBefore.UnixMilli()
+	}
 	res, err := acquireScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID)},
-		lease.Milliseconds(), int64(l.ttl.Seconds())).StringSlice()
+		lease.Milliseconds(), int64(l.ttl.Seconds()), intent.Lease.Milliseconds(), sendBefore,
+		intent.SendWithin.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("send ledger: acquire: %w", err)
 	}
@@ -124,6 +166,7 @@ func (l *Ledger) Acquire(ctx context.Context, participantSID, taskID string, lea
 		FirstSeen: msTime(res[4]),
 		Posts:     int(atoi(res[5])),
 		Now:       msTime(res[6]),
+		Began:     res[7] == "1",
 	}, nil
 }
 

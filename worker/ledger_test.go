@@ -157,3 +157,38 @@ func TestLedgerConcurrentAcquireHasOneOwner(t *testing.T) {
 		}
 	}
 }
+
+func TestLedgerAcquireToSend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newTestLedger(t)
+	intent := SendIntent{Lease: time.Minute, SendWithin: time.Hour}
+
+	own, err := l.AcquireToSend(ctx, testKP, "t1", time.Minute, intent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !own.Began || own.Attempt != attemptInFlight || own.Posts != 1 || !own.StartedAt.Equal(own.Now) {
+		t.Fatalf("fresh AcquireToSend = %+v, want the send begun", own)
+	}
+	// The begun send is a real in-flight attempt: a lapse makes it unknown, never a fresh send.
+	if err := l.Release(ctx, testKP, "t1", own.Fence, attemptUnknown); err != nil {
+		t.Fatal(err)
+	}
+	again, err := l.AcquireToSend(ctx, testKP, "t1", time.Minute, intent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Began || again.Attempt != attemptUnknown || again.Posts != 1 || !again.StartedAt.Equal(own.StartedAt) {
+		t.Fatalf("AcquireToSend after an unknown outcome = %+v, want ownership to reconcile, not a send", again)
+	}
+
+	past := SendIntent{Lease: time.Minute, SendBefore: time.Now().Add(-time.Second)}
+	expired, err := l.AcquireToSend(ctx, testKP, "t2", time.Minute, past)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if expired.Began || expired.Attempt != attemptNone || expired.Posts != 0 {
+		t.Fatalf("AcquireToSend past the deadline = %+v, want owned and not begun", expired)
+	}
+}

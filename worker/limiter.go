@@ -164,19 +164,18 @@ type accountState struct {
 // NewAccountLimiter returns the limiter enforcing lim per account through rdb, or NoLimit{}
 // when lim sets neither a cap nor a rate. Invalid values (negative numbers) are treated as
 // unset, with an error logged: worker.Config.Validate refuses them earlier. m and log may be nil.
-func NewAccountLimiter(rdb redis.UniversalClient, lim AccountLimits, m *Metrics, log *zap.Logger) Limiter {
+func NewAccountLimiter(rdb redis.UniversalClient, lim AccountLimits, m *Metrics, log *zap.Logger) (Limiter, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	lim = lim.WithDefaults()
 	if err := lim.Validate(); err != nil {
-		log.Error("account limits ignored", zap.Error(err))
-		return NoLimit{}
+		return nil, err
 	}
 	if lim.MaxInFlight == 0 && lim.Rate == 0 {
-		return NoLimit{}
+		return NoLimit{}, nil
 	}
-	return newAccountLimiter(rdb, lim, m, log)
+	return newAccountLimiter(rdb, lim, m, log), nil
 }
 
 func newAccountLimiter(rdb redis.UniversalClient, lim AccountLimits, m *Metrics, log *zap.Logger) *AccountLimiter {

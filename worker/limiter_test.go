@@ -28,7 +28,11 @@ func limProcs(t *testing.T, n int, lim AccountLimits) ([]*AccountLimiter, redist
 	db := redistest.NewDB(t)
 	out := make([]*AccountLimiter, n)
 	for i := range out {
-		l, ok := NewAccountLimiter(db.Client(t), lim, NewMetrics(nil), nil).(*AccountLimiter)
+		got, err := NewAccountLimiter(db.Client(t), lim, NewMetrics(nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, ok := got.(*AccountLimiter)
 		if !ok {
 			t.Fatalf("NewAccountLimiter(%+v) is not an *AccountLimiter", lim)
 		}
@@ -117,10 +121,14 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 func TestNewAccountLimiterWithoutLimitsIsNoLimit(t *testing.T) {
 	t.Parallel()
 	// No Redis is touched when there is nothing to limit, so none is needed.
-	for _, lim := range []AccountLimits{{}, {Burst: 5}, {MaxInFlight: -1}} {
-		if got := NewAccountLimiter(nil, lim, nil, nil); got != (NoLimit{}) {
-			t.Errorf("NewAccountLimiter(%+v) = %T, want NoLimit", lim, got)
+	for _, lim := range []AccountLimits{{}, {Burst: 5}} {
+		if got, err := NewAccountLimiter(nil, lim, nil, nil); err != nil || got != (NoLimit{}) {
+			t.Errorf("NewAccountLimiter(%+v) = %T, %v; want NoLimit", lim, got, err)
 		}
+	}
+	// Invalid limits are an error, never silently no limit.
+	if _, err := NewAccountLimiter(nil, AccountLimits{MaxInFlight: -1}, nil, nil); err == nil || !strings.Contains(err.Error(), "MaxInFlight") {
+		t.Errorf("NewAccountLimiter(MaxInFlight -1) err = %v, want one naming MaxInFlight", err)
 	}
 }
 

@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +72,8 @@ func TestConfigValidate(t *testing.T) {
 		{"queue name", func(c *Config) { c.Queues = map[string]int{"a b": 1} }, `queue name "a b"`},
 		{"skew", func(c *Config) { c.ReconcileSkew = time.Millisecond }, "ReconcileSkew must be at least 1s"},
 		{"pages", func(c *Config) { c.ReconcileMaxPages = 1000 }, "ReconcileMaxPages must be between 1 and 100"},
-		{"rate", func(c *Config) { c.RateLimit = -1 }, "RateLimit must not be negative"},
+		{"rate", func(c *Config) { c.RateLimit = -1 }, "RateLimit must be a finite number"},
+		{"rate NaN", func(c *Config) { c.RateLimit = math.NaN() }, "RateLimit must be a finite number"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

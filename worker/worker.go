@@ -58,7 +58,13 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	metrics := NewMetrics(deps.Registerer)
 	limiter := deps.Limiter
 	if limiter == nil {
-		limiter = NewAccountLimiter(rdb, AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst}, metrics, log)
+		// A slot's lease must outlast the request it covers, or a slow request frees its slot early.
+		var err error
+		limiter, err = NewAccountLimiter(rdb, AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
+			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}, metrics, log)
+		if err != nil {
+			return nil, fmt.Errorf("worker config: %w", err)
+		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
 	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -78,8 +79,8 @@ func (e *envReader) float(name string, def float64) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 {
-		e.fail(name, v, "want a number, 0 or more")
+	if err != nil || !(f >= 0) || math.IsInf(f, 0) {
+		e.fail(name, v, "want a finite number, 0 or more")
 		return def
 	}
 	return f
