@@ -6,8 +6,9 @@
 // that decodes the JSON payload and POSTs the form with net/http. It has no send ledger, no
 // account limits, no metrics, no outcome records, no logging. Its HTTP client gets an idle
 // connection pool as large as its concurrency, so that connection churn does not make it look
-// worse than it is. The proxyq side is worker.New as shipped (default queues critical, default,
-// low; PollInterval 20ms; proxyclient's own transport): ledger, outcome records, registered
+// worse than it is. The proxyq side is worker.New as shipped (PollInterval 20ms; proxyclient's
+// own transport) but reading the peer's single queue "default", so the two differ by handler
+// only): ledger, outcome records, registered
 // metrics, a zap JSON logger at info (written to io.Discard), and the account limiter where the
 // scenario says so (scenario 1 switches both limits on with values that never bind, to price
 // them). Everything runs on one machine: Redis, the fake, and the workers share its CPUs.

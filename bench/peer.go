@@ -107,8 +107,9 @@ type proxyqOptions struct {
 // newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
 // at info level writing to io.Discard (the encoding cost is real, the output is not kept).
 func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*worker.Worker, error) {
-	// proxyclient's own transport, as shipped (an idle pool of 100 per host).
-	api, err := proxyclient.New(proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout})
+	// proxyclient's own transport, with an idle pool sized to the concurrency as `proxyq worker` does.
+	api, err := proxyclient.New(proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout,
+		MaxIdleConnsPerHost: o.Concurrency})
 	if err != nil {
 		return nil, err
 	}

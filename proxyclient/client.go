@@ -56,9 +56,13 @@ func New(cfg Config) (*Client, error) {
 		hc = *cfg.HTTPClient
 	} else {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		// A worker runs ~50 concurrent sends to one host; the default of 2 idle
+		// A worker runs many concurrent sends to one host; the default of 2 idle
 		// connections per host would make most of them dial (and TLS-handshake) anew.
 		t.MaxIdleConnsPerHost = 100
+		if cfg.MaxIdleConnsPerHost > 0 {
+			t.MaxIdleConnsPerHost = cfg.MaxIdleConnsPerHost
+		}
+		t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 		hc.Transport = t
 	}
 	// A redirect would resend a POST or carry credentials elsewhere: return the 3xx.

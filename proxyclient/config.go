@@ -49,6 +49,12 @@ type Config struct {
 	// http.DefaultTransport with a larger idle pool per host.
 	HTTPClient *http.Client
 
+	// MaxIdleConnsPerHost is how many idle connections the default transport keeps to the
+	// API host. Set it to the number of concurrent requests (a worker's concurrency): every
+	// request beyond the pool dials, and TLS-handshakes, anew. Default 100. Ignored with
+	// HTTPClient.
+	MaxIdleConnsPerHost int
+
 	// HTTPTimeout bounds each HTTP request (one page of a list counts as one request),
 	// on top of the caller's context. Default 15s.
 	HTTPTimeout time.Duration
@@ -128,6 +134,8 @@ func (c Config) Validate() error {
 		return invalid("HTTPTimeout", "must not be negative (0 means 15s)")
 	case c.MaxRetryAfter < 0:
 		return invalid("MaxRetryAfter", "must not be negative (0 means 5m)")
+	case c.MaxIdleConnsPerHost < 0:
+		return invalid("MaxIdleConnsPerHost", "must not be negative (0 means 100)")
 	case strings.IndexFunc(c.UserAgent, unicode.IsControl) >= 0:
 		return invalid("UserAgent", "must not contain control characters")
 	}

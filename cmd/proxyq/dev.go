@@ -231,6 +231,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
+	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
 		return usageError{clientConfigError(err)}

@@ -91,6 +91,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		}
 		return err
 	}
+	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency // one kept connection per concurrent send
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
 		return usageError{clientConfigError(err)}
