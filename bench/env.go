@@ -3,23 +3,19 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/proxyq/proxyq/internal/redisproc"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -43,9 +39,8 @@ var completedKey = "asynq:{" + queueName + "}:completed"
 type redisServer struct {
 	url  string // redis://host:port/db
 	opt  asynq.RedisClientOpt
-	cmd  *exec.Cmd // nil when given by the caller
-	dir  string
-	info string // "redis 7.0.15" for the report
+	proc *redisproc.Server // nil when given by the caller
+	info string            // "redis 7.0.15" for the report
 }
 
 // startRedis uses url, or starts a private redis-server when url is empty.
@@ -58,34 +53,12 @@ func startRedis(ctx context.Context, rawURL string) (*redisServer, error) {
 		s := &redisServer{url: rawURL, opt: asynq.RedisClientOpt{Addr: o.Addr, DB: o.DB, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig}}
 		return s, s.describe(ctx)
 	}
-	bin, err := exec.LookPath("redis-server")
+	proc, err := redisproc.Start("--appendonly", "no")
 	if err != nil {
-		return nil, errors.New("redis-server not found on PATH: install it (apt-get install -y redis-server) or pass --redis redis://host:port/db (that database is flushed)")
+		return nil, fmt.Errorf("%w, or pass --redis redis://host:port/db (that database is flushed)", err)
 	}
-	dir, err := os.MkdirTemp("", "proxyq-bench-redis-")
-	if err != nil {
-		return nil, err
-	}
-	for try := 0; try < 5; try++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no",
-			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		dieWithParent(cmd)
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start redis-server: %w", err)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		s := &redisServer{url: "redis://" + addr + "/0", opt: asynq.RedisClientOpt{Addr: addr}, cmd: cmd, dir: dir}
-		if waitRedis(ctx, addr, 5*time.Second) {
-			return s, s.describe(ctx)
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	return nil, fmt.Errorf("redis-server did not become ready; see %s/redis.log", dir)
+	s := &redisServer{url: "redis://" + proc.Addr + "/0", opt: asynq.RedisClientOpt{Addr: proc.Addr}, proc: proc}
+	return s, s.describe(ctx)
 }
 
 func (s *redisServer) client() *redis.Client {
@@ -115,36 +88,9 @@ func (s *redisServer) flush(ctx context.Context) error {
 }
 
 func (s *redisServer) close() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		_ = os.RemoveAll(s.dir)
+	if s.proc != nil {
+		s.proc.Close()
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitRedis(ctx context.Context, addr string, within time.Duration) bool {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		err := c.Ping(pctx).Err()
-		cancel()
-		if err == nil {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
 }
 
 // fakeAPI is the proxytest fake on a loopback port, behind a thin handler that notes when each

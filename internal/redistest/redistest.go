@@ -11,17 +11,15 @@ package redistest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/redisproc"
 )
 
 // databases is how many logical databases the private server is started with.
@@ -35,8 +33,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	nextDB int
-	cmd    *exec.Cmd
-	dir    string
+	proc   *redisproc.Server // nil when REDIS_URL is used
 }
 
 var (
@@ -94,7 +91,7 @@ func NewDB(tb testing.TB) DB {
 	s.nextDB++
 	s.mu.Unlock()
 	var db DB
-	if s.cmd == nil {
+	if s.proc == nil {
 		// REDIS_URL given: it must point at a throwaway server. Tests take databases counting
 		// up from the URL's own, modulo Redis's default 16, and flush each one they take.
 		opt, err := redis.ParseURL(os.Getenv("REDIS_URL"))
@@ -124,45 +121,18 @@ func start() (*Server, error) {
 		}
 		return &Server{Addr: opt.Addr}, nil
 	}
-	bin, err := exec.LookPath("redis-server")
+	proc, err := redisproc.Start("--appendonly", "no", "--databases", strconv.Itoa(databases))
 	if err != nil {
-		return nil, fmt.Errorf("redis-server not found on PATH: install it (apt-get install -y redis-server) or set REDIS_URL")
+		return nil, fmt.Errorf("%w, or set REDIS_URL", err)
 	}
-	dir, err := os.MkdirTemp("", "proxyq-redistest-")
-	if err != nil {
-		return nil, err
-	}
-	for try := 0; try < 5; try++ {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command(bin,
-			"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
-			"--save", "", "--appendonly", "no", "--databases", strconv.Itoa(databases),
-			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		dieWithParent(cmd)
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start redis-server: %w", err)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if waitReady(addr, 5*time.Second) {
-			s := &Server{Addr: addr, URL: "redis://" + addr, cmd: cmd, dir: dir}
-			return s, nil
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	return nil, fmt.Errorf("redis-server did not become ready; see %s/redis.log", dir)
+	return &Server{Addr: proc.Addr, URL: "redis://" + proc.Addr, proc: proc}, nil
 }
 
-// Stop kills the private server. TestMain calls it after m.Run; without it the server is killed
-// with the process group anyway when the test binary exits (it is started as our child).
+// Stop kills the private server. Main calls it after the tests; without it the server still
+// dies with the test binary.
 func Stop() {
-	if shared != nil && shared.cmd != nil {
-		_ = shared.cmd.Process.Kill()
-		_ = shared.cmd.Wait()
-		_ = os.RemoveAll(shared.dir)
+	if shared != nil && shared.proc != nil {
+		shared.proc.Close()
 	}
 }
 
@@ -171,29 +141,4 @@ func Main(m *testing.M) {
 	code := m.Run()
 	Stop()
 	os.Exit(code)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitReady(addr string, within time.Duration) bool {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
 }
