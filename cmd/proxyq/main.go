@@ -132,7 +132,7 @@ func (m *Main) usage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("proxyq: send Twilio Proxy messages from a Redis queue, exactly once.\n\nUsage: proxyq <command> [flags]\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", n, commands[n].summary)
 	}
 	b.WriteString("\nRun 'proxyq <command> --help' for a command's flags. Configuration comes from the environment (see README).\n")
 	b.WriteString("Exit codes: 0 ok, 1 failure, 2 bad input or configuration (nothing done), 3 not found.\n")
