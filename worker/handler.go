@@ -66,9 +66,10 @@ func (h *Handler) WaitForSends(ctx context.Context) error {
 	}
 }
 
-// claimLease covers what a run does before its POST: reconciliation and the limiter wait.
+// claimLease covers what a run does before its POST when it cannot begin at once:
+// reconciliation (bounded by HTTPTimeout+5s) and the ledger writes around it.
 func (h *Handler) claimLease() time.Duration {
-	return 2*h.cfg.HTTPTimeout + h.cfg.LimiterMaxWait + 10*time.Second
+	return 2*h.cfg.HTTPTimeout + 10*time.Second
 }
 
 // sendLease covers one POST and the writes that record its outcome.
@@ -85,8 +86,8 @@ type run struct {
 	posts int
 }
 
-// ProcessTask handles one message: decode, ledger, reconcile if needed, deadline, account
-// limits, POST, classify, record. Its error tells asynq what to do next (see retry.go).
+// ProcessTask handles one message: decode, account limits, ledger (reconcile if needed,
+// deadline), POST, classify, record. Its error tells asynq what to do next (see retry.go).
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)

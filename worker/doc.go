@@ -1,0 +1,31 @@
+// Package worker is proxyq's send policy: the asynq handler for proxy:send_interaction and
+// everything that decides, for one message, whether to POST it to Twilio Proxy, when to try again,
+// and what to record.
+//
+// One message's trip through a run (handler.go):
+//
+//  1. decode and validate the payload (tasks.Decode); malformed → archived, the worker goes on;
+//  2. wait for the account's limits, shared by every process through Redis (limiter.go);
+//  3. take the message in the send ledger (ledger.go) — in the common case the same script
+//     begins the send; otherwise: already sent → re-record, nothing sent; another run holds it →
+//     wait; an earlier request's outcome unknown → reconcile (reconcile.go); deadline passed →
+//     archived as expired;
+//  4. POST the MessageInteraction on a context detached from asynq's, bounded by HTTPTimeout;
+//  5. classify the answer (proxyclient.Classify) and record: ledger first, then the outcome
+//     record as the asynq task result; tell asynq done, retry after d, or archive (retry.go).
+//
+// Guarantees. A message is created at Twilio at most once per accepted task: a POST starts only
+// under a fenced ledger lease that outlasts it, and after any answer we did not see (timeout,
+// reset, 500/502/504, a worker killed mid-request) the next run lists the participant's
+// interactions and adopts the match instead of sending again. A message is never lost: every
+// ending is the outcome record of a completed task, or an archived task whose last error says
+// why (permanent Twilio error, expired, outcome unknown past the reconciliation bound, out of
+// retries). Waits that are nobody's fault (Twilio's 429, our own limits, another run holding the
+// message) do not count against MaxRetry but are bounded by the message's deadline. These rest on
+// Redis keeping what it acknowledged: run it with appendonly yes and maxmemory-policy noeviction.
+//
+// Why not asynq alone: asynq delivers at least once (after lease expiry, a task timeout or a
+// shutdown that outlasts its timeout, the same task runs again, possibly while the first run is
+// still going), and Twilio Proxy has no idempotency key; the ledger is what turns those into
+// exactly one SMS.
+package worker
