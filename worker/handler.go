@@ -137,7 +137,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
 		return &retryLater{After: own.BusyFor + jitter(time.Second), Err: errors.New("another run of this message holds its send lease")}
 	case own.Began:
-		return r.post(ctx, permit, own.StartedAt)
+		return r.post(ctx, permit, own.StartedAt, time.Now())
 	}
 	return r.process(ctx, permit)
 }
@@ -208,13 +208,22 @@ func (r *run) process(ctx context.Context, permit Permit) error {
 		return err
 	}
 	r.posts = posts
-	return r.post(ctx, permit, startedAt)
+	return r.post(ctx, permit, startedAt, time.Now())
 }
 
 // post makes the one POST that can create the interaction (the ledger already says it is in
 // flight), and records what came of it.
-func (r *run) post(ctx context.Context, permit Permit, startedAt time.Time) error {
+//
+// begun is when the ledger said in flight, on this process's monotonic clock. The ledger's lease
+// covers the POST only if the POST starts promptly; a process frozen in between (a paused VM, a
+// stop signal) gives the message up instead of sending under a lease that may have lapsed.
+func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Time) error {
 	posts := r.posts
+	if stalled := time.Since(begun); stalled > r.cfg.HTTPTimeout/2 {
+		permit.Release(false)
+		r.release(ctx, attemptNone) // refused if another run took over; then it decides
+		return &retryLater{After: time.Second, Err: fmt.Errorf("not sent: this process stalled %v before its request could start", stalled.Round(time.Millisecond))}
+	}
 	r.sends.Add(1)
 	defer r.sends.Done()
 

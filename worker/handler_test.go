@@ -387,3 +387,25 @@ func TestHandlerLimiterWaitIsBoundedByTheDeadline(t *testing.T) {
 		t.Fatal("a limited message was sent")
 	}
 }
+
+// A process frozen between marking the send in flight and starting the POST (its lease may have
+// lapsed and another run may be deciding) gives the message up instead of sending.
+func TestHandlerStalledRunDoesNotSend(t *testing.T) {
+	t.Parallel()
+	f := newHandlerFixture(t, nil)
+	p := testPayload("hi")
+	own, err := f.h.ledger.AcquireToSend(context.Background(), testKP, "m1", f.h.claimLease(),
+		SendIntent{Lease: f.h.sendLease(), SendWithin: time.Hour})
+	if err != nil || !own.Began {
+		t.Fatalf("AcquireToSend = %+v, %v", own, err)
+	}
+	r := &run{Handler: f.h, task: payloadTask(t, p), id: "m1", queue: "default", p: p, own: own, posts: own.Posts}
+	err = r.post(context.Background(), noPermit{}, own.StartedAt, time.Now().Add(-f.h.cfg.HTTPTimeout))
+	wantRetry(t, err, false)
+	if n := f.api.creates.Load(); n != 0 {
+		t.Fatalf("%d creates after a stall, want 0", n)
+	}
+	if e := f.entry(t, "m1"); e.Attempt != attemptNone {
+		t.Fatalf("ledger after a stall = %+v, want nothing outstanding", e)
+	}
+}
