@@ -9,11 +9,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/internal/testbin"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
@@ -70,7 +69,7 @@ func TestChaos(t *testing.T) {
 	if *flagMessages < 1 || *flagWorkers < 1 || *flagParticipants < 1 || *flagConcurrency < 1 {
 		t.Fatal("-chaos.messages, -chaos.workers, -chaos.participants and -chaos.concurrency must be at least 1")
 	}
-	bin := buildProxyq(t)
+	bin := testbin.Proxyq(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -116,34 +115,6 @@ func checkOurs(t *testing.T, r *runResult) {
 		}
 		t.Error(p)
 	}
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// buildProxyq builds the real program (without -race: it is the program under test).
-func buildProxyq(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "proxyq-chaos-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "proxyq")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/proxyq/proxyq/cmd/proxyq")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/proxyq: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(binPath)) })
-	return binPath
 }
 
 // runScenario runs the whole scenario with the given worker program and counts what happened.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/internal/testbin"
 )
 
 // Flags; their defaults meet issue 3's proof. See the package doc.
@@ -37,5 +38,6 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	redistest.Stop()
+	testbin.Remove()
 	os.Exit(code)
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -21,54 +20,21 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/internal/testbin"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// binDir holds the proxyq binary built for the end-to-end tests; TestMain removes it.
-var binDir string
-
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "proxyq-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mkdir temp:", err)
-		os.Exit(1)
-	}
-	binDir = dir
 	redis.SetLogger(quietRedisLog{}) // as main does; several tests point at a closed port on purpose
 	code := m.Run()
 	redistest.Stop()
-	_ = os.RemoveAll(dir)
+	testbin.Remove()
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildErr  error
-	binPath   string
-)
-
-// proxyqBinary builds the real program once per test run (without -race: it is the program
-// under test, not the test) and returns its path.
-func proxyqBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("the go tool is not on PATH: %w", err)
-			return
-		}
-		binPath = filepath.Join(binDir, "proxyq")
-		cmd := exec.Command(goTool, "build", "-o", binPath, ".")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// proxyqBinary is the real program, built once for the end-to-end tests.
+func proxyqBinary(t *testing.T) string { return testbin.Proxyq(t) }
 
 // Test identities. The fake accepts any well-formed Account SID with a non-empty token.
 const testAccountSID = "AC0123456789abcdef0123456789abcdef"
