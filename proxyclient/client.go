@@ -65,6 +65,13 @@ func New(cfg Config) (*Client, error) {
 		t.MaxIdleConns = max(t.MaxIdleConns, t.MaxIdleConnsPerHost)
 		hc.Transport = t
 	}
+	if cfg.WrapTransport != nil {
+		rt := hc.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		hc.Transport = cfg.WrapTransport(rt)
+	}
 	// A redirect would resend a POST or carry credentials elsewhere: return the 3xx.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 

@@ -49,6 +49,11 @@ type Config struct {
 	// http.DefaultTransport with a larger idle pool per host.
 	HTTPClient *http.Client
 
+	// WrapTransport, when set, wraps the transport requests go through (the default one or
+	// HTTPClient's): instrumentation such as cmd/proxyq's tracing (otelx.ClientTransport).
+	// It sees the request with its Authorization header; it must not record headers or bodies.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+
 	// MaxIdleConnsPerHost is how many idle connections the default transport keeps to the
 	// API host. Set it to the number of concurrent requests (a worker's concurrency): every
 	// request beyond the pool dials, and TLS-handshakes, anew. Default 100. Ignored with

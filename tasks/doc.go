@@ -17,5 +17,12 @@
 // after it completes (default [DefaultRetention]), or while it stays in the archive. After that the
 // key may be used again.
 //
-// This package imports asynq and the standard library only, so producers pull in little.
+// Tracing: Enqueue and EnqueueBatch start a PRODUCER span per message (proxyq.enqueue) as a
+// child of the span in ctx, and put its W3C trace context in the asynq task's headers
+// (traceparent, tracestate), where the worker picks it up: a message's attempts join the trace
+// of the code that enqueued it. Spans go to OpenTelemetry's global tracer provider (a no-op
+// unless the process installs one); the trace context of ctx is carried even then.
+//
+// This package imports asynq, the OpenTelemetry API (not its SDK) and the standard library only,
+// so producers pull in little.
 package tasks

@@ -182,7 +182,9 @@ func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, opts ...Option) (Resu
 	return e.enqueue(ctx, task, aopts)
 }
 
-func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task, aopts []asynq.Option) (Result, error) {
+func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task, aopts []asynq.Option) (res Result, err error) {
+	task, endSpan := startEnqueueSpan(ctx, task, aopts) // the task carries the trace context
+	defer func() { endSpan(res, err) }()
 	info, err := e.client.EnqueueContext(ctx, task, aopts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		id, queue := taskIDAndQueue(aopts)
@@ -207,7 +209,9 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // a *BatchError for the first invalid one. Then it enqueues them concurrently and returns one
 // Result per message in input order. If Redis fails part-way, the results of the messages that
 // were enqueued are returned with the error; re-running the batch with idempotency keys is safe.
-func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) ([]Result, error) {
+func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) (_ []Result, err error) {
+	ctx, endSpan := startBatchSpan(ctx, len(msgs))
+	defer func() { endSpan(err) }()
 	type prepared struct {
 		task  *asynq.Task
 		aopts []asynq.Option

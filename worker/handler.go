@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/proxyclient"
@@ -84,13 +85,16 @@ type run struct {
 	p     tasks.Payload
 	own   *Ownership
 	posts int
+	span  trace.Span // the run's span (tracing.go); a no-op one when tracing is off
 }
 
 // ProcessTask handles one message: decode, account limits, ledger (reconcile if needed,
 // deadline), POST, classify, record. Its error tells asynq what to do next (see retry.go).
-func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
+	ctx, endSpan := startAttempt(ctx, t, id, queue)
+	defer func() { endSpan(err) }()
 	return h.handle(ctx, id, queue, t)
 }
 
@@ -104,11 +108,13 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	p, err := tasks.Decode(t.Payload())
 	if err != nil {
 		h.metrics.Attempts.WithLabelValues(outcomeInvalid).Inc()
+		traceOutcome(trace.SpanFromContext(ctx), outcomeInvalid, "", 0, nil)
 		h.log.Warn("archived: invalid payload", zap.String("task_id", id), zap.String("queue", queue),
 			zap.String("outcome", outcomeInvalid), zap.Error(err))
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
-	r := &run{Handler: h, task: t, id: id, queue: queue, p: p}
+	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
+	traceMessage(r.span, p)
 
 	permit, err := r.acquirePermit(ctx)
 	if err != nil {
@@ -118,7 +124,9 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	if p.SendBefore != nil {
 		intent.SendBefore = *p.SendBefore
 	}
-	own, err := h.ledger.AcquireToSend(ctx, p.ParticipantSID, id, h.claimLease(), intent)
+	lctx, sp := startStep(ctx, SpanLedgerAcquire)
+	own, err := h.ledger.AcquireToSend(lctx, p.ParticipantSID, id, h.claimLease(), intent)
+	sp.end(err)
 	if err != nil {
 		permit.Release(false)
 		h.log.Warn("ledger unavailable", zap.String("task_id", id), zap.Error(err))
@@ -150,7 +158,9 @@ func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
 		maxWait = max(0, min(maxWait, time.Until(*r.p.SendBefore)))
 	}
 	waitStart := r.now()
-	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id, maxWait)
+	lctx, sp := startStep(ctx, SpanLimiterWait)
+	permit, err := r.limiter.Acquire(lctx, r.api.AccountKey(), r.id, maxWait)
+	sp.end(err)
 	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
 	return permit, err
 }
@@ -199,7 +209,9 @@ func (r *run) process(ctx context.Context, permit Permit) error {
 		permit.Release(false)
 		return r.expire(ctx, deadline)
 	}
-	startedAt, posts, err := r.ledger.BeginSend(ctx, r.p.ParticipantSID, r.id, r.own.Fence, r.sendLease())
+	lctx, sp := startStep(ctx, SpanLedgerBeginSend)
+	startedAt, posts, err := r.ledger.BeginSend(lctx, r.p.ParticipantSID, r.id, r.own.Fence, r.sendLease())
+	sp.end(err)
 	if err != nil {
 		permit.Release(false)
 		if errors.Is(err, ErrLostOwnership) {
@@ -291,7 +303,9 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.HTTPTimeout+5*time.Second)
 	began := r.now()
+	rctx, sp := startStep(rctx, SpanReconcile)
 	res, err := r.findCandidates(rctx, r.id, r.p, r.own.StartedAt, r.own.Now)
+	sp.end(err, reconcileAttrs(res)...)
 	cancel()
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
@@ -335,7 +349,10 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 		sentAt = o.RecordedAt
 	}
 	o.SentAt = &sentAt
-	if err := r.ledger.MarkSent(ctx, r.p.ParticipantSID, r.id, r.own.Fence, o); err != nil {
+	lctx, sp := startStep(ctx, SpanLedgerRecord)
+	err := r.ledger.MarkSent(lctx, r.p.ParticipantSID, r.id, r.own.Fence, o)
+	sp.end(err)
+	if err != nil {
 		if errors.Is(err, ErrClaimed) {
 			return err
 		}
@@ -364,7 +381,10 @@ func (r *run) expire(ctx context.Context, deadline time.Time) error {
 
 // release gives up ownership; losing it to another run is fine here (that run decides now).
 func (r *run) release(ctx context.Context, attempt string) {
-	if err := r.ledger.Release(ctx, r.p.ParticipantSID, r.id, r.own.Fence, attempt); err != nil && !errors.Is(err, ErrLostOwnership) {
+	lctx, sp := startStep(ctx, SpanLedgerRelease)
+	err := r.ledger.Release(lctx, r.p.ParticipantSID, r.id, r.own.Fence, attempt)
+	sp.end(err)
+	if err != nil && !errors.Is(err, ErrLostOwnership) {
 		// The lease lapses by itself; the next run treats a lapsed in-flight attempt as unknown.
 		r.log.Warn("ledger release failed; lease will lapse", zap.String("task_id", r.id), zap.Error(err))
 	}
@@ -373,6 +393,7 @@ func (r *run) release(ctx context.Context, attempt string) {
 // writeResult stores the outcome as the asynq task result. The ledger is authoritative; a failed
 // write here is logged and healed by the next run, which finds the ledger's record.
 func (r *run) writeResult(o *tasks.Outcome) {
+	traceResult(r.span, o)
 	w := r.task.ResultWriter()
 	if w == nil {
 		return
@@ -389,6 +410,7 @@ func (r *run) writeResult(o *tasks.Outcome) {
 // logOutcome writes the one log line of an attempt. Never the body or media URLs.
 func (r *run) logOutcome(outcome, interactionSID string, latency time.Duration, err error, note string) {
 	r.metrics.Attempts.WithLabelValues(outcome).Inc()
+	traceOutcome(r.span, outcome, interactionSID, r.posts, err)
 	fields := []zap.Field{
 		zap.String("task_id", r.id), zap.String("queue", r.queue), zap.String("participant_sid", r.p.ParticipantSID),
 		zap.String("outcome", outcome), zap.Int("attempt", r.posts),

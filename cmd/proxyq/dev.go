@@ -210,6 +210,11 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return err
 	}
 
+	tr, err := m.startTracing(ctx, "dev", logWarn(log))
+	if err != nil {
+		return err
+	}
+	defer tr.stop() // after r.shutdown (defers run in reverse)
 	defer r.shutdown()
 
 	redisOpt, redisDesc, err := r.startRedis(ctx)
@@ -232,6 +237,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
 	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency
+	ccfg.WrapTransport = tr.clientTransport()
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
 		return usageError{clientConfigError(err)}

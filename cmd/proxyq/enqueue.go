@@ -147,6 +147,13 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	tr, err := m.startTracing(ctx, "enqueue", func(err error) { fmt.Fprintf(m.Stderr, "proxyq enqueue: %v\n", err) })
+	if err != nil {
+		return err
+	}
+	defer tr.stop()
+	ctx, span := m.commandSpan(ctx, "enqueue") // TRACEPARENT, when set, is its parent
+	defer span.End()
 	enq := tasks.NewEnqueuer(redisOpt)
 	defer enq.Close()
 

@@ -116,6 +116,11 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	tr, err := m.startTracing(ctx, "serve", logWarn(log))
+	if err != nil {
+		return err
+	}
+	defer tr.stop()
 	if f.drainDelay >= cfg.shutdownTimeout {
 		return usagef("--drain-delay=%v must be shorter than PROXYQ_SHUTDOWN_TIMEOUT (%v): requests in progress need time to finish", f.drainDelay, cfg.shutdownTimeout)
 	}
@@ -179,7 +184,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
-	srv := httpapi.NewHTTPServer(f.addr, api)
+	srv := httpapi.NewHTTPServer(f.addr, tr.serverHandler(api))
 	// net/http's own complaints (TLS handshakes, malformed requests) go to the structured log.
 	if errLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel); err == nil {
 		srv.ErrorLog = errLog

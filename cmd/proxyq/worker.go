@@ -80,6 +80,12 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	tr, err := m.startTracing(ctx, "worker", logWarn(log))
+	if err != nil {
+		return err
+	}
+	defer tr.stop() // last: after the pool has drained
+	ccfg.WrapTransport = tr.clientTransport()
 	redisOpt, err := m.redisFromEnv()
 	if err != nil {
 		return err
