@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -223,5 +225,50 @@ func TestContextFromEnv(t *testing.T) {
 	}
 	if sc := trace.SpanContextFromContext(ContextFromEnv(context.Background(), envOf("TRACEPARENT", "nonsense"))); sc.IsValid() {
 		t.Errorf("malformed TRACEPARENT gave %v", sc)
+	}
+}
+
+// A collector that does not answer delays Shutdown by at most ShutdownTimeout, and the lost
+// spans are reported; one that is down is reported at once.
+func TestShutdownBoundedWhenCollectorFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the flush timeout")
+	}
+	prev := otel.GetTracerProvider()
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	release := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer hanging.Close()
+	defer close(release)
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // nothing listens there any more
+
+	for _, url := range []string{down.URL, hanging.URL} {
+		cfg, err := ConfigFromEnv(envOf("OTEL_EXPORTER_OTLP_ENDPOINT", url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var reported []error
+		p, err := Start(context.Background(), cfg, "proxyq-test", "dev", io.Discard, func(err error) {
+			mu.Lock()
+			reported = append(reported, err)
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := otel.Tracer("t").Start(context.Background(), "lost")
+		span.End()
+		began := time.Now()
+		err = p.Shutdown()
+		if took := time.Since(began); took > ShutdownTimeout+2*time.Second {
+			t.Errorf("%s: Shutdown took %v, want at most about %v", url, took, ShutdownTimeout)
+		}
+		mu.Lock()
+		if err == nil && len(reported) == 0 {
+			t.Errorf("%s: spans lost without an error from Shutdown or the error handler", url)
+		}
+		mu.Unlock()
 	}
 }
