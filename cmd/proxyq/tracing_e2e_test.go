@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 )
 
@@ -287,5 +289,31 @@ func TestE2ETracingAcrossProcesses(t *testing.T) {
 				t.Errorf("an OTLP export request holds %q", secret)
 			}
 		}
+	}
+}
+
+// `proxyq dev` with OTEL_TRACES_EXPORTER=console prints its spans to stderr on exit: the demo's
+// messages, their attempts and their POSTs to the fake, as service proxyq-dev. A malformed
+// OTEL_* variable stops it before anything starts, naming the variable (exit 2).
+func TestDevTracesToConsole(t *testing.T) {
+	db := redistest.NewDB(t)
+	p := startInProcess(t, map[string]string{"REDIS_URL": db.URL(), "OTEL_TRACES_EXPORTER": "console"},
+		"dev", "--demo", "5", "--exit-after-demo", "--addr", "127.0.0.1:0")
+	if code := p.wait(t, 45*time.Second); code != exitOK {
+		t.Fatalf("exit %d, want 0\nstderr:\n%s", code, tail(p.stderr.String(), 4000))
+	}
+	out := p.stderr.String()
+	for _, want := range []string{`"Name":"proxyq.enqueue"`, `"Name":"proxyq.attempt"`, `"Name":"proxyq.ledger.acquire"`,
+		`/Participants/{KP}/MessageInteractions"`, `"Value":"proxyq-dev"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %s", want)
+		}
+	}
+
+	var stdout, stderr bytes.Buffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
+		Getenv: func(k string) string { return map[string]string{"OTEL_TRACES_SAMPLER": "sometimes", "OTEL_TRACES_EXPORTER": "otlp"}[k] }}
+	if code := m.Run(context.Background(), []string{"dev", "--addr", "127.0.0.1:0"}); code != exitUsage || !strings.Contains(stderr.String(), "OTEL_TRACES_SAMPLER") {
+		t.Errorf("dev with a bad sampler: exit %d, stderr %q; want 2 naming OTEL_TRACES_SAMPLER", code, stderr.String())
 	}
 }
