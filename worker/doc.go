@@ -24,6 +24,11 @@
 // message) do not count against MaxRetry but are bounded by the message's deadline. These rest on
 // Redis keeping what it acknowledged: run it with appendonly yes and maxmemory-policy noeviction.
 //
+// Tracing (tracing.go): each run is a proxyq.attempt span in the trace the task's headers carry
+// (the producer's), with spans for the limiter wait, the ledger scripts, reconciliation and the
+// requests to Twilio. Spans hold SIDs, codes and counts, never bodies, media URLs, credentials
+// or Twilio's error messages.
+//
 // Why not asynq alone: asynq delivers at least once (after lease expiry, a task timeout or a
 // shutdown that outlasts its timeout, the same task runs again, possibly while the first run is
 // still going), and Twilio Proxy has no idempotency key; the ledger is what turns those into
