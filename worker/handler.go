@@ -143,6 +143,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	case own.BusyFor > 0:
 		permit.Release(false)
 		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
+		traceOutcome(r.span, outcomeDuplicate, "", own.Posts, nil)
 		return &retryLater{After: own.BusyFor + jitter(time.Second), Err: errors.New("another run of this message holds its send lease")}
 	case own.Began:
 		return r.post(ctx, permit, own.StartedAt, time.Now())
@@ -174,6 +175,7 @@ func (r *run) limited(ctx context.Context, err error) error {
 		return fmt.Errorf("account limiter: %w", err)
 	}
 	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+	traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
 	retry := &retryLater{After: limitedErr.RetryIn + jitter(limitedErr.RetryIn/2+10*time.Millisecond), Err: err}
 	own, lerr := r.ledger.Acquire(ctx, r.p.ParticipantSID, r.id, r.claimLease())
 	if lerr != nil || own.Sent || own.BusyFor > 0 {

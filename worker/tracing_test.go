@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,7 +43,7 @@ func recordSpans(t *testing.T) (*tracetest.SpanRecorder, trace.Tracer) {
 
 // tracingWorker starts a worker whose Proxy client has the HTTP instrumentation cmd/proxyq
 // wires when tracing is on, against the fake, with fast retries.
-func tracingWorker(t *testing.T, conn asynq.RedisConnOpt, fake *proxytest.Server) {
+func tracingWorker(t *testing.T, conn asynq.RedisConnOpt, fake *proxytest.Server, limiter ...worker.Limiter) {
 	t.Helper()
 	client, err := proxyclient.New(proxyclient.Config{
 		AccountSID: "AC00000000000000000000000000000001", AuthToken: secretToken,
@@ -55,7 +56,7 @@ func tracingWorker(t *testing.T, conn asynq.RedisConnOpt, fake *proxytest.Server
 		Concurrency: 2, HTTPTimeout: 2 * time.Second, BackoffBase: 20 * time.Millisecond,
 		BackoffMax: 100 * time.Millisecond, DelayedCheckInterval: 50 * time.Millisecond,
 		PollInterval: 10 * time.Millisecond, ReconcileSettle: time.Second,
-	}, worker.Deps{Redis: conn, API: client})
+	}, worker.Deps{Redis: conn, API: client, Limiter: firstOr(limiter)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +64,23 @@ func tracingWorker(t *testing.T, conn asynq.RedisConnOpt, fake *proxytest.Server
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Shutdown)
+}
+
+func firstOr(l []worker.Limiter) worker.Limiter {
+	if len(l) > 0 {
+		return l[0]
+	}
+	return nil
+}
+
+// limitOnce refuses the first request, as an account limit reached would, then grants all.
+type limitOnce struct{ calls atomic.Int32 }
+
+func (l *limitOnce) Acquire(ctx context.Context, account, holder string, maxWait time.Duration) (worker.Permit, error) {
+	if l.calls.Add(1) == 1 {
+		return nil, &worker.LimitedError{RetryIn: 10 * time.Millisecond, Reason: "in-flight cap"}
+	}
+	return worker.NoLimit{}.Acquire(ctx, account, holder, maxWait)
 }
 
 func tracedPayload(n int) tasks.Payload {
@@ -367,6 +385,43 @@ func TestTraceTaskWithoutTraceContext(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A run that our own account limits turn away is an attempt with outcome rate_limited, not a
+// failure, its limiter span saying which limit; the next run sends.
+func TestTraceAccountLimitWait(t *testing.T) {
+	rec, testTracer := recordSpans(t)
+	db := redistest.NewDB(t)
+	fake := proxytest.NewServer(proxytest.Config{})
+	t.Cleanup(fake.Close)
+	enq := tasks.NewEnqueuer(db.ConnOpt())
+	t.Cleanup(func() { _ = enq.Close() })
+	ctx, root := testTracer.Start(context.Background(), "producer request")
+	_, err := enq.Enqueue(ctx, tracedPayload(4), tasks.IdempotencyKey("traced-4"))
+	root.End()
+	must(t, err)
+	tracingWorker(t, db.ConnOpt(), fake, &limitOnce{})
+	traceID := root.SpanContext().TraceID()
+	waitForSpans(t, rec, traceID, "attempt with outcome sent", hasOutcome("sent"))
+	_, byName := spansOf(rec, traceID)
+	var limited sdktrace.ReadOnlySpan
+	for _, a := range byName[worker.SpanAttempt] {
+		if attrOf(a, worker.AttrOutcome).AsString() == "rate_limited" {
+			limited = a
+		}
+	}
+	if limited == nil || attrOf(limited, "proxyq.failure").AsBool() || attrOf(limited, worker.AttrNext).AsString() != "retry" {
+		t.Fatalf("no rate_limited attempt that is a retry and not a failure: %v", names(byName))
+	}
+	var saw bool
+	for _, w := range byName[worker.SpanLimiterWait] {
+		if w.Parent().SpanID() == limited.SpanContext().SpanID() {
+			saw = attrOf(w, "proxyq.limited").AsBool() && attrOf(w, "proxyq.limit").AsString() == "in-flight cap"
+		}
+	}
+	if !saw {
+		t.Error("the limited attempt's limiter span does not say proxyq.limited / proxyq.limit")
+	}
 }
 
 // A status callback's span joins the message's trace under its producer span, linked to the
