@@ -424,6 +424,60 @@ func TestTraceAccountLimitWait(t *testing.T) {
 	}
 }
 
+// After an ambiguous answer (500 once the interaction was created) the next run reconciles
+// instead of resending: its proxyq.reconcile span finds the one candidate through a GET to the
+// list, and the attempt ends reconciled with the interaction's SID. One create in all.
+func TestTraceReconciliation(t *testing.T) {
+	rec, testTracer := recordSpans(t)
+	db := redistest.NewDB(t)
+	fake := proxytest.NewServer(proxytest.Config{})
+	t.Cleanup(fake.Close)
+	must(t, fake.Fake.Inject(proxytest.Fault500AfterCreate, 1))
+	enq := tasks.NewEnqueuer(db.ConnOpt())
+	t.Cleanup(func() { _ = enq.Close() })
+	ctx, root := testTracer.Start(context.Background(), "producer request")
+	_, err := enq.Enqueue(ctx, tracedPayload(5), tasks.IdempotencyKey("traced-5"))
+	root.End()
+	must(t, err)
+	tracingWorker(t, db.ConnOpt(), fake)
+	traceID := root.SpanContext().TraceID()
+	waitForSpans(t, rec, traceID, "attempt with outcome reconciled", hasOutcome("reconciled"))
+	all, byName := spansOf(rec, traceID)
+	if n := len(fake.Fake.Created()); n != 1 {
+		t.Fatalf("%d interactions created, want 1", n)
+	}
+	var unknown, reconciled sdktrace.ReadOnlySpan
+	for _, a := range byName[worker.SpanAttempt] {
+		switch attrOf(a, worker.AttrOutcome).AsString() {
+		case "unknown":
+			unknown = a
+		case "reconciled":
+			reconciled = a
+		}
+	}
+	if unknown == nil || reconciled == nil {
+		t.Fatalf("want an unknown then a reconciled attempt: %v", names(byName))
+	}
+	if got := attrOf(reconciled, worker.AttrInteractionSID).AsString(); got != fake.Fake.Created()[0].SID {
+		t.Errorf("reconciled attempt interaction SID %q, want %q", got, fake.Fake.Created()[0].SID)
+	}
+	recSpans := byName[worker.SpanReconcile]
+	if len(recSpans) != 1 || recSpans[0].Parent().SpanID() != reconciled.SpanContext().SpanID() ||
+		attrOf(recSpans[0], "proxyq.reconcile.candidates").AsInt64() != 1 {
+		t.Fatalf("want one proxyq.reconcile span with 1 candidate under the reconciled attempt, got %d", len(recSpans))
+	}
+	var list bool
+	for _, s := range all {
+		if strings.HasPrefix(s.Name(), "GET /") && s.Parent().SpanID() == recSpans[0].SpanContext().SpanID() {
+			list = true
+		}
+	}
+	if !list {
+		t.Errorf("no GET list span under proxyq.reconcile: %v", names(byName))
+	}
+	assertNothingSecret(t, all)
+}
+
 // A status callback's span joins the message's trace under its producer span, linked to the
 // callback request's own span.
 func TestStartStatusCallbackSpan(t *testing.T) {
