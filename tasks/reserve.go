@@ -91,6 +91,7 @@ func reservationTTL(now, sendAt time.Time, sendBefore *time.Time, retention time
 // absent): {1, value, now} then, else {0, current value or "", now}. now is Redis's clock in
 // ms, so producers with skewed clocks agree on a reservation's age.
 var reserveScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end -- TIME before a write (Redis < 5)
 local v = redis.call('GET', KEYS[1]) or ''
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -103,13 +104,18 @@ return {1, mine, now}
 `)
 
 // commitScript turns KEYS[1] from ARGV[1] into ARGV[2], keeping its expiry: {1} then, else
-// {0, current value or ""} (the reservation was taken over).
+// {0, current value or ""} (the reservation was taken over). PTTL + PEXPIRE rather than SET
+// KEEPTTL, which needs Redis 6.
 var commitScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1]) or ''
 if v ~= ARGV[1] then
   return {0, v}
 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
 return {1}
 `)
 
