@@ -90,8 +90,9 @@ type Message struct {
 type Result struct {
 	TaskID string
 	Queue  string
-	// Duplicate is true when the idempotency key was already in use: nothing new was enqueued
-	// and TaskID names the existing task.
+	// Duplicate is true when the idempotency key was already in use: nothing new was enqueued,
+	// TaskID names the existing task and Queue its queue (which may differ from the one asked
+	// for: a key names one message whatever the queue).
 	Duplicate bool
 }
 
