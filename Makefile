@@ -1,12 +1,18 @@
 # The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
 
-.PHONY: test test-go fuzz validate-deploy chaos bench build
+.PHONY: test test-deps test-go fuzz validate-deploy chaos bench build
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
 # redis-server), a bounded fuzz run of the HTTP request decoder, and the deploy-file validation.
-test: test-go fuzz validate-deploy
+test: test-deps test-go fuzz validate-deploy
 
-test-go:
+# The programs the tests run (redis-server; redis-sentinel and chromium for the tests that
+# skip without them): installed with apt-get when missing, as root or with password-less sudo,
+# else it stops with the one command to run. See the script's header.
+test-deps:
+	./scripts/test-deps.sh
+
+test-go: test-deps
 	go vet ./...
 	go test -race -count=1 -timeout 15m ./...
 

@@ -103,6 +103,40 @@ func TestBatch(t *testing.T) {
 		e.wantNoTask("b-new-3")
 	})
 
+	t.Run("key repeated with the same message: one message, later entries duplicates", func(t *testing.T) {
+		before := e.countTasks()
+		rep := batchJSON(t,
+			map[string]any{"idempotency_key": "b-rep", "send_at": future},
+			map[string]any{"idempotency_key": "b-rep-2"},
+			map[string]any{"idempotency_key": "b-rep", "send_at": future},
+			map[string]any{"idempotency_key": "b-1"}, // an existing message, twice
+			map[string]any{"idempotency_key": "b-1"},
+		)
+		w := e.do(post("/v1/message-interactions:batch", rep, ""))
+		wantStatus(t, w, 200)
+		res := decodeInto[BatchResponse](t, w).Results
+		want := []struct {
+			id     string
+			status int
+			dup    bool
+		}{{"b-rep", 202, false}, {"b-rep-2", 202, false}, {"b-rep", 200, true}, {"b-1", 200, true}, {"b-1", 200, true}}
+		if len(res) != len(want) {
+			t.Fatalf("results %+v", res)
+		}
+		for i, wt := range want {
+			r := res[i]
+			if r.Index != i || r.ID != wt.id || r.Status != wt.status || r.Duplicate != wt.dup || r.Error != nil {
+				t.Errorf("result %d: %+v, want %+v", i, r, wt)
+			}
+		}
+		if res[2].State != "scheduled" || res[2].Queue != "default" {
+			t.Errorf("repeat result %+v, want the first's state and queue", res[2])
+		}
+		if n := e.countTasks(); n != before+2 {
+			t.Fatalf("%d tasks enqueued, want 2", n-before)
+		}
+	})
+
 	tests := []struct {
 		name  string
 		body  string
@@ -111,7 +145,8 @@ func TestBatch(t *testing.T) {
 		rule  string
 		code  int
 	}{
-		{name: "repeated key", body: batchJSON(t, map[string]any{"idempotency_key": "r"}, map[string]any{"idempotency_key": "r"}), field: "messages[1].idempotency_key", rule: "repeats the key of messages[0]", code: 422},
+		{name: "repeated key, different message", body: batchJSON(t, map[string]any{"idempotency_key": "r"}, map[string]any{}, map[string]any{"idempotency_key": "r", "body": "other"}), field: "messages[2].body", rule: "differs from messages[0], which has the same idempotency_key", code: 422},
+		{name: "repeated key, different queue", body: batchJSON(t, map[string]any{"idempotency_key": "r"}, map[string]any{"idempotency_key": "r", "queue": "low"}), field: "messages[1].queue", rule: "differs from messages[0]", code: 422},
 		{name: "empty", body: `{"messages":[]}`, field: "messages", rule: "at least 1", code: 422},
 		{name: "missing", body: `{}`, field: "messages", rule: "is required", code: 422},
 		{name: "not an array", body: `{"messages":{}}`, field: "messages", rule: "array", code: 422},

@@ -50,6 +50,15 @@ func (m message) options(now time.Time, base ...tasks.Option) []tasks.Option {
 	return opts
 }
 
+// intent is m as the tasks "same message" rule sees it.
+func (m message) intent() tasks.Intent {
+	in := tasks.Intent{Payload: m.Payload, Queue: m.Queue}
+	if m.SendAt != nil {
+		in.SendAt = *m.SendAt
+	}
+	return in
+}
+
 // decoder turns request bodies into messages. It is pure (no I/O), so it is fuzzed directly.
 type decoder struct {
 	queues    map[string]bool
@@ -111,7 +120,8 @@ func (d *decoder) batch(body []byte) ([]message, *Problem) {
 	}
 	now := d.now()
 	msgs := make([]message, 0, len(entries))
-	keyAt := make(map[string]int, len(entries))
+	keyAt := make(map[string]int, len(entries)) // first entry with each key
+	firstWith := make(map[string]message, len(entries))
 	for i, e := range entries {
 		prefix := keyMessages + "[" + strconv.Itoa(i) + "]"
 		entry, err := parseObject(e)
@@ -122,11 +132,15 @@ func (d *decoder) batch(body []byte) ([]message, *Problem) {
 		m, merrs := d.fields(entry, prefix+".", true, now)
 		errs = append(errs, merrs...)
 		if m.Key != "" {
-			if first, dup := keyAt[m.Key]; dup {
-				errs = append(errs, FieldError{Field: prefix + "." + keyIdempotencyKey,
-					Rule: fmt.Sprintf("repeats the key of messages[%d]; each message needs its own key", first)})
+			// A key repeated with the same message is that message again (the handler answers
+			// the repeat as a duplicate); with a different message it is refused.
+			if first, dup := keyAt[m.Key]; !dup {
+				keyAt[m.Key], firstWith[m.Key] = i, m
 			} else {
-				keyAt[m.Key] = i
+				for _, f := range tasks.Differences(firstWith[m.Key].intent(), m.intent(), now) {
+					errs = append(errs, FieldError{Field: prefix + "." + f,
+						Rule: fmt.Sprintf("differs from messages[%d], which has the same idempotency_key (one key, one message)", first)})
+				}
 			}
 		}
 		msgs = append(msgs, m)

@@ -45,24 +45,24 @@
 //
 // # Idempotency across queues and replicas
 //
-// asynq makes a task ID unique within one queue. To make a key unique across queues, a keyed
-// POST looks the key up in every queue before enqueuing, under a per-key lock held in this
-// process; the enqueue itself is asynq's atomic "create unless the ID exists" script, so two
-// requests for the same key and queue never both create a task, whichever replica serves
-// them. The one window left is two replicas receiving the same key for two different queues
-// at the same instant; only a client that changes the queue between retries of one key can
-// hit it.
+// The tasks.Enqueuer reserves every key in Redis (proxyq:{idem:<key>}) before enqueuing, so
+// a key names one message whatever the queue and whichever replica serves the request: of
+// two requests racing one key onto two queues exactly one creates the message (see the
+// tasks package). On top of that a keyed POST looks the key up in every queue, under a
+// per-key lock held in this process, to compare the messages and answer 200 or 409.
 //
 // # Batch semantics
 //
 // A batch is all-or-nothing up to the enqueue: it is decoded and validated whole (422 listing
-// every broken rule as "messages[i].field"), keys must be unique within it, and every key is
-// checked against existing messages (409 listing every entry whose key is held by a
-// different message); in those cases nothing is enqueued. Then the new messages are enqueued
-// together (tasks.Enqueuer.EnqueueBatch) and the answer is 200 with one result per message in
-// request order: status 202 (enqueued), 200 (already there, duplicate true) or, only if
-// another request took a key in between, 409 with a problem. A Redis failure part-way is a
-// 503; retrying the batch is then safe for the messages that carry a key.
+// every broken rule as "messages[i].field"; a key repeated with a different message, by
+// tasks.Differences, is such a rule and names both entries), and every key is checked
+// against existing messages (409 listing every entry whose key is held by a different
+// message); in those cases nothing is enqueued. Then the new messages are enqueued together
+// (tasks.Enqueuer.EnqueueBatch) and the answer is 200 with one result per message in request
+// order: status 202 (enqueued), 200 (already there, or a repeat of an earlier entry's key
+// with the same message: duplicate true, the same id) or, only if another request took a key
+// in between, 409 with a problem. A Redis failure part-way is a 503; retrying the batch is
+// then safe for the messages that carry a key.
 //
 // # Cancellation
 //

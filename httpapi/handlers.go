@@ -38,8 +38,9 @@ type Replayed struct {
 // BatchResult is what became of one entry of a batch, in request order.
 type BatchResult struct {
 	Index int `json:"index"`
-	// Status is 202 (enqueued), 200 (the key's message already existed and is the same:
-	// nothing new was enqueued) or 409 (the key is held by a different message: only when
+	// Status is 202 (enqueued), 200 (the key's message already existed and is the same, or
+	// an earlier entry of this batch carries the same key and message: nothing new was
+	// enqueued) or 409 (the key is held by a different message: only when
 	// another request took the key while this batch was being enqueued).
 	Status    int      `json:"status"`
 	ID        string   `json:"id"`
@@ -207,9 +208,13 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	results := make([]BatchResult, len(msgs))
+	firstOf := firstWithKey(msgs)
 	var conflicts []FieldError
 	var fresh []int // entries to enqueue
 	for i, m := range msgs {
+		if firstOf[i] != i {
+			continue // the same message as an earlier entry (the decoder checked): answered below
+		}
 		if m.Key == "" {
 			fresh = append(fresh, i)
 			continue
@@ -282,7 +287,42 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		results[i] = batchResult(i, sub)
 	}
+	for i, f := range firstOf {
+		if f != i {
+			results[i] = repeatResult(i, results[f])
+		}
+	}
 	writeJSON(w, http.StatusOK, BatchResponse{Results: results})
+}
+
+// firstWithKey maps each entry to the first entry with its idempotency key (itself when it is
+// the first or has no key).
+func firstWithKey(msgs []message) []int {
+	firstOf := make([]int, len(msgs))
+	seen := make(map[string]int, len(msgs))
+	for i, m := range msgs {
+		firstOf[i] = i
+		if m.Key == "" {
+			continue
+		}
+		if f, ok := seen[m.Key]; ok {
+			firstOf[i] = f
+		} else {
+			seen[m.Key] = i
+		}
+	}
+	return firstOf
+}
+
+// repeatResult answers an entry that repeats an earlier entry's key with the same message: it
+// is that message, so it gets its result, as an existing message (200, duplicate).
+func repeatResult(i int, first BatchResult) BatchResult {
+	r := first
+	r.Index, r.Duplicate = i, true
+	if r.Status == http.StatusAccepted {
+		r.Status = http.StatusOK
+	}
+	return r
 }
 
 func batchResult(i int, sub submitted) BatchResult {

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -95,73 +94,22 @@ func (s *Server) findTaskIn(ctx context.Context, queues []string, id string) (*a
 }
 
 // sameMessage compares a request with the task its idempotency key already names and
-// returns the fields that differ (nil when the request is a faithful retry). "Same" means:
-//
-//   - service_sid, session_sid, participant_sid: equal strings;
-//   - body: equal after JSON decoding (escapes and key order do not matter, every character
-//     of the text does);
-//   - media_url: the same URLs, as strings, in the same order;
-//   - send_before: the same instant (the UTC offset it was written with does not matter), or
-//     absent in both;
-//   - queue: the same queue ("default" when absent);
-//   - send_at: asynq schedules in whole seconds and forgets the schedule once it is due, so
-//     only a pending schedule is compared: a send_at still in the future (at one-second
-//     resolution) must equal the existing task's scheduled second, and an existing task still
-//     scheduled for the future needs that same send_at. A send_at now past, or absent,
-//     matches a task that is already due or done.
+// returns the fields that differ (nil when the request is a faithful retry). "Same" is
+// tasks.Differences, the one rule every producer path shares (equal SIDs, body, media_url
+// list in order, send_before instant, queue, and a still-pending schedule at the same second).
 func sameMessage(info *asynq.TaskInfo, m message, now time.Time) []FieldError {
-	differs := func(field string) FieldError {
-		return FieldError{Field: field, Rule: "differs from the message first sent with this Idempotency-Key"}
-	}
 	if info.Type != tasks.TypeSendInteraction {
 		return []FieldError{{Field: headerIdempotencyKey, Rule: "is in use by a task of another type (" + info.Type + ")"}}
 	}
-	var old tasks.Payload
-	if err := json.Unmarshal(info.Payload, &old); err != nil {
+	old, err := tasks.IntentOfTask(info)
+	if err != nil {
 		return []FieldError{{Field: headerIdempotencyKey, Rule: "is in use by a task whose payload cannot be read"}}
 	}
-	p := m.Payload
 	var diffs []FieldError
-	if p.ServiceSID != old.ServiceSID {
-		diffs = append(diffs, differs("service_sid"))
-	}
-	if p.SessionSID != old.SessionSID {
-		diffs = append(diffs, differs("session_sid"))
-	}
-	if p.ParticipantSID != old.ParticipantSID {
-		diffs = append(diffs, differs("participant_sid"))
-	}
-	if p.Body != old.Body {
-		diffs = append(diffs, differs("body"))
-	}
-	if !slices.Equal(p.MediaURLs, old.MediaURLs) {
-		diffs = append(diffs, differs("media_url"))
-	}
-	if !sameInstant(p.SendBefore, old.SendBefore) {
-		diffs = append(diffs, differs("send_before"))
-	}
-	if m.Queue != info.Queue {
-		diffs = append(diffs, differs("queue"))
-	}
-	nowSec := now.Unix()
-	var want, have int64
-	if m.SendAt != nil && m.SendAt.Unix() > nowSec {
-		want = m.SendAt.Unix()
-	}
-	if info.State == asynq.TaskStateScheduled && info.NextProcessAt.Unix() > nowSec {
-		have = info.NextProcessAt.Unix()
-	}
-	if want != have {
-		diffs = append(diffs, differs("send_at"))
+	for _, f := range tasks.Differences(old, m.intent(), now) {
+		diffs = append(diffs, FieldError{Field: f, Rule: "differs from the message first sent with this Idempotency-Key"})
 	}
 	return diffs
-}
-
-func sameInstant(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Equal(*b)
 }
 
 // submitted is what became of one message with an idempotency key.

@@ -1,9 +1,15 @@
 package httpapi
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/proxyq/proxyq/tasks"
 )
 
 func TestIdempotencyKey(t *testing.T) {
@@ -189,5 +195,44 @@ func TestKeyLocks(t *testing.T) {
 	defer k.mu.Unlock()
 	if len(k.m) != 0 {
 		t.Fatalf("lock table keeps %d entries after unlock", len(k.m))
+	}
+}
+
+// TestIdempotencyTwoReplicasAcrossQueues: two servers (two replicas: separate key locks and
+// connections) receive one key for two queues at the same instant, 50 times; the key's
+// reservation in Redis lets one message through each time.
+func TestIdempotencyTwoReplicasAcrossQueues(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	enq := tasks.NewEnqueuer(e.db.ConnOpt())
+	insp := asynq.NewInspector(e.db.ConnOpt())
+	t.Cleanup(func() { _ = enq.Close(); _ = insp.Close() })
+	other, err := New(Config{Tokens: []string{tokenA}}, enq, insp, nil, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 50 {
+		key := fmt.Sprintf("replicas-%d", round)
+		var codes [2]int
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, srv := range []*Server{e.srv, other} {
+			body := msgJSON(t, map[string]any{"queue": []string{"default", "low"}[i]})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				codes[i] = do(t, srv, post("/v1/message-interactions", body, key)).Code
+			}()
+		}
+		close(start)
+		wg.Wait()
+		// One 202; the other request names a different queue, so it is a 409.
+		if !(codes == [2]int{202, 409} || codes == [2]int{409, 202}) {
+			t.Fatalf("round %d: status codes %v, want one 202 and one 409", round, codes)
+		}
+	}
+	if n := e.countTasks(); n != 50 {
+		t.Fatalf("%d tasks, want 50", n)
 	}
 }

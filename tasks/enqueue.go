@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 // Enqueue defaults. They are task options, fixed when the message is enqueued.
@@ -63,9 +64,9 @@ func ProcessAt(t time.Time) Option { return func(o *enqueueOptions) { o.processA
 // ProcessIn schedules the message to be sent no earlier than d from now.
 func ProcessIn(d time.Duration) Option { return func(o *enqueueOptions) { o.processIn = d } }
 
-// IdempotencyKey makes key the task ID: enqueuing the same key again on the same queue while the
-// task is retained returns the existing task ID with Result.Duplicate set. asynq scopes task IDs
-// per queue, so the same key on two different queues makes two tasks: keep one queue per key.
+// IdempotencyKey makes key the task ID and names one message whatever the queue: enqueuing the
+// same key again, on any queue, while the task is kept returns the existing task's ID and queue
+// with Result.Duplicate set (the key is reserved in Redis, see reserve.go and the package doc).
 func IdempotencyKey(key string) Option { return func(o *enqueueOptions) { o.idempotencyKey = key } }
 
 // SendWithin sets the payload's send_before to the scheduled time (or now) plus d, unless the
@@ -89,55 +90,107 @@ type Message struct {
 type Result struct {
 	TaskID string
 	Queue  string
-	// Duplicate is true when the idempotency key was already in use: nothing new was enqueued
-	// and TaskID names the existing task.
+	// Duplicate is true when the idempotency key was already in use: nothing new was enqueued,
+	// TaskID names the existing task and Queue its queue (which may differ from the one asked
+	// for: a key names one message whatever the queue).
 	Duplicate bool
 }
 
 // Enqueuer hands messages to the proxyq workers through asynq. It is safe for concurrent use.
 type Enqueuer struct {
 	client *asynq.Client
-	owned  bool
-	now    func() time.Time
+	// rdb reserves idempotency keys across queues (reserve.go); nil only for an Enqueuer
+	// from NewEnqueuerFromClient.
+	rdb   redis.UniversalClient
+	insp  *asynq.Inspector // on rdb: withdraws a task enqueued under a reservation lost meanwhile
+	owned bool
+	now   func() time.Time
+	// grace is how long a reservation whose task does not exist yet is left to its producer
+	// before another producer takes it over (ReservationGrace; tests shorten it).
+	grace time.Duration
 }
 
-// NewEnqueuer returns an Enqueuer with its own asynq client on the given Redis; Close releases it.
-func NewEnqueuer(redis asynq.RedisConnOpt) *Enqueuer {
-	return &Enqueuer{client: asynq.NewClient(redis), owned: true, now: time.Now}
+// NewEnqueuer returns an Enqueuer with its own Redis connection pool; Close releases it.
+func NewEnqueuer(r asynq.RedisConnOpt) *Enqueuer {
+	rdb, ok := r.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		panic(fmt.Sprintf("tasks: unsupported RedisConnOpt type %T", r))
+	}
+	e := NewEnqueuerFromRedis(rdb)
+	e.owned = true
+	return e
 }
 
-// NewEnqueuerFromClient returns an Enqueuer on a client the caller owns (Close leaves it open).
+// NewEnqueuerFromRedis returns an Enqueuer on a go-redis client the caller owns (Close leaves
+// it open). Any client asynq accepts will do: single node, Sentinel failover, or Cluster.
+func NewEnqueuerFromRedis(rdb redis.UniversalClient) *Enqueuer {
+	return &Enqueuer{client: asynq.NewClientFromRedisClient(rdb), rdb: rdb,
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, grace: ReservationGrace}
+}
+
+// NewEnqueuerFromClient returns an Enqueuer on an asynq client the caller owns (Close leaves
+// it open).
+//
+// Deprecated: an asynq.Client does not expose its Redis connection, so this Enqueuer cannot
+// reserve idempotency keys across queues: a key is unique only within one queue. Use
+// NewEnqueuerFromRedis.
 func NewEnqueuerFromClient(c *asynq.Client) *Enqueuer {
-	return &Enqueuer{client: c, now: time.Now}
+	return &Enqueuer{client: c, now: time.Now, grace: ReservationGrace}
 }
 
-// Close closes the asynq client if the Enqueuer created it.
+// Close closes the Redis connections if the Enqueuer created them.
 func (e *Enqueuer) Close() error {
-	if e.owned {
+	if !e.owned {
+		return nil
+	}
+	if e.rdb == nil {
 		return e.client.Close()
 	}
-	return nil
+	// The client and the inspector share rdb (asynq refuses to close a shared connection):
+	// closing rdb releases all three.
+	return e.rdb.Close()
 }
 
 // Prepare validates a message and builds its asynq task without enqueuing it. It returns a
 // ValidationErrors or *ValidationError naming the problem, or ErrPayloadTooLarge.
 func (e *Enqueuer) Prepare(p Payload, opts ...Option) (*asynq.Task, []asynq.Option, error) {
+	pr, err := e.prepare(p, e.now(), opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pr.task, pr.aopts, nil
+}
+
+// prepared is one validated message ready for asynq, with what the idempotency key
+// reservation (reserve.go) and the batch's same-message rule need.
+type prepared struct {
+	task   *asynq.Task
+	aopts  []asynq.Option
+	key    string // idempotency key, "" for none
+	intent Intent
+	// life is how long the reservation of key should last: until the task is due, its
+	// deadline, its retention, plus a margin (see reservationTTL).
+	life time.Duration
+}
+
+// prepare is Prepare at a given now, so a batch judges all its messages at one instant.
+func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, error) {
 	o := enqueueOptions{queue: DefaultQueue, retention: DefaultRetention, maxRetry: DefaultMaxRetry}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.idempotencyKey != "" {
 		if err := ValidateIdempotencyKey(o.idempotencyKey); err != nil {
-			return nil, nil, err
+			return prepared{}, err
 		}
 	}
 	if o.queue == "" {
-		return nil, nil, &ValidationError{Field: "queue", Rule: "must not be empty"}
+		return prepared{}, &ValidationError{Field: "queue", Rule: "must not be empty"}
 	}
 	if o.processIn < 0 || o.sendWithin < 0 || o.retention < 0 || o.maxRetry < 0 {
-		return nil, nil, &ValidationError{Field: "options", Rule: "durations and retry counts must not be negative"}
+		return prepared{}, &ValidationError{Field: "options", Rule: "durations and retry counts must not be negative"}
 	}
-	sendAt := e.now()
+	sendAt := now
 	if !o.processAt.IsZero() {
 		sendAt = o.processAt
 	} else if o.processIn > 0 {
@@ -148,11 +201,11 @@ func (e *Enqueuer) Prepare(p Payload, opts ...Option) (*asynq.Task, []asynq.Opti
 		p.SendBefore = &t
 	}
 	if p.SendBefore != nil && !p.SendBefore.After(sendAt) {
-		return nil, nil, &ValidationError{Field: "send_before", Rule: "must be after the scheduled send time"}
+		return prepared{}, &ValidationError{Field: "send_before", Rule: "must be after the scheduled send time"}
 	}
 	data, err := p.Encode()
 	if err != nil {
-		return nil, nil, err
+		return prepared{}, err
 	}
 	aopts := []asynq.Option{
 		asynq.Queue(o.queue),
@@ -168,26 +221,41 @@ func (e *Enqueuer) Prepare(p Payload, opts ...Option) (*asynq.Task, []asynq.Opti
 	} else if o.processIn > 0 {
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
-	return asynq.NewTask(TypeSendInteraction, data), aopts, nil
+	pr := prepared{task: asynq.NewTask(TypeSendInteraction, data), aopts: aopts, key: o.idempotencyKey,
+		intent: Intent{Payload: p, Queue: o.queue}}
+	if !o.processAt.IsZero() || o.processIn > 0 {
+		pr.intent.SendAt = sendAt
+	}
+	pr.life = reservationTTL(now, sendAt, p.SendBefore, o.retention)
+	return pr, nil
 }
 
 // Enqueue validates and enqueues one message. It returns a validation error or
 // ErrPayloadTooLarge (nothing enqueued), a Redis error, or a Result; a reused idempotency key is
-// not an error (Result.Duplicate).
+// not an error (Result.Duplicate), whichever queue the key's message is on.
 func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, opts ...Option) (Result, error) {
-	task, aopts, err := e.Prepare(p, opts...)
+	pr, err := e.prepare(p, e.now(), opts...)
 	if err != nil {
 		return Result{}, err
 	}
-	return e.enqueue(ctx, task, aopts)
+	return e.enqueue(ctx, pr)
 }
 
-func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task, aopts []asynq.Option) (res Result, err error) {
-	task, endSpan := startEnqueueSpan(ctx, task, aopts) // the task carries the trace context
+func (e *Enqueuer) enqueue(ctx context.Context, pr prepared) (res Result, err error) {
+	var endSpan func(Result, error)
+	pr.task, endSpan = startEnqueueSpan(ctx, pr.task, pr.aopts) // the task carries the trace context
 	defer func() { endSpan(res, err) }()
-	info, err := e.client.EnqueueContext(ctx, task, aopts...)
+	if pr.key != "" && e.rdb != nil {
+		return e.enqueueKeyed(ctx, pr) // reserve.go
+	}
+	return e.enqueueTask(ctx, pr)
+}
+
+// enqueueTask hands the task to asynq: an ID already on the task's queue is a duplicate.
+func (e *Enqueuer) enqueueTask(ctx context.Context, pr prepared) (Result, error) {
+	info, err := e.client.EnqueueContext(ctx, pr.task, pr.aopts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		id, queue := taskIDAndQueue(aopts)
+		id, queue := taskIDAndQueue(pr.aopts)
 		return Result{TaskID: id, Queue: queue, Duplicate: true}, nil
 	}
 	if err != nil {
@@ -206,51 +274,88 @@ func (e *BatchError) Error() string { return fmt.Sprintf("message %d: %v", e.Ind
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // EnqueueBatch validates every message first and enqueues nothing if any is invalid, returning
-// a *BatchError for the first invalid one. Then it enqueues them concurrently and returns one
-// Result per message in input order. If Redis fails part-way, the results of the messages that
+// a *BatchError for the first invalid one. An idempotency key repeated within the batch is one
+// message when the repeats are the same message (Differences): it is enqueued once and every
+// later occurrence gets the first's task ID with Duplicate set. Repeats that differ are an
+// error: a BatchErrors with one *BatchError (Err a *KeyReuseError) per differing occurrence,
+// and nothing is enqueued. Then the messages are enqueued concurrently and one Result per
+// message comes back in input order. If Redis fails part-way, the results of the messages that
 // were enqueued are returned with the error; re-running the batch with idempotency keys is safe.
 func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) (_ []Result, err error) {
 	ctx, endSpan := startBatchSpan(ctx, len(msgs))
 	defer func() { endSpan(err) }()
-	type prepared struct {
-		task  *asynq.Task
-		aopts []asynq.Option
-	}
-	ready := make([]prepared, len(msgs))
-	seenKeys := make(map[string]int, len(msgs))
-	for i, m := range msgs {
-		task, aopts, err := e.Prepare(m.Payload, m.Options...)
-		if err != nil {
-			return nil, &BatchError{Index: i, Err: err}
-		}
-		if id, _ := taskIDAndQueue(aopts); id != "" {
-			if first, dup := seenKeys[id]; dup {
-				return nil, &BatchError{Index: i, Err: &ValidationError{Field: "idempotency_key",
-					Rule: fmt.Sprintf("repeats the key of message %d in the same batch", first)}}
-			}
-			seenKeys[id] = i
-		}
-		ready[i] = prepared{task, aopts}
+	ready, firstOf, err := e.prepareBatch(msgs)
+	if err != nil {
+		return nil, err
 	}
 	results := make([]Result, len(msgs))
 	errs := make([]error, len(msgs))
 	sem := make(chan struct{}, batchParallelism)
 	var wg sync.WaitGroup
 	for i := range ready {
+		if firstOf[i] != i {
+			continue // a repeat of an earlier message: answered from its result below
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
-			results[i], errs[i] = e.enqueue(ctx, ready[i].task, ready[i].aopts)
+			results[i], errs[i] = e.enqueue(ctx, ready[i])
 		}(i)
 	}
 	wg.Wait()
+	for i, f := range firstOf {
+		if f != i && results[f].TaskID != "" {
+			results[i] = Result{TaskID: results[f].TaskID, Queue: results[f].Queue, Duplicate: true}
+		}
+	}
 	for i, err := range errs {
 		if err != nil {
 			return results, fmt.Errorf("message %d: %w", i, err)
 		}
 	}
 	return results, nil
+}
+
+// CheckBatch runs EnqueueBatch's checks without touching Redis: it returns nil when
+// EnqueueBatch would go on to enqueue, else the same error EnqueueBatch would return.
+func (e *Enqueuer) CheckBatch(msgs []Message) error {
+	_, _, err := e.prepareBatch(msgs)
+	return err
+}
+
+// prepareBatch prepares every message at one instant (so the same input makes the same
+// Intent) and maps each message to the first message carrying its idempotency key (itself
+// when it is the first, or has none).
+func (e *Enqueuer) prepareBatch(msgs []Message) ([]prepared, []int, error) {
+	now := e.now()
+	ready := make([]prepared, len(msgs))
+	firstOf := make([]int, len(msgs))
+	firstOfKey := make(map[string]int, len(msgs))
+	var reused BatchErrors
+	for i, m := range msgs {
+		pr, err := e.prepare(m.Payload, now, m.Options...)
+		if err != nil {
+			return nil, nil, &BatchError{Index: i, Err: err}
+		}
+		ready[i], firstOf[i] = pr, i
+		if pr.key == "" {
+			continue
+		}
+		f, seen := firstOfKey[pr.key]
+		if !seen {
+			firstOfKey[pr.key] = i
+			continue
+		}
+		firstOf[i] = f
+		if diffs := Differences(ready[f].intent, pr.intent, now); diffs != nil {
+			reused = append(reused, &BatchError{Index: i, Err: &KeyReuseError{Key: pr.key, First: f, Fields: diffs}})
+		}
+	}
+	if len(reused) > 0 {
+		return nil, nil, reused
+	}
+	return ready, firstOf, nil
 }
 
 func taskIDAndQueue(aopts []asynq.Option) (id, queue string) {

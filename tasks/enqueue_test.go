@@ -397,25 +397,6 @@ func TestEnqueueIdempotencyKey(t *testing.T) {
 	}
 }
 
-// TestEnqueueIdempotencyKeyIsPerQueue pins down asynq's scoping of task IDs to one queue, which
-// the package documentation states: the same key on another queue is a second message.
-func TestEnqueueIdempotencyKeyIsPerQueue(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx := context.Background()
-	a, err := e.enq.Enqueue(ctx, validPayload(), IdempotencyKey("k1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := e.enq.Enqueue(ctx, validPayload(), IdempotencyKey("k1"), Queue("low"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Duplicate || b.Duplicate {
-		t.Errorf("results %+v %+v: asynq now scopes task IDs across queues; update the docs and this test", a, b)
-	}
-}
-
 func TestEnqueueIdempotencyRace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -558,22 +539,79 @@ func TestEnqueueBatchInvalidEnqueuesNothing(t *testing.T) {
 	}
 }
 
-func TestEnqueueBatchRepeatedKey(t *testing.T) {
+func TestEnqueueBatchRepeatedKeyDifferentMessage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	msgs := batchOf(5, true)
-	msgs[4].Options = []Option{IdempotencyKey("batch-1")}
+	msgs := batchOf(6, true)
+	msgs[4].Options = []Option{IdempotencyKey("batch-1")}               // body differs from message 1
+	msgs[5].Options = []Option{IdempotencyKey("batch-2"), Queue("low")} // body and queue differ from 2
 	_, err := e.enq.EnqueueBatch(context.Background(), msgs)
+	var all BatchErrors
+	if !errors.As(err, &all) || len(all) != 2 {
+		t.Fatalf("EnqueueBatch() = %v, want BatchErrors with 2 entries", err)
+	}
 	var be *BatchError
 	if !errors.As(err, &be) || be.Index != 4 {
-		t.Fatalf("EnqueueBatch() = %v, want *BatchError at 4", err)
+		t.Errorf("first *BatchError %v, want index 4", be)
 	}
-	var verr *ValidationError
-	if !errors.As(err, &verr) || verr.Field != "idempotency_key" || verr.Rule != "repeats the key of message 1 in the same batch" {
-		t.Errorf("inner error %v", be.Err)
+	var kre *KeyReuseError
+	if !errors.As(all[0], &kre) || kre.Key != "batch-1" || kre.First != 1 || strings.Join(kre.Fields, ",") != "body" {
+		t.Errorf("entry 0 = %v", all[0])
+	}
+	if !errors.As(all[1], &kre) || all[1].Index != 5 || kre.First != 2 || strings.Join(kre.Fields, ",") != "body,queue" {
+		t.Errorf("entry 1 = %v", all[1])
+	}
+	if got := all[1].Error(); got != "message 5: idempotency_key: repeats the key of message 2 with a different message (body, queue differ)" {
+		t.Errorf("Error() = %q", got)
+	}
+	if err := e.enq.CheckBatch(msgs); !errors.As(err, &all) || len(all) != 2 {
+		t.Errorf("CheckBatch() = %v, want the same BatchErrors", err)
 	}
 	if n := e.keyCount(t); n != 0 {
 		t.Errorf("%d Redis keys after a rejected batch, want 0", n)
+	}
+}
+
+// TestEnqueueBatchRepeatedKeySameMessage: a key repeated with the same message is one message,
+// as it would be across two calls.
+func TestEnqueueBatchRepeatedKeySameMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	msgs := batchOf(4, true)
+	msgs = append(msgs, msgs[1], msgs[3], msgs[1])
+	// The same send time written twice, and SendWithin resolved at one instant for the batch.
+	at := time.Now().Add(time.Hour)
+	msgs[0].Options = append(msgs[0].Options, ProcessAt(at), SendWithin(time.Minute))
+	msgs = append(msgs, Message{Payload: msgs[0].Payload, Options: []Option{IdempotencyKey("batch-0"), ProcessAt(at), SendWithin(time.Minute)}})
+	if err := e.enq.CheckBatch(msgs); err != nil {
+		t.Fatalf("CheckBatch() = %v", err)
+	}
+	results, err := e.enq.EnqueueBatch(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := func(id string, dup bool) Result { return Result{TaskID: id, Queue: DefaultQueue, Duplicate: dup} }
+	want := []Result{r("batch-0", false), r("batch-1", false), r("batch-2", false), r("batch-3", false),
+		r("batch-1", true), r("batch-3", true), r("batch-1", true), r("batch-0", true)}
+	if fmt.Sprint(results) != fmt.Sprint(want) {
+		t.Errorf("results\n got %v\nwant %v", results, want)
+	}
+	q, err := e.insp.GetQueueInfo(DefaultQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Size != 4 {
+		t.Errorf("%d tasks, want 4", q.Size)
+	}
+	// Again: every entry is now a duplicate of the stored message.
+	again, err := e.enq.EnqueueBatch(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range again {
+		if !r.Duplicate || r.TaskID != want[i].TaskID {
+			t.Errorf("rerun %d = %+v", i, r)
+		}
 	}
 }
 

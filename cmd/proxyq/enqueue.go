@@ -32,8 +32,13 @@ otherwise; the other message flags cannot be combined with --file.
 Every message is validated before anything is enqueued: if any is invalid, each problem is
 printed as "line N: field: rule" on stderr, nothing is enqueued, and the exit code is 2.
 
-An idempotency key becomes the task ID. Enqueuing a key that is already in use on the same
-queue enqueues nothing new, prints the existing ID ("duplicate": true with --json) and exits 0.
+An idempotency key becomes the task ID and names one message whatever the queue. Enqueuing a
+key that is already in use, on any queue, enqueues nothing new, prints the existing ID
+("duplicate": true with --json, and the queue that holds it) and exits 0. The same key on
+several lines of one --file is one message when the lines are the same message (same SIDs,
+body, media URLs, send_before, queue and pending send_at): the later lines print the same ID
+as duplicates. With different messages it is a problem naming both lines, and nothing is
+enqueued.
 
 PROXYQ_MAX_RETRY (default 25) and PROXYQ_RETENTION (default 72h) set how many failed attempts a
 message gets and how long its outcome stays readable.
@@ -175,6 +180,9 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		}
 		msgs, lines = []tasks.Message{msg}, []int{0}
 	}
+	if len(problems) == 0 {
+		problems = batchProblems(enq.CheckBatch(msgs), lines)
+	}
 	if len(problems) > 0 {
 		return reportProblems(m, problems, f.set["file"])
 	}
@@ -189,8 +197,8 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		var batchErr *tasks.BatchError
 		if errors.As(err, &batchErr) && batchErr.Index < len(lines) {
-			// Prepare already passed every message, so this is a rule only the batch checks.
-			return reportProblems(m, problemsOf(lines[batchErr.Index], batchErr.Err), f.set["file"])
+			// CheckBatch passed, so this is a rule only the batch checks.
+			return reportProblems(m, batchProblems(err, lines), f.set["file"])
 		}
 		done := 0
 		for _, r := range results {
@@ -306,7 +314,6 @@ func (m *Main) readMessageLines(enq *tasks.Enqueuer, path string, base []tasks.O
 	var msgs []tasks.Message
 	var lines []int
 	var problems []problem
-	firstLineOfKey := map[string]int{}
 	for n := 1; ; n++ {
 		line, tooLong, err := lr.next()
 		if errors.Is(err, io.EOF) {
@@ -325,14 +332,9 @@ func (m *Main) readMessageLines(enq *tasks.Enqueuer, path string, base []tasks.O
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		msg, key, probs := parseMessageLine(enq, n, line, base)
-		if len(probs) == 0 && key != "" {
-			if first, dup := firstLineOfKey[key]; dup {
-				probs = []problem{{n, "idempotency_key", fmt.Sprintf("repeats the key of line %d", first)}}
-			} else {
-				firstLineOfKey[key] = n
-			}
-		}
+		// A key on several lines is judged by the batch (tasks.Enqueuer.CheckBatch): the same
+		// message is one message, a different one a problem naming both lines.
+		msg, _, probs := parseMessageLine(enq, n, line, base)
 		if len(probs) > 0 {
 			problems = append(problems, probs...)
 			continue

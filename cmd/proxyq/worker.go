@@ -30,7 +30,10 @@ PROXYQ_CONCURRENCY, PROXYQ_QUEUES, PROXYQ_HTTP_TIMEOUT, PROXYQ_SHUTDOWN_TIMEOUT,
 PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT, PROXYQ_ADMIN_ADDR, … see the README); the flags below
 override their variables.
 
-The admin address serves GET /metrics (Prometheus), /healthz and /readyz.
+The admin address serves GET /metrics (Prometheus), /healthz and /readyz. Several workers on
+one host need one admin address each (PROXYQ_ADMIN_ADDR=:9091, …; port 0 picks a free one and
+logs it) or "off": a second worker on an address in use exits 2 saying so, before it takes
+any message.
 
 On SIGTERM or SIGINT the worker stops taking messages, lets the ones in flight finish (within
 PROXYQ_SHUTDOWN_TIMEOUT), and exits 0.
@@ -131,7 +134,11 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		}
 		admin, err = adminhttp.Listen(adminAddr, adminhttp.New(reg, ready))
 		if err != nil {
-			return err
+			source := "PROXYQ_ADMIN_ADDR"
+			if f.set["admin-addr"] {
+				source = "--admin-addr"
+			}
+			return adminListenError(err, source, adminAddr)
 		}
 		log.Info("admin server listening", zap.String("addr", admin.Addr()))
 	}
