@@ -461,6 +461,10 @@ type message struct {
 	steps                                             []string // queued, [sent,] final
 	errorCode                                         int
 	token                                             string // "" when none is known: no callbacks
+	// chain holds the message's callbacks not yet handed to the scheduler, in sending
+	// order: one callback of a message is in flight at a time, so the receiver sees them in
+	// the order planned (callbacks.mu).
+	chain []*delivery
 }
 
 // stepAt is the index in steps reached at now.
@@ -607,10 +611,17 @@ func (c *callbacks) reset() {
 	defer c.mu.Unlock()
 	c.rng = rand.New(rand.NewPCG(uint64(c.seed), 0x5851f42d4c957f2d))
 	c.plans = nil
-	c.msgs = make(map[string]*message)
 	for _, d := range c.queue {
 		d.log.State = "canceled"
 	}
+	for key, m := range c.msgs {
+		if key == m.ki {
+			for _, d := range m.chain {
+				d.log.State = "canceled"
+			}
+		}
+	}
+	c.msgs = make(map[string]*message)
 	c.queue = nil
 	c.pending = 0
 	c.gen++
@@ -626,9 +637,7 @@ func (c *callbacks) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range c.queue {
-		d.log.State = "canceled"
-		c.stats.Canceled++
-		c.pending--
+		c.cancelLocked(d)
 	}
 	c.queue = nil
 }
@@ -688,32 +697,41 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 		return
 	}
 
-	// Plan each step's callbacks: due when the status is reached, or, out of order, all
-	// after the final status, newest first.
+	// Plan each step's callbacks in sending order: due when the status is reached, or, out
+	// of order, all after the final status, newest first. With BeforeAnswer the first one is
+	// sent by this handler.
 	first := 0
-	var sync []*delivery
+	var chain []*delivery
 	if cfg.BeforeAnswer {
-		sync = c.planLocked(m, 0, m.start, plan.Duplicate)
+		chain = c.planLocked(m, 0, m.start, plan.Duplicate)
 		first = 1
 	}
 	last := len(m.steps) - 1
 	finalAt := m.start.Add(time.Duration(last) * m.delay)
 	if plan.OutOfOrder && last-first >= 1 {
 		c.stats.OutOfOrder++
-		for i, k := 0, last; k >= first; i, k = i+1, k-1 {
-			c.pushLocked(c.planLocked(m, k, finalAt.Add(time.Duration(i)*5*time.Millisecond), plan.Duplicate)...)
+		for k := last; k >= first; k-- {
+			chain = append(chain, c.planLocked(m, k, finalAt, plan.Duplicate)...)
 		}
 	} else {
 		for k := first; k <= last; k++ {
-			c.pushLocked(c.planLocked(m, k, m.start.Add(time.Duration(k)*m.delay), plan.Duplicate)...)
+			chain = append(chain, c.planLocked(m, k, m.start.Add(time.Duration(k)*m.delay), plan.Duplicate)...)
 		}
 	}
-	c.startLocked()
-	c.mu.Unlock()
-
-	for _, d := range sync {
-		c.attempt(x.r.Context(), d)
+	if len(chain) == 0 {
+		c.mu.Unlock()
+		return
 	}
+	head := chain[0]
+	m.chain = chain[1:]
+	c.startLocked()
+	if !cfg.BeforeAnswer {
+		c.pushLocked(head)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.attempt(x.r.Context(), head)
 }
 
 // nextPlanLocked takes the next scripted plan, or draws one from the fractions.
@@ -735,7 +753,8 @@ func (c *callbacks) nextPlanLocked() DeliveryPlan {
 	return p
 }
 
-// planLocked logs the callback(s) of step k due at due: one, or two when duplicated.
+// planLocked logs the callback(s) of step k due at due: one, or two when duplicated. Those
+// beyond MaxPending are logged as dropped and not returned.
 func (c *callbacks) planLocked(m *message, k int, due time.Time, duplicate bool) []*delivery {
 	n := 1
 	if duplicate || (c.cfg.Duplicates > 0 && c.rng.Float64() < c.cfg.Duplicates) {
@@ -757,28 +776,57 @@ func (c *callbacks) planLocked(m *message, k int, due time.Time, duplicate bool)
 		if i == 1 {
 			c.stats.Duplicates++
 		}
+		if c.pending >= c.cfg.MaxPending {
+			cb.State = "dropped"
+			c.stats.Dropped++
+			continue
+		}
 		c.pending++
-		// The copy follows its original closely, as a redelivery would.
-		out = append(out, &delivery{due: due.Add(time.Duration(i) * 2 * time.Millisecond), msg: m, step: k, log: cb, gen: c.gen})
+		// The copy follows its original at once (the chain sends it after the original).
+		out = append(out, &delivery{due: due, msg: m, step: k, log: cb, gen: c.gen})
 	}
 	return out
 }
 
-// pushLocked queues deliveries for the scheduler, dropping those beyond MaxPending.
-func (c *callbacks) pushLocked(ds ...*delivery) {
-	for _, d := range ds {
-		if len(c.queue) >= c.cfg.MaxPending {
-			d.log.State = "dropped"
-			c.stats.Dropped++
-			c.pending--
-			continue
-		}
-		heap.Push(&c.queue, d)
+// pushLocked queues a delivery for the scheduler, or cancels it once the Fake is closed
+// (nothing would send it).
+func (c *callbacks) pushLocked(d *delivery) {
+	if c.ctx.Err() != nil {
+		c.cancelLocked(d)
+		return
 	}
+	heap.Push(&c.queue, d)
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// finishLocked ends d (delivered, failed or skipped) and queues the next callback of its
+// message, not earlier than now.
+func (c *callbacks) finishLocked(d *delivery, state string) {
+	d.log.State = state
+	c.pending--
+	m := d.msg
+	if len(m.chain) == 0 {
+		return
+	}
+	next := m.chain[0]
+	m.chain = m.chain[1:]
+	if now := time.Now(); next.due.Before(now) {
+		next.due = now
+	}
+	c.pushLocked(next)
+}
+
+// cancelLocked cancels d and the rest of its message's chain (Close).
+func (c *callbacks) cancelLocked(d *delivery) {
+	for _, x := range append([]*delivery{d}, d.msg.chain...) {
+		x.log.State = "canceled"
+		c.stats.Canceled++
+		c.pending--
+	}
+	d.msg.chain = nil
 }
 
 // startLocked starts the scheduler and workers once, unless the Fake is closed.
@@ -850,9 +898,7 @@ func (c *callbacks) cancel(d *delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d.gen == c.gen {
-		d.log.State = "canceled"
-		c.stats.Canceled++
-		c.pending--
+		c.cancelLocked(d)
 	}
 }
 
@@ -882,9 +928,8 @@ func (c *callbacks) attempt(parent context.Context, d *delivery) {
 		signURL = target
 	}
 	if target == "" {
-		d.log.State = "skipped"
 		c.stats.Skipped++
-		c.pending--
+		c.finishLocked(d, "skipped")
 		c.mu.Unlock()
 		return
 	}
@@ -918,20 +963,14 @@ func (c *callbacks) attempt(parent context.Context, d *delivery) {
 		zap.Int("attempt", d.attempt), zap.Int("answer", status), zap.Bool("duplicate", cb.Duplicate))
 	switch {
 	case status >= 200 && status <= 299:
-		cb.State = "delivered"
 		c.stats.Delivered++
-		c.pending--
+		c.finishLocked(d, "delivered")
 	case d.attempt >= cfg.Attempts || c.ctx.Err() != nil:
-		cb.State = "failed"
 		c.stats.Failed++
-		c.pending--
+		c.finishLocked(d, "failed")
 	default:
 		d.due = time.Now().Add(cfg.RetryBackoff << (d.attempt - 1))
-		heap.Push(&c.queue, d)
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.pushLocked(d)
 	}
 }
 
