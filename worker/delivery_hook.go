@@ -17,3 +17,7 @@ type DeliveryHook interface {
 
 // SetDeliveryHook sets the hook of a handler built with NewHandler (tests, benchmarks).
 func (h *Handler) SetDeliveryHook(d DeliveryHook) { h.delivery = d }
+
+// Limiter returns the account limiter the pool's sends go through, so that other requests
+// to the same account (the delivery package's Message fetches) share it.
+func (w *Worker) Limiter() Limiter { return w.handler.limiter }
