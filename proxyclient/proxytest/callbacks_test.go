@@ -233,6 +233,14 @@ func TestCallbacksDelivered(t *testing.T) {
 	if s.Scheduled != 3 || s.Delivered != 3 || s.Attempts != 3 || s.Answers[200] != 3 || s.Pending != 0 {
 		t.Errorf("stats %+v", s)
 	}
+	resp, b = mustDo(t, srv, http.MethodGet, srv.URL+"/_proxytest/callbacks", "", nil)
+	tool := decode[struct {
+		Stats     proxytest.CallbackStats `json:"stats"`
+		Callbacks []proxytest.Callback    `json:"callbacks"`
+	}](t, b)
+	if resp.StatusCode != 200 || tool.Stats.Delivered != 3 || len(tool.Callbacks) != 3 || tool.Callbacks[2].Status != "delivered" {
+		t.Errorf("/_proxytest/callbacks: %d %s", resp.StatusCode, b)
+	}
 	cbs := srv.Fake.Callbacks()
 	if len(cbs) != 3 || cbs[0].State != "delivered" || cbs[0].StatusCode != 200 || cbs[0].Signature != got[0].sig {
 		t.Errorf("Callbacks() = %+v", cbs)
