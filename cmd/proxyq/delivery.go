@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/proxyq/proxyq/delivery"
+	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
 )
 
@@ -122,4 +124,29 @@ func (a *accountLimiter) Acquire(ctx context.Context, _ string, maxWait time.Dur
 		return nil, err
 	}
 	return p.Release, nil
+}
+
+// deliveryRows adds the delivery timeline to `proxyq status`'s text view.
+func deliveryRows(row func(name, value string), ts func(*time.Time) string, o *tasks.Outcome) {
+	if len(o.StatusHistory) > 0 {
+		parts := make([]string, 0, len(o.StatusHistory))
+		for _, e := range o.StatusHistory {
+			parts = append(parts, e.Status+" "+e.At.UTC().Format(time.RFC3339))
+		}
+		row("Status history", strings.Join(parts, ", "))
+	}
+	if o.State == tasks.OutcomeSent && o.InteractionSID != "" {
+		switch {
+		case o.Final:
+			row("Delivery", "final ("+o.OutboundStatus+")")
+		case o.OutboundStatus == delivery.StatusDeliveryUnknown:
+			row("Delivery", "unknown: no final status from Twilio within PROXYQ_DELIVERY_MAX_AGE")
+		default:
+			row("Delivery", "not final yet")
+		}
+	}
+	row("Delivered at", ts(o.DeliveredAt))
+	if o.DeliveryErrorCode != 0 || o.DeliveryError != "" {
+		row("Delivery error", strings.TrimSpace(fmt.Sprintf("%d %s", o.DeliveryErrorCode, o.DeliveryError)))
+	}
 }
