@@ -32,9 +32,15 @@ func (s StaticToken) AuthToken(accountSID string) (string, bool) {
 }
 
 // Signature computes X-Twilio-Signature: base64(HMAC-SHA1(token, url + name1 + value1 + …)),
-// names sorted (bytewise), every value of a repeated name included in the order received.
-// twilio-go keeps only the first value of a repeated name; Twilio signs them all.
+// names sorted bytewise and, for a repeated name, every value, sorted bytewise, as Twilio's
+// Node and Python helpers compute it. (twilio-go keeps only the first value of a repeated
+// name: a known bug; the Python helper also drops identical repeats, which ValidSignature
+// accepts too.)
 func Signature(token, fullURL string, params url.Values) string {
+	return signature(token, fullURL, params, false)
+}
+
+func signature(token, fullURL string, params url.Values, dedupe bool) string {
 	names := make([]string, 0, len(params))
 	for k := range params {
 		names = append(names, k)
@@ -43,7 +49,12 @@ func Signature(token, fullURL string, params url.Values) string {
 	mac := hmac.New(sha1.New, []byte(token))
 	mac.Write([]byte(fullURL))
 	for _, k := range names {
-		for _, v := range params[k] {
+		values := append([]string(nil), params[k]...)
+		sort.Strings(values)
+		for i, v := range values {
+			if dedupe && i > 0 && values[i-1] == v {
+				continue
+			}
 			mac.Write([]byte(k))
 			mac.Write([]byte(v))
 		}
@@ -53,20 +64,20 @@ func Signature(token, fullURL string, params url.Values) string {
 
 // ValidSignature reports whether sig signs params for fullURL, trying the URL as given and
 // with its default port added or removed (":443" for https, ":80" for http), as Twilio's SDKs
-// do: which form Twilio signed depends on how the callback URL was written. Comparisons are
-// constant-time.
+// do: which form Twilio signed depends on how the callback URL was written. Every candidate
+// is compared, in constant time.
 func ValidSignature(token, fullURL string, params url.Values, sig string) bool {
 	if token == "" || sig == "" {
 		return false
 	}
-	ok := false
+	ok := 0
 	for _, u := range urlVariants(fullURL) {
-		want := Signature(token, u, params)
-		if subtle.ConstantTimeCompare([]byte(want), []byte(sig)) == 1 {
-			ok = true
+		for _, dedupe := range []bool{false, true} {
+			want := signature(token, u, params, dedupe)
+			ok |= subtle.ConstantTimeCompare([]byte(want), []byte(sig))
 		}
 	}
-	return ok
+	return ok == 1
 }
 
 // urlVariants returns fullURL and the same URL with the default port toggled.
