@@ -59,9 +59,21 @@ func TestFetchMessageAgainstFake(t *testing.T) {
 		t.Errorf("interaction %+v, %v", got, err)
 	}
 
+	// A 500 on a read is retryable (Classify would call it ambiguous); the retry succeeds.
+	if err := srv.Fake.FailMessageFetches(500, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.FetchMessage(ctx, mi.AccountSID, mi.OutboundResourceSID)
+	var he *proxyclient.Error
+	if !errors.As(err, &he) || he.StatusCode != 500 || he.Code != 20500 || proxyclient.ClassifyRead(err) != proxyclient.ClassRetryable {
+		t.Errorf("scripted 500: %v", err)
+	}
+	if m, err = c.FetchMessage(ctx, mi.AccountSID, mi.OutboundResourceSID); err != nil || m.ErrorCode != 30003 {
+		t.Errorf("after the 500: %+v, %v", m, err)
+	}
+
 	// Unknown message: typed 404, permanent for a read.
 	_, err = c.FetchMessage(ctx, testAccount, "SM"+strings.Repeat("f", 32))
-	var he *proxyclient.Error
 	if !errors.As(err, &he) || he.StatusCode != 404 || he.Code != 20404 || proxyclient.ClassifyRead(err) != proxyclient.ClassPermanent {
 		t.Errorf("unknown message: %v", err)
 	}

@@ -343,6 +343,10 @@ type CallbackStats struct {
 	Answers map[int]int `json:"answers"`
 	// Pending is how many callbacks wait for their time, a worker, or their answer.
 	Pending int `json:"pending"`
+	// MessageFetches counts requests to the Messaging route that passed authentication (a
+	// poller's load); MessageFetchFaults those answered by FailMessageFetches.
+	MessageFetches     int `json:"message_fetches"`
+	MessageFetchFaults int `json:"message_fetch_faults"`
 }
 
 // Callbacks returns a copy of the callbacks sent or scheduled, in the order they were planned
@@ -572,17 +576,19 @@ type callbacks struct {
 	ctx       context.Context
 	cancelAll context.CancelFunc
 
-	mu      sync.Mutex
-	cfg     CallbackConfig
-	rng     *rand.Rand
-	plans   []DeliveryPlan
-	msgs    map[string]*message // by KI and by SM
-	queue   deliveryHeap
-	pending int
-	gen     uint64 // bumped by reset: completions of older deliveries are not counted
-	entries []*Callback
-	stats   CallbackStats
-	started bool
+	mu    sync.Mutex
+	cfg   CallbackConfig
+	rng   *rand.Rand
+	plans []DeliveryPlan
+	// fetchFaults are the statuses the next Message fetches answer (FailMessageFetches).
+	fetchFaults []int
+	msgs        map[string]*message // by KI and by SM
+	queue       deliveryHeap
+	pending     int
+	gen         uint64 // bumped by reset: completions of older deliveries are not counted
+	entries     []*Callback
+	stats       CallbackStats
+	started     bool
 
 	wake   chan struct{}
 	work   chan *delivery
@@ -611,6 +617,7 @@ func (c *callbacks) reset() {
 	defer c.mu.Unlock()
 	c.rng = rand.New(rand.NewPCG(uint64(c.seed), 0x5851f42d4c957f2d))
 	c.plans = nil
+	c.fetchFaults = nil
 	for _, d := range c.queue {
 		d.log.State = "canceled"
 	}

@@ -563,6 +563,34 @@ func TestMessagingRoute(t *testing.T) {
 	wantError(t, resp, b, 405, 20004)
 	resp, b = mustDo(t, srv, http.MethodGet, strings.TrimSuffix(u, ".json"), acct, nil)
 	wantError(t, resp, b, 404, 20404)
+
+	// Scripted failures of the fetch, in order, then normal answers again.
+	if err := srv.Fake.FailMessageFetches(http.StatusTooManyRequests, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Fake.FailMessageFetches(http.StatusBadGateway, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Fake.FailMessageFetches(http.StatusTeapot, 1); err == nil {
+		t.Error("FailMessageFetches accepted 418")
+	}
+	before := srv.Fake.CallbackStats().MessageFetches
+	resp, b = mustDo(t, srv, http.MethodGet, u, acct, nil)
+	wantError(t, resp, b, 429, 20429)
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("429 without Retry-After")
+	}
+	resp, b = mustDo(t, srv, http.MethodGet, u, acct, nil)
+	if resp.StatusCode != 502 || !strings.Contains(string(b), "<html>") {
+		t.Errorf("want a gateway's 502 page, got %d %s", resp.StatusCode, b)
+	}
+	resp, _ = mustDo(t, srv, http.MethodGet, u, acct, nil)
+	if resp.StatusCode != 200 {
+		t.Errorf("after the scripted failures: %d", resp.StatusCode)
+	}
+	if s := srv.Fake.CallbackStats(); s.MessageFetches-before != 3 || s.MessageFetchFaults != 2 {
+		t.Errorf("stats %+v", s)
+	}
 }
 
 // TestCallbacksCloseStops is not parallel: it checks that no callback goroutine outlives Close.

@@ -27,6 +27,8 @@
 //     current status, error_code (null when none) and error_message, RFC 1123 dates
 //     ("Thu, 30 Jul 2015 20:00:00 +0000") and date_sent once sent. Same authentication, latency
 //     and concurrency limit as the other reads; another account's message is 404 code 20404.
+//     FailMessageFetches scripts 429/500/502/503/504 answers for it; CallbackStats counts the
+//     fetches (a poller's load).
 //   - Lists take PageSize (1..1000, default 50), Page and PageToken, and answer Twilio's
 //     envelope {"interactions":[…],"meta":{…}} with absolute first/next/previous page URLs;
 //     next_page_url is null on the last page. Twilio documents no order, and the Fake never

@@ -1,7 +1,9 @@
 package proxytest
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -38,6 +40,26 @@ type messageJSON struct {
 	URI                 string            `json:"uri"`
 }
 
+// FailMessageFetches makes the next n Message fetches (the Messaging route) answer status
+// instead: 429 (code 20429, Retry-After: 1), 500 (20500), 503 (20503), or 502/504 with a load
+// balancer's HTML body. A fetch has no side effect, so these only test the reader's retries.
+// Authentication, unknown routes and the concurrency limit are checked first and do not
+// consume them. It returns an error for another status.
+func (f *Fake) FailMessageFetches(status, n int) error {
+	switch status {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	default:
+		return fmt.Errorf("proxytest: FailMessageFetches: status must be 429, 500, 502, 503 or 504, got %d", status)
+	}
+	f.cb.mu.Lock()
+	defer f.cb.mu.Unlock()
+	for i := 0; i < n; i++ {
+		f.cb.fetchFaults = append(f.cb.fetchFaults, status)
+	}
+	return nil
+}
+
 // parseMessageRoute matches /2010-04-01/Accounts/{AC}/Messages/{SM|MM}.json.
 func parseMessageRoute(path string) (accountSID, messageSID string, ok bool) {
 	s := strings.Split(strings.TrimPrefix(path, "/"), "/")
@@ -62,8 +84,29 @@ func (f *Fake) serveMessage(x *exchange, acct account, accountSID, messageSID st
 		return
 	}
 	f.cb.mu.Lock()
+	f.cb.stats.MessageFetches++
 	m := f.cb.msgs[messageSID]
+	var fault int
+	if len(f.cb.fetchFaults) > 0 {
+		fault, f.cb.fetchFaults = f.cb.fetchFaults[0], f.cb.fetchFaults[1:]
+		f.cb.stats.MessageFetchFaults++
+	}
 	f.cb.mu.Unlock()
+	if fault != 0 {
+		x.fault = "message-fetch-" + strconv.Itoa(fault)
+		switch fault {
+		case http.StatusTooManyRequests:
+			x.w.Header().Set("Retry-After", "1")
+			writeError(x.w, fault, codeTooManyRequests, "Too Many Requests")
+		case http.StatusInternalServerError:
+			internalError(x.w)
+		case http.StatusServiceUnavailable:
+			unavailable(x.w)
+		default: // 502, 504: a load balancer's HTML page
+			writeGatewayHTML(x.w, fault)
+		}
+		return
+	}
 	if m == nil || m.sm != messageSID || m.accountSID != accountSID || acct.sid != accountSID {
 		notFound(x.w, x.r.URL.Path)
 		return
