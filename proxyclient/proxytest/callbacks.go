@@ -246,7 +246,8 @@ type DeliveryPlan struct {
 }
 
 // ScriptDelivery makes the messages of the next n creates follow plan, in FIFO order, before
-// the random fractions of CallbackConfig are consulted again. It returns an error for an
+// the random fractions of CallbackConfig (Undelivered, Failed, Duplicates, OutOfOrder) are
+// consulted again: a scripted message takes none of them. It returns an error for an
 // unknown Final status.
 func (f *Fake) ScriptDelivery(plan DeliveryPlan, n int) error {
 	switch plan.Final {
@@ -668,7 +669,11 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 	c := f.cb
 	c.mu.Lock()
 	cfg := c.cfg
-	plan := c.nextPlanLocked()
+	plan, scripted := c.nextPlanLocked()
+	dupRate := cfg.Duplicates
+	if scripted {
+		dupRate = 0 // a scripted plan says itself whether to duplicate
+	}
 	m := &message{
 		ki: rec.SID, sm: rec.OutboundResourceSID, accountSID: rec.AccountSID,
 		service: rec.Service, session: rec.Session, participant: rec.Participant,
@@ -710,7 +715,7 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 	first := 0
 	var chain []*delivery
 	if cfg.BeforeAnswer {
-		chain = c.planLocked(m, 0, m.start, plan.Duplicate)
+		chain = c.planLocked(m, 0, m.start, plan.Duplicate, dupRate)
 		first = 1
 	}
 	last := len(m.steps) - 1
@@ -718,11 +723,11 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 	if plan.OutOfOrder && last-first >= 1 {
 		c.stats.OutOfOrder++
 		for k := last; k >= first; k-- {
-			chain = append(chain, c.planLocked(m, k, finalAt, plan.Duplicate)...)
+			chain = append(chain, c.planLocked(m, k, finalAt, plan.Duplicate, dupRate)...)
 		}
 	} else {
 		for k := first; k <= last; k++ {
-			chain = append(chain, c.planLocked(m, k, m.start.Add(time.Duration(k)*m.delay), plan.Duplicate)...)
+			chain = append(chain, c.planLocked(m, k, m.start.Add(time.Duration(k)*m.delay), plan.Duplicate, dupRate)...)
 		}
 	}
 	if len(chain) == 0 {
@@ -732,7 +737,7 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 	head := chain[0]
 	m.chain = chain[1:]
 	c.startLocked()
-	if !cfg.BeforeAnswer {
+	if !cfg.BeforeAnswer || head.step != 0 { // step 0 may have been dropped (MaxPending)
 		c.pushLocked(head)
 		c.mu.Unlock()
 		return
@@ -741,12 +746,13 @@ func (f *Fake) afterCreate(x *exchange, rec *record) {
 	c.attempt(x.r.Context(), head)
 }
 
-// nextPlanLocked takes the next scripted plan, or draws one from the fractions.
-func (c *callbacks) nextPlanLocked() DeliveryPlan {
+// nextPlanLocked takes the next scripted plan (scripted is then true), or draws one from
+// the fractions.
+func (c *callbacks) nextPlanLocked() (plan DeliveryPlan, scripted bool) {
 	if len(c.plans) > 0 {
 		p := c.plans[0]
 		c.plans = c.plans[1:]
-		return p
+		return p, true
 	}
 	p := DeliveryPlan{Final: StatusDelivered}
 	u := c.rng.Float64()
@@ -757,14 +763,14 @@ func (c *callbacks) nextPlanLocked() DeliveryPlan {
 		p.Final = StatusFailed
 	}
 	p.OutOfOrder = c.cfg.OutOfOrder > 0 && c.rng.Float64() < c.cfg.OutOfOrder
-	return p
+	return p, false
 }
 
 // planLocked logs the callback(s) of step k due at due: one, or two when duplicated. Those
 // beyond MaxPending are logged as dropped and not returned.
-func (c *callbacks) planLocked(m *message, k int, due time.Time, duplicate bool) []*delivery {
+func (c *callbacks) planLocked(m *message, k int, due time.Time, duplicate bool, dupRate float64) []*delivery {
 	n := 1
-	if duplicate || (c.cfg.Duplicates > 0 && c.rng.Float64() < c.cfg.Duplicates) {
+	if duplicate || (dupRate > 0 && c.rng.Float64() < dupRate) {
 		n = 2
 	}
 	token := newSID("ID")
