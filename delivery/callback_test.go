@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -267,5 +268,41 @@ func TestReplicasRaceAtomically(t *testing.T) {
 		if perMsg[id] != 1 {
 			t.Fatalf("webhook %s enqueued %d times", id, perMsg[id])
 		}
+	}
+}
+
+// A send whose POST answered 500 is reconciled later: by then Twilio's callbacks have come
+// (kept pending) and the listed interaction already says delivered. The record ends final,
+// with the history in time order.
+func TestReconciledSendWithEarlyCallbacks(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	for _, st := range []string{"queued", "sent", "delivered"} {
+		if code := c.post(c.params(ki, st), ""); code != http.StatusOK {
+			t.Fatal(code)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	o.OutboundStatus, o.Reconciled, o.RecordedAt = "delivered", true, time.Now().UTC()
+	raw, _ := json.Marshal(o)
+	if err := e.rdb.HSet(context.Background(), taskKey("default", id), "result", raw).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	got := e.outcome(t, "default", id)
+	if !got.Final || got.OutboundStatus != "delivered" || got.DeliveredAt == nil || !got.Reconciled {
+		t.Fatalf("%+v", got)
+	}
+	if h := statuses(got); !slices.Equal(h, []string{"queued", "sent", "delivered"}) {
+		t.Fatalf("history %v", h)
+	}
+	if n := counter(t, s.metrics.Statuses.WithLabelValues("delivered", "none")); n != 1 {
+		t.Fatalf("delivered counted %v", n)
+	}
+	// Final at record: never scheduled for polling.
+	if _, err := e.rdb.ZScore(context.Background(), pollKey, ki).Result(); err == nil {
+		t.Fatal("a final message was scheduled for a poll")
 	}
 }

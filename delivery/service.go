@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -147,16 +146,23 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 		return
 	}
 	raw, _ := early.StringSlice()
-	if len(raw) == 0 {
-		return
-	}
-	_ = s.rdb.ZRem(ctx, earlyKey, ref.KI).Err()
 	var ups []Update
+	if len(raw) > 0 {
+		_ = s.rdb.ZRem(ctx, earlyKey, ref.KI).Err()
+	}
 	for _, r := range raw {
 		var u Update
 		if json.Unmarshal([]byte(r), &u) == nil {
 			ups = append(ups, u)
 		}
+	}
+	if IsFinal(o.OutboundStatus) {
+		// Already final when recorded (a reconciled send found delivered): record it as final
+		// now; no callback may come for it any more.
+		ups = append(ups, Update{Status: o.OutboundStatus, At: o.RecordedAt})
+	}
+	if len(ups) == 0 {
+		return
 	}
 	if _, err := s.apply(ctx, ref, ups, "early"); err != nil {
 		s.log.Error("delivery: could not apply early callbacks", zap.String("task_id", taskID),
@@ -196,6 +202,7 @@ type result struct {
 	change  Change
 	outcome tasks.Outcome
 	applied []Update // the updates that changed something
+	reached []string // the statuses outbound_status moved to, in order
 }
 
 // apply folds ups into the outcome record of ref, atomically: WATCH the task's hash, read
@@ -231,7 +238,11 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 			}
 			best := Unchanged
 			for _, u := range ups {
+				prev, prevFinal := o.OutboundStatus, o.Final
 				c := applyUpdate(&o, u)
+				if o.OutboundStatus != prev || o.Final != prevFinal {
+					res.reached = append(res.reached, o.OutboundStatus)
+				}
 				if c != Unchanged {
 					res.applied = append(res.applied, u)
 				}
@@ -310,15 +321,12 @@ func (s *Service) after(ctx context.Context, ref msgRef, res result, source stri
 	if res.change == Unchanged {
 		return
 	}
-	for _, u := range res.applied {
-		st := strings.ToLower(u.Status)
-		if st == o.OutboundStatus && res.change == Advanced {
-			code := "none"
-			if o.DeliveryErrorCode != 0 {
-				code = strconv.Itoa(o.DeliveryErrorCode)
-			}
-			s.metrics.Statuses.WithLabelValues(st, code).Inc()
+	for _, st := range res.reached {
+		code := "none"
+		if st == o.OutboundStatus && o.DeliveryErrorCode != 0 {
+			code = strconv.Itoa(o.DeliveryErrorCode)
 		}
+		s.metrics.Statuses.WithLabelValues(st, code).Inc()
 	}
 	if o.DeliveryErrorCode != 0 && hasError(res.applied) {
 		s.metrics.Errors.WithLabelValues(strconv.Itoa(o.DeliveryErrorCode)).Inc()

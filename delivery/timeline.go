@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -67,21 +68,33 @@ const (
 
 // applyUpdate folds u into o and says what changed. It never moves outbound_status back:
 // duplicates change nothing, out-of-order statuses are recorded in the history only, and a
-// terminal status is never replaced. The status the message was created with is the first
-// history entry (at sent_at) when the history starts.
+// terminal status is never replaced. The history is kept in time order.
+//
+// When the history starts, the status the worker recorded is its first entry: at sent_at for
+// the status of a fresh create, at recorded_at for one learned later (a reconciled send can
+// already say delivered). A recorded status that is already final makes the record final
+// (Advanced), so it is counted and announced like a callback's.
 func applyUpdate(o *tasks.Outcome, u Update) Change {
 	status := strings.ToLower(strings.TrimSpace(u.Status))
 	if status == "" {
 		return Unchanged
 	}
+	change := Unchanged
 	if len(o.StatusHistory) == 0 && o.OutboundStatus != "" {
+		o.OutboundStatus = strings.ToLower(o.OutboundStatus)
 		at := o.RecordedAt
-		if o.SentAt != nil {
+		if o.SentAt != nil && rank(o.OutboundStatus) <= rank("queued") {
 			at = *o.SentAt
 		}
-		o.StatusHistory = append(o.StatusHistory, tasks.StatusEvent{Status: strings.ToLower(o.OutboundStatus), At: at.UTC()})
+		at = at.UTC()
+		o.StatusHistory = append(o.StatusHistory, tasks.StatusEvent{Status: o.OutboundStatus, At: at})
+		if IsFinal(o.OutboundStatus) && !o.Final {
+			o.Final, change = true, Advanced
+			if o.OutboundStatus == StatusDelivered {
+				o.DeliveredAt = &at
+			}
+		}
 	}
-	change := Unchanged
 	seen := false
 	for _, e := range o.StatusHistory {
 		if e.Status == status {
@@ -90,8 +103,15 @@ func applyUpdate(o *tasks.Outcome, u Update) Change {
 		}
 	}
 	if !seen && len(o.StatusHistory) < MaxHistory {
-		o.StatusHistory = append(o.StatusHistory, tasks.StatusEvent{Status: status, At: u.At.UTC()})
-		change = Stale
+		at := u.At.UTC()
+		i := len(o.StatusHistory)
+		for i > 0 && o.StatusHistory[i-1].At.After(at) {
+			i--
+		}
+		o.StatusHistory = slices.Insert(o.StatusHistory, i, tasks.StatusEvent{Status: status, At: at})
+		if change == Unchanged {
+			change = Stale
+		}
 	}
 	cur := rank(o.OutboundStatus)
 	if r := rank(status); r > 0 && r > cur && !o.Final {

@@ -196,6 +196,9 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 	if m := devSummaryLine.FindStringSubmatch(out); m == nil || m[1] != strconv.Itoa(n) {
 		t.Fatalf("no summary for %d messages:\n%s", n, out)
 	}
+	if !regexp.MustCompile(`delivery +\d+ delivered, \d+ undelivered or failed`).MatchString(out) {
+		t.Errorf("no delivery line in the summary:\n%s", out)
+	}
 	wantFailed := expectedDemoFailures(n)
 	if got := devCount("failed").FindStringSubmatch(out); got == nil || atoi(t, got[1]) != wantFailed {
 		t.Errorf("summary failed = %v, want %d:\n%s", got, wantFailed, out)
@@ -234,6 +237,13 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 		}
 		if r := demoFailure(index(ti.ID)); r != "" {
 			t.Errorf("completed %s was meant to fail (%s)", ti.ID, r)
+		}
+		// The fake's signed status callbacks reached dev's callback route: every sent message
+		// ends with a final delivery status, its history starting at queued, and an error
+		// code when it was not delivered.
+		if o != nil && (!o.Final || len(o.StatusHistory) < 2 || o.StatusHistory[0].Status != "queued" ||
+			(o.OutboundStatus != "delivered" && o.DeliveryErrorCode == 0)) {
+			t.Errorf("completed %s: delivery %s final=%v history %+v error %d", ti.ID, o.OutboundStatus, o.Final, o.StatusHistory, o.DeliveryErrorCode)
 		}
 	}
 	wantCode := map[string]int{"unknown participant": 20404, "closed session": 80607}
