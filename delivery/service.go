@@ -29,7 +29,7 @@ const (
 	earlyKey = "proxyq:delivery:early"
 )
 
-func indexKey(ki string) string { return "proxyq:{ki:" + ki + "}:msg" }
+func indexKey(ki string) string  { return "proxyq:{ki:" + ki + "}:msg" }
 func earlyList(ki string) string { return "proxyq:{ki:" + ki + "}:early" }
 
 // taskKey is asynq's key of a task's hash (internal/base.TaskKey in asynq v0.26); its "result"
@@ -365,4 +365,3 @@ func hasError(ups []Update) bool {
 	}
 	return false
 }
-

@@ -33,13 +33,23 @@ func TestSignatureTwilioVector(t *testing.T) {
 		t.Fatal("the vector does not validate when the configured URL carries :443")
 	}
 	for name, bad := range map[string]func() (string, string, url.Values, string){
-		"wrong token":      func() (string, string, url.Values, string) { return "12346", u, params, want },
-		"query reordered":  func() (string, string, url.Values, string) { return token, "https://mycompany.com/myapp.php?bar=2&foo=1", params, want },
-		"query dropped":    func() (string, string, url.Values, string) { return token, "https://mycompany.com/myapp.php", params, want },
-		"other host":       func() (string, string, url.Values, string) { return token, "https://example.com/myapp.php?foo=1&bar=2", params, want },
-		"http, not https":  func() (string, string, url.Values, string) { return token, "http://mycompany.com/myapp.php?foo=1&bar=2", params, want },
-		"non-default port": func() (string, string, url.Values, string) { return token, "https://mycompany.com:8443/myapp.php?foo=1&bar=2", params, want },
-		"empty signature":  func() (string, string, url.Values, string) { return token, u, params, "" },
+		"wrong token": func() (string, string, url.Values, string) { return "12346", u, params, want },
+		"query reordered": func() (string, string, url.Values, string) {
+			return token, "https://mycompany.com/myapp.php?bar=2&foo=1", params, want
+		},
+		"query dropped": func() (string, string, url.Values, string) {
+			return token, "https://mycompany.com/myapp.php", params, want
+		},
+		"other host": func() (string, string, url.Values, string) {
+			return token, "https://example.com/myapp.php?foo=1&bar=2", params, want
+		},
+		"http, not https": func() (string, string, url.Values, string) {
+			return token, "http://mycompany.com/myapp.php?foo=1&bar=2", params, want
+		},
+		"non-default port": func() (string, string, url.Values, string) {
+			return token, "https://mycompany.com:8443/myapp.php?foo=1&bar=2", params, want
+		},
+		"empty signature": func() (string, string, url.Values, string) { return token, u, params, "" },
 		"param changed": func() (string, string, url.Values, string) {
 			p := url.Values{}
 			for k, v := range params {

@@ -18,12 +18,12 @@ func TestTimelineNeverMovesBack(t *testing.T) {
 		cur    string
 	}{
 		{"sent", Advanced, "sent"},
-		{"sent", Unchanged, "sent"},         // duplicate
-		{"queued", Unchanged, "sent"},       // the creation status is already the first entry
-		{"sending", Stale, "sent"},          // out of order: history only
-		{"read", Stale, "sent"},             // opaque: history, no rank
+		{"sent", Unchanged, "sent"},          // duplicate
+		{"queued", Unchanged, "sent"},        // the creation status is already the first entry
+		{"sending", Stale, "sent"},           // out of order: history only
+		{"read", Stale, "sent"},              // opaque: history, no rank
 		{"DELIVERED", Advanced, "delivered"}, // case-insensitive
-		{"undelivered", Stale, "delivered"}, // a terminal is never replaced
+		{"undelivered", Stale, "delivered"},  // a terminal is never replaced
 		{"delivered", Unchanged, "delivered"},
 		{"", Unchanged, "delivered"},
 	}
