@@ -17,19 +17,21 @@ import (
 // deliveryConfigFromEnv reads the delivery settings shared by serve and worker (see
 // delivery.Config): PROXYQ_DELIVERY_POLL (on|off), PROXYQ_DELIVERY_POLL_AFTER,
 // PROXYQ_DELIVERY_POLL_EVERY, PROXYQ_DELIVERY_MAX_AGE, PROXYQ_DELIVERY_POLL_BATCH,
+// PROXYQ_DELIVERY_SWEEP_INTERVAL,
 // PROXYQ_DELIVERY_PENDING_TTL, PROXYQ_DELIVERY_INDEX_TTL, PROXYQ_STATUS_WEBHOOK_URL,
 // PROXYQ_STATUS_WEBHOOK_SECRET or PROXYQ_STATUS_WEBHOOK_SECRET_FILE, TWILIO_ACCOUNT_SID.
 func (m *Main) deliveryConfigFromEnv() (delivery.Config, error) {
 	e := m.env()
 	cfg := delivery.Config{
-		PollAfter:  e.duration("PROXYQ_DELIVERY_POLL_AFTER", 0),
-		PollEvery:  e.duration("PROXYQ_DELIVERY_POLL_EVERY", 0),
-		MaxAge:     e.duration("PROXYQ_DELIVERY_MAX_AGE", 0),
-		PollBatch:  e.integer("PROXYQ_DELIVERY_POLL_BATCH", 0),
-		PendingTTL: e.duration("PROXYQ_DELIVERY_PENDING_TTL", 0),
-		IndexTTL:   e.duration("PROXYQ_DELIVERY_INDEX_TTL", 0),
-		WebhookURL: e.str("PROXYQ_STATUS_WEBHOOK_URL", ""),
-		AccountSID: e.str("TWILIO_ACCOUNT_SID", ""),
+		PollAfter:     e.duration("PROXYQ_DELIVERY_POLL_AFTER", 0),
+		PollEvery:     e.duration("PROXYQ_DELIVERY_POLL_EVERY", 0),
+		MaxAge:        e.duration("PROXYQ_DELIVERY_MAX_AGE", 0),
+		PollBatch:     e.integer("PROXYQ_DELIVERY_POLL_BATCH", 0),
+		SweepInterval: e.duration("PROXYQ_DELIVERY_SWEEP_INTERVAL", 0),
+		PendingTTL:    e.duration("PROXYQ_DELIVERY_PENDING_TTL", 0),
+		IndexTTL:      e.duration("PROXYQ_DELIVERY_INDEX_TTL", 0),
+		WebhookURL:    e.str("PROXYQ_STATUS_WEBHOOK_URL", ""),
+		AccountSID:    e.str("TWILIO_ACCOUNT_SID", ""),
 	}
 	switch v := strings.ToLower(e.str("PROXYQ_DELIVERY_POLL", "on")); v {
 	case "on":
@@ -67,7 +69,8 @@ func deliveryEnvNames(msg string) string {
 		"IndexTTL": "PROXYQ_DELIVERY_INDEX_TTL", "PendingTTL": "PROXYQ_DELIVERY_PENDING_TTL",
 		"PollAfter": "PROXYQ_DELIVERY_POLL_AFTER", "PollEvery": "PROXYQ_DELIVERY_POLL_EVERY",
 		"MaxAge": "PROXYQ_DELIVERY_MAX_AGE", "PollBatch": "PROXYQ_DELIVERY_POLL_BATCH",
-		"WebhookURL": "PROXYQ_STATUS_WEBHOOK_URL", "WebhookSecret": "PROXYQ_STATUS_WEBHOOK_SECRET",
+		"SweepInterval": "PROXYQ_DELIVERY_SWEEP_INTERVAL",
+		"WebhookURL":    "PROXYQ_STATUS_WEBHOOK_URL", "WebhookSecret": "PROXYQ_STATUS_WEBHOOK_SECRET",
 	} {
 		msg = strings.ReplaceAll(msg, field+" ", env+" ")
 		msg = strings.ReplaceAll(msg, field+"=", env+"=")
