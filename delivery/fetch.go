@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hibiken/asynq"
@@ -24,7 +25,8 @@ func (f clientFetcher) FetchStatus(ctx context.Context, accountSID, messageSID s
 	m, err := f.api.FetchMessage(ctx, accountSID, messageSID)
 	if err != nil {
 		if proxyclient.ClassifyRead(err) == proxyclient.ClassPermanent {
-			if e, ok := err.(*proxyclient.Error); ok && e.StatusCode == 404 {
+			var e *proxyclient.Error
+			if errors.As(err, &e) && e.StatusCode == 404 {
 				return Update{}, err // the caller tells 404 apart
 			}
 			return Update{}, fmt.Errorf("%w: %w", err, asynq.SkipRetry)

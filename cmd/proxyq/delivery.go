@@ -153,3 +153,13 @@ func deliveryRows(row func(name, value string), ts func(*time.Time) string, o *t
 		row("Delivery error", strings.TrimSpace(fmt.Sprintf("%d %s", o.DeliveryErrorCode, o.DeliveryError)))
 	}
 }
+
+// workerDeliveryConfigFromEnv is deliveryConfigFromEnv for the process that sends the status
+// webhooks: with PROXYQ_STATUS_WEBHOOK_URL it needs the signing secret.
+func (m *Main) workerDeliveryConfigFromEnv() (delivery.Config, error) {
+	cfg, err := m.deliveryConfigFromEnv()
+	if err == nil && cfg.WebhookURL != "" && cfg.WebhookSecret == "" {
+		err = usagef("PROXYQ_STATUS_WEBHOOK_URL is set but there is no signing secret: set PROXYQ_STATUS_WEBHOOK_SECRET or PROXYQ_STATUS_WEBHOOK_SECRET_FILE (whsec_ followed by base64)")
+	}
+	return cfg, err
+}

@@ -34,7 +34,7 @@ type devDelivery struct {
 }
 
 func (r *devRun) newDevDelivery(redisOpt asynq.RedisConnOpt, api *proxyclient.Client, reg prometheus.Registerer, base string, fake bool) (*devDelivery, error) {
-	dcfg, err := r.m.deliveryConfigFromEnv()
+	dcfg, err := r.m.workerDeliveryConfigFromEnv()
 	if err != nil {
 		return nil, err
 	}

@@ -86,7 +86,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	dcfg, err := m.deliveryConfigFromEnv()
+	dcfg, err := m.workerDeliveryConfigFromEnv()
 	if err != nil {
 		return err
 	}
