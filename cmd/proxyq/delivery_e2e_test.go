@@ -54,7 +54,7 @@ func (h *harness) startServeBinary(extraEnv ...string) *serveBin {
 	h.t.Helper()
 	t := h.t
 	addr := freeAddr(t)
-	cmd := exec.Command(proxyqBinary(t), "serve", "--addr", addr, "--drain-delay", "0s")
+	cmd := exec.Command(proxyqBinary(t), "serve", "--addr", addr, "--drain-delay", "0s", "--metrics")
 	cmd.Env = append(h.env(extraEnv...), "PROXYQ_API_TOKENS="+e2eAPIToken)
 	s := &serveBin{base: "http://" + addr, log: &lockedBuffer{}, cmd: cmd}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
@@ -187,7 +187,9 @@ func TestE2EDeliveryCallbacks(t *testing.T) {
 	fake := h.fake.Fake
 	must(t, fake.SetCallbackConfig(proxytest.CallbackConfig{URL: front.URL + delivery.CallbackPath, AuthToken: e2eAuthToken,
 		Delay: 100 * time.Millisecond, Undelivered: 0.2, Failed: 0.1, Duplicates: 0.3, OutOfOrder: 0.3, BeforeAnswer: true}))
-	must(t, fake.SetFaultRates(map[proxytest.Fault]float64{proxytest.Fault500AfterCreate: 0.15}))
+	// The first creates answer 500 after creating: their callbacks (the first one sent before
+	// the answer) wait as pending until reconciliation adopts the interaction.
+	must(t, fake.Inject(proxytest.Fault500AfterCreate, 4))
 
 	const n = 30
 	msgs := make([]message, n)
@@ -241,6 +243,9 @@ func TestE2EDeliveryCallbacks(t *testing.T) {
 		finals[o.OutboundStatus]++
 	}
 	t.Logf("finals %v, %d reconciled after a 500, callbacks %+v", finals, reconciled, fake.CallbackStats())
+	if reconciled < 4 {
+		t.Errorf("%d messages reconciled after a 500, want the 4 injected", reconciled)
+	}
 
 	// The application heard of every message's final status, verified.
 	eventually(t, 30*time.Second, "a verified webhook for every final status", func() bool {
@@ -286,6 +291,19 @@ func TestE2EDeliveryCallbacks(t *testing.T) {
 	resp.Body.Close()
 	if api.Outcome == nil || !api.Outcome.Final || api.Outcome.OutboundStatus != outcomes[id].OutboundStatus {
 		t.Errorf("GET /v1/message-interactions/%s: %+v", id, api.Outcome)
+	}
+
+	// Both replicas took callbacks; some waited as pending for their send to be recorded.
+	var pending float64
+	for name, srv := range map[string]*serveBin{"a": a, "b": b} {
+		m := scrape(t, srv.base)
+		if m[`proxyq_delivery_callbacks_total{result="accepted"}`] == 0 {
+			t.Errorf("serve %s accepted no callback:\n%v", name, m)
+		}
+		pending += m[`proxyq_delivery_callbacks_total{result="pending"}`]
+	}
+	if pending == 0 {
+		t.Error("no callback waited for its send to be recorded (BeforeAnswer and 500-after-create should cause some)")
 	}
 
 	// A forged callback is refused and changes nothing; one for an unknown interaction is 200.
@@ -376,4 +394,28 @@ func statuses(o *tasks.Outcome) []string {
 		s = append(s, e.Status)
 	}
 	return s
+}
+
+// scrape reads serve's /metrics (behind the API token) as "name{labels}" → value.
+func scrape(t *testing.T, base string) map[string]float64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+e2eAPIToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			v, _ := strconv.ParseFloat(line[i+1:], 64)
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
