@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -278,4 +279,91 @@ func verifyStandardWebhook(secret string, h http.Header, body []byte, now time.T
 		}
 	}
 	return errors.New("no matching signature")
+}
+
+// A webhook the application refuses is retried by asynq under the same webhook-id and body,
+// with a fresh timestamp and signature.
+func TestWebhookRetriedWithSameID(t *testing.T) {
+	e := newEnv(t)
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	var mu sync.Mutex
+	var ids []string
+	var bodies []string
+	answers := []int{500, 200}
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err := verifyStandardWebhook(secret, r.Header, b, time.Now()); err != nil {
+			t.Errorf("attempt %d: %v", len(ids), err)
+		}
+		ids, bodies = append(ids, r.Header.Get("webhook-id")), append(bodies, string(b))
+		w.WriteHeader(answers[len(ids)-1])
+	}))
+	defer app.Close()
+	s := e.service(t, Config{WebhookURL: app.URL, WebhookSecret: secret})
+	w, err := s.NewWorker(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, o := e.message(t, "default")
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	c := newCallbackClient(t, s)
+	if code := c.post(c.params(o.InteractionSID, "delivered"), ""); code != 200 {
+		t.Fatal(code)
+	}
+	list, err := e.insp.ListPendingTasks("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var task *asynq.Task
+	for _, ti := range list {
+		if ti.Type == TypeStatusWebhook {
+			task = asynq.NewTask(ti.Type, ti.Payload)
+		}
+	}
+	if task == nil {
+		t.Fatal("no webhook task queued")
+	}
+	h := w.Handlers()[TypeStatusWebhook]
+	if err := h.ProcessTask(context.Background(), task); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Fatalf("first attempt: %v, want an error naming the 500 (asynq retries it)", err)
+	}
+	if err := h.ProcessTask(context.Background(), task); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if len(ids) != 2 || ids[0] != ids[1] || bodies[0] != bodies[1] || ids[0] != webhookID("default", id, "delivered") {
+		t.Fatalf("ids %v, bodies equal %v", ids, bodies[0] == bodies[1])
+	}
+	if strings.Contains(fmt.Sprint(h.ProcessTask(context.Background(), asynq.NewTask(TypeStatusWebhook, []byte("{")))), app.URL) {
+		t.Fatal("an error names the webhook URL")
+	}
+}
+
+// Early callbacks are bounded: beyond PendingMax interactions waiting, new ones are dropped
+// (still 200, counted).
+func TestPendingCallbacksBounded(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{PendingMax: 2})
+	c := newCallbackClient(t, s)
+	for i := range 3 {
+		if code := c.post(c.params(fmt.Sprintf("KI%032x", 0xabc0+i), "sent"), ""); code != 200 {
+			t.Fatal(code)
+		}
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultPending)); n != 2 {
+		t.Fatalf("pending %v, want 2", n)
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultDropped)); n != 1 {
+		t.Fatalf("dropped %v, want 1", n)
+	}
+	// A known interaction still gets through when the pending set is full.
+	id, ki, o := e.message(t, "default")
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	if code := c.post(c.params(ki, "delivered"), ""); code != 200 {
+		t.Fatal(code)
+	}
+	if got := e.outcome(t, "default", id); !got.Final {
+		t.Fatalf("known interaction not applied while pending is full: %+v", got)
+	}
 }
