@@ -180,9 +180,9 @@ func Summary(o *tasks.Outcome) string {
 	switch o.State {
 	case tasks.OutcomeSent:
 		if o.Reconciled {
-			return "sent (found by reconciliation), " + attempts
+			return "sent (found by reconciliation), " + attempts + deliverySummary(o)
 		}
-		return "sent, " + attempts
+		return "sent, " + attempts + deliverySummary(o)
 	case tasks.OutcomeFailed:
 		if o.ErrorCode != 0 || o.HTTPStatus != 0 {
 			return fmt.Sprintf("failed: Twilio %d (HTTP %d), not retried", o.ErrorCode, o.HTTPStatus)

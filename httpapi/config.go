@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +58,11 @@ type Config struct {
 	// names. Default DefaultQueues. "default" is used when a request names none, so it must
 	// be in the list.
 	Queues []string
+
+	// Callbacks serves Twilio Proxy's status callbacks at POST /v1/twilio/proxy/callbacks,
+	// without the bearer tokens (Twilio cannot send them): it must check X-Twilio-Signature
+	// itself, as the delivery package's handler does. nil: the route answers 404.
+	Callbacks http.Handler
 
 	// ReadyCheck answers GET /readyz. Nil means a Redis round trip through the Inspector
 	// (listing the queues). It runs with a ReadyTimeout deadline.

@@ -11,6 +11,8 @@
 //	DELETE /v1/message-interactions/{id}   cancel if not yet sent     200 | 404 | 409
 //	GET    /v1/openapi.json                the OpenAPI 3.1 description (openapi.json, embedded)
 //	GET    /healthz, /readyz               probes, open without a token
+//	POST   /v1/twilio/proxy/callbacks      Twilio's status callbacks, routed to package delivery
+//	                                       (no bearer token: X-Twilio-Signature; 404 when off)
 //
 // The wiring in cmd is: LoadTokens, New, optionally Mount (dashboard, metrics), NewHTTPServer,
 // ListenAndServe; on SIGTERM Drain then http.Server.Shutdown (see Server.Drain).

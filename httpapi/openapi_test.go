@@ -287,14 +287,16 @@ type scenario struct {
 	setup  func(t *testing.T, e *env)
 	req    req // path may differ from op (an id filled in); body "EXAMPLE" = the documented example
 	dead   bool
+	on     *env // another server than e or dead
 	status int
 }
 
 func TestOpenAPIMatchesHandlers(t *testing.T) {
 	t.Parallel()
 	spec := loadOpenAPI(t)
+	callbacks := deliveryCallbacks(t)
 	e := newEnv(t,
-		withConfig(func(c *Config) { c.MaxBodyBytes = 4096 }),
+		withConfig(func(c *Config) { c.MaxBodyBytes = 4096; c.Callbacks = callbacks }),
 		withGuard(func(_ context.Context, id string) error {
 			if strings.HasPrefix(id, "inflight") {
 				return errors.New("in flight")
@@ -316,6 +318,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		opSpec   = "GET /v1/openapi.json"
 		opHealth = "GET /healthz"
 		opReady  = "GET /readyz"
+		opTwilio = "POST /v1/twilio/proxy/callbacks"
 	)
 	scenarios := []scenario{
 		{op: opCreate, name: "example", req: post("/v1/message-interactions", "EXAMPLE", "oa-1"), status: 202},
@@ -359,6 +362,21 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{op: opSpec, name: "no token", req: req{method: "GET", path: "/v1/openapi.json", token: "-"}, status: 401},
 		{op: opHealth, name: "up", req: req{method: "GET", path: "/healthz", token: "-"}, status: 200},
 		{op: opReady, name: "ready", req: req{method: "GET", path: "/readyz", token: "-"}, status: 200},
+		{op: opTwilio, name: "signed", req: signedCallback(t, "sent", testCallbackToken), status: 200},
+		{op: opTwilio, name: "forged", req: signedCallback(t, "delivered", "not-the-token"), status: 403},
+		{op: opTwilio, name: "unsigned", req: signedCallback(t, "delivered", ""), status: 403},
+		{op: opTwilio, name: "media type", req: func() req {
+			r := signedCallback(t, "sent", testCallbackToken)
+			r.header["Content-Type"] = "application/json"
+			return r
+		}(), status: 415},
+		{op: opTwilio, name: "too large", req: func() req {
+			r := signedCallback(t, "sent", testCallbackToken)
+			r.body = "a=" + strings.Repeat("x", 70<<10)
+			return r
+		}(), status: 413},
+		{op: opTwilio, name: "redis down", req: signedCallback(t, "sent", testCallbackToken), on: deadCallbacksEnv(t), status: 503},
+		{op: opTwilio, name: "not enabled", req: signedCallback(t, "sent", testCallbackToken), dead: true, status: 404},
 		{op: opReady, name: "redis down", req: req{method: "GET", path: "/readyz", token: "-"}, dead: true, status: 503},
 	}
 
@@ -376,6 +394,9 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			target := e
 			if sc.dead {
 				target = dead
+			}
+			if sc.on != nil {
+				target = sc.on
 			}
 			if sc.setup != nil {
 				sc.setup(t, target)

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -89,6 +90,7 @@ func New(cfg Config, enq *tasks.Enqueuer, insp *asynq.Inspector, guard SendGuard
 		{method: http.MethodGet, pattern: "/v1/message-interactions/{id}", handler: s.handleGet},
 		{method: http.MethodDelete, pattern: "/v1/message-interactions/{id}", handler: s.handleDelete},
 		{method: http.MethodGet, pattern: "/v1/openapi.json", handler: s.handleOpenAPI},
+		{method: http.MethodPost, pattern: delivery.CallbackPath, public: true, handler: s.handleCallback},
 		{method: http.MethodGet, pattern: "/healthz", public: true, handler: s.handleHealth},
 		{method: http.MethodGet, pattern: "/readyz", public: true, handler: s.handleReady},
 	}
@@ -173,7 +175,8 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
-	public := publicPaths[r.URL.Path]
+	// The callback route authenticates by X-Twilio-Signature instead (package delivery).
+	public := publicPaths[r.URL.Path] || r.URL.Path == delivery.CallbackPath
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -184,7 +187,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeProblem(rec, r, newProblem(http.StatusInternalServerError, ProblemInternal, ""))
 			}
 		}
-		s.logRequest(r, rec.status, time.Since(start), public)
+		s.logRequest(r, rec.status, time.Since(start), public && r.URL.Path != delivery.CallbackPath)
 	}()
 	if !public && !s.authenticate(rec, r) {
 		return
@@ -217,6 +220,17 @@ func (s *Server) logRequest(r *http.Request, status int, d time.Duration, public
 	if ce := s.log.Check(level, "http request"); ce != nil {
 		ce.Write(fields...)
 	}
+}
+
+// handleCallback routes Twilio's status callbacks to the delivery package, which checks
+// their signature and records them.
+func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Callbacks == nil {
+		writeProblem(w, r, newProblem(http.StatusNotFound, ProblemNotFound,
+			"status callbacks are not enabled on this server (set PROXYQ_PUBLIC_URL and TWILIO_AUTH_TOKEN)"))
+		return
+	}
+	s.cfg.Callbacks.ServeHTTP(w, r)
 }
 
 func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {

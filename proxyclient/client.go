@@ -32,6 +32,7 @@ const (
 type Client struct {
 	cfg       Config
 	base      *url.URL
+	msgBase   *url.URL // Messaging REST API (FetchMessage)
 	http      *http.Client
 	user      string
 	secret    string
@@ -50,6 +51,10 @@ func New(cfg Config) (*Client, error) {
 	base, err := url.Parse(cfg.Endpoint())
 	if err != nil {
 		return nil, invalid("BaseURL", "must be an absolute http or https URL")
+	}
+	msgBase, err := url.Parse(cfg.MessagingEndpoint())
+	if err != nil {
+		return nil, invalid("MessagingBaseURL", "must be an absolute http or https URL")
 	}
 	var hc http.Client
 	if cfg.HTTPClient != nil {
@@ -75,7 +80,7 @@ func New(cfg Config) (*Client, error) {
 	// A redirect would resend a POST or carry credentials elsewhere: return the 3xx.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-	c := &Client{cfg: cfg, base: base, http: &hc, now: time.Now}
+	c := &Client{cfg: cfg, base: base, msgBase: msgBase, http: &hc, now: time.Now}
 	if cfg.APIKey != "" {
 		c.user, c.secret = cfg.APIKey, cfg.APISecret
 	} else {
@@ -100,17 +105,26 @@ func (c *Client) AccountKey() string {
 // Endpoint returns the base URL requests go to (see Config.Endpoint).
 func (c *Client) Endpoint() string { return c.base.String() }
 
+// MessagingEndpoint returns the base URL FetchMessage sends requests to (see
+// Config.MessagingEndpoint).
+func (c *Client) MessagingEndpoint() string { return c.msgBase.String() }
+
 // resourceURL appends "/v1" and the escaped segments to the base URL, keeping its path
 // prefix. Segments are escaped even though callers validated them.
 func (c *Client) resourceURL(segments ...string) *url.URL {
+	return joinURL(c.base, append([]string{"v1"}, segments...)...)
+}
+
+// joinURL appends the escaped segments to base's path, keeping its path prefix and
+// dropping any query, fragment or userinfo.
+func joinURL(base *url.URL, segments ...string) *url.URL {
 	var b strings.Builder
-	b.WriteString(strings.TrimRight(c.base.EscapedPath(), "/"))
-	b.WriteString("/v1")
+	b.WriteString(strings.TrimRight(base.EscapedPath(), "/"))
 	for _, s := range segments {
 		b.WriteByte('/')
 		b.WriteString(url.PathEscape(s))
 	}
-	u := *c.base
+	u := *base
 	u.RawPath = b.String()
 	u.Path, _ = url.PathUnescape(u.RawPath) // cannot fail: every byte came from escaping
 	u.RawQuery, u.Fragment, u.User = "", "", nil
@@ -178,7 +192,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 	}
 	if len(data) > maxSuccessBody {
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode,
-			Err: fmt.Errorf("body exceeds %d bytes", maxSuccessBody)}
+			Err: fmt.Errorf("%w: body exceeds %d bytes", errBadContent, maxSuccessBody)}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: err}

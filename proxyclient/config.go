@@ -10,9 +10,12 @@ import (
 
 // Defaults applied by Config.WithDefaults.
 const (
-	DefaultBaseURL       = "https://proxy.twilio.com"
-	DefaultHTTPTimeout   = 15 * time.Second
-	DefaultMaxRetryAfter = 5 * time.Minute
+	DefaultBaseURL = "https://proxy.twilio.com"
+	// DefaultMessagingBaseURL is the host of Twilio's Messaging REST API (2010-04-01), where
+	// the Message behind an interaction (its delivery status and error code) is read.
+	DefaultMessagingBaseURL = "https://api.twilio.com"
+	DefaultHTTPTimeout      = 15 * time.Second
+	DefaultMaxRetryAfter    = 5 * time.Minute
 	// DefaultEdgeRegion is the region Twilio's SDKs use when only an edge is given.
 	DefaultEdgeRegion = "us1"
 )
@@ -37,6 +40,12 @@ type Config struct {
 	// It may carry a path prefix; "/v1/…" is appended to it. When set, Edge and Region
 	// are ignored. Empty means DefaultBaseURL adjusted by Edge/Region.
 	BaseURL string
+
+	// MessagingBaseURL overrides the host of Twilio's Messaging REST API, used by
+	// FetchMessage ("/2010-04-01/…" is appended; it may carry a path prefix). Empty means
+	// BaseURL when BaseURL is set (the sandbox and proxytest serve both APIs), else
+	// DefaultMessagingBaseURL adjusted by Edge/Region (api.{edge}.{region}.twilio.com).
+	MessagingBaseURL string
 
 	// Edge and Region select a Twilio regional endpoint exactly as Twilio's SDKs do:
 	// edge and region give proxy.{edge}.{region}.twilio.com, region alone gives
@@ -94,11 +103,31 @@ func (c Config) Endpoint() string {
 	if c.BaseURL != "" {
 		return strings.TrimRight(c.BaseURL, "/")
 	}
-	edge, region := strings.ToLower(c.Edge), strings.ToLower(c.Region)
+	return twilioHost("proxy", c.Edge, c.Region)
+}
+
+// MessagingEndpoint returns the base URL FetchMessage sends requests to (without
+// "/2010-04-01"): MessagingBaseURL when set, else BaseURL when set (a sandbox or fake
+// serves both APIs), else the Twilio host chosen by Edge and Region:
+// api.{edge}.{region}.twilio.com, as Twilio's SDKs build it.
+func (c Config) MessagingEndpoint() string {
+	if c.MessagingBaseURL != "" {
+		return strings.TrimRight(c.MessagingBaseURL, "/")
+	}
+	if c.BaseURL != "" {
+		return strings.TrimRight(c.BaseURL, "/")
+	}
+	return twilioHost("api", c.Edge, c.Region)
+}
+
+// twilioHost builds https://{product}[.{edge}][.{region}].twilio.com with Twilio's SDK
+// rule that an edge without a region uses region us1.
+func twilioHost(product, edge, region string) string {
+	edge, region = strings.ToLower(edge), strings.ToLower(region)
 	if edge != "" && region == "" {
 		region = DefaultEdgeRegion
 	}
-	host := "proxy"
+	host := product
 	for _, p := range []string{edge, region} {
 		if p != "" {
 			host += "." + p
@@ -144,17 +173,27 @@ func (c Config) Validate() error {
 	case strings.IndexFunc(c.UserAgent, unicode.IsControl) >= 0:
 		return invalid("UserAgent", "must not contain control characters")
 	}
-	if c.BaseURL != "" {
-		u, err := url.Parse(c.BaseURL)
-		switch {
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			// The parse error is not wrapped: it would quote the URL, userinfo included.
-			return invalid("BaseURL", "must be an absolute http or https URL")
-		case u.User != nil:
-			return invalid("BaseURL", "must not contain user info (credentials go in AccountSID/AuthToken or APIKey/APISecret)")
-		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-			return invalid("BaseURL", "must not contain a query or fragment")
-		}
+	if err := validateBaseURL("BaseURL", c.BaseURL); err != nil {
+		return err
+	}
+	return validateBaseURL("MessagingBaseURL", c.MessagingBaseURL)
+}
+
+// validateBaseURL checks an optional base URL field: absolute http(s), no userinfo, no
+// query or fragment.
+func validateBaseURL(field, raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		// The parse error is not wrapped: it would quote the URL, userinfo included.
+		return invalid(field, "must be an absolute http or https URL")
+	case u.User != nil:
+		return invalid(field, "must not contain user info (credentials go in AccountSID/AuthToken or APIKey/APISecret)")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return invalid(field, "must not contain a query or fragment")
 	}
 	return nil
 }

@@ -1,6 +1,11 @@
 // Package proxyclient is a small client for the Twilio Proxy v1 API, covering the one
 // resource proxyq needs: Message Interactions (create, fetch, list) under
-// /v1/Services/{KS}/Sessions/{KC}/Participants/{KP}/MessageInteractions.
+// /v1/Services/{KS}/Sessions/{KC}/Participants/{KP}/MessageInteractions. It also reads
+// the Message behind an interaction from Twilio's Messaging REST API (FetchMessage:
+// GET /2010-04-01/Accounts/{AC}/Messages/{SM}.json), for its delivery status and
+// error_code, which Proxy's status callbacks do not carry. The Messaging host is
+// api.twilio.com (api.{edge}.{region}.twilio.com with Edge/Region), BaseURL when only
+// that is overridden (the sandbox serves both), or Config.MessagingBaseURL.
 //
 // It knows nothing of queues. Its job is to make one HTTP request per call and to say,
 // as precisely as HTTP allows, what happened to it, so that the worker can decide
@@ -66,6 +71,11 @@
 //
 // Unknown errors are Ambiguous on purpose: treating an unknown failure as "may have
 // been sent" costs a reconciliation; treating it as "not sent" can cost a duplicate SMS.
+//
+// Classify is for the create, where "may have been processed" matters. Reads (fetch,
+// list, FetchMessage) have no side effect: ClassifyRead maps the same errors to
+// Retryable or Permanent only (what Classify calls Ambiguous is Retryable; a 2xx body that
+// is not the expected JSON is Permanent, one whose read was cut is Retryable).
 //
 // RetryAfter returns the server's Retry-After (delta-seconds or HTTP-date, capped by
 // Config.MaxRetryAfter) carried by an *Error; Twilio does not document it for Proxy, so

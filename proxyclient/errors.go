@@ -171,6 +171,47 @@ func Classify(err error) Class {
 	return ClassAmbiguous
 }
 
+// ClassifyRead maps the error of a read (FetchMessage, FetchMessageInteraction,
+// ListMessageInteractions) to a Class. A read has no side effect, so nothing is ever
+// ambiguous: whatever Classify would call ambiguous (a 500/502/504, a timeout after the
+// request was written, an unknown error) is ClassRetryable here. What will fail the same
+// way again is ClassPermanent: a *ValidationError, ErrUnsafeNextPage, a 3xx/4xx other
+// than 429 (e.g. 404 code 20404 for a message that does not exist, 401/403 for
+// credentials that may not read it), 501, TLS and URL errors, and a 2xx whose body is not
+// the JSON expected (*DecodeError wrapping a *json.SyntaxError or *json.UnmarshalTypeError
+// or a bad error_code). A 2xx whose body could not be read (connection cut) is retryable.
+// Callers still bound their retries and honour RetryAfter.
+func ClassifyRead(err error) Class {
+	switch Classify(err) {
+	case ClassNone:
+		return ClassNone
+	case ClassPermanent:
+		return ClassPermanent
+	}
+	var de *DecodeError
+	if errors.As(err, &de) && !isReadError(de.Err) {
+		return ClassPermanent
+	}
+	return ClassRetryable
+}
+
+// isReadError reports whether a DecodeError's cause is the body's transport (the read
+// failed) rather than its content.
+func isReadError(err error) bool {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+	)
+	if errors.As(err, &syn) || errors.As(err, &typ) || errors.Is(err, errBadContent) {
+		return false
+	}
+	return true
+}
+
+// errBadContent marks a decoded body whose content breaks a rule (e.g. a non-integer
+// error_code) or exceeds the size limit: reading it again gives the same.
+var errBadContent = errors.New("unexpected content")
+
 func classifyStatus(code int) Class {
 	switch {
 	case code == http.StatusTooManyRequests, code == http.StatusServiceUnavailable:

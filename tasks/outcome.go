@@ -33,6 +33,20 @@ type Outcome struct {
 	HTTPStatus int       `json:"http_status,omitempty"` // for failed
 	Error      string    `json:"error,omitempty"`       // human-readable reason, for failed/expired/unknown
 	RecordedAt time.Time `json:"recorded_at"`
+
+	// Delivery: what became of the SMS after Twilio accepted it, from Proxy's status callbacks
+	// or a poll (package delivery). OutboundStatus above is then the latest status by rank.
+	StatusHistory     []StatusEvent `json:"status_history,omitempty"`      // each status once, in order of arrival, bounded
+	DeliveredAt       *time.Time    `json:"delivered_at,omitempty"`        // when delivered was reported
+	Final             bool          `json:"final,omitempty"`               // delivered, undelivered or failed: it no longer changes
+	DeliveryErrorCode int           `json:"delivery_error_code,omitempty"` // the Message's error_code (30003…), for undelivered/failed
+	DeliveryError     string        `json:"delivery_error,omitempty"`      // the Message's error_message
+}
+
+// StatusEvent is one entry of Outcome.StatusHistory: a status and when proxyq learned it.
+type StatusEvent struct {
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
 }
 
 // ParseOutcome decodes an outcome record; an empty result yields nil, nil.

@@ -13,6 +13,8 @@
 //  4. POST the MessageInteraction on a context detached from asynq's, bounded by HTTPTimeout;
 //  5. classify the answer (proxyclient.Classify) and record: ledger first, then the outcome
 //     record as the asynq task result; tell asynq done, retry after d, or archive (retry.go).
+//     A recorded send is then handed to the delivery hook (delivery_hook.go), which indexes the
+//     interaction for Twilio's status callbacks.
 //
 // Guarantees. A message is created at Twilio at most once per accepted task: a POST starts only
 // under a fenced ledger lease that outlasts it, and after any answer we did not see (timeout,

@@ -38,6 +38,8 @@ type Handler struct {
 	log     *zap.Logger
 	now     func() time.Time
 	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+	// delivery is told of each recorded send (delivery_hook.go); nil: nobody listens.
+	delivery DeliveryHook
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics
@@ -365,6 +367,9 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent interaction %s: %w", mi.SID, err)}
 	}
 	r.writeResult(o)
+	if r.delivery != nil {
+		r.delivery.Recorded(ctx, r.queue, r.id, mi.AccountSID, o)
+	}
 	outcome := outcomeSent
 	if reconciled {
 		outcome = outcomeReconciled

@@ -24,6 +24,11 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Limiter overrides the account limiter built from Config (tests, benchmarks).
 	Limiter Limiter
+	// Delivery is told of every recorded send (the delivery package's Service; nil: nobody).
+	Delivery DeliveryHook
+	// Tasks are more task types this pool runs beside the send (the delivery package's
+	// error fetches and status webhooks), by type name.
+	Tasks map[string]asynq.Handler
 }
 
 // Worker is one process's pool: an asynq server running the send handler.
@@ -35,6 +40,7 @@ type Worker struct {
 	metrics  *Metrics
 	log      *zap.Logger
 	stopping atomic.Bool
+	tasks    map[string]asynq.Handler
 }
 
 // New validates cfg (after applying defaults) and wires a worker. It returns a config error
@@ -67,7 +73,8 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
-	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log}
+	h.delivery = deps.Delivery
+	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log, tasks: deps.Tasks}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
@@ -90,6 +97,9 @@ func (w *Worker) Handler() *Handler { return w.handler }
 func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendInteraction, w.handler)
+	for typ, h := range w.tasks {
+		mux.Handle(typ, h)
+	}
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}

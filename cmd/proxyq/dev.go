@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/dashboard"
+	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
@@ -232,7 +233,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	var fake *proxytest.Fake
 	if !r.flags.live {
 		fake = proxytest.New(proxytest.Config{Latency: devFakeLatency, Seed: r.flags.seed, Logger: log.Named("fake")})
-		ccfg = proxyclient.Config{AccountSID: devAccountSID, AuthToken: "dev", BaseURL: base + devFakePrefix}.WithDefaults()
+		ccfg = proxyclient.Config{AccountSID: devAccountSID, AuthToken: devAuthToken, BaseURL: base + devFakePrefix}.WithDefaults()
 	}
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
@@ -244,10 +245,16 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg})
+	dev, err := r.newDevDelivery(redisOpt, api, reg, base, fake != nil)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
+		Delivery: dev.svc, Tasks: dev.work.Handlers()})
 	if err != nil {
 		return usageError{err}
 	}
+	dev.limits.set(w.Limiter(), api.AccountKey())
 	queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 	if err != nil {
 		return err
@@ -275,6 +282,11 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	if fake != nil {
 		mux.Handle(devFakePrefix+"/", fake.Mount(devFakePrefix))
 		mux.Handle("/_proxytest/", fake) // the fake's read-only endpoints, also at the root
+		// The fake's Service posts signed status callbacks to the same route as serve's.
+		mux.Handle("POST "+delivery.CallbackPath, dev.callbacks)
+		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devAuthToken}); err != nil {
+			return err
+		}
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	serveErr := make(chan error, 1)
@@ -296,6 +308,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 	started.Store(true)
 	r.defer_(w.Shutdown)
+	r.defer_(dev.startPoller())
 
 	r.printBanner(base, redisDesc, fake != nil, dcfg, generated)
 
@@ -445,6 +458,9 @@ func (r *devRun) runDemo(ctx context.Context, redisOpt asynq.RedisConnOpt, base 
 	if err := fake.SetFaultRates(demoFaultRates); err != nil {
 		return err
 	}
+	if err := fake.SetCallbackConfig(demoCallbacks(url)); err != nil {
+		return err
+	}
 	insp := asynq.NewInspector(redisOpt)
 	defer insp.Close()
 	before := queueCounts(insp)
@@ -495,9 +511,14 @@ loop:
 		case <-ticker.C:
 		}
 	}
+	if stopped == "" {
+		stopped = waitDeliveries(ctx, insp, msgs, deadline.C)
+	}
 	r.term.clear()
 	s := summarize(insp, msgs, fake, time.Since(began))
 	s.print(r.out, stopped)
+	ds := summarizeDeliveries(insp, msgs)
+	ds.print(r.out)
 	fmt.Fprintf(r.out, "\nSee them in the dashboard: %s/queues/default?status=completed (and ?status=archived)\n", url)
 	switch {
 	case s.duplicates > 0:
@@ -508,6 +529,8 @@ loop:
 		return fmt.Errorf("demo: %d of %d messages did not finish (%s)", s.unfinished, n, stopped)
 	case s.unexpected > 0:
 		return fmt.Errorf("demo: %d messages ended differently than intended (see the summary)", s.unexpected)
+	case ds.notFinal > 0:
+		return fmt.Errorf("demo: %d sent messages have no final delivery status (%s)", ds.notFinal, stopped)
 	}
 	return nil
 }

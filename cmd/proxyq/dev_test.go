@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,6 +197,9 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 	if m := devSummaryLine.FindStringSubmatch(out); m == nil || m[1] != strconv.Itoa(n) {
 		t.Fatalf("no summary for %d messages:\n%s", n, out)
 	}
+	if !regexp.MustCompile(`delivery +\d+ delivered, \d+ undelivered or failed`).MatchString(out) {
+		t.Errorf("no delivery line in the summary:\n%s", out)
+	}
 	wantFailed := expectedDemoFailures(n)
 	if got := devCount("failed").FindStringSubmatch(out); got == nil || atoi(t, got[1]) != wantFailed {
 		t.Errorf("summary failed = %v, want %d:\n%s", got, wantFailed, out)
@@ -234,6 +238,17 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 		}
 		if r := demoFailure(index(ti.ID)); r != "" {
 			t.Errorf("completed %s was meant to fail (%s)", ti.ID, r)
+		}
+		// The fake's signed status callbacks reached dev's callback route: every sent message
+		// ends with a final delivery status, its history holding queued and that status (in
+		// the order proxyq learned them: some callbacks come out of order), and an error code
+		// when it was not delivered.
+		hasStatus := func(o *tasks.Outcome, st string) bool {
+			return slices.ContainsFunc(o.StatusHistory, func(e tasks.StatusEvent) bool { return e.Status == st })
+		}
+		if o != nil && (!o.Final || !hasStatus(o, "queued") || !hasStatus(o, o.OutboundStatus) ||
+			(o.OutboundStatus != "delivered" && o.DeliveryErrorCode == 0)) {
+			t.Errorf("completed %s: delivery %s final=%v history %+v error %d", ti.ID, o.OutboundStatus, o.Final, o.StatusHistory, o.DeliveryErrorCode)
 		}
 	}
 	wantCode := map[string]int{"unknown participant": 20404, "closed session": 80607}

@@ -414,6 +414,9 @@ func TestE2EWorkerConfigErrors(t *testing.T) {
 		{"bad concurrency", h.env("PROXYQ_CONCURRENCY=lots"), exitUsage, []string{"PROXYQ_CONCURRENCY"}},
 		{"bad redis url", h.env("REDIS_URL=mysql://x"), exitUsage, []string{"REDIS_URL"}},
 		{"redis down", h.env("REDIS_URL=redis://" + freeAddr(t) + "/0"), exitFailure, []string{"unreachable"}},
+		{"webhook without secret", h.env("PROXYQ_STATUS_WEBHOOK_URL=https://app.example.com/hooks"), exitUsage, []string{"PROXYQ_STATUS_WEBHOOK_SECRET"}},
+		{"bad webhook secret", h.env("PROXYQ_STATUS_WEBHOOK_URL=https://app.example.com/hooks", "PROXYQ_STATUS_WEBHOOK_SECRET=whsec_!!"), exitUsage, []string{"PROXYQ_STATUS_WEBHOOK_SECRET", "base64"}},
+		{"max age below poll after", h.env("PROXYQ_DELIVERY_POLL_AFTER=2h", "PROXYQ_DELIVERY_MAX_AGE=1h"), exitUsage, []string{"PROXYQ_DELIVERY_MAX_AGE", "PROXYQ_DELIVERY_POLL_AFTER"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -32,9 +32,25 @@ every participant and session exists unless marked with --unknown-participant or
 --closed-session. Fault flags make create requests fail the ways Twilio's can: the rates are
 probabilities per create request (together at most 1), drawn from a generator seeded by --seed.
 
+It also serves each message's Messaging API resource (GET /2010-04-01/Accounts/{AC}/Messages/
+{SM}.json: status, error_code, error_message), and moves every message queued -> sent ->
+delivered, --callback-delay apart (or undelivered/failed with an error code, by --undelivered,
+--failed and --error-codes); --advance-status=false keeps every message "queued".
+
+Status callbacks: with --callback-url (the Proxy Service's callback_url, e.g.
+http://127.0.0.1:8080/v1/twilio/proxy/callbacks of 'proxyq serve') each status change is POSTed
+there as Twilio does, form-encoded and signed with X-Twilio-Signature (HMAC-SHA1 keyed with
+the account's Auth Token: --callback-auth-token, PROXYQ_SANDBOX_CALLBACK_AUTH_TOKEN, or else
+the secret the worker authenticates with as TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN; a worker
+using an API key needs one of the first two). --callback-signing-url signs another URL than
+the one posted to (the public URL of a receiver behind a proxy). --callback-duplicates,
+--callback-out-of-order and --callback-before-answer make them arrive twice, out of order, and
+before the create is answered. Failed POSTs are retried (--callback-attempts).
+
 Read-only, unauthenticated endpoints beside the API:
   GET /_proxytest/interactions   every interaction created (JSON), bodies included
   GET /_proxytest/stats          request, create and fault counters
+  GET /_proxytest/callbacks      callbacks sent (parameters included) and their counters
   GET /healthz                   200 while serving
 
 Each request is logged (method, path, status, fault, account; never bodies or secrets).
@@ -58,12 +74,21 @@ type sandboxFlags struct {
 	seed                                                                int64
 	rate429, rate503, rate500AfterCreate, rateResetAfter, rateHangAfter float64
 	faultRates, unknownParticipants, closedSessions                     repeated
+
+	// Delivery and status callbacks (proxytest.CallbackConfig).
+	callbackURL, callbackSigningURL, errorCodes                 string
+	callbackTokens                                              repeated
+	callbackDelay, callbackTimeout                              time.Duration
+	undelivered, failed, callbackDuplicates, callbackOutOfOrder float64
+	callbackBeforeAnswer, advanceStatus                         bool
+	callbackAttempts                                            int
 }
 
 var (
-	participantSIDPattern = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
-	sessionSIDPattern     = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
-	prefixPattern         = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)*/?$`)
+	participantSIDPattern    = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
+	sessionSIDPattern        = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
+	sandboxAccountSIDPattern = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
+	prefixPattern            = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)*/?$`)
 )
 
 func runSandbox(ctx context.Context, m *Main, args []string) error {
@@ -83,6 +108,19 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fs.Var(&f.closedSessions, "closed-session", "session SID (KC…) whose creates answer 400 code 80607 (session closed); repeatable")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the fault generator, so a run can be repeated")
 	fs.StringVar(&f.listOrder, "list-order", string(proxytest.DefaultListOrder), "order of list results: oldest-first, newest-first or shuffled (Twilio documents none)")
+	fs.StringVar(&f.callbackURL, "callback-url", "", "the Proxy Service's callback_url: POST signed status callbacks there (default: none)")
+	fs.StringVar(&f.callbackSigningURL, "callback-signing-url", "", "URL the signature covers when it differs from --callback-url (a public URL behind a proxy)")
+	fs.Var(&f.callbackTokens, "callback-auth-token", "Auth Token signing callbacks: TOKEN for every account, or AC…=TOKEN for one; repeatable (or PROXYQ_SANDBOX_CALLBACK_AUTH_TOKEN)")
+	fs.DurationVar(&f.callbackDelay, "callback-delay", proxytest.DefaultCallbackDelay, "time between a message's statuses (queued, sent, final)")
+	fs.Float64Var(&f.undelivered, "undelivered", 0, "share of messages ending undelivered (queued, sent, undelivered) with an error code, 0..1")
+	fs.Float64Var(&f.failed, "failed", 0, "share of messages ending failed (queued, failed) with an error code, 0..1")
+	fs.StringVar(&f.errorCodes, "error-codes", "30003,30005,30006,30007", "comma-separated Messaging error codes drawn for undelivered and failed messages")
+	fs.Float64Var(&f.callbackDuplicates, "callback-duplicates", 0, "share of callbacks POSTed twice (same signature and I-Twilio-Idempotency-Token), 0..1")
+	fs.Float64Var(&f.callbackOutOfOrder, "callback-out-of-order", 0, "share of messages whose callbacks are held to the final status, then sent newest first, 0..1")
+	fs.BoolVar(&f.callbackBeforeAnswer, "callback-before-answer", false, "POST each message's first callback, and wait for its answer, before answering the create")
+	fs.IntVar(&f.callbackAttempts, "callback-attempts", proxytest.DefaultCallbackAttempts, "POSTs per callback at most while answered non-2xx or not at all")
+	fs.DurationVar(&f.callbackTimeout, "callback-timeout", proxytest.DefaultCallbackTimeout, "bound on one callback POST")
+	fs.BoolVar(&f.advanceStatus, "advance-status", true, "move messages through their statuses even without --callback-url (for pollers); false keeps them queued")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -94,6 +132,9 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if tok := m.Getenv("PROXYQ_SANDBOX_CALLBACK_AUTH_TOKEN"); tok != "" && len(f.callbackTokens) == 0 {
+		f.callbackTokens = repeated{tok}
+	}
 	fake, prefix, err := newSandboxFake(f, log.Named("sandbox"))
 	if err != nil {
 		return err
@@ -109,7 +150,14 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fmt.Fprintf(m.Stdout, "  PROXYQ_API_BASE_URL=%s\n", base)
 	fmt.Fprintf(m.Stdout, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
 	fmt.Fprintf(m.Stdout, "  created:     %s/_proxytest/interactions\n", base)
-	fmt.Fprintf(m.Stdout, "  counters:    %s/_proxytest/stats\n\n", base)
+	fmt.Fprintf(m.Stdout, "  counters:    %s/_proxytest/stats\n", base)
+	fmt.Fprintf(m.Stdout, "  messages:    %s/2010-04-01/Accounts/{AC}/Messages/{SM}.json\n", base)
+	if f.callbackURL != "" {
+		fmt.Fprintf(m.Stdout, "  callbacks:   POST to %s, %s apart; sent: %s/_proxytest/callbacks\n", sandboxRedactQuery(f.callbackURL), f.callbackDelay, base)
+	} else {
+		fmt.Fprintf(m.Stdout, "  callbacks:   none (--callback-url)\n")
+	}
+	fmt.Fprintln(m.Stdout)
 	log.Info("sandbox listening", zap.String("addr", srv.Addr()), zap.String("base_url", base),
 		zap.Duration("latency", f.latency), zap.Int("max_concurrent", f.maxConcurrent), zap.Int64("seed", f.seed))
 
@@ -137,15 +185,24 @@ func newSandboxFake(f sandboxFlags, log *zap.Logger) (*proxytest.Fake, string, e
 	if _, port, err := net.SplitHostPort(f.addr); err != nil || port == "" {
 		return nil, "", usagef("--addr=%q: want host:port such as :4010 or 127.0.0.1:4010", f.addr)
 	}
+	callbacks, err := sandboxCallbacks(f)
+	if err != nil {
+		return nil, "", err
+	}
 	cfg := proxytest.Config{
 		Latency:                 f.latency,
 		MaxConcurrentPerAccount: f.maxConcurrent,
 		Seed:                    f.seed,
 		ListOrder:               proxytest.ListOrder(f.listOrder),
 		Logger:                  log,
+		Callbacks:               callbacks,
 	}
 	if err := cfg.Validate(); err != nil {
-		flagOf := map[string]string{"Latency": "--latency", "MaxConcurrentPerAccount": "--max-concurrent", "ListOrder": "--list-order"}
+		flagOf := map[string]string{"Latency": "--latency", "MaxConcurrentPerAccount": "--max-concurrent", "ListOrder": "--list-order",
+			"Callbacks.URL": "--callback-url", "Callbacks.SigningURL": "--callback-signing-url", "Callbacks.AuthTokens": "--callback-auth-token",
+			"Callbacks.Delay": "--callback-delay", "Callbacks.Undelivered": "--undelivered", "Callbacks.Failed": "--failed",
+			"Callbacks.ErrorCodes": "--error-codes", "Callbacks.Duplicates": "--callback-duplicates",
+			"Callbacks.OutOfOrder": "--callback-out-of-order", "Callbacks.Attempts": "--callback-attempts", "Callbacks.Timeout": "--callback-timeout"}
 		var ce *proxytest.ConfigError
 		if errors.As(err, &ce) && flagOf[ce.Field] != "" {
 			return nil, "", usagef("%s %s", flagOf[ce.Field], ce.Rule)
@@ -202,6 +259,76 @@ func newSandboxFake(f sandboxFlags, log *zap.Logger) (*proxytest.Fake, string, e
 		fake.CloseSession(kc)
 	}
 	return fake, prefix, nil
+}
+
+// sandboxCallbacks builds the fake's delivery and callback settings from the flags. Errors
+// are usageErrors naming the flag; none quotes a token.
+func sandboxCallbacks(f sandboxFlags) (proxytest.CallbackConfig, error) {
+	cb := proxytest.CallbackConfig{
+		URL:          f.callbackURL,
+		SigningURL:   f.callbackSigningURL,
+		Advance:      f.advanceStatus,
+		Delay:        f.callbackDelay,
+		Undelivered:  f.undelivered,
+		Failed:       f.failed,
+		Duplicates:   f.callbackDuplicates,
+		OutOfOrder:   f.callbackOutOfOrder,
+		BeforeAnswer: f.callbackBeforeAnswer,
+		Attempts:     f.callbackAttempts,
+		Timeout:      f.callbackTimeout,
+	}
+	switch {
+	case f.callbackDelay <= 0:
+		return cb, usagef("--callback-delay=%s: want a positive duration such as 250ms", f.callbackDelay)
+	case f.callbackAttempts < 1:
+		return cb, usagef("--callback-attempts=%d: want 1 or more", f.callbackAttempts)
+	case f.callbackTimeout <= 0:
+		return cb, usagef("--callback-timeout=%s: want a positive duration such as 5s", f.callbackTimeout)
+	case f.undelivered >= 0 && f.undelivered <= 1 && f.failed >= 0 && f.failed <= 1 && f.undelivered+f.failed > 1:
+		return cb, usagef("--undelivered=%v plus --failed=%v: want at most 1 together", f.undelivered, f.failed)
+	case f.callbackSigningURL != "" && f.callbackURL == "":
+		return cb, usagef("--callback-signing-url needs --callback-url")
+	}
+	for _, c := range strings.Split(f.errorCodes, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		n, err := strconv.Atoi(c)
+		if err != nil || n <= 0 {
+			return cb, usagef("--error-codes=%q: want comma-separated positive Twilio error codes such as 30003,30005", f.errorCodes)
+		}
+		cb.ErrorCodes = append(cb.ErrorCodes, n)
+	}
+	if len(cb.ErrorCodes) == 0 {
+		return cb, usagef("--error-codes is empty: want at least one code such as 30003")
+	}
+	for _, t := range f.callbackTokens {
+		sid, tok, one := strings.Cut(t, "=")
+		switch {
+		case one && !sandboxAccountSIDPattern.MatchString(sid):
+			return cb, usagef("--callback-auth-token: want TOKEN or AC…=TOKEN with an Account SID (AC + 32 hex digits)")
+		case one && tok == "", !one && t == "":
+			return cb, usagef("--callback-auth-token: the token is empty")
+		case one:
+			if cb.AuthTokens == nil {
+				cb.AuthTokens = map[string]string{}
+			}
+			cb.AuthTokens[sid] = tok
+		case cb.AuthToken != "":
+			return cb, usagef("--callback-auth-token: give one token for every account, or AC…=TOKEN per account")
+		default:
+			cb.AuthToken = t
+		}
+	}
+	return cb, nil
+}
+
+// sandboxRedactQuery drops a URL's query for display: it may carry a token.
+func sandboxRedactQuery(raw string) string {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		return raw[:i] + "?…"
+	}
+	return raw
 }
 
 // sandboxHandler serves the fake under prefix (its /_proxytest endpoints included) and

@@ -3,11 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,6 +150,23 @@ func TestSandboxFlags(t *testing.T) {
 		{"dot prefix", []string{"--prefix", "/../x"}, "--prefix"},
 		{"bad addr", []string{"--addr", "4010"}, "--addr"},
 		{"not a number", []string{"--rate-429", "lots"}, "invalid value"},
+		{"every callback knob", []string{"--callback-url", "http://127.0.0.1:9/cb?x=1", "--callback-signing-url", "https://hooks.example.com/cb?x=1",
+			"--callback-auth-token", "tok", "--callback-auth-token", "AC0123456789abcdef0123456789abcdef=tok2",
+			"--callback-delay", "10ms", "--undelivered", "0.2", "--failed", "0.1", "--error-codes", "30003, 30008",
+			"--callback-duplicates", "0.5", "--callback-out-of-order", "0.5", "--callback-before-answer",
+			"--callback-attempts", "5", "--callback-timeout", "2s", "--advance-status=false"}, ""},
+		{"relative callback URL", []string{"--callback-url", "localhost:8080/cb"}, "--callback-url must be an absolute http or https URL"},
+		{"signing URL alone", []string{"--callback-signing-url", "https://x/cb"}, "--callback-signing-url needs --callback-url"},
+		{"undelivered above 1", []string{"--undelivered", "2"}, "--undelivered must be a fraction"},
+		{"undelivered and failed above 1", []string{"--undelivered", "0.7", "--failed", "0.7"}, "want at most 1 together"},
+		{"negative duplicates", []string{"--callback-duplicates", "-1"}, "--callback-duplicates"},
+		{"out of order above 1", []string{"--callback-out-of-order", "1.1"}, "--callback-out-of-order"},
+		{"bad error code", []string{"--error-codes", "30003,unreachable"}, "--error-codes"},
+		{"no error code", []string{"--error-codes", " , "}, "--error-codes is empty"},
+		{"zero delay", []string{"--callback-delay", "0s"}, "--callback-delay"},
+		{"zero attempts", []string{"--callback-attempts", "0"}, "--callback-attempts"},
+		{"token for a bad account", []string{"--callback-auth-token", "SK0123456789abcdef0123456789abcdef=secret-value"}, "--callback-auth-token: want TOKEN or AC…=TOKEN"},
+		{"two default tokens", []string{"--callback-auth-token", "a", "--callback-auth-token", "b"}, "--callback-auth-token: give one token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,6 +189,102 @@ func TestSandboxFlags(t *testing.T) {
 			if code != exitUsage || !strings.Contains(stderr.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit 2 mentioning %q", code, stderr.String(), tt.want)
 			}
+			if strings.Contains(stderr.String(), "secret-value") {
+				t.Errorf("a token was echoed: %q", stderr.String())
+			}
 		})
+	}
+}
+
+// TestSandboxCallbacks runs the sandbox with callback flags against a receiver that checks the
+// signature itself, then reads the delivery error through the Messaging route.
+func TestSandboxCallbacks(t *testing.T) {
+	t.Parallel()
+	const token = "sandbox-callback-token"
+	type got struct {
+		form  url.Values
+		valid bool
+	}
+	var (
+		mu       sync.Mutex
+		received []got
+		rcvURL   string
+	)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		// Independent check: URL, then each name and value, names sorted; HMAC-SHA1, base64.
+		s := rcvURL
+		for _, k := range slices.Sorted(maps.Keys(r.PostForm)) {
+			s += k + r.PostForm.Get(k)
+		}
+		h := hmac.New(sha1.New, []byte(token))
+		h.Write([]byte(s))
+		ok := hmac.Equal([]byte(base64.StdEncoding.EncodeToString(h.Sum(nil))), []byte(r.Header.Get("X-Twilio-Signature")))
+		mu.Lock()
+		received = append(received, got{r.PostForm, ok})
+		mu.Unlock()
+	}))
+	t.Cleanup(rcv.Close)
+	rcvURL = rcv.URL + "/v1/twilio/proxy/callbacks"
+
+	p := startInProcess(t, map[string]string{"PROXYQ_SANDBOX_CALLBACK_AUTH_TOKEN": token}, "sandbox", "--addr", "127.0.0.1:0",
+		"--callback-url", rcvURL, "--callback-delay", "20ms", "--undelivered", "1", "--error-codes", "30006",
+		"--callback-duplicates", "1", "--callback-before-answer")
+	base := p.waitOutput(t, sandboxBaseLine, 10*time.Second)[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := sandboxClient(t, base)
+	mi, err := c.CreateMessageInteraction(ctx, proxyclient.CreateParams{ServiceSID: sbService, SessionSID: sbSession, ParticipantSID: sbKnown, Body: "callback body"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	early := len(received)
+	mu.Unlock()
+	if early == 0 {
+		t.Errorf("no callback before the create was answered (--callback-before-answer)")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		if n >= 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	var statuses []string
+	for _, g := range received {
+		if !g.valid || g.form.Get("interactionSid") != mi.SID {
+			t.Errorf("callback %v: signature valid %v", g.form.Get("outboundResourceStatus"), g.valid)
+		}
+		statuses = append(statuses, g.form.Get("outboundResourceStatus"))
+	}
+	mu.Unlock()
+	if want := []string{"queued", "queued", "sent", "sent", "undelivered", "undelivered"}; !slices.Equal(statuses, want) {
+		t.Errorf("statuses %v, want %v", statuses, want)
+	}
+	m, err := c.FetchMessage(ctx, mi.AccountSID, mi.OutboundResourceSID)
+	if err != nil || m.Status != "undelivered" || m.ErrorCode != 30006 || m.ErrorMessage == "" {
+		t.Errorf("FetchMessage = %+v, %v", m, err)
+	}
+	r := request(t, "GET", base+"/_proxytest/callbacks", nil)
+	var tool struct {
+		Stats proxytest.CallbackStats `json:"stats"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &tool); err != nil || tool.Stats.Delivered != 6 || tool.Stats.Duplicates != 3 {
+		t.Errorf("/_proxytest/callbacks stats %+v (%v)", tool.Stats, err)
+	}
+	if code := p.stop(t); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	out := p.stdout.String() + p.stderr.String()
+	if strings.Contains(out, token) || strings.Contains(out, "callback body") {
+		t.Errorf("the token or a body was printed or logged")
+	}
+	if !strings.Contains(p.stdout.String(), "callbacks:   POST to "+rcvURL) {
+		t.Errorf("stdout does not announce the callbacks:\n%s", p.stdout.String())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/proxyq/proxyq/dashboard"
+	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/httpapi"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/tasks"
@@ -46,6 +47,7 @@ messages, read their status and cancel them:
   DELETE /v1/message-interactions/{id}     cancel a message not yet sent
   GET    /v1/openapi.json                  the OpenAPI 3.1 description
   GET    /healthz, /readyz                 probes, open without a token
+  POST   /v1/twilio/proxy/callbacks        Twilio Proxy status callbacks (with PROXYQ_PUBLIC_URL)
 
 Every other route needs "Authorization: Bearer <token>" with a token from PROXYQ_API_TOKENS
 (comma separated) or PROXYQ_API_TOKENS_FILE (one per line); without a token the server does
@@ -58,6 +60,13 @@ name, as the workers read them; default critical, default, low); PROXYQ_MAX_RETR
 PROXYQ_RETENTION (applied to every message enqueued, as by proxyq enqueue);
 PROXYQ_SHUTDOWN_TIMEOUT (default 45s); PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT. The deadline of a
 message without send_before is the worker's PROXYQ_SEND_WITHIN.
+
+Twilio status callbacks: set PROXYQ_PUBLIC_URL (the URL Twilio calls, e.g.
+https://proxyq.example.com) and the Proxy Service's callback_url to it followed by
+/v1/twilio/proxy/callbacks. The route needs no bearer token but checks X-Twilio-Signature with
+TWILIO_AUTH_TOKEN of TWILIO_ACCOUNT_SID (required then, also when the worker uses an API key).
+PROXYQ_STATUS_WEBHOOK_URL makes each status change a signed webhook to the application (sent
+by the workers); PROXYQ_DELIVERY_* tune the pending callbacks (see the README).
 
 The server starts even when Redis is down (a warning is logged; /readyz answers 503 until it
 answers). On SIGTERM or SIGINT /readyz turns 503 at once, new connections are still accepted
@@ -84,6 +93,8 @@ type serveSettings struct {
 	api             httpapi.Config
 	redis           asynq.RedisConnOpt
 	shutdownTimeout time.Duration
+	callbacks       *delivery.CallbackConfig // nil: the callback route is off
+	delivery        delivery.Config
 }
 
 func runServe(ctx context.Context, m *Main, args []string) error {
@@ -147,6 +158,18 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	cfg.api.ReadyCheck = func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
 	// The ledger is only read here; its TTL matters to writers only.
 	guard := worker.NewSendGuard(worker.NewLedger(rdb, worker.DefaultLedgerTTL), insp)
+	reg := prometheus.NewRegistry()
+	if cfg.callbacks != nil {
+		dsvc, err := delivery.New(cfg.delivery, rdb, delivery.NewMetrics(reg), log.Named("delivery"))
+		if err != nil {
+			return usageError{err}
+		}
+		if cfg.api.Callbacks, err = dsvc.CallbackHandler(*cfg.callbacks); err != nil {
+			return usageError{err}
+		}
+		log.Info("twilio status callbacks enabled", zap.String("callback_url", cfg.callbacks.PublicURL+delivery.CallbackPath),
+			zap.Bool("status_webhooks", cfg.delivery.WebhookURL != ""))
+	}
 
 	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
 	if err != nil {
@@ -168,7 +191,6 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		log.Info("dashboard mounted behind the API's bearer tokens", zap.String("path", serveDashboardRoot+"/"))
 	}
 	if f.metrics {
-		reg := prometheus.NewRegistry()
 		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, cfg.redis)
 		if err != nil {
 			return err
@@ -268,6 +290,12 @@ func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 		return s, usageError{serveConfigError(err)}
 	}
 	if s.redis, err = m.redisFromEnv(); err != nil {
+		return s, err
+	}
+	if s.callbacks, err = m.callbackConfigFromEnv(); err != nil {
+		return s, err
+	}
+	if s.delivery, err = m.deliveryConfigFromEnv(); err != nil {
 		return s, err
 	}
 	return s, nil

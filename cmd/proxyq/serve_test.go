@@ -411,6 +411,13 @@ func TestServeConfigErrors(t *testing.T) {
 		{"bad addr", base, []string{"--addr", "8081"}, []string{"--addr"}},
 		{"bad redis url", with(base, "REDIS_URL", "http://nope"), nil, []string{"REDIS_URL"}},
 		{"argument", base, []string{"now"}, []string{`unexpected argument "now"`}},
+		// Status callbacks: the route needs the Auth Token, also when the workers use an API key.
+		{"callbacks without auth token", with(with(with(base, "PROXYQ_PUBLIC_URL", "https://proxyq.example.com"), "TWILIO_ACCOUNT_SID", testAccountSID), "TWILIO_API_KEY", "SK0123456789abcdef0123456789abcdef"), nil,
+			[]string{"PROXYQ_PUBLIC_URL", "TWILIO_AUTH_TOKEN", "X-Twilio-Signature", "API_KEY"}},
+		{"callbacks with a relative public url", with(with(with(base, "PROXYQ_PUBLIC_URL", "/proxyq"), "TWILIO_ACCOUNT_SID", testAccountSID), "TWILIO_AUTH_TOKEN", "tok"), nil,
+			[]string{"PROXYQ_PUBLIC_URL", "absolute"}},
+		{"bad webhook url", with(base, "PROXYQ_STATUS_WEBHOOK_URL", "ftp://x"), nil, []string{"PROXYQ_STATUS_WEBHOOK_URL"}},
+		{"malformed poll after", with(base, "PROXYQ_DELIVERY_POLL_AFTER", "soon"), nil, []string{"PROXYQ_DELIVERY_POLL_AFTER"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -128,6 +128,7 @@ func printStatus(w io.Writer, st *tasks.Status, posts int) error {
 	row("Outbound status", o.OutboundStatus)
 	row("Outbound SID", o.OutboundResourceSID)
 	row("Sent at", ts(o.SentAt))
+	deliveryRows(row, ts, o)
 	if o.State == tasks.OutcomeSent {
 		row("Reconciled", map[bool]string{true: "yes (found by listing the participant's interactions)", false: "no"}[o.Reconciled])
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
@@ -27,7 +28,8 @@ MessageInteractions endpoint, retrying what is worth retrying and recording each
 Configuration comes from the environment (REDIS_URL, TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN or
 TWILIO_API_KEY + TWILIO_API_SECRET, TWILIO_EDGE, TWILIO_REGION, PROXYQ_API_BASE_URL,
 PROXYQ_CONCURRENCY, PROXYQ_QUEUES, PROXYQ_HTTP_TIMEOUT, PROXYQ_SHUTDOWN_TIMEOUT, PROXYQ_SEND_WITHIN,
-PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT, PROXYQ_ADMIN_ADDR, … see the README); the flags below
+PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT, PROXYQ_ADMIN_ADDR, the delivery status settings
+PROXYQ_DELIVERY_* and PROXYQ_STATUS_WEBHOOK_*, … see the README); the flags below
 override their variables.
 
 The admin address serves GET /metrics (Prometheus), /healthz and /readyz. Several workers on
@@ -93,6 +95,10 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	dcfg, err := m.workerDeliveryConfigFromEnv()
+	if err != nil {
+		return err
+	}
 
 	if err := m.pingRedis(ctx, redisOpt); err != nil {
 		if ctx.Err() != nil {
@@ -113,10 +119,25 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg})
+	// Delivery status (package delivery): the hook after each recorded send, the error fetches
+	// and status webhooks as tasks of this pool, and the polling sweeper.
+	drdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
+	defer drdb.Close()
+	dsvc, err := delivery.New(dcfg, drdb, delivery.NewMetrics(reg), log.Named("delivery"))
 	if err != nil {
 		return usageError{err}
 	}
+	limits := &accountLimiter{}
+	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(api), limits)
+	if err != nil {
+		return usageError{err}
+	}
+	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
+		Delivery: dsvc, Tasks: dwork.Handlers()})
+	if err != nil {
+		return usageError{err}
+	}
+	limits.set(w.Limiter(), api.AccountKey())
 
 	var started atomic.Bool
 	var admin *adminhttp.Server
@@ -148,7 +169,12 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	started.Store(true)
+	pollCtx, stopPolls := context.WithCancel(context.Background())
+	polled := make(chan struct{})
+	go func() { defer close(polled); dwork.RunPoller(pollCtx) }()
 	<-ctx.Done()
+	stopPolls()
+	<-polled
 	log.Info("shutting down: no new messages are taken; in-flight sends finish", zap.Duration("shutdown_timeout", wcfg.ShutdownTimeout))
 	// The admin server stays up while the pool drains: /readyz answers 503 and the last
 	// metrics can still be scraped.

@@ -56,7 +56,7 @@ func TestPrometheusRules(t *testing.T) {
 	}
 	runbook := string(readRepoFile(t, "deploy", "monitoring", "RUNBOOK.md"))
 
-	want := []string{"ProxyqArchivedGrowing", "ProxyqNoWorkers", "ProxyqQueueLatencyHigh", "ProxyqTwilioRateLimited", "ProxyqUnknownOutcome"}
+	want := []string{"ProxyqArchivedGrowing", "ProxyqNoWorkers", "ProxyqQueueLatencyHigh", "ProxyqTwilioRateLimited", "ProxyqUndeliveredRatioHigh", "ProxyqUnknownOutcome"}
 	var got []string
 	for _, g := range groups.Groups {
 		for _, r := range g.Rules {
@@ -244,6 +244,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		"proxyq_attempts_total", "proxyq_twilio_errors_total", "proxyq_request_duration_seconds_bucket",
 		"proxyq_in_flight_sends", "proxyq_limit_factor", "asynq_tasks_enqueued_total",
 		"asynq_queue_latency_seconds", "proxyq_worker_up",
+		"proxyq_delivery_status_total", "proxyq_delivery_callbacks_total", "proxyq_delivery_create_to_delivered_seconds_bucket",
 	} {
 		if !used[n] {
 			t.Errorf("no panel shows %s", n)

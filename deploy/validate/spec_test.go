@@ -31,6 +31,11 @@ var envVars = map[string]bool{
 	"PROXYQ_RATE_LIMIT": true, "PROXYQ_RATE_BURST": true, "PROXYQ_DASHBOARD_USER": true,
 	"PROXYQ_DASHBOARD_PASSWORD": true, "PROXYQ_DASHBOARD_TOKEN": true, "PROXYQ_API_TOKENS": true,
 	"PROXYQ_API_TOKENS_FILE": true,
+	// Delivery status: the callback route, status webhooks, polling.
+	"PROXYQ_PUBLIC_URL": true, "PROXYQ_STATUS_WEBHOOK_URL": true, "PROXYQ_STATUS_WEBHOOK_SECRET": true,
+	"PROXYQ_STATUS_WEBHOOK_SECRET_FILE": true, "PROXYQ_DELIVERY_POLL": true, "PROXYQ_DELIVERY_POLL_AFTER": true,
+	"PROXYQ_DELIVERY_POLL_EVERY": true, "PROXYQ_DELIVERY_MAX_AGE": true, "PROXYQ_DELIVERY_POLL_BATCH": true,
+	"PROXYQ_DELIVERY_SWEEP_INTERVAL": true, "PROXYQ_DELIVERY_PENDING_TTL": true, "PROXYQ_DELIVERY_INDEX_TTL": true,
 	// Compose-only: the image version stamp passed as a build arg.
 	"PROXYQ_VERSION": true,
 }
@@ -59,6 +64,13 @@ var metricKind = map[string]string{
 	"asynq_tasks_processed_total":           "counter",
 	"asynq_tasks_failed_total":              "counter",
 	"asynq_queue_paused_total":              "gauge",
+	// Delivery status (package delivery): serve and worker.
+	"proxyq_delivery_callbacks_total":             "counter",
+	"proxyq_delivery_status_total":                "counter",
+	"proxyq_delivery_errors_total":                "counter",
+	"proxyq_delivery_create_to_delivered_seconds": "histogram",
+	"proxyq_delivery_polls_total":                 "counter",
+	"proxyq_delivery_webhooks_total":              "counter",
 }
 
 // metricAllowed reports whether name is an exported series name: a metric

@@ -71,7 +71,7 @@ func TestCreate(t *testing.T) {
 				{"outbound_resource_status", r.OutboundResourceStatus, "queued"},
 				{"outbound_resource_type", r.OutboundResourceType, "Message"},
 				{"outbound_resource_url", r.OutboundResourceURL,
-					"https://api.twilio.com/2010-04-01/Accounts/" + acct + "/Messages/" + r.OutboundResourceSID + ".json"},
+					srv.URL + "/2010-04-01/Accounts/" + acct + "/Messages/" + r.OutboundResourceSID + ".json"},
 				{"date_created", r.DateCreated, "2015-07-30T20:00:00Z"},
 				{"date_updated", r.DateUpdated, "2015-07-30T20:00:00Z"},
 				{"url", r.URL, srv.URL + messagesPath(ks, kc, kp) + "/" + r.SID},

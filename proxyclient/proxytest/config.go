@@ -73,6 +73,10 @@ type Config struct {
 	// Now is the clock used for date_created and date_updated. Default time.Now.
 	Now func() time.Time
 
+	// Callbacks simulates each message's delivery and POSTs signed status callbacks to a
+	// Service callback_url (see CallbackConfig). The zero value sends none.
+	Callbacks CallbackConfig
+
 	// Seed seeds the random number generator behind SetFaultRates and ListShuffled, so a run
 	// can be repeated. SIDs do not come from it: they are always unique.
 	Seed int64
@@ -92,6 +96,7 @@ func (c Config) WithDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Callbacks = c.Callbacks.withDefaults()
 	return c
 }
 
@@ -126,7 +131,7 @@ func (c Config) Validate() error {
 	if c.MaxConcurrentPerAccount < 0 {
 		return &ConfigError{Field: "MaxConcurrentPerAccount", Rule: fmt.Sprintf("must not be negative, got %d", c.MaxConcurrentPerAccount)}
 	}
-	return nil
+	return c.Callbacks.validate()
 }
 
 // ConfigError names a Config field and the rule its value broke.

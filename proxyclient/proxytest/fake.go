@@ -46,6 +46,8 @@ type Fake struct {
 	unknownParticipants map[string]bool
 	closedSessions      map[string]bool
 	stats               counters
+
+	cb *callbacks // message delivery and status callbacks (callbacks.go); own mutex
 }
 
 // New returns a Fake configured by cfg (defaults applied). It panics with a *ConfigError if
@@ -66,6 +68,7 @@ func New(cfg Config) *Fake {
 	if f.log == nil {
 		f.log = zap.NewNop()
 	}
+	f.cb = newCallbacks(cfg.Callbacks, cfg.Seed, f.log)
 	f.resetLocked()
 	return f
 }
@@ -78,6 +81,7 @@ func newRNG(seed int64) *rand.Rand {
 // requests answer 503. It does not close any listener (Server.Close does). Safe to call twice.
 func (f *Fake) Close() {
 	f.once.Do(func() { close(f.done) })
+	f.cb.stop()
 }
 
 func (f *Fake) closed() bool {
@@ -201,6 +205,10 @@ func (f *Fake) serveAPI(x *exchange) {
 		return
 	}
 
+	if ac, sm, ok := parseMessageRoute(x.r.URL.Path); ok {
+		f.serveMessage(x, acct, ac, sm)
+		return
+	}
 	rt, ok := parseRoute(x.r.URL.Path)
 	if !ok {
 		notFound(x.w, x.r.URL.Path)
@@ -341,6 +349,7 @@ func (f *Fake) create(x *exchange, rt route, acct account) {
 	}
 
 	rec := f.store(acct, rt, body, media)
+	f.afterCreate(x, rec)
 	switch fault {
 	case Fault500AfterCreate:
 		internalError(x.w)
@@ -554,6 +563,7 @@ func splitmix64(x uint64) uint64 {
 // participant_sid and live at …/Sessions/{KC}/Interactions/{KI}.
 func (f *Fake) render(r *http.Request, rec *record, sessionLevel bool) interactionJSON {
 	created := formatTime(rec.CreatedAt)
+	status, updated := f.cb.currentStatus(rec.SID, rec.CreatedAt)
 	parent := absBase(r) + "/v1/Services/" + rec.Service + "/Sessions/" + rec.Session
 	out := interactionJSON{
 		SID:                    rec.SID,
@@ -564,12 +574,12 @@ func (f *Fake) render(r *http.Request, rec *record, sessionLevel bool) interacti
 		Type:                   "message",
 		OutboundParticipantSID: rec.Participant,
 		OutboundResourceSID:    rec.OutboundResourceSID,
-		OutboundResourceStatus: "queued",
+		OutboundResourceStatus: status,
 		OutboundResourceType:   "Message",
-		OutboundResourceURL: "https://api.twilio.com/2010-04-01/Accounts/" + rec.AccountSID +
+		OutboundResourceURL: absBase(r) + "/2010-04-01/Accounts/" + rec.AccountSID +
 			"/Messages/" + rec.OutboundResourceSID + ".json",
 		DateCreated: created,
-		DateUpdated: created,
+		DateUpdated: formatTime(updated),
 	}
 	if sessionLevel {
 		out.URL = parent + "/Interactions/" + rec.SID
@@ -614,6 +624,11 @@ func (f *Fake) serveTool(x *exchange) {
 		v = f.Created()
 	case toolPrefix + "stats":
 		v = f.Stats()
+	case toolPrefix + "callbacks":
+		v = struct {
+			Stats     CallbackStats `json:"stats"`
+			Callbacks []Callback    `json:"callbacks"`
+		}{f.CallbackStats(), f.Callbacks()}
 	default:
 		notFound(x.w, x.r.URL.Path)
 		return

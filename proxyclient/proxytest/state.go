@@ -136,6 +136,7 @@ func (f *Fake) resetLocked() {
 	f.closedSessions = make(map[string]bool)
 	f.latency = f.cfg.Latency
 	f.rng = newRNG(f.cfg.Seed)
+	f.cb.reset()
 }
 
 // MarkParticipantUnknown makes every request under participant kp answer 404 (code 20404),

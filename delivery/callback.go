@@ -1,0 +1,185 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// CallbackPath is the route of Twilio Proxy's status callbacks: set the Proxy Service's
+// callback_url to PROXYQ_PUBLIC_URL + CallbackPath.
+const CallbackPath = "/v1/twilio/proxy/callbacks"
+
+// Callback handler limits.
+const (
+	DefaultCallbackMaxBody = 64 << 10 // a callback is a few hundred bytes of form fields
+	DefaultCallbackTimeout = 10 * time.Second
+)
+
+// CallbackConfig configures the callback route.
+type CallbackConfig struct {
+	// PublicURL is the base URL Twilio calls (scheme, host, port, and any path prefix a proxy
+	// strips), e.g. https://proxyq.example.com: the signature covers the URL Twilio used,
+	// which TLS terminators and proxies hide from the server.
+	PublicURL string
+	// Tokens gives the Auth Token of the account named in interactionAccountSid.
+	Tokens TokenSource
+	// MaxBodyBytes (default 64 KiB) and Timeout (the Redis work of one callback, default 10s).
+	MaxBodyBytes int64
+	Timeout      time.Duration
+}
+
+// Validate checks the configuration; the route is never served without a way to check
+// signatures.
+func (c CallbackConfig) Validate() error {
+	u, err := url.Parse(c.PublicURL)
+	switch {
+	case c.PublicURL == "":
+		return errors.New("the public URL (PROXYQ_PUBLIC_URL) is required: the signature covers the URL Twilio called")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return errors.New("the public URL (PROXYQ_PUBLIC_URL) must be an absolute http(s) URL such as https://proxyq.example.com")
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return errors.New("the public URL (PROXYQ_PUBLIC_URL) must be a base URL without query, fragment or credentials")
+	case c.Tokens == nil:
+		return errors.New("callbacks need the account's Auth Token (TWILIO_AUTH_TOKEN) to check X-Twilio-Signature, also when REST calls use an API key")
+	case c.MaxBodyBytes < 0 || c.Timeout < 0:
+		return errors.New("callback limits must not be negative")
+	}
+	return nil
+}
+
+// CallbackHandler returns the http.Handler of POST CallbackPath. It is public (Twilio cannot
+// send a bearer token): every request must carry a valid X-Twilio-Signature, else 403 and
+// nothing changes. A signed callback gets 200 whether or not its interaction is known yet
+// (unknown ones are kept for PendingTTL); only a Redis failure answers 503.
+func (s *Service) CallbackHandler(cfg CallbackConfig) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultCallbackMaxBody
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultCallbackTimeout
+	}
+	return &callbackHandler{s: s, cfg: cfg}, nil
+}
+
+type callbackHandler struct {
+	s   *Service
+	cfg CallbackConfig
+}
+
+func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
+		http.Error(w, "want application/x-www-form-urlencoded", http.StatusUnsupportedMediaType)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "malformed form body", http.StatusBadRequest)
+		return
+	}
+	// Only the body's parameters are signed as parameters; the query is part of the URL.
+	params := r.PostForm
+	account := params.Get("interactionAccountSid")
+	token, ok := h.cfg.Tokens.AuthToken(account)
+	if !ok {
+		h.s.metrics.Callbacks.WithLabelValues(ResultUnknownAccount).Inc()
+		http.Error(w, "invalid signature", http.StatusForbidden)
+		return
+	}
+	full := CallbackURL(h.cfg.PublicURL, r.URL.EscapedPath(), r.URL.RawQuery)
+	if !ValidSignature(token, full, params, r.Header.Get("X-Twilio-Signature")) {
+		h.s.metrics.Callbacks.WithLabelValues(ResultBadSignature).Inc()
+		h.s.log.Warn("callback refused: bad X-Twilio-Signature", zap.String("account_sid", account),
+			zap.String("interaction_sid", params.Get("interactionSid")), zap.String("remote", r.RemoteAddr))
+		http.Error(w, "invalid signature", http.StatusForbidden)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	res, err := h.s.HandleCallback(ctx, params)
+	h.s.metrics.Callbacks.WithLabelValues(res).Inc()
+	if err != nil {
+		h.s.log.Error("callback not recorded", zap.String("interaction_sid", params.Get("interactionSid")), zap.Error(err))
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// HandleCallback records a callback whose signature was checked, and returns its result
+// (one of the Result* constants). The error is non-nil only when Redis failed.
+func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string, error) {
+	ki := params.Get("interactionSid")
+	status := strings.ToLower(strings.TrimSpace(params.Get("outboundResourceStatus")))
+	if ki == "" || status == "" {
+		return ResultIgnored, nil
+	}
+	u := Update{Status: status, At: s.now().UTC()}
+	entry, _ := json.Marshal(u)
+	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
+		// Full: only a known interaction gets through.
+		ref, err := s.lookup(ctx, ki)
+		if err != nil {
+			return ResultError, err
+		}
+		if ref == nil {
+			s.log.Warn("early callback dropped: too many interactions waiting", zap.String("interaction_sid", ki), zap.Int("pending_max", s.cfg.PendingMax))
+			return ResultDropped, nil
+		}
+		return s.applyCallback(ctx, *ref, u)
+	}
+	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(ki), earlyList(ki)}, string(entry), pendingPerInteraction,
+		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
+	if errors.Is(err, redis.Nil) {
+		// Kept for PendingTTL; the list itself lives a little longer so that the sweeper
+		// can count what it drops.
+		expiry := s.now().Add(s.cfg.PendingTTL).UnixMilli()
+		if err := s.rdb.ZAdd(ctx, earlyKey, redis.Z{Score: float64(expiry), Member: ki}).Err(); err != nil {
+			return ResultError, fmt.Errorf("schedule the pending callback's expiry: %w", err)
+		}
+		return ResultPending, nil
+	}
+	if err != nil {
+		return ResultError, err
+	}
+	ref, err := decodeRef(ki, v)
+	if err != nil {
+		return ResultError, err
+	}
+	return s.applyCallback(ctx, *ref, u)
+}
+
+func (s *Service) applyCallback(ctx context.Context, ref msgRef, u Update) (string, error) {
+	res, err := s.apply(ctx, ref, []Update{u}, "callback")
+	switch {
+	case errors.Is(err, errGone):
+		return ResultUnknownInteraction, nil
+	case err != nil:
+		return ResultError, err
+	case res.change == Advanced || res.change == ErrorAdded:
+		return ResultAccepted, nil
+	}
+	return ResultDuplicateOrStale, nil
+}

@@ -1,0 +1,308 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+const testToken = "test-auth-token-0123456789abcdef"
+
+type callbackClient struct {
+	t       *testing.T
+	h       http.Handler
+	public  string
+	token   string
+	account string
+}
+
+func newCallbackClient(t *testing.T, s *Service) *callbackClient {
+	t.Helper()
+	public := "https://proxyq.example.com"
+	h, err := s.CallbackHandler(CallbackConfig{PublicURL: public, Tokens: StaticToken{AccountSID: testAccount, Token: testToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &callbackClient{t: t, h: h, public: public, token: testToken, account: testAccount}
+}
+
+func (c *callbackClient) params(ki, status string) url.Values {
+	return url.Values{
+		"interactionSid": {ki}, "interactionAccountSid": {c.account}, "interactionType": {"Message"},
+		"interactionData": {`{"body":"secret body"}`}, "outboundResourceStatus": {status},
+		"outboundResourceSid": {"SM" + strings.Repeat("0", 32)}, "outboundResourceType": {"Message"},
+	}
+}
+
+// post sends a callback signed with token (c.token when ""), "-" for no signature.
+func (c *callbackClient) post(p url.Values, token string) int {
+	if token == "" {
+		token = c.token
+	}
+	body := p.Encode()
+	req := httptest.NewRequest(http.MethodPost, CallbackPath, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if token != "-" {
+		req.Header.Set("X-Twilio-Signature", Signature(token, c.public+CallbackPath, p))
+	}
+	rec := httptest.NewRecorder()
+	c.h.ServeHTTP(rec, req)
+	return rec.Code
+}
+
+func TestCallbackUpdatesTimeline(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+
+	for _, st := range []string{"sent", "sent", "queued", "delivered", "sending", "delivered"} {
+		if code := c.post(c.params(ki, st), ""); code != http.StatusOK {
+			t.Fatalf("%s: %d", st, code)
+		}
+	}
+	got := e.outcome(t, "default", id)
+	if got.OutboundStatus != "delivered" || !got.Final || got.DeliveredAt == nil {
+		t.Fatalf("outcome %+v", got)
+	}
+	if want := []string{"queued", "sent", "delivered", "sending"}; !slices.Equal(statuses(got), want) {
+		t.Fatalf("history %v, want %v", statuses(got), want)
+	}
+	if got.Attempts != 1 || got.OutboundResourceSID != o.OutboundResourceSID || got.InteractionSID != ki {
+		t.Fatalf("the worker's fields changed: %+v", got)
+	}
+	// Final: no longer scheduled for polling.
+	if n, _ := e.rdb.ZScore(context.Background(), pollKey, ki).Result(); n != 0 {
+		t.Fatal("a final message is still scheduled for a poll")
+	}
+}
+
+func TestForgedCallbackChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	before := e.rawResult(t, "default", id)
+
+	p := c.params(ki, "delivered")
+	other := c.params(ki, "delivered")
+	other.Set("interactionAccountSid", "AC00000000000000000000000000000002")
+	cases := map[string]func() int{
+		"no signature":    func() int { return c.post(p, "-") },
+		"wrong token":     func() int { return c.post(p, "not-the-token") },
+		"unknown account": func() int { return c.post(other, "") },
+		"tampered body": func() int {
+			req := httptest.NewRequest(http.MethodPost, CallbackPath, strings.NewReader(c.params(ki, "undelivered").Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-Twilio-Signature", Signature(testToken, c.public+CallbackPath, p))
+			rec := httptest.NewRecorder()
+			c.h.ServeHTTP(rec, req)
+			return rec.Code
+		},
+		"signed for another URL": func() int {
+			req := httptest.NewRequest(http.MethodPost, CallbackPath, strings.NewReader(p.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-Twilio-Signature", Signature(testToken, "https://evil.example.com"+CallbackPath, p))
+			rec := httptest.NewRecorder()
+			c.h.ServeHTTP(rec, req)
+			return rec.Code
+		},
+	}
+	for name, f := range cases {
+		if code := f(); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", name, code)
+		}
+	}
+	if after := e.rawResult(t, "default", id); after != before {
+		t.Fatalf("a forged callback changed the record:\n%s\n%s", before, after)
+	}
+	if n, _ := e.rdb.Exists(context.Background(), earlyList(ki)).Result(); n != 0 {
+		t.Fatal("a forged callback left a pending entry")
+	}
+	// Limits: a huge body is refused before any signature work.
+	req := httptest.NewRequest(http.MethodPost, CallbackPath, strings.NewReader("a="+strings.Repeat("x", 70<<10)))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	c.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized body: %d", rec.Code)
+	}
+}
+
+func TestEarlyCallbacksAppliedAtRecord(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	// The callbacks arrive before the worker recorded the send (its POST's answer is late, or
+	// it answered 500 and reconciliation adopts the interaction later): 200, kept.
+	for _, st := range []string{"sent", "delivered", "sent"} {
+		if code := c.post(c.params(ki, st), ""); code != http.StatusOK {
+			t.Fatalf("%s: %d", st, code)
+		}
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "queued" || len(got.StatusHistory) != 0 {
+		t.Fatalf("applied before the record: %+v", got)
+	}
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	got := e.outcome(t, "default", id)
+	if got.OutboundStatus != "delivered" || !got.Final || !slices.Equal(statuses(got), []string{"queued", "sent", "delivered"}) {
+		t.Fatalf("after record: %+v", got)
+	}
+	if n, _ := e.rdb.Exists(context.Background(), earlyList(ki)).Result(); n != 0 {
+		t.Fatal("pending callbacks left behind")
+	}
+	if n, _ := e.rdb.ZCard(context.Background(), earlyKey).Result(); n != 0 {
+		t.Fatal("pending expiry entry left behind")
+	}
+}
+
+func TestUnknownInteractionDroppedAfterTTL(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{PendingTTL: time.Minute})
+	c := newCallbackClient(t, s)
+	if code := c.post(c.params("KI"+strings.Repeat("f", 32), "delivered"), ""); code != http.StatusOK {
+		t.Fatalf("unknown interaction: %d, want 200 (Twilio must not retry for ever)", code)
+	}
+	if code := c.post(c.params("KI"+strings.Repeat("f", 32), "sent"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	w, err := s.NewWorker(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultUnknownInteraction)); n != 0 {
+		t.Fatalf("dropped before the TTL: %v", n)
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	if _, err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultUnknownInteraction)); n != 2 {
+		t.Fatalf("dropped callbacks counted %v, want 2", n)
+	}
+	if n, _ := e.rdb.Exists(context.Background(), earlyList("KI"+strings.Repeat("f", 32))).Result(); n != 0 {
+		t.Fatal("expired pending callbacks kept")
+	}
+	if got := counter(t, s.metrics.Callbacks.WithLabelValues(ResultPending)); got != 2 {
+		t.Fatalf("pending counted %v", got)
+	}
+}
+
+// Two serve replicas (two Services, two Redis clients) receive every callback of many
+// messages at once, duplicated and shuffled: each message ends delivered with each status
+// once, and each status change is announced once.
+func TestReplicasRaceAtomically(t *testing.T) {
+	e := newEnv(t)
+	cfg := Config{WebhookURL: "http://127.0.0.1:1/hooks"}
+	a, b := e.service(t, cfg), e.service(t, cfg)
+	ca, cb := newCallbackClient(t, a), newCallbackClient(t, b)
+	type msg struct{ id, ki string }
+	var msgs []msg
+	for range 20 {
+		id, ki, o := e.message(t, "default")
+		a.Recorded(context.Background(), "default", id, testAccount, o)
+		msgs = append(msgs, msg{id, ki})
+	}
+	var wg sync.WaitGroup
+	for _, m := range msgs {
+		for _, c := range []*callbackClient{ca, cb, ca, cb} {
+			for _, st := range []string{"delivered", "sent", "sending", "sent", "delivered"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if code := c.post(c.params(m.ki, st), ""); code != http.StatusOK {
+						t.Errorf("%s %s: %d", m.ki, st, code)
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	for _, m := range msgs {
+		o := e.outcome(t, "default", m.id)
+		h := statuses(o)
+		slices.Sort(h)
+		if o.OutboundStatus != "delivered" || !o.Final || !slices.Equal(h, []string{"delivered", "queued", "sending", "sent"}) {
+			t.Fatalf("%s: %s %v", m.id, o.OutboundStatus, statuses(o))
+		}
+	}
+	accepted := counter(t, a.metrics.Callbacks.WithLabelValues(ResultAccepted)) + counter(t, b.metrics.Callbacks.WithLabelValues(ResultAccepted))
+	delivered := counter(t, a.metrics.Statuses.WithLabelValues("delivered", "none")) + counter(t, b.metrics.Statuses.WithLabelValues("delivered", "none"))
+	if delivered != 20 {
+		t.Fatalf("delivered counted %v times for 20 messages", delivered)
+	}
+	if accepted < 20 || accepted > 40 {
+		t.Fatalf("accepted %v: want one per advance (20 delivered + at most 20 sent)", accepted)
+	}
+	// One webhook per status change: a delivered one per message, whatever the race.
+	hooks, err := e.insp.ListPendingTasks("default", asynq.PageSize(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perMsg := map[string]int{}
+	for _, h := range hooks {
+		if h.Type == TypeStatusWebhook {
+			perMsg[h.ID]++
+		}
+	}
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[webhookID("default", m.id, "delivered")] = true
+	}
+	for id := range ids {
+		if perMsg[id] != 1 {
+			t.Fatalf("webhook %s enqueued %d times", id, perMsg[id])
+		}
+	}
+}
+
+// A send whose POST answered 500 is reconciled later: by then Twilio's callbacks have come
+// (kept pending) and the listed interaction already says delivered. The record ends final,
+// with the history in time order.
+func TestReconciledSendWithEarlyCallbacks(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	for _, st := range []string{"queued", "sent", "delivered"} {
+		if code := c.post(c.params(ki, st), ""); code != http.StatusOK {
+			t.Fatal(code)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	o.OutboundStatus, o.Reconciled, o.RecordedAt = "delivered", true, time.Now().UTC()
+	raw, _ := json.Marshal(o)
+	if err := e.rdb.HSet(context.Background(), taskKey("default", id), "result", raw).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Recorded(context.Background(), "default", id, testAccount, o)
+	got := e.outcome(t, "default", id)
+	if !got.Final || got.OutboundStatus != "delivered" || got.DeliveredAt == nil || !got.Reconciled {
+		t.Fatalf("%+v", got)
+	}
+	if h := statuses(got); !slices.Equal(h, []string{"queued", "sent", "delivered"}) {
+		t.Fatalf("history %v", h)
+	}
+	if n := counter(t, s.metrics.Statuses.WithLabelValues("delivered", "none")); n != 1 {
+		t.Fatalf("delivered counted %v", n)
+	}
+	// Final at record: never scheduled for polling.
+	if _, err := e.rdb.ZScore(context.Background(), pollKey, ki).Result(); err == nil {
+		t.Fatal("a final message was scheduled for a poll")
+	}
+}

@@ -1,0 +1,40 @@
+// Package delivery owns what becomes of a message after Twilio accepted it: its delivery
+// status. httpapi only routes Twilio's status callbacks here, and the worker only calls
+// Recorded after it records a send and runs this package's tasks and sweeper.
+//
+// The trip (see README "Delivery status"):
+//
+//	Twilio ──signed POST to the Service's callback_url──▶ CallbackHandler (X-Twilio-Signature)
+//	       ▼
+//	interaction SID → message index ─▶ outcome record: outbound_status, status_history,
+//	       ▼                             delivered_at, final, delivery_error_code/delivery_error
+//	status webhook task ─▶ the application's URL, Standard Webhooks signature, retried
+//
+// Guarantees.
+//   - A callback is applied only with a valid X-Twilio-Signature (HMAC-SHA1 keyed with the Auth
+//     Token of its interactionAccountSid, over the configured public URL with the query kept
+//     exactly, default port with and without, every value of a repeated parameter, constant-time
+//     compare). Anything else is 403 and changes nothing.
+//   - The timeline never moves back: statuses are ranked accepted|scheduled < queued < sending <
+//     sent < delivery-unknown < delivered|undelivered|failed; the last three are final and never
+//     replaced. A duplicate changes nothing; an older status is added to the history only;
+//     statuses we do not know are kept in the history without moving the rank.
+//   - Updates are atomic across processes: each is an optimistic transaction (WATCH/MULTI/EXEC)
+//     on the one key that holds the record, asynq's task hash, so two serve replicas, a poll and
+//     a fetch can race on one message and every status lands once. Only the process whose
+//     transaction committed a change counts it and announces it.
+//   - A callback that arrives before the send is recorded (its POST's answer still on the way, or
+//     an ambiguous POST reconciled later) is kept for PendingTTL and applied by Recorded, on
+//     whichever path records the send; the index check and the append are one script, and so are
+//     the index write and the drain, so none slips between them. Callbacks still unmatched after
+//     PendingTTL are dropped and counted (callbacks result="unknown_interaction").
+//   - Every indexed message without a final status is polled after PollAfter, every PollEvery,
+//     bounded per pass, under the account's limits (a pass stops at the first "no room" or 429),
+//     until final or MaxAge, after which it says delivery-unknown. Its Redis cost is one ZADD at
+//     record and one ZREM when final.
+//   - Status webhooks are asynq tasks (retries, backoff, at least once) with a webhook-id stable
+//     per (message, status); they never delay the answer to Twilio.
+//
+// Logs carry task IDs, SIDs, statuses and error codes: never Auth Tokens, webhook secrets,
+// message bodies (interactionData) or the webhook URL's query.
+package delivery

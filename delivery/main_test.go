@@ -1,0 +1,9 @@
+package delivery
+
+import (
+	"testing"
+
+	"github.com/proxyq/proxyq/internal/redistest"
+)
+
+func TestMain(m *testing.M) { redistest.Main(m) }

@@ -1,0 +1,367 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// Redis keys of this package. Keys a script touches together share a hash tag, so each script
+// touches one Redis Cluster slot; the two sets are single keys.
+//
+//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a","m","t"}; IndexTTL
+//	proxyq:{ki:<KI>}:early    LIST    callbacks that came before the send was recorded; PendingTTL
+//	proxyq:delivery:poll      ZSET    KI, score = when to poll it next (unix ms); removed when final
+//	proxyq:delivery:early     ZSET    KI with early callbacks, score = when they expire (unix ms)
+//
+// The outcome record itself is asynq's: field "result" of asynq:{<queue>}:t:<task id>.
+const (
+	pollKey  = "proxyq:delivery:poll"
+	earlyKey = "proxyq:delivery:early"
+)
+
+func indexKey(ki string) string  { return "proxyq:{ki:" + ki + "}:msg" }
+func earlyList(ki string) string { return "proxyq:{ki:" + ki + "}:early" }
+
+// taskKey is asynq's key of a task's hash (internal/base.TaskKey in asynq v0.26); its "result"
+// field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
+func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
+
+// msgRef is what the index holds: where the message's outcome record is, and what to fetch.
+type msgRef struct {
+	Queue      string `json:"q"`
+	TaskID     string `json:"id"`
+	AccountSID string `json:"a,omitempty"`
+	MessageSID string `json:"m,omitempty"` // SM…, the outbound resource
+	SentAt     int64  `json:"t,omitempty"` // unix seconds
+	KI         string `json:"-"`
+}
+
+// earlyScript: the index if the interaction is recorded; else keep the callback for later.
+// One script, so a callback never slips between a record's drain and its own append.
+var earlyScript = redis.NewScript(`
+local v = redis.call("GET", KEYS[1])
+if v then return v end
+redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("LTRIM", KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call("PEXPIRE", KEYS[2], ARGV[3])
+return false
+`)
+
+// recordScript writes the index and takes the callbacks that came early.
+var recordScript = redis.NewScript(`
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+local e = redis.call("LRANGE", KEYS[2], 0, -1)
+if #e > 0 then redis.call("DEL", KEYS[2]) end
+return e
+`)
+
+// claimScript takes up to ARGV[2] messages due for a poll and pushes them to ARGV[3], so that
+// two workers never poll the same message in one pass.
+var claimScript = redis.NewScript(`
+local m = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[2]))
+for _, k in ipairs(m) do redis.call("ZADD", KEYS[1], "XX", ARGV[3], k) end
+return m
+`)
+
+// drainScript drops an expired early list and says how many callbacks it held.
+var drainScript = redis.NewScript(`
+local n = redis.call("LLEN", KEYS[1])
+redis.call("DEL", KEYS[1])
+return n
+`)
+
+// Service owns delivery status: callbacks in, the timeline in the outcome record, pending
+// callbacks, the interaction index, polling, error fetches and status webhooks. It is safe for
+// concurrent use, by any number of processes.
+type Service struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	client  *asynq.Client
+	metrics *Metrics
+	log     *zap.Logger
+	now     func() time.Time
+}
+
+// New returns a service on rdb. cfg is defaulted and validated; metrics and log may be nil.
+func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logger) (*Service, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if rdb == nil {
+		return nil, errors.New("delivery: a Redis client is required")
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}, nil
+}
+
+// Config returns the service's configuration, defaults applied.
+func (s *Service) Config() Config { return s.cfg }
+
+// Recorded is the worker's hook, called once the ledger has recorded a send and the outcome
+// record is written: it indexes the interaction for IndexTTL, applies the callbacks that came
+// early, and schedules the polling fallback — one round trip in the common case. Errors are
+// logged, never returned: the send is recorded whatever happens here, and the poll or a
+// later callback repairs a missed timeline.
+func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) {
+	if o == nil || o.InteractionSID == "" {
+		return
+	}
+	ref := msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, MessageSID: o.OutboundResourceSID, KI: o.InteractionSID}
+	if ref.AccountSID == "" {
+		ref.AccountSID = s.cfg.AccountSID
+	}
+	if o.SentAt != nil {
+		ref.SentAt = o.SentAt.Unix()
+	}
+	val, _ := json.Marshal(ref)
+	var early *redis.Cmd
+	// EVAL rather than EVALSHA: in a pipeline a missing script cannot be retried, and the
+	// script is short.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
+		if !s.cfg.PollOff && !IsFinal(o.OutboundStatus) {
+			p.ZAdd(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("delivery: could not index the interaction; its callbacks stay pending until the poll finds it",
+			zap.String("task_id", taskID), zap.String("interaction_sid", ref.KI), zap.Error(err))
+		return
+	}
+	raw, _ := early.StringSlice()
+	var ups []Update
+	if len(raw) > 0 {
+		_ = s.rdb.ZRem(ctx, earlyKey, ref.KI).Err()
+	}
+	for _, r := range raw {
+		var u Update
+		if json.Unmarshal([]byte(r), &u) == nil {
+			ups = append(ups, u)
+		}
+	}
+	if IsFinal(o.OutboundStatus) {
+		// Already final when recorded (a reconciled send found delivered): record it as final
+		// now; no callback may come for it any more.
+		ups = append(ups, Update{Status: o.OutboundStatus, At: o.RecordedAt})
+	}
+	if len(ups) == 0 {
+		return
+	}
+	if _, err := s.apply(ctx, ref, ups, "early"); err != nil {
+		s.log.Error("delivery: could not apply early callbacks", zap.String("task_id", taskID),
+			zap.String("interaction_sid", ref.KI), zap.Error(err))
+	}
+}
+
+// lookup returns the message an interaction belongs to, or nil when it is not indexed.
+func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
+	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeRef(ki, v)
+}
+
+func decodeRef(ki, v string) (*msgRef, error) {
+	var ref msgRef
+	if err := json.Unmarshal([]byte(v), &ref); err != nil {
+		return nil, fmt.Errorf("delivery: corrupt index for %s: %w", ki, err)
+	}
+	ref.KI = ki
+	return &ref, nil
+}
+
+// errGone is returned by apply when the message's task no longer exists (retention over).
+var errGone = errors.New("the message's record is gone")
+
+// maxTxRetries bounds the optimistic retries of one update under contention.
+const maxTxRetries = 50
+
+// result is what apply did, for its caller's metrics and follow-ups.
+type result struct {
+	change  Change
+	outcome tasks.Outcome
+	applied []Update // the updates that changed something
+	reached []string // the statuses outbound_status moved to, in order
+}
+
+// apply folds ups into the outcome record of ref, atomically: WATCH the task's hash, read
+// "result", fold, write it back in MULTI/EXEC, and start again when another writer (a second
+// serve replica, a poll, the worker) got there first. Keys other than the timeline's are kept
+// byte for byte, so fields this package does not know survive. Then, outside the
+// transaction: metrics, status webhooks, the error fetch, and the poll's removal when final.
+func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source string) (result, error) {
+	key := taskKey(ref.Queue, ref.TaskID)
+	var res result
+	var err error
+	for range maxTxRetries {
+		res = result{}
+		err = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			raw, err := tx.HGet(ctx, key, "result").Result()
+			if errors.Is(err, redis.Nil) {
+				return errGone
+			}
+			if err != nil {
+				return err
+			}
+			var fields map[string]json.RawMessage
+			var o tasks.Outcome
+			if err := json.Unmarshal([]byte(raw), &fields); err != nil {
+				return fmt.Errorf("delivery: outcome record of %s is not JSON: %w", ref.TaskID, err)
+			}
+			if err := json.Unmarshal([]byte(raw), &o); err != nil {
+				return fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
+			}
+			if o.State != tasks.OutcomeSent || o.InteractionSID != ref.KI {
+				// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
+				return errGone
+			}
+			best := Unchanged
+			for _, u := range ups {
+				prev, prevFinal := o.OutboundStatus, o.Final
+				c := applyUpdate(&o, u)
+				if o.OutboundStatus != prev || o.Final != prevFinal {
+					res.reached = append(res.reached, o.OutboundStatus)
+				}
+				if c != Unchanged {
+					res.applied = append(res.applied, u)
+				}
+				if c == Advanced || (c == ErrorAdded && best != Advanced) || (c == Stale && best == Unchanged) {
+					best = c
+				}
+			}
+			res.change, res.outcome = best, o
+			if best == Unchanged {
+				return nil
+			}
+			setField(fields, "outbound_status", o.OutboundStatus)
+			setField(fields, "status_history", o.StatusHistory)
+			setField(fields, "delivered_at", o.DeliveredAt)
+			setField(fields, "final", o.Final)
+			setField(fields, "delivery_error_code", o.DeliveryErrorCode)
+			setField(fields, "delivery_error", o.DeliveryError)
+			data, err := json.Marshal(fields)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.HSet(ctx, key, "result", data)
+				return nil
+			})
+			return err
+		}, key)
+		if !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	if err != nil {
+		return res, err
+	}
+	s.after(ctx, ref, res, source)
+	return res, nil
+}
+
+// setField sets or, for a zero value, removes a key of the record (the omitempty convention).
+func setField(fields map[string]json.RawMessage, name string, v any) {
+	switch x := v.(type) {
+	case string:
+		if x == "" {
+			delete(fields, name)
+			return
+		}
+	case int:
+		if x == 0 {
+			delete(fields, name)
+			return
+		}
+	case bool:
+		if !x {
+			delete(fields, name)
+			return
+		}
+	case *time.Time:
+		if x == nil {
+			delete(fields, name)
+			return
+		}
+	case []tasks.StatusEvent:
+		if len(x) == 0 {
+			delete(fields, name)
+			return
+		}
+	}
+	data, _ := json.Marshal(v)
+	fields[name] = data
+}
+
+// after runs the consequences of a committed change: only the process whose transaction
+// committed the change runs them, so a status change is counted and announced once.
+func (s *Service) after(ctx context.Context, ref msgRef, res result, source string) {
+	o := res.outcome
+	if res.change == Unchanged {
+		return
+	}
+	for _, st := range res.reached {
+		code := "none"
+		if st == o.OutboundStatus && o.DeliveryErrorCode != 0 {
+			code = strconv.Itoa(o.DeliveryErrorCode)
+		}
+		s.metrics.Statuses.WithLabelValues(st, code).Inc()
+	}
+	if o.DeliveryErrorCode != 0 && hasError(res.applied) {
+		s.metrics.Errors.WithLabelValues(strconv.Itoa(o.DeliveryErrorCode)).Inc()
+	}
+	if res.change == Advanced && o.OutboundStatus == StatusDelivered && o.DeliveredAt != nil && o.SentAt != nil {
+		s.metrics.CreateDelivered.Observe(max(0, o.DeliveredAt.Sub(*o.SentAt).Seconds()))
+	}
+	s.log.Info("delivery status", zap.String("task_id", ref.TaskID), zap.String("queue", ref.Queue),
+		zap.String("interaction_sid", ref.KI), zap.String("status", o.OutboundStatus), zap.Bool("final", o.Final),
+		zap.Int("error_code", o.DeliveryErrorCode), zap.String("source", source))
+	if o.Final {
+		if err := s.rdb.ZRem(ctx, pollKey, ref.KI).Err(); err != nil {
+			s.log.Warn("delivery: could not unschedule the poll of a final message", zap.String("interaction_sid", ref.KI), zap.Error(err))
+		}
+	}
+	needsError := (o.OutboundStatus == StatusUndelivered || o.OutboundStatus == StatusFailed) && o.DeliveryErrorCode == 0
+	if res.change == Advanced && needsError && ref.MessageSID != "" {
+		// The callback has no error code: the worker fetches the Message, under the account's
+		// limits, and announces the status with its code.
+		if err := s.enqueueFetch(ctx, ref); err != nil {
+			s.log.Error("delivery: could not schedule the error fetch; the webhook goes out without a code", zap.String("task_id", ref.TaskID), zap.Error(err))
+			s.announce(ctx, ref, o)
+		}
+		return
+	}
+	if res.change == Advanced || res.change == ErrorAdded {
+		s.announce(ctx, ref, o)
+	}
+}
+
+func hasError(ups []Update) bool {
+	for _, u := range ups {
+		if u.ErrorCode != 0 {
+			return true
+		}
+	}
+	return false
+}
