@@ -257,17 +257,27 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	}
 	defer fake.close()
 	n, c := b.z.s7Messages, b.z.s1Concurrency
-	p, err := b.cost(ctx, sideProxyq, fake, n, proxyqOptions{Concurrency: c})
-	if err != nil {
-		return nil, err
-	}
-	q, err := b.cost(ctx, sidePeer, fake, n, proxyqOptions{Concurrency: c})
-	if err != nil {
-		return nil, err
-	}
-	lim, err := b.cost(ctx, sideProxyq, fake, n, proxyqOptions{Concurrency: c, MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6})
-	if err != nil {
-		return nil, err
+	// Commands and memory are the same from run to run; Redis's time is not on a shared
+	// machine, so each side runs z.repeats times in turn and keeps its cheapest run.
+	var p, q, lim sideCost
+	for rep := range b.z.repeats {
+		for _, run := range []struct {
+			side string
+			o    proxyqOptions
+			keep *sideCost
+		}{
+			{sideProxyq, proxyqOptions{Concurrency: c}, &p},
+			{sidePeer, proxyqOptions{Concurrency: c}, &q},
+			{sideProxyq, proxyqOptions{Concurrency: c, MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6}, &lim},
+		} {
+			got, err := b.cost(ctx, run.side, fake, n, run.o)
+			if err != nil {
+				return nil, err
+			}
+			if rep == 0 || got.stats.Usec < run.keep.stats.Usec {
+				*run.keep = got
+			}
+		}
 	}
 	per := func(v int64) float64 { return float64(v) / float64(n) }
 	calls := func(s sideCost) float64 { return per(s.stats.Calls) }
@@ -287,7 +297,7 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	if afterTTL > 0 {
 		ttlText = fmt.Sprintf("TTL %s", afterTTL.Round(time.Hour))
 	}
-	measure := fmt.Sprintf("Redis per message, %d msgs, concurrency %d, defaults (no limits), commandstats reset after the enqueue:", n, c)
+	measure := fmt.Sprintf("Redis per message, %d msgs, concurrency %d, defaults (no limits), commandstats reset after the enqueue, cheapest of %d:", n, c, b.z.repeats)
 	return []Row{
 		{Scenario: 7, Measure: measure + " commands (those inside scripts too)", Unit: "commands",
 			Proxyq: pc, Peer: qc, Ratio: pc / qc, Target: "proxyq/peer ≤ 1.5", Met: met(pc/qc <= 1.5)},
