@@ -74,6 +74,7 @@ func TestQuickRunReportsEveryRow(t *testing.T) {
 		{7, "process CPU", true, true, false},
 		{7, "memory held per completed message", true, true, false},
 		{7, "kept by proxyq beyond", true, false, true},
+		{7, "hash-max-listpack-value", true, true, false},
 		{7, "commands with both account limits", true, true, false},
 		{7, "Redis CPU with both account limits", true, true, false},
 		{8, "fake in another process", true, true, false},

@@ -39,7 +39,7 @@
 //     per message, and the part proxyq keeps outside asynq's task. proxyq runs with the defaults
 //     (no limits), then once more with both account limits on to price them. Best of 3 by usec.
 //  8. Scenario 1 with the fake in another process (`proxyq bench --child --side fake`), so that
-//     the fake's CPU is not the worker's.
+//     the fake's CPU is not the worker's, and proxyq with its defaults (no account limits).
 //
 // Throughputs of scenarios 1 and 2 are messages over the time from starting the pool to the last
 // completion; those of scenario 6 (child processes, whose start-up is fuzzy) are the slope of the
