@@ -130,8 +130,17 @@ func TestLedgerLapsedInFlightBecomesUnknown(t *testing.T) {
 
 func TestLedgerClaimsAreExclusive(t *testing.T) {
 	t.Parallel()
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) { testClaimsAreExclusive(t, split) })
+	}
+}
+
+// testClaimsAreExclusive runs with the claim in the record script (one Redis) or before it
+// (split, as on a Redis Cluster).
+func testClaimsAreExclusive(t *testing.T, split bool) {
 	ctx := context.Background()
 	l := newTestLedger(t)
+	l.splitClaim = split
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, testQ, "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1"}
@@ -307,8 +316,15 @@ func TestLedgerLivesAndDiesWithTheAsynqTask(t *testing.T) {
 // interaction a message of one queue already recorded.
 func TestLedgerClaimsSpanQueues(t *testing.T) {
 	t.Parallel()
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) { testClaimsSpanQueues(t, split) })
+	}
+}
+
+func testClaimsSpanQueues(t *testing.T, split bool) {
 	ctx := context.Background()
 	l := newTestLedger(t)
+	l.splitClaim = split
 	makeTask(t, l.rdb, "critical", "b")
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, "critical", "b", time.Minute)
