@@ -11,9 +11,9 @@
 //     wait; an earlier request's outcome unknown → reconcile (reconcile.go); deadline passed →
 //     archived as expired;
 //  4. POST the MessageInteraction on a context detached from asynq's, bounded by HTTPTimeout;
-//  5. classify the answer (proxyclient.Classify) and record: the interaction's claim, then the
-//     ledger and the outcome record (asynq's task result) in one script; tell asynq done, retry
-//     after d, or archive (retry.go).
+//  5. classify the answer (proxyclient.Classify) and record the interaction's claim, the ledger
+//     and the outcome record (asynq's task result) in one script; tell asynq done, retry after d,
+//     or archive (retry.go).
 //
 // Guarantees. A message is created at Twilio at most once per accepted task: a POST starts only
 // under a fenced ledger lease that outlasts it, and after any answer we did not see (timeout,
@@ -31,8 +31,9 @@
 // only key of ours outside it is one claim per recorded interaction (LedgerTTL, default 72h),
 // which reconciliation reads to never adopt another message's interaction; a message whose last
 // request started beyond that horizon is archived as unknown rather than reconciled. On the
-// common path a message costs two small scripts and one SET beyond asynq's own dequeue and
-// completion: 8 Redis commands, against asynq's 15 (README, Performance).
+// common path a message costs two small scripts beyond asynq's own dequeue and completion (on a
+// Redis Cluster the claim is a SET of its own): 8 Redis commands, against asynq's 15 (README,
+// Performance).
 //
 // Why not asynq alone: asynq delivers at least once (after lease expiry, a task timeout or a
 // shutdown that outlasts its timeout, the same task runs again, possibly while the first run is

@@ -333,8 +333,8 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	return false, nil
 }
 
-// recordSent records an interaction as this message's outcome: its claim, then the ledger and
-// the asynq result in one step (the result is what people read; the ledger stops a second send).
+// recordSent records an interaction as this message's outcome: its claim, the ledger and the
+// asynq result in one step (the result is what people read; the ledger stops a second send).
 func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction, reconciled bool, latency time.Duration) error {
 	o := &tasks.Outcome{
 		State: tasks.OutcomeSent, InteractionSID: mi.SID, OutboundStatus: mi.OutboundResourceStatus,
