@@ -32,12 +32,12 @@ type Config struct {
 	// RedisURL is the Redis to run on; its database is flushed before every scenario. Empty: a
 	// private redis-server on a free loopback port.
 	RedisURL string
-	// Scenarios lists the scenarios to run, 1 to 6 (empty: all).
+	// Scenarios lists the scenarios to run, 1 to 8 (empty: all).
 	Scenarios []int
 }
 
 // AllScenarios are the scenario numbers, in order.
-var AllScenarios = []int{1, 2, 3, 4, 5, 6}
+var AllScenarios = []int{1, 2, 3, 4, 5, 6, 7, 8}
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
@@ -66,6 +66,7 @@ type sizes struct {
 	s6Rate                       float64
 	s6Processes, s6Concurrency   int
 	s1Concurrency, s1MaxInFlight int
+	s7Messages                   int
 	repeats                      int // runs of scenarios 1, 2, 4 and 5, keeping the best
 }
 
@@ -77,7 +78,8 @@ func (c Config) sizes() sizes {
 		s4Messages: 20000, s4Batch: 100,
 		s5Messages: 3000, s5Concurrency: 1000, s5Latency: time.Second,
 		s6Messages: 2000, s6Cap: 20, s6RateMessages: 500, s6Rate: 50, s6Processes: 3, s6Concurrency: 50,
-		repeats: 3,
+		s7Messages: 5000,
+		repeats:    3,
 	}
 	if c.Quick {
 		z = sizes{
@@ -87,11 +89,12 @@ func (c Config) sizes() sizes {
 			s4Messages: 300, s4Batch: 100,
 			s5Messages: 100, s5Concurrency: 50, s5Latency: 200 * time.Millisecond,
 			s6Messages: 40, s6Cap: 4, s6RateMessages: 30, s6Rate: 20, s6Processes: 3, s6Concurrency: 10,
-			repeats: 1,
+			s7Messages: 200,
+			repeats:    1,
 		}
 	}
 	if n := c.Messages; n > 0 {
-		z.s1Messages, z.s2Messages, z.s3Messages, z.s4Messages, z.s6Messages, z.s6RateMessages = n, n, n, n, n, n
+		z.s1Messages, z.s2Messages, z.s3Messages, z.s4Messages, z.s6Messages, z.s6RateMessages, z.s7Messages = n, n, n, n, n, n, n
 	}
 	return z
 }
@@ -152,6 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Machine: machine() + ", " + rs.info, Quick: cfg.Quick}
 	run := map[int]func(context.Context) ([]Row, error){
 		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6,
+		7: b.scenario7, 8: b.scenario8,
 	}
 	for _, s := range scenarios {
 		if err := rs.flush(ctx); err != nil {

@@ -83,6 +83,9 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if a.Side == "fake" {
+		return serveFakeChild(stdout)
+	}
 	ropt, err := asynq.ParseRedisURI(a.Redis)
 	if err != nil {
 		return fmt.Errorf("--redis: %w", err)

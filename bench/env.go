@@ -149,6 +149,9 @@ func (f *fakeAPI) note(r *http.Request) {
 
 // reset forgets every arrival and resets the fake (latency back to its configured value).
 func (f *fakeAPI) reset() {
+	if f.Fake == nil {
+		return // the fake is in another process (scenario 8)
+	}
 	f.Fake.Reset()
 	f.mu.Lock()
 	defer f.mu.Unlock()

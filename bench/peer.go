@@ -25,7 +25,8 @@ type runner interface {
 	Shutdown()
 }
 
-// peerHandler is the naive sender: decode the payload, POST the form, fail on a non-2xx.
+// peerHandler is the naive sender: decode the payload, POST the form, fail on a non-2xx, write
+// the interaction's SID and status as the task result.
 type peerHandler struct {
 	base   string
 	client *http.Client
@@ -61,9 +62,23 @@ func (h *peerHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode >= 300 {
+		_, _ = io.Copy(io.Discard, resp.Body)
 		return fmt.Errorf("twilio: %s", resp.Status)
+	}
+	var mi struct {
+		SID    string `json:"sid"`
+		Status string `json:"outbound_resource_status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&mi); err != nil {
+		return fmt.Errorf("twilio: decode answer: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	result, _ := json.Marshal(map[string]string{"interaction_sid": mi.SID, "outbound_status": mi.Status})
+	if w := t.ResultWriter(); w != nil {
+		if _, err := w.Write(result); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -385,8 +385,8 @@ func forensics(t *testing.T, db redistest.DB, fake *proxytest.Fake, fl *fleet, s
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "forensics for %s (participant %s):\n", m.id, m.participant)
-		ledger, err := rdb.HGetAll(context.Background(), worker.LedgerKey(m.participant, m.id)).Result()
-		fmt.Fprintf(&b, "  ledger: %v %v\n", ledger, errOrEmpty(err))
+		ledger, err := rdb.HGet(context.Background(), worker.LedgerKey(tasks.DefaultQueue, m.id), "proxyq").Result()
+		fmt.Fprintf(&b, "  ledger: %q %v\n", ledger, errOrEmpty(err))
 		for _, in := range fake.Created() {
 			if in.Body == m.body {
 				fmt.Fprintf(&b, "  fake created %s at %s\n", in.SID, in.CreatedAt.UTC().Format(time.RFC3339Nano))

@@ -30,9 +30,12 @@ type Config struct {
 	// and the shutdown timeout are derived from it.
 	HTTPTimeout time.Duration
 
-	// LedgerTTL is how long the send ledger remembers a message after its last change. Default
-	// SendWithin+7 days, at least 8 days: longer than the default retention of completed tasks
-	// (72h) plus a message's deadline.
+	// LedgerTTL is how long the claim of a recorded interaction is kept (the send ledger itself
+	// lives in asynq's task hash, exactly as long as the task). It is reconciliation's horizon:
+	// a message whose last request started longer ago than this is not reconciled (it is
+	// archived as outcome unknown), because another message's claim on a look-alike interaction
+	// may be gone. Default SendWithin+48h, at least 72h (the default retention of completed
+	// tasks), so a claim lives about as long as the completed task that made it.
 	LedgerTTL time.Duration
 
 	// LimiterMaxWait bounds how long one run waits in-process for an account slot before it
@@ -83,7 +86,7 @@ const (
 	DefaultConcurrency          = 50
 	DefaultDelayedCheckInterval = time.Second
 	DefaultHTTPTimeout          = 15 * time.Second
-	DefaultLedgerTTL            = 8 * 24 * time.Hour
+	DefaultLedgerTTL            = 72 * time.Hour
 	DefaultLimiterMaxWait       = 2 * time.Second
 	DefaultPollInterval         = 20 * time.Millisecond
 	DefaultReconcileMaxPages    = 10
@@ -113,7 +116,7 @@ func (c Config) WithDefaults() Config {
 	set(&c.ReconcileSkew, DefaultReconcileSkew)
 	set(&c.SendWithin, DefaultSendWithin)
 	set(&c.ShutdownTimeout, 2*c.HTTPTimeout+15*time.Second)
-	set(&c.LedgerTTL, max(DefaultLedgerTTL, c.SendWithin+7*24*time.Hour))
+	set(&c.LedgerTTL, max(DefaultLedgerTTL, c.SendWithin+48*time.Hour))
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}

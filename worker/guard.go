@@ -46,9 +46,9 @@ func (e *MaySendError) Unwrap() error { return ErrMaySend }
 // (httpapi.SendGuard). The asynq state alone cannot tell whether a message is safe to delete:
 // a worker holds a message in its ledger before and after the task is "active" (claiming,
 // reconciling, recording), and a retrying task may have a request whose outcome is unknown.
-// So the guard looks the task up (tasks.Lookup) for its participant SID, reads the message's
-// ledger entry, and judges its lease against Redis's own clock, the clock the lease was
-// written with.
+// So the guard looks the task up (tasks.Lookup) for its queue, reads the message's ledger entry
+// (a field of asynq's task hash), and judges its lease against Redis's own clock, the clock the
+// lease was written with.
 //
 // The returned function returns nil for an unknown task (the cancel then answers 404) and
 // for a message no request can have reached Twilio for; a *MaySendError (matching ErrMaySend)
@@ -68,7 +68,7 @@ func NewSendGuard(l *Ledger, insp *asynq.Inspector) func(ctx context.Context, ta
 		if st.Message.ParticipantSID == "" {
 			return nil
 		}
-		entry, err := l.Read(ctx, st.Message.ParticipantSID, taskID)
+		entry, err := l.Read(ctx, st.Queue, taskID)
 		if err != nil {
 			return fmt.Errorf("send guard: task %q: %w", taskID, err)
 		}

@@ -30,7 +30,7 @@ func TestSendGuard(t *testing.T) {
 	// take acquires the message as a worker run does; post also starts its request.
 	take := func(t *testing.T, kp, id string) int64 {
 		t.Helper()
-		own, err := ledger.Acquire(ctx, kp, id, time.Minute)
+		own, err := ledger.Acquire(ctx, tasks.DefaultQueue, id, time.Minute)
 		if err != nil || own.Fence == 0 {
 			t.Fatalf("Acquire = %+v, %v; want ownership", own, err)
 		}
@@ -39,7 +39,7 @@ func TestSendGuard(t *testing.T) {
 	post := func(t *testing.T, kp, id string) int64 {
 		t.Helper()
 		fence := take(t, kp, id)
-		if _, _, err := ledger.BeginSend(ctx, kp, id, fence, time.Minute); err != nil {
+		if _, _, err := ledger.BeginSend(ctx, tasks.DefaultQueue, id, fence, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		return fence
@@ -65,14 +65,14 @@ func TestSendGuard(t *testing.T) {
 			post(t, kp, id)
 		}},
 		{name: "released after a request that created nothing", setup: func(t *testing.T, kp, id string) {
-			check(t, ledger.Release(ctx, kp, id, post(t, kp, id), attemptNone))
+			check(t, ledger.Release(ctx, tasks.DefaultQueue, id, post(t, kp, id), attemptNone, nil))
 		}},
 		{name: "released with an unknown outcome", maySend: true, setup: func(t *testing.T, kp, id string) {
-			check(t, ledger.Release(ctx, kp, id, post(t, kp, id), attemptUnknown))
+			check(t, ledger.Release(ctx, tasks.DefaultQueue, id, post(t, kp, id), attemptUnknown, nil))
 		}},
 		{name: "sent", maySend: true, setup: func(t *testing.T, kp, id string) {
 			o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI" + kp[2:], Attempts: 1}
-			check(t, ledger.MarkSent(ctx, kp, id, post(t, kp, id), o))
+			check(t, ledger.MarkSent(ctx, tasks.DefaultQueue, id, post(t, kp, id), o))
 		}},
 	}
 	for i, tt := range tests {

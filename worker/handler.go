@@ -127,7 +127,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		intent.SendBefore = *p.SendBefore
 	}
 	lctx, sp := startStep(ctx, SpanLedgerAcquire)
-	own, err := h.ledger.AcquireToSend(lctx, p.ParticipantSID, id, h.claimLease(), intent)
+	own, err := h.ledger.AcquireToSend(lctx, queue, id, h.claimLease(), intent)
 	sp.end(err)
 	if err != nil {
 		permit.Release(false)
@@ -136,11 +136,16 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	}
 	r.own, r.posts = own, own.Posts
 	switch {
+	case own.Gone:
+		permit.Release(false)
+		// asynq no longer has the task (deleted while this run was on its way): nothing to do.
+		r.logOutcome(outcomeDuplicate, "", 0, nil, "task no longer exists; not sent")
+		return nil
 	case own.Sent:
 		permit.Release(false)
-		// Sent by an earlier run whose asynq bookkeeping did not finish: record again, send nothing.
-		r.writeResult(own.Outcome)
-		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome re-recorded")
+		// Sent by an earlier run whose asynq bookkeeping did not finish: the outcome is already
+		// the task's result (same hash); send nothing.
+		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome kept")
 		return nil
 	case own.BusyFor > 0:
 		permit.Release(false)
@@ -179,8 +184,8 @@ func (r *run) limited(ctx context.Context, err error) error {
 	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
 	traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
 	retry := &retryLater{After: limitedErr.RetryIn + jitter(limitedErr.RetryIn/2+10*time.Millisecond), Err: err}
-	own, lerr := r.ledger.Acquire(ctx, r.p.ParticipantSID, r.id, r.claimLease())
-	if lerr != nil || own.Sent || own.BusyFor > 0 {
+	own, lerr := r.ledger.Acquire(ctx, r.queue, r.id, r.claimLease())
+	if lerr != nil || own.Sent || own.BusyFor > 0 || own.Gone {
 		return retry // the next run sorts it out
 	}
 	r.own, r.posts = own, own.Posts
@@ -189,7 +194,7 @@ func (r *run) limited(ctx context.Context, err error) error {
 			return r.expire(ctx, deadline)
 		}
 	}
-	r.release(ctx, own.Attempt)
+	r.release(ctx, own.Attempt, nil)
 	return retry
 }
 
@@ -214,7 +219,7 @@ func (r *run) process(ctx context.Context, permit Permit) error {
 		return r.expire(ctx, deadline)
 	}
 	lctx, sp := startStep(ctx, SpanLedgerBeginSend)
-	startedAt, posts, err := r.ledger.BeginSend(lctx, r.p.ParticipantSID, r.id, r.own.Fence, r.sendLease())
+	startedAt, posts, err := r.ledger.BeginSend(lctx, r.queue, r.id, r.own.Fence, r.sendLease())
 	sp.end(err)
 	if err != nil {
 		permit.Release(false)
@@ -237,7 +242,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	posts := r.posts
 	if stalled := time.Since(begun); stalled > r.cfg.HTTPTimeout/2 {
 		permit.Release(false)
-		r.release(ctx, attemptNone) // refused if another run took over; then it decides
+		r.release(ctx, attemptNone, nil) // refused if another run took over; then it decides
 		return &retryLater{After: time.Second, Err: fmt.Errorf("not sent: this process stalled %v before its request could start", stalled.Round(time.Millisecond))}
 	}
 	r.sends.Add(1)
@@ -270,7 +275,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	case proxyclient.ClassNone:
 		return r.recordSent(recCtx, mi, false, latency)
 	case proxyclient.ClassRetryable:
-		r.release(recCtx, attemptNone)
+		r.release(recCtx, attemptNone, nil)
 		after, _ := proxyclient.RetryAfter(err)
 		if rateLimited {
 			// Twilio says a 429 was not processed: safe to resend, and not a failed attempt.
@@ -283,17 +288,15 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		r.logOutcome(outcomeRetried, "", latency, err, "")
 		return &retryLater{After: after, Failure: true, Err: err}
 	case proxyclient.ClassPermanent:
-		r.release(recCtx, attemptNone)
 		o := &tasks.Outcome{State: tasks.OutcomeFailed, Attempts: posts, Error: err.Error(), RecordedAt: r.now().UTC()}
 		if apiErr != nil {
 			o.ErrorCode, o.HTTPStatus, o.Error = apiErr.Code, apiErr.StatusCode, apiErr.Message
 		}
-		r.writeResult(o)
+		r.release(recCtx, attemptNone, o)
 		r.logOutcome(outcomePermanent, "", latency, err, "")
 		return archive(fmt.Errorf("permanent failure, not retried: %w", err))
 	default: // ambiguous: the interaction may exist
-		r.release(recCtx, attemptUnknown)
-		r.writeResult(&tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: posts, RecordedAt: r.now().UTC(),
+		r.release(recCtx, attemptUnknown, &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: posts, RecordedAt: r.now().UTC(),
 			Error: "the last request may have created the interaction; reconciling before any resend"})
 		r.logOutcome(outcomeUnknown, "", latency, err, "")
 		wait := max(time.Until(startedAt.Add(r.cfg.ReconcileSettle)), time.Second)
@@ -305,6 +308,15 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 // reconcile decides, after a request whose answer we never saw, whether it created the
 // interaction. done is false when the caller should go on and send (nothing was created).
 func (r *run) reconcile(ctx context.Context) (done bool, err error) {
+	if horizon := r.own.StartedAt.Add(-r.cfg.ReconcileSkew).Add(r.ledger.ClaimTTL()); !r.own.Now.Before(horizon) {
+		// Claims of look-alike interactions made since that request may have expired: adopting
+		// one could take another message's SMS, and resending could duplicate ours.
+		reason := fmt.Sprintf("outcome unknown: the last request started %s, beyond reconciliation's horizon (claims are kept %v); not resent, to avoid a duplicate SMS",
+			r.own.StartedAt.UTC().Format(time.RFC3339), r.ledger.ClaimTTL())
+		r.release(ctx, attemptUnknown, &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
+		r.logOutcome(outcomeUnknown, "", 0, nil, reason)
+		return true, archive(errors.New(reason))
+	}
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.HTTPTimeout+5*time.Second)
 	began := r.now()
 	rctx, sp := startStep(rctx, SpanReconcile)
@@ -313,7 +325,7 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	cancel()
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
-		r.release(ctx, attemptUnknown)
+		r.release(ctx, attemptUnknown, nil)
 		r.logOutcome(outcomeUnknown, "", 0, err, "reconciliation failed; will try again, never resend blindly")
 		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
 	}
@@ -326,13 +338,12 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	}
 	if res.Truncated {
 		reason := fmt.Sprintf("outcome unknown: the participant has more than %d pages of interactions and none of those read matched; not resent, to avoid a duplicate SMS", r.cfg.ReconcileMaxPages)
-		r.writeResult(&tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
-		r.release(ctx, attemptUnknown)
+		r.release(ctx, attemptUnknown, &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
 		r.logOutcome(outcomeUnknown, "", 0, nil, reason)
 		return true, archive(errors.New(reason))
 	}
 	if settleAt := r.own.StartedAt.Add(r.cfg.ReconcileSettle); r.own.Now.Before(settleAt) {
-		r.release(ctx, attemptUnknown)
+		r.release(ctx, attemptUnknown, nil)
 		return true, &retryLater{After: settleAt.Sub(r.own.Now),
 			Err: errors.New("outcome unknown and not found yet; waiting for Twilio to settle before deciding")}
 	}
@@ -340,8 +351,8 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	return false, nil
 }
 
-// recordSent records an interaction as this message's outcome: ledger first (it is what stops a
-// second send), then the asynq result for people to read.
+// recordSent records an interaction as this message's outcome: its claim, the ledger and the
+// asynq result in one step (the result is what people read; the ledger stops a second send).
 func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction, reconciled bool, latency time.Duration) error {
 	o := &tasks.Outcome{
 		State: tasks.OutcomeSent, InteractionSID: mi.SID, OutboundStatus: mi.OutboundResourceStatus,
@@ -354,7 +365,7 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 	}
 	o.SentAt = &sentAt
 	lctx, sp := startStep(ctx, SpanLedgerRecord)
-	err := r.ledger.MarkSent(lctx, r.p.ParticipantSID, r.id, r.own.Fence, o)
+	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.own.Fence, o)
 	sp.end(err)
 	if err != nil {
 		if errors.Is(err, ErrClaimed) {
@@ -366,7 +377,7 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 			zap.String("interaction_sid", mi.SID), zap.Error(err))
 		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent interaction %s: %w", mi.SID, err)}
 	}
-	r.writeResult(o)
+	traceResult(r.span, o)
 	if r.delivery != nil {
 		r.delivery.Recorded(ctx, r.queue, r.id, mi.AccountSID, o)
 	}
@@ -379,38 +390,24 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 }
 
 func (r *run) expire(ctx context.Context, deadline time.Time) error {
-	r.release(ctx, attemptNone)
 	reason := fmt.Sprintf("expired: not sent before its deadline %s", deadline.UTC().Format(time.RFC3339))
-	r.writeResult(&tasks.Outcome{State: tasks.OutcomeExpired, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
+	r.release(ctx, attemptNone, &tasks.Outcome{State: tasks.OutcomeExpired, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
 	r.logOutcome(outcomeExpired, "", 0, nil, reason)
 	return archive(errors.New(reason))
 }
 
-// release gives up ownership; losing it to another run is fine here (that run decides now).
-func (r *run) release(ctx context.Context, attempt string) {
+// release gives up ownership and, with o, records it as the task's result in the same step;
+// losing ownership to another run is fine here (that run decides now, and records).
+func (r *run) release(ctx context.Context, attempt string, o *tasks.Outcome) {
+	if o != nil {
+		traceResult(r.span, o)
+	}
 	lctx, sp := startStep(ctx, SpanLedgerRelease)
-	err := r.ledger.Release(lctx, r.p.ParticipantSID, r.id, r.own.Fence, attempt)
+	err := r.ledger.Release(lctx, r.queue, r.id, r.own.Fence, attempt, o)
 	sp.end(err)
 	if err != nil && !errors.Is(err, ErrLostOwnership) {
 		// The lease lapses by itself; the next run treats a lapsed in-flight attempt as unknown.
 		r.log.Warn("ledger release failed; lease will lapse", zap.String("task_id", r.id), zap.Error(err))
-	}
-}
-
-// writeResult stores the outcome as the asynq task result. The ledger is authoritative; a failed
-// write here is logged and healed by the next run, which finds the ledger's record.
-func (r *run) writeResult(o *tasks.Outcome) {
-	traceResult(r.span, o)
-	w := r.task.ResultWriter()
-	if w == nil {
-		return
-	}
-	data, err := json.Marshal(o)
-	if err == nil {
-		_, err = w.Write(data)
-	}
-	if err != nil {
-		r.log.Warn("could not write task result", zap.String("task_id", r.id), zap.Error(err))
 	}
 }
 

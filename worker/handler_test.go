@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient"
@@ -105,14 +106,36 @@ func testPayload(body string) tasks.Payload {
 	return tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: testKP, Body: body}
 }
 
+// run is one delivery of task id, whose asynq task hash it creates the first time (as asynq's
+// enqueue would: the ledger lives in it).
 func (f *handlerFixture) run(t *testing.T, id string, p tasks.Payload) error {
 	t.Helper()
-	return f.h.handle(context.Background(), id, "default", payloadTask(t, p))
+	if n, err := f.h.ledger.rdb.Exists(context.Background(), LedgerKey(testQ, id)).Result(); err != nil || n == 0 {
+		makeTask(t, f.h.ledger.rdb, testQ, id)
+	}
+	return f.h.handle(context.Background(), id, testQ, payloadTask(t, p))
+}
+
+// result is the outcome record the handler wrote as the task's asynq result (nil: none).
+func (f *handlerFixture) result(t *testing.T, id string) *tasks.Outcome {
+	t.Helper()
+	data, err := f.h.ledger.rdb.HGet(context.Background(), LedgerKey(testQ, id), "result").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := tasks.ParseOutcome(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 func (f *handlerFixture) entry(t *testing.T, id string) Entry {
 	t.Helper()
-	e, err := f.h.ledger.Read(context.Background(), testKP, id)
+	e, err := f.h.ledger.Read(context.Background(), testQ, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +167,11 @@ func TestHandlerSendsOnceAndRecords(t *testing.T) {
 	if n := f.api.creates.Load(); n != 1 {
 		t.Fatalf("%d creates, want 1", n)
 	}
-	if e := f.entry(t, "m1"); e.Attempt != attemptSent || e.Posts != 1 {
-		t.Fatalf("ledger = %+v, want sent after 1 post", e)
+	if e := f.entry(t, "m1"); e.Attempt != attemptSent {
+		t.Fatalf("ledger = %+v, want sent", e)
+	}
+	if o := f.result(t, "m1"); o == nil || o.State != tasks.OutcomeSent || o.Attempts != 1 || o.InteractionSID != f.api.created[0].SID {
+		t.Fatalf("result = %+v, want sent after 1 post with %s", o, f.api.created[0].SID)
 	}
 }
 
@@ -307,7 +333,7 @@ func TestHandlerIdenticalBodiesAreToldApart(t *testing.T) {
 	if err := f.run(t, "b", testPayload("same")); err != nil {
 		t.Fatal(err)
 	}
-	owners, err := f.h.ledger.ClaimedBy(context.Background(), testKP, []string{f.api.created[0].SID, f.api.created[1].SID})
+	owners, err := f.h.ledger.ClaimedBy(context.Background(), []string{f.api.created[0].SID, f.api.created[1].SID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +420,8 @@ func TestHandlerStalledRunDoesNotSend(t *testing.T) {
 	t.Parallel()
 	f := newHandlerFixture(t, nil)
 	p := testPayload("hi")
-	own, err := f.h.ledger.AcquireToSend(context.Background(), testKP, "m1", f.h.claimLease(),
+	makeTask(t, f.h.ledger.rdb, testQ, "m1")
+	own, err := f.h.ledger.AcquireToSend(context.Background(), testQ, "m1", f.h.claimLease(),
 		SendIntent{Lease: f.h.sendLease(), SendWithin: time.Hour})
 	if err != nil || !own.Began {
 		t.Fatalf("AcquireToSend = %+v, %v", own, err)
@@ -407,5 +434,33 @@ func TestHandlerStalledRunDoesNotSend(t *testing.T) {
 	}
 	if e := f.entry(t, "m1"); e.Attempt != attemptNone {
 		t.Fatalf("ledger after a stall = %+v, want nothing outstanding", e)
+	}
+}
+
+// A message whose last request started beyond the claims' lifetime (an archived unknown message
+// re-run from the dashboard days later) is not reconciled: a look-alike interaction's claim may
+// be gone, so neither adopting nor resending is safe. It is archived with the reason.
+func TestHandlerReconcileBeyondClaimHorizonArchives(t *testing.T) {
+	t.Parallel()
+	f := newHandlerFixture(t, nil)
+	makeTask(t, f.h.ledger.rdb, testQ, "old")
+	started := time.Now().Add(-f.h.ledger.ClaimTTL() - time.Hour).UnixMilli()
+	field := fmt.Sprintf("u:3:0:%d:%d:1", started, started)
+	if err := f.h.ledger.rdb.HSet(context.Background(), LedgerKey(testQ, "old"), ledgerField, field).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.api.extra = []proxyclient.MessageInteraction{interaction("KI00000000000000000000000000000077", "late", nil, time.Now().UTC().Truncate(time.Second))}
+	err := f.run(t, "old", testPayload("late"))
+	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "horizon") {
+		t.Fatalf("err = %v, want archived beyond the reconciliation horizon", err)
+	}
+	if n := f.api.creates.Load(); n != 0 {
+		t.Fatalf("%d creates, want none", n)
+	}
+	if o := f.result(t, "old"); o == nil || o.State != tasks.OutcomeUnknown || !strings.Contains(o.Error, "horizon") {
+		t.Fatalf("result = %+v, want unknown with the reason", o)
+	}
+	if e := f.entry(t, "old"); e.Attempt != attemptUnknown {
+		t.Fatalf("ledger = %+v, want still unknown", e)
 	}
 }

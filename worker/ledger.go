@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,8 +13,22 @@ import (
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// The send ledger: one Redis hash per message that says whether a request that could create
-// the interaction is (or was) in flight, who owns the message now, and the outcome once known.
+// The send ledger: a few fields per message that say whether a request that could create the
+// interaction is (or was) in flight, who owns the message now, and the outcome once known.
+//
+// Where it lives. The ledger is one field, `proxyq`, of asynq's own task hash
+// (`asynq:{<queue>}:t:<task ID>`), and the outcome is asynq's `result` field of the same hash,
+// written by the ledger's scripts (not by asynq's ResultWriter). So the ledger lives exactly as
+// long as the task — which is exactly as long as asynq can deliver the task again: waiting,
+// retrying, archived (a re-run from the dashboard finds it), completed for its retention — and
+// the outcome is stored once. asynq's scripts (enqueue, dequeue, retry, archive, requeue,
+// complete, run/archive from the Inspector) write only their own fields with HSET and never drop
+// others; asynq deletes the whole hash when it deletes the task. The ledger's scripts never
+// create the hash: a task that is gone (deleted, or expired after its retention) is never
+// brought back as a stray hash without TTL.
+//
+// The field's value is `<attempt>:<fence>:<lease_until>:<started>:<first_seen>:<posts>` (times in
+// Redis's milliseconds), or just `s` once the interaction is recorded (the record is `result`).
 //
 // Ownership is a lease with a fencing number. Acquire hands out the next fence when nobody holds a
 // live lease; every later write names its fence and is refused if another run has taken the message
@@ -25,10 +40,15 @@ import (
 //	none       nothing that could have created the interaction is outstanding
 //	in_flight  a POST started at `started`; if its lease lapses, Acquire turns it into unknown
 //	unknown    a POST may have created the interaction: reconcile before sending again
-//	sent       the interaction exists; `outcome` holds the record
+//	sent       the interaction exists; asynq's `result` holds the record
 //
-// Keys carry the participant SID as a hash tag so that a message's ledger and the participant's
-// claimed-interactions hash live in one Redis Cluster slot and one script can touch both.
+// Claims. Every recorded interaction SID is claimed for its message in its own key,
+// `proxyq:claim:<interaction SID>` (value: the task ID, TTL LedgerTTL), so that reconciliation
+// never adopts another message's interaction. Claims are keyed by the interaction alone — not by
+// queue — so one participant's messages in several queues see each other's claims. On one Redis
+// the claim and the record are one script; in a Redis Cluster (the claim key and the task hash
+// are in different slots) the claim is written (SET NX) before the script records the send: a
+// claim whose record then failed still names its own task, whose next run adopts it.
 
 // Attempt states stored in the ledger.
 const (
@@ -38,31 +58,53 @@ const (
 	attemptSent     = "sent"
 )
 
+// ledgerField is the ledger's field in asynq's task hash.
+const ledgerField = "proxyq"
+
+// attemptCode and attemptName map attempt states to their one-letter form in the ledger field.
+var attemptCode = map[string]string{attemptNone: "n", attemptInFlight: "f", attemptUnknown: "u", attemptSent: "s"}
+
+func attemptName(code string) string {
+	for name, c := range attemptCode {
+		if c == code {
+			return name
+		}
+	}
+	return ""
+}
+
 // ErrLostOwnership means another run of the same message took it over (our lease lapsed); the
 // caller must not write anything more for it.
 var ErrLostOwnership = errors.New("send ledger: another run owns this message now")
 
-// LedgerKey is the Redis key of one message's ledger.
-func LedgerKey(participantSID, taskID string) string {
-	return "proxyq:{" + participantSID + "}:ledger:" + taskID
+// LedgerKey is the Redis key that holds one message's ledger: asynq's task hash.
+func LedgerKey(queue, taskID string) string {
+	return "asynq:{" + queue + "}:t:" + taskID
 }
 
-// claimedKey holds interaction SID → task ID for every interaction a message of ours recorded,
-// so that reconciliation never adopts another message's interaction.
-func claimedKey(participantSID string) string {
-	return "proxyq:{" + participantSID + "}:claimed"
+// claimKey records which task recorded an interaction.
+func claimKey(interactionSID string) string {
+	return "proxyq:claim:" + interactionSID
 }
 
 // Ledger is the send ledger on one Redis.
 type Ledger struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+	// splitClaim: the claim is its own command before the record script, because in a Redis
+	// Cluster the claim key and the task hash are in different slots. On one Redis both are
+	// one script: one round trip fewer per message, and no claim is left by a fenced run.
+	splitClaim bool
 }
 
-// NewLedger returns a ledger whose entries expire ttl after their last change.
+// NewLedger returns a ledger whose interaction claims expire ttl after they are made.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
-	return &Ledger{rdb: rdb, ttl: ttl}
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Ledger{rdb: rdb, ttl: ttl, splitClaim: cluster}
 }
+
+// ClaimTTL is how long a claim is kept: reconciliation's horizon.
+func (l *Ledger) ClaimTTL() time.Duration { return l.ttl }
 
 // Ownership is what Acquire found and took.
 type Ownership struct {
@@ -71,6 +113,8 @@ type Ownership struct {
 	Outcome *tasks.Outcome
 	// BusyFor is set when another live run holds the lease: try again after it.
 	BusyFor time.Duration
+	// Gone is set when asynq no longer has the task (deleted): there is nothing to send or record.
+	Gone bool
 
 	Fence     int64
 	Attempt   string    // attempt state when acquired: none or unknown
@@ -87,41 +131,57 @@ type Ownership struct {
 const luaNow = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// acquireScript: KEYS[1] ledger; ARGV[1] lease ms, ARGV[2] ttl seconds, ARGV[3] send lease ms
-// (0: do not begin a send), ARGV[4] send_before ms (0: none), ARGV[5] send-within ms.
+// luaLedger reads the ledger field of KEYS[1] into a, fence, lease, started, first, posts (a is
+// nil when there is no ledger yet; 's' alone once sent), and defines put(), which writes it.
+const luaLedger = `local raw = redis.call('HGET', KEYS[1], 'proxyq')
+local a, fence, lease, started, first, posts
+if raw then
+  a, fence, lease, started, first, posts = string.match(raw, '^(%a):(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if not a then a = raw end
+end
+local function put(...)
+  return redis.call('HSET', KEYS[1], 'proxyq', a .. ':' .. fence .. ':' .. lease .. ':' .. started .. ':' .. first .. ':' .. posts, ...)
+end
+`
+
+// acquireScript: KEYS[1] task hash; ARGV[1] lease ms, ARGV[2] send lease ms (0: do not begin a
+// send), ARGV[3] send_before ms (0: none), ARGV[4] send-within ms.
 //
 // With a send lease, a message with nothing outstanding whose deadline has not passed goes
 // straight to in_flight: the common path costs one script instead of Acquire plus BeginSend.
-var acquireScript = redis.NewScript(luaNow + `
-local h = redis.call('HMGET', KEYS[1], 'attempt', 'lease_until', 'started', 'outcome', 'first_seen', 'posts')
-local attempt = h[1] or 'none'
-if attempt == 'sent' then return {'sent', h[4]} end
-local lease = tonumber(h[2] or '0')
+// Four commands: HMGET, TIME, HSET (and HGET of the result only when already sent).
+var acquireScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'proxyq', 'state')
+if not h[2] then return {'gone'} end
+if h[1] == 's' then return {'sent', redis.call('HGET', KEYS[1], 'result')} end
+` + luaNow + `
+local a, fence, lease, started, first, posts = 'n', 0, 0, 0, now, 0
+if h[1] then
+  local x = {string.match(h[1], '^(%a):(%d+):(%d+):(%d+):(%d+):(%d+)$')}
+  if not x[1] then return redis.error_reply('send ledger: unreadable ledger field') end
+  a, fence, lease, started, first, posts = x[1], tonumber(x[2]), tonumber(x[3]), tonumber(x[4]), tonumber(x[5]), tonumber(x[6])
+end
 if lease > now then return {'busy', tostring(lease - now)} end
-local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-local first = h[5] or tostring(now)
-local started = h[3] or '0'
-local posts = tonumber(h[6] or '0')
-if attempt == 'in_flight' then attempt = 'unknown' end
-local lease_until = now + tonumber(ARGV[1])
+fence = fence + 1
+if a == 'f' then a = 'u' end
+lease = now + tonumber(ARGV[1])
 local began = '0'
-if tonumber(ARGV[3]) > 0 and attempt == 'none' then
-  local deadline = tonumber(ARGV[4])
-  if deadline == 0 then deadline = tonumber(first) + tonumber(ARGV[5]) end
+if tonumber(ARGV[2]) > 0 and a == 'n' then
+  local deadline = tonumber(ARGV[3])
+  if deadline == 0 then deadline = first + tonumber(ARGV[4]) end
   if now < deadline then
-    attempt, started, posts, began = 'in_flight', tostring(now), posts + 1, '1'
-    lease_until = now + tonumber(ARGV[3])
+    a, started, posts, began = 'f', now, posts + 1, '1'
+    lease = now + tonumber(ARGV[2])
   end
 end
-redis.call('HSET', KEYS[1], 'attempt', attempt, 'lease_until', lease_until, 'first_seen', first, 'started', started, 'posts', posts)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {'owned', tostring(fence), attempt, started, first, tostring(posts), tostring(now), began}
+redis.call('HSET', KEYS[1], 'proxyq', a .. ':' .. fence .. ':' .. lease .. ':' .. started .. ':' .. first .. ':' .. posts)
+return {'owned', tostring(fence), a, tostring(started), tostring(first), tostring(posts), tostring(now), began}
 `)
 
-// Acquire takes the message for this run, or reports that it was sent or is busy. lease bounds
-// how long the run may hold it without renewing.
-func (l *Ledger) Acquire(ctx context.Context, participantSID, taskID string, lease time.Duration) (*Ownership, error) {
-	return l.acquire(ctx, participantSID, taskID, lease, SendIntent{})
+// Acquire takes the message for this run, or reports that it was sent, is busy or is gone.
+// lease bounds how long the run may hold it without renewing.
+func (l *Ledger) Acquire(ctx context.Context, queue, taskID string, lease time.Duration) (*Ownership, error) {
+	return l.acquire(ctx, queue, taskID, lease, SendIntent{})
 }
 
 // SendIntent asks AcquireToSend to begin the send at once when nothing stands in the way.
@@ -134,24 +194,28 @@ type SendIntent struct {
 // AcquireToSend is Acquire followed, in the same atomic step, by BeginSend when the message has
 // nothing outstanding and its deadline has not passed: then Ownership.Began is set and the
 // POST may start. Otherwise it behaves as Acquire.
-func (l *Ledger) AcquireToSend(ctx context.Context, participantSID, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
-	return l.acquire(ctx, participantSID, taskID, lease, intent)
+func (l *Ledger) AcquireToSend(ctx context.Context, queue, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
+	return l.acquire(ctx, queue, taskID, lease, intent)
 }
 
-func (l *Ledger) acquire(ctx context.Context, participantSID, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
+func (l *Ledger) acquire(ctx context.Context, queue, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
 	var sendBefore int64
 	if !intent.SendBefore.IsZero() {
 		sendBefore = intent.SendBefore.UnixMilli()
 	}
-	res, err := acquireScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID)},
-		lease.Milliseconds(), int64(l.ttl.Seconds()), intent.Lease.Milliseconds(), sendBefore,
-		intent.SendWithin.Milliseconds()).StringSlice()
+	res, err := acquireScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)},
+		lease.Milliseconds(), intent.Lease.Milliseconds(), sendBefore, intent.SendWithin.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("send ledger: acquire: %w", err)
 	}
 	switch res[0] {
+	case "gone":
+		return &Ownership{Gone: true}, nil
 	case "sent":
-		o, err := tasks.ParseOutcome([]byte(res[1]))
+		var o *tasks.Outcome
+		if len(res) > 1 {
+			o, err = tasks.ParseOutcome([]byte(res[1]))
+		}
 		if err != nil || o == nil {
 			return nil, fmt.Errorf("send ledger: stored outcome unreadable: %v", err)
 		}
@@ -161,7 +225,7 @@ func (l *Ledger) acquire(ctx context.Context, participantSID, taskID string, lea
 	}
 	return &Ownership{
 		Fence:     atoi(res[1]),
-		Attempt:   res[2],
+		Attempt:   attemptName(res[2]),
 		StartedAt: msTime(res[3]),
 		FirstSeen: msTime(res[4]),
 		Posts:     int(atoi(res[5])),
@@ -170,20 +234,19 @@ func (l *Ledger) acquire(ctx context.Context, participantSID, taskID string, lea
 	}, nil
 }
 
-// beginScript: KEYS[1] ledger; ARGV[1] fence, ARGV[2] lease ms, ARGV[3] ttl seconds.
-var beginScript = redis.NewScript(luaNow + `
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return {'fenced'} end
-redis.call('HSET', KEYS[1], 'attempt', 'in_flight', 'started', now, 'lease_until', now + tonumber(ARGV[2]))
-local posts = redis.call('HINCRBY', KEYS[1], 'posts', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+// beginScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] lease ms.
+var beginScript = redis.NewScript(luaLedger + `
+if fence ~= ARGV[1] then return {'fenced'} end
+` + luaNow + `
+a, lease, started, posts = 'f', now + tonumber(ARGV[2]), now, tonumber(posts) + 1
+put()
 return {'ok', tostring(now), tostring(posts)}
 `)
 
 // BeginSend records that a POST is about to start and extends the lease to cover it. It returns
 // the recorded start time and the POST count including this one, or ErrLostOwnership.
-func (l *Ledger) BeginSend(ctx context.Context, participantSID, taskID string, fence int64, lease time.Duration) (time.Time, int, error) {
-	res, err := beginScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID)},
-		fence, lease.Milliseconds(), int64(l.ttl.Seconds())).StringSlice()
+func (l *Ledger) BeginSend(ctx context.Context, queue, taskID string, fence int64, lease time.Duration) (time.Time, int, error) {
+	res, err := beginScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, lease.Milliseconds()).StringSlice()
 	if err != nil {
 		return time.Time{}, 0, fmt.Errorf("send ledger: begin send: %w", err)
 	}
@@ -193,16 +256,18 @@ func (l *Ledger) BeginSend(ctx context.Context, participantSID, taskID string, f
 	return msTime(res[1]), int(atoi(res[2])), nil
 }
 
-// renewScript: KEYS[1] ledger; ARGV[1] fence, ARGV[2] lease ms.
-var renewScript = redis.NewScript(luaNow + `
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 'fenced' end
-redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+// renewScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] lease ms.
+var renewScript = redis.NewScript(luaLedger + `
+if fence ~= ARGV[1] then return 'fenced' end
+` + luaNow + `
+lease = now + tonumber(ARGV[2])
+put()
 return 'ok'
 `)
 
 // Renew extends the lease of a run that is still working (reconciling); ErrLostOwnership if taken.
-func (l *Ledger) Renew(ctx context.Context, participantSID, taskID string, fence int64, lease time.Duration) error {
-	res, err := renewScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID)}, fence, lease.Milliseconds()).Text()
+func (l *Ledger) Renew(ctx context.Context, queue, taskID string, fence int64, lease time.Duration) error {
+	res, err := renewScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, lease.Milliseconds()).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: renew: %w", err)
 	}
@@ -212,19 +277,31 @@ func (l *Ledger) Renew(ctx context.Context, participantSID, taskID string, fence
 	return nil
 }
 
-// releaseScript: KEYS[1] ledger; ARGV[1] fence, ARGV[2] attempt state, ARGV[3] ttl seconds.
-var releaseScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 'fenced' end
-redis.call('HSET', KEYS[1], 'attempt', ARGV[2], 'lease_until', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+// releaseScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] attempt code, ARGV[3] outcome JSON
+// (” : leave the result as it is).
+var releaseScript = redis.NewScript(luaLedger + `
+if fence ~= ARGV[1] then return 'fenced' end
+a, lease = ARGV[2], 0
+if ARGV[3] ~= '' then put('result', ARGV[3]) else put() end
 return 'ok'
 `)
 
-// Release gives the message up with the given attempt state: attemptNone when nothing can have
-// been created, attemptUnknown when the last POST may have created it.
-func (l *Ledger) Release(ctx context.Context, participantSID, taskID string, fence int64, attempt string) error {
-	res, err := releaseScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID)},
-		fence, attempt, int64(l.ttl.Seconds())).Text()
+// Release gives the message up with the given attempt state — attemptNone when nothing can have
+// been created, attemptUnknown when the last POST may have created it — and, when o is not nil,
+// records o as the task's result in the same step.
+func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64, attempt string, o *tasks.Outcome) error {
+	code, ok := attemptCode[attempt]
+	if !ok || attempt == attemptSent || attempt == attemptInFlight {
+		return fmt.Errorf("send ledger: release with attempt %q", attempt)
+	}
+	data := ""
+	if o != nil {
+		var err error
+		if data, err = jsonMarshal(o); err != nil {
+			return err
+		}
+	}
+	res, err := releaseScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, code, data).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: release: %w", err)
 	}
@@ -237,53 +314,102 @@ func (l *Ledger) Release(ctx context.Context, participantSID, taskID string, fen
 // ErrClaimed means the interaction is already recorded by another message of ours.
 var ErrClaimed = errors.New("send ledger: interaction already recorded by another message")
 
-// sentScript: KEYS[1] ledger, KEYS[2] claimed; ARGV[1] fence, ARGV[2] outcome JSON,
-// ARGV[3] interaction SID, ARGV[4] task ID, ARGV[5] ttl seconds.
+// sentScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] outcome JSON. Three commands: HGET,
+// HSET, and the EVALSHA itself.
 var sentScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] then return 'fenced' end
-local owner = redis.call('HGET', KEYS[2], ARGV[3])
-if owner and owner ~= ARGV[4] then return 'claimed' end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('HSET', KEYS[1], 'attempt', 'sent', 'outcome', ARGV[2], 'lease_until', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+local raw = redis.call('HGET', KEYS[1], 'proxyq')
+if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
+redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
 return 'ok'
 `)
 
-// MarkSent records the outcome and claims its interaction SID for this message, atomically. It
-// returns ErrLostOwnership, or ErrClaimed when another message already recorded that SID.
-func (l *Ledger) MarkSent(ctx context.Context, participantSID, taskID string, fence int64, o *tasks.Outcome) error {
+// claimSentScript is claim and sentScript in one step, for a single Redis (not a cluster):
+// KEYS[1] task hash, KEYS[2] claim; ARGV[1] fence, ARGV[2] outcome JSON, ARGV[3] task ID,
+// ARGV[4] claim TTL ms. Four commands, as the split form: EVALSHA, HGET, SET NX PX, HSET (and
+// a GET of the owner only when the claim exists).
+var claimSentScript = redis.NewScript(`
+local raw = redis.call('HGET', KEYS[1], 'proxyq')
+if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) and redis.call('GET', KEYS[2]) ~= ARGV[3] then
+  return 'claimed'
+end
+redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
+return 'ok'
+`)
+
+// MarkSent claims the outcome's interaction SID for this message and records the outcome as
+// the task's result and the ledger as sent. It returns ErrClaimed when another message already
+// recorded that SID, or ErrLostOwnership. On one Redis this is one script. In a cluster the
+// claim is taken first, by itself: a claim left behind by a run that then lost ownership names
+// this same task, and the run that took over adopts it.
+func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, fence int64, o *tasks.Outcome) error {
 	data, err := jsonMarshal(o)
 	if err != nil {
 		return err
 	}
-	res, err := sentScript.Run(ctx, l.rdb, []string{LedgerKey(participantSID, taskID), claimedKey(participantSID)},
-		fence, data, o.InteractionSID, taskID, int64(l.ttl.Seconds())).Text()
+	key := claimKey(o.InteractionSID)
+	if !l.splitClaim {
+		res, err := claimSentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID), key},
+			fence, data, taskID, l.ttl.Milliseconds()).Text()
+		if err != nil {
+			return fmt.Errorf("send ledger: mark sent: %w", err)
+		}
+		switch res {
+		case "fenced":
+			return ErrLostOwnership
+		case "claimed":
+			return ErrClaimed
+		}
+		return nil
+	}
+	ok, err := l.rdb.SetNX(ctx, key, taskID, l.ttl).Result()
+	if err != nil {
+		return fmt.Errorf("send ledger: claim: %w", err)
+	}
+	if !ok {
+		owner, err := l.rdb.Get(ctx, key).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("send ledger: read claim: %w", err)
+		}
+		if owner != taskID {
+			return ErrClaimed
+		}
+	}
+	res, err := sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: mark sent: %w", err)
 	}
-	switch res {
-	case "fenced":
+	if res == "fenced" {
 		return ErrLostOwnership
-	case "claimed":
-		return ErrClaimed
 	}
 	return nil
 }
 
 // ClaimedBy returns the task ID that recorded each of the given interaction SIDs ("" if none).
-func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, sids []string) ([]string, error) {
+// The claims are read in one pipeline (in a cluster, each from its own slot).
+func (l *Ledger) ClaimedBy(ctx context.Context, sids []string) ([]string, error) {
 	if len(sids) == 0 {
 		return nil, nil
 	}
-	vals, err := l.rdb.HMGet(ctx, claimedKey(participantSID), sids...).Result()
-	if err != nil {
+	cmds := make([]*redis.StringCmd, len(sids))
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sid := range sids {
+			cmds[i] = p.Get(ctx, claimKey(sid))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("send ledger: read claims: %w", err)
 	}
-	out := make([]string, len(vals))
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			out[i] = s
+	out := make([]string, len(sids))
+	for i, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("send ledger: read claims: %w", err)
+		default:
+			out[i] = v
 		}
 	}
 	return out, nil
@@ -294,7 +420,7 @@ type Entry struct {
 	Attempt    string
 	LeaseUntil time.Time
 	StartedAt  time.Time
-	Posts      int
+	Posts      int // 0 once sent: the outcome record has the count
 }
 
 // MaySend reports whether a request that could create the interaction is outstanding or done:
@@ -303,14 +429,28 @@ func (e Entry) MaySend(now time.Time) bool {
 	return e.Attempt == attemptInFlight || e.Attempt == attemptUnknown || e.Attempt == attemptSent || e.LeaseUntil.After(now)
 }
 
-// Read returns the ledger entry of a message (zero Entry if none).
-func (l *Ledger) Read(ctx context.Context, participantSID, taskID string) (Entry, error) {
-	h, err := l.rdb.HMGet(ctx, LedgerKey(participantSID, taskID), "attempt", "lease_until", "started", "posts").Result()
+// Read returns the ledger entry of a message (zero Entry if none, or if the task is gone).
+func (l *Ledger) Read(ctx context.Context, queue, taskID string) (Entry, error) {
+	raw, err := l.rdb.HGet(ctx, LedgerKey(queue, taskID), ledgerField).Result()
+	if errors.Is(err, redis.Nil) {
+		return Entry{}, nil
+	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("send ledger: read: %w", err)
 	}
-	str := func(v any) string { s, _ := v.(string); return s }
-	return Entry{Attempt: str(h[0]), LeaseUntil: msTime(str(h[1])), StartedAt: msTime(str(h[2])), Posts: int(atoi(str(h[3])))}, nil
+	return parseEntry(raw)
+}
+
+// parseEntry decodes the ledger field.
+func parseEntry(raw string) (Entry, error) {
+	if raw == attemptCode[attemptSent] {
+		return Entry{Attempt: attemptSent}, nil
+	}
+	parts := strings.Split(raw, ":")
+	if len(parts) != 6 || attemptName(parts[0]) == "" {
+		return Entry{}, fmt.Errorf("send ledger: unreadable ledger field %q", raw)
+	}
+	return Entry{Attempt: attemptName(parts[0]), LeaseUntil: msTime(parts[2]), StartedAt: msTime(parts[3]), Posts: int(atoi(parts[5]))}, nil
 }
 
 func atoi(s string) int64 {

@@ -3,19 +3,44 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/tasks"
 )
 
-const testKP = "KP00000000000000000000000000000001"
+const (
+	testKP = "KP00000000000000000000000000000001"
+	testQ  = "default"
+)
 
+// newTestLedger returns a ledger on a fresh database where asynq's task hashes of the tasks
+// the ledger tests use exist (the ledger lives in them and never creates one).
 func newTestLedger(t *testing.T) *Ledger {
 	t.Helper()
-	return NewLedger(redistest.NewDB(t).Client(t), time.Hour)
+	rdb := redistest.NewDB(t).Client(t)
+	ids := []string{"t1", "t2", "a", "b"}
+	for round := 0; round < 20; round++ {
+		ids = append(ids, "race-"+string(rune('a'+round)))
+	}
+	for _, id := range ids {
+		makeTask(t, rdb, testQ, id)
+	}
+	return NewLedger(rdb, time.Hour)
+}
+
+// makeTask creates asynq's task hash for id as asynq's enqueue would (fields msg and state).
+func makeTask(t *testing.T, rdb redis.UniversalClient, queue, id string) {
+	t.Helper()
+	if err := rdb.HSet(context.Background(), LedgerKey(queue, id), "msg", "x", "state", "active").Err(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestLedgerStateMachine(t *testing.T) {
@@ -23,7 +48,7 @@ func TestLedgerStateMachine(t *testing.T) {
 	ctx := context.Background()
 	l := newTestLedger(t)
 
-	own, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	own, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +56,7 @@ func TestLedgerStateMachine(t *testing.T) {
 		t.Fatalf("fresh acquire = %+v, want owned fence 1 attempt none with first_seen", own)
 	}
 
-	busy, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	busy, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,22 +64,22 @@ func TestLedgerStateMachine(t *testing.T) {
 		t.Fatalf("acquire during a live lease = %+v, want busy", busy)
 	}
 
-	if _, _, err := l.BeginSend(ctx, testKP, "t1", own.Fence+1, time.Minute); !errors.Is(err, ErrLostOwnership) {
+	if _, _, err := l.BeginSend(ctx, testQ, "t1", own.Fence+1, time.Minute); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("BeginSend with a stale fence: err = %v, want ErrLostOwnership", err)
 	}
-	started, posts, err := l.BeginSend(ctx, testKP, "t1", own.Fence, time.Minute)
+	started, posts, err := l.BeginSend(ctx, testQ, "t1", own.Fence, time.Minute)
 	if err != nil || posts != 1 || started.IsZero() {
 		t.Fatalf("BeginSend = %v, %d, %v; want a start time and 1 post", started, posts, err)
 	}
-	if e, _ := l.Read(ctx, testKP, "t1"); e.Attempt != attemptInFlight || !e.MaySend(time.Now()) {
+	if e, _ := l.Read(ctx, testQ, "t1"); e.Attempt != attemptInFlight || !e.MaySend(time.Now()) {
 		t.Fatalf("entry after BeginSend = %+v, want in_flight and MaySend", e)
 	}
 
 	// The run releases with an unknown outcome; the next run must reconcile, with the old start.
-	if err := l.Release(ctx, testKP, "t1", own.Fence, attemptUnknown); err != nil {
+	if err := l.Release(ctx, testQ, "t1", own.Fence, attemptUnknown, nil); err != nil {
 		t.Fatal(err)
 	}
-	next, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	next, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,13 +88,13 @@ func TestLedgerStateMachine(t *testing.T) {
 	}
 
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1", Attempts: 1}
-	if err := l.MarkSent(ctx, testKP, "t1", own.Fence, o); !errors.Is(err, ErrLostOwnership) {
+	if err := l.MarkSent(ctx, testQ, "t1", own.Fence, o); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent by the superseded run: err = %v, want ErrLostOwnership", err)
 	}
-	if err := l.MarkSent(ctx, testKP, "t1", next.Fence, o); err != nil {
+	if err := l.MarkSent(ctx, testQ, "t1", next.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	done, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	done, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,46 +107,55 @@ func TestLedgerLapsedInFlightBecomesUnknown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l := newTestLedger(t)
-	own, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	own, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A worker begins a POST and dies: its short lease lapses with the attempt in flight.
-	if _, _, err := l.BeginSend(ctx, testKP, "t1", own.Fence, 50*time.Millisecond); err != nil {
+	if _, _, err := l.BeginSend(ctx, testQ, "t1", own.Fence, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(80 * time.Millisecond)
-	next, err := l.Acquire(ctx, testKP, "t1", time.Minute)
+	next, err := l.Acquire(ctx, testQ, "t1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if next.Attempt != attemptUnknown || next.Fence != own.Fence+1 {
 		t.Fatalf("acquire after a lapsed in-flight POST = %+v, want unknown with a new fence", next)
 	}
-	if err := l.Release(ctx, testKP, "t1", own.Fence, attemptNone); !errors.Is(err, ErrLostOwnership) {
+	if err := l.Release(ctx, testQ, "t1", own.Fence, attemptNone, nil); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("release by the dead run: err = %v, want ErrLostOwnership", err)
 	}
 }
 
 func TestLedgerClaimsAreExclusive(t *testing.T) {
 	t.Parallel()
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) { testClaimsAreExclusive(t, split) })
+	}
+}
+
+// testClaimsAreExclusive runs with the claim in the record script (one Redis) or before it
+// (split, as on a Redis Cluster).
+func testClaimsAreExclusive(t *testing.T, split bool) {
 	ctx := context.Background()
 	l := newTestLedger(t)
-	a, _ := l.Acquire(ctx, testKP, "a", time.Minute)
-	b, _ := l.Acquire(ctx, testKP, "b", time.Minute)
+	l.splitClaim = split
+	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
+	b, _ := l.Acquire(ctx, testQ, "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1"}
-	if err := l.MarkSent(ctx, testKP, "a", a.Fence, o); err != nil {
+	if err := l.MarkSent(ctx, testQ, "a", a.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkSent(ctx, testKP, "b", b.Fence, o); !errors.Is(err, ErrClaimed) {
+	if err := l.MarkSent(ctx, testQ, "b", b.Fence, o); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("second message claiming KI1: err = %v, want ErrClaimed", err)
 	}
-	owners, err := l.ClaimedBy(ctx, testKP, []string{"KI1", "KI2"})
+	owners, err := l.ClaimedBy(ctx, []string{"KI1", "KI2"})
 	if err != nil || owners[0] != "a" || owners[1] != "" {
 		t.Fatalf("ClaimedBy = %q, %v; want [a \"\"]", owners, err)
 	}
 	// b's claim failed, so b still owns its message and nothing was recorded for it.
-	if e, _ := l.Read(ctx, testKP, "b"); e.Attempt == attemptSent {
+	if e, _ := l.Read(ctx, testQ, "b"); e.Attempt == attemptSent {
 		t.Fatalf("b recorded as sent after a refused claim")
 	}
 }
@@ -139,7 +173,7 @@ func TestLedgerConcurrentAcquireHasOneOwner(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				own, err := l.Acquire(ctx, testKP, id, time.Minute)
+				own, err := l.Acquire(ctx, testQ, id, time.Minute)
 				if err != nil {
 					t.Error(err)
 					return
@@ -164,7 +198,7 @@ func TestLedgerAcquireToSend(t *testing.T) {
 	l := newTestLedger(t)
 	intent := SendIntent{Lease: time.Minute, SendWithin: time.Hour}
 
-	own, err := l.AcquireToSend(ctx, testKP, "t1", time.Minute, intent)
+	own, err := l.AcquireToSend(ctx, testQ, "t1", time.Minute, intent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +206,10 @@ func TestLedgerAcquireToSend(t *testing.T) {
 		t.Fatalf("fresh AcquireToSend = %+v, want the send begun", own)
 	}
 	// The begun send is a real in-flight attempt: a lapse makes it unknown, never a fresh send.
-	if err := l.Release(ctx, testKP, "t1", own.Fence, attemptUnknown); err != nil {
+	if err := l.Release(ctx, testQ, "t1", own.Fence, attemptUnknown, nil); err != nil {
 		t.Fatal(err)
 	}
-	again, err := l.AcquireToSend(ctx, testKP, "t1", time.Minute, intent)
+	again, err := l.AcquireToSend(ctx, testQ, "t1", time.Minute, intent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,11 +218,134 @@ func TestLedgerAcquireToSend(t *testing.T) {
 	}
 
 	past := SendIntent{Lease: time.Minute, SendBefore: time.Now().Add(-time.Second)}
-	expired, err := l.AcquireToSend(ctx, testKP, "t2", time.Minute, past)
+	expired, err := l.AcquireToSend(ctx, testQ, "t2", time.Minute, past)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if expired.Began || expired.Attempt != attemptNone || expired.Posts != 0 {
 		t.Fatalf("AcquireToSend past the deadline = %+v, want owned and not begun", expired)
+	}
+}
+
+// The ledger lives in asynq's task hash: it never creates one, so a task asynq deleted (a
+// cancel, the end of its retention) is not brought back as a stray hash without TTL.
+func TestLedgerNeverCreatesTheTaskHash(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newTestLedger(t)
+	own, err := l.AcquireToSend(ctx, testQ, "deleted", time.Minute, SendIntent{Lease: time.Minute, SendWithin: time.Hour})
+	if err != nil || !own.Gone || own.Began {
+		t.Fatalf("AcquireToSend on a deleted task = %+v, %v; want Gone, nothing begun", own, err)
+	}
+	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-deleted"}
+	if err := l.MarkSent(ctx, testQ, "deleted", 1, o); !errors.Is(err, ErrLostOwnership) {
+		t.Fatalf("MarkSent on a deleted task: err = %v, want ErrLostOwnership", err)
+	}
+	if err := l.Release(ctx, testQ, "deleted", 1, attemptUnknown, o); !errors.Is(err, ErrLostOwnership) {
+		t.Fatalf("Release on a deleted task: err = %v, want ErrLostOwnership", err)
+	}
+	if n, err := l.rdb.Exists(ctx, LedgerKey(testQ, "deleted")).Result(); err != nil || n != 0 {
+		t.Fatalf("task hash exists = %d, %v; want 0", n, err)
+	}
+}
+
+// The ledger and the outcome ride along asynq's own transitions of the task: archived, re-run
+// from the dashboard (Inspector.RunTask), and are deleted with it.
+func TestLedgerLivesAndDiesWithTheAsynqTask(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := redistest.NewDB(t)
+	l := NewLedger(db.Client(t), time.Hour)
+	enq := tasks.NewEnqueuer(db.ConnOpt())
+	t.Cleanup(func() { _ = enq.Close() })
+	insp := asynq.NewInspector(db.ConnOpt())
+	t.Cleanup(func() { _ = insp.Close() })
+	p := tasks.Payload{ServiceSID: fmt.Sprintf("KS%032x", 1), SessionSID: fmt.Sprintf("KC%032x", 2), ParticipantSID: testKP, Body: "hi"}
+	res, err := enq.Enqueue(ctx, p, tasks.IdempotencyKey("life"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := res.Queue
+	own, err := l.AcquireToSend(ctx, q, "life", time.Minute, SendIntent{Lease: time.Minute, SendWithin: time.Hour})
+	if err != nil || !own.Began {
+		t.Fatalf("AcquireToSend = %+v, %v", own, err)
+	}
+	unknown := &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: 1, Error: "reconciling"}
+	if err := l.Release(ctx, q, "life", own.Fence, attemptUnknown, unknown); err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string) {
+		t.Helper()
+		e, err := l.Read(ctx, q, "life")
+		if err != nil || e.Attempt != attemptUnknown || e.Posts != 1 {
+			t.Fatalf("%s: ledger = %+v, %v; want unknown after 1 post", step, e, err)
+		}
+		info, err := insp.GetTaskInfo(q, "life")
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if o, err := tasks.ParseOutcome(info.Result); err != nil || o == nil || o.State != tasks.OutcomeUnknown {
+			t.Fatalf("%s: asynq result = %q, want the unknown outcome", step, info.Result)
+		}
+	}
+	check("pending")
+	if err := insp.ArchiveTask(q, "life"); err != nil {
+		t.Fatal(err)
+	}
+	check("archived")
+	if err := insp.RunTask(q, "life"); err != nil {
+		t.Fatal(err)
+	}
+	check("re-run from the archive")
+	again, err := l.AcquireToSend(ctx, q, "life", time.Minute, SendIntent{Lease: time.Minute, SendWithin: time.Hour})
+	if err != nil || again.Began || again.Attempt != attemptUnknown || again.Fence != own.Fence+1 {
+		t.Fatalf("AcquireToSend after the re-run = %+v, %v; want ownership to reconcile", again, err)
+	}
+	if err := l.Release(ctx, q, "life", again.Fence, attemptUnknown, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.DeleteTask(q, "life"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := l.rdb.Exists(ctx, LedgerKey(q, "life")).Result(); n != 0 {
+		t.Fatal("the ledger outlived the deleted task")
+	}
+}
+
+// Claims are keyed by the interaction alone: a message in another queue cannot record an
+// interaction a message of one queue already recorded.
+func TestLedgerClaimsSpanQueues(t *testing.T) {
+	t.Parallel()
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) { testClaimsSpanQueues(t, split) })
+	}
+}
+
+func testClaimsSpanQueues(t *testing.T, split bool) {
+	ctx := context.Background()
+	l := newTestLedger(t)
+	l.splitClaim = split
+	makeTask(t, l.rdb, "critical", "b")
+	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
+	b, _ := l.Acquire(ctx, "critical", "b", time.Minute)
+	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-two-queues"}
+	if err := l.MarkSent(ctx, testQ, "a", a.Fence, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.MarkSent(ctx, "critical", "b", b.Fence, o); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("message in another queue recording the same interaction: err = %v, want ErrClaimed", err)
+	}
+	// A claim left by a run that then lost ownership names its own task: the next run of the
+	// same task may record it.
+	next, _ := l.Acquire(ctx, testQ, "t1", time.Minute)
+	o2 := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-orphan"}
+	if err := l.MarkSent(ctx, testQ, "t1", next.Fence+1, o2); !errors.Is(err, ErrLostOwnership) {
+		t.Fatalf("MarkSent with a stale fence: err = %v, want ErrLostOwnership", err)
+	}
+	if err := l.MarkSent(ctx, testQ, "t1", next.Fence, o2); err != nil {
+		t.Fatalf("the owner recording its own earlier claim: %v", err)
+	}
+	if ttl, err := l.rdb.TTL(ctx, claimKey("KI-orphan")).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("claim TTL = %v, %v; want the ledger's claim TTL (1h)", ttl, err)
 	}
 }

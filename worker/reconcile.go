@@ -50,7 +50,7 @@ func (h *Handler) findCandidates(ctx context.Context, taskID string, p tasks.Pay
 		for i, m := range matches {
 			sids[i] = m.SID
 		}
-		owners, err := h.ledger.ClaimedBy(ctx, p.ParticipantSID, sids)
+		owners, err := h.ledger.ClaimedBy(ctx, sids)
 		if err != nil {
 			return reconcileResult{}, err
 		}

@@ -321,18 +321,17 @@ func TestServeEndToEnd(t *testing.T) {
 		// A scheduled task whose ledger says a request is in flight (a run that started
 		// before the task was rescheduled): asynq's state allows the cancel, the ledger not.
 		const guardedKey = "serve-e2e-guarded"
-		participant := sid("KP", 0x5e0+3)
 		sendAt := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 		a := p.call(t, "POST", "/v1/message-interactions", serveToken, serveMessage(3, "guarded", "send_at", sendAt), "Idempotency-Key", guardedKey)
 		if a.status != http.StatusAccepted {
 			t.Fatalf("POST: %d %s, want 202", a.status, a.body)
 		}
 		ledger := worker.NewLedger(db.Client(t), time.Hour)
-		own, err := ledger.Acquire(t.Context(), participant, guardedKey, time.Minute)
+		own, err := ledger.Acquire(t.Context(), tasks.DefaultQueue, guardedKey, time.Minute)
 		if err != nil || own.Fence == 0 {
 			t.Fatalf("Acquire = %+v, %v", own, err)
 		}
-		if _, _, err := ledger.BeginSend(t.Context(), participant, guardedKey, own.Fence, time.Minute); err != nil {
+		if _, _, err := ledger.BeginSend(t.Context(), tasks.DefaultQueue, guardedKey, own.Fence, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		a = p.call(t, "DELETE", "/v1/message-interactions/"+guardedKey, serveToken, "")

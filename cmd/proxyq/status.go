@@ -88,7 +88,7 @@ func (m *Main) ledgerPosts(ctx context.Context, opt asynq.RedisConnOpt, st *task
 		return -1
 	}
 	defer rdb.Close()
-	entry, err := worker.NewLedger(rdb, 0).Read(ctx, st.Message.ParticipantSID, st.ID)
+	entry, err := worker.NewLedger(rdb, 0).Read(ctx, st.Queue, st.ID)
 	if err != nil {
 		return -1
 	}

@@ -1,0 +1,432 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/proxyclient/proxytest"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// Scenario 7 prices each side in Redis: commands, Redis CPU and memory per message, read from
+// Redis itself. Scenario 8 is scenario 1's throughput with the fake in another process, so that
+// the fake's CPU is not charged to the worker's process.
+
+// redisStats is what one side cost Redis between two readings.
+type redisStats struct {
+	Calls      int64            // commandstats calls, every command (those inside scripts too)
+	Usec       int64            // commandstats usec, summed over every command as INFO reports them
+	ScriptUsec int64            // usec of EVAL/EVALSHA alone (includes the commands they ran)
+	CPUUsec    int64            // used_cpu_user + used_cpu_sys of the Redis process
+	PerCommand map[string]int64 // calls by command
+}
+
+// readStats reads INFO commandstats and INFO cpu.
+func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
+	s := redisStats{PerCommand: map[string]int64{}}
+	info, err := rdb.Info(ctx, "commandstats", "cpu").Result()
+	if err != nil {
+		return s, fmt.Errorf("redis INFO: %w", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(info))
+	var cpu float64
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			cpu += f
+			continue
+		}
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		name = strings.TrimPrefix(name, "cmdstat_")
+		var calls, usec int64
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				usec, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		// The readings themselves (INFO, CONFIG) are the benchmark's, not the side's.
+		if name == "info" || name == "config" {
+			continue
+		}
+		s.Calls += calls
+		s.Usec += usec
+		if name == "evalsha" || name == "eval" {
+			s.ScriptUsec += usec
+		}
+		s.PerCommand[name] = calls
+	}
+	s.CPUUsec = int64(cpu * 1e6)
+	return s, sc.Err()
+}
+
+func (s redisStats) sub(o redisStats) redisStats {
+	d := redisStats{Calls: s.Calls - o.Calls, Usec: s.Usec - o.Usec, ScriptUsec: s.ScriptUsec - o.ScriptUsec,
+		CPUUsec: s.CPUUsec - o.CPUUsec, PerCommand: map[string]int64{}}
+	for k, v := range s.PerCommand {
+		if n := v - o.PerCommand[k]; n != 0 {
+			d.PerCommand[k] = n
+		}
+	}
+	return d
+}
+
+// usedMemory is INFO memory's used_memory.
+func usedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("redis INFO memory: no used_memory")
+}
+
+// keyClass sorts a key into what it is for, for the memory breakdown.
+func keyClass(key string) string {
+	switch {
+	case strings.HasPrefix(key, "asynq:{") && strings.Contains(key, "}:t:"):
+		return "asynq task hash"
+	case strings.HasPrefix(key, "asynq:"):
+		return "asynq other"
+	case strings.Contains(key, ":claim"):
+		return "proxyq claims"
+	case strings.Contains(key, ":ledger:"):
+		return "proxyq ledger"
+	case strings.HasPrefix(key, "proxyq:"):
+		return "proxyq other"
+	}
+	return "other"
+}
+
+// keyMemory sums MEMORY USAGE by key class and notes each class's longest TTL.
+type keyMemory struct {
+	Bytes map[string]int64
+	Keys  map[string]int64
+	TTL   map[string]time.Duration // longest TTL seen; -1: some key never expires
+}
+
+func scanMemory(ctx context.Context, rdb *redis.Client) (keyMemory, error) {
+	m := keyMemory{Bytes: map[string]int64{}, Keys: map[string]int64{}, TTL: map[string]time.Duration{}}
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		n, err := rdb.MemoryUsage(ctx, key, 0).Result()
+		if err != nil {
+			continue // gone since the scan
+		}
+		c := keyClass(key)
+		m.Bytes[c] += n
+		m.Keys[c]++
+		ttl, err := rdb.TTL(ctx, key).Result()
+		if err == nil && m.TTL[c] >= 0 {
+			if ttl < 0 {
+				m.TTL[c] = -1
+			} else {
+				m.TTL[c] = max(m.TTL[c], ttl)
+			}
+		}
+	}
+	return m, iter.Err()
+}
+
+// sideCost is what one side cost per message.
+type sideCost struct {
+	stats   redisStats
+	memory  int64 // used_memory after completion minus before the enqueue
+	keys    keyMemory
+	n       int
+	elapsed time.Duration
+}
+
+// cost enqueues n messages, resets commandstats, runs the side until every message is
+// completed, and reads Redis.
+func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o proxyqOptions) (sideCost, error) {
+	if err := b.redis.flush(ctx); err != nil {
+		return sideCost{}, err
+	}
+	fake.reset()
+	rdb := b.redis.client()
+	defer rdb.Close()
+	mem0, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return sideCost{}, err
+	}
+	enq := tasks.NewEnqueuer(b.redis.opt)
+	err = enqueueAll(ctx, enq, "s7-"+side, n)
+	_ = enq.Close()
+	if err != nil {
+		return sideCost{}, err
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		return sideCost{}, fmt.Errorf("CONFIG RESETSTAT: %w", err)
+	}
+	before, err := readStats(ctx, rdb)
+	if err != nil {
+		return sideCost{}, err
+	}
+	var r runner
+	if side == sideProxyq {
+		w, err := newProxyq(b.redis.opt, fake.URL, o)
+		if err != nil {
+			return sideCost{}, err
+		}
+		r = w
+	} else {
+		r = newPeer(b.redis.opt, fake.URL, o.Concurrency)
+	}
+	began := time.Now()
+	if err := r.Start(); err != nil {
+		return sideCost{}, err
+	}
+	doneAt, polls, err := waitCompletedQuietly(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
+	after, serr := readStats(ctx, rdb)
+	r.Shutdown()
+	if err != nil {
+		return sideCost{}, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
+	}
+	if serr != nil {
+		return sideCost{}, serr
+	}
+	mem1, err := usedMemory(ctx, rdb)
+	if err != nil {
+		return sideCost{}, err
+	}
+	keys, err := scanMemory(ctx, rdb)
+	if err != nil {
+		return sideCost{}, err
+	}
+	c := sideCost{stats: after.sub(before), memory: mem1 - mem0, keys: keys, n: n, elapsed: doneAt.Sub(began)}
+	c.stats.Calls -= polls // the benchmark's own ZCARDs
+	b.logf("scenario 7: %s: %.1f commands/msg, %.1f µs/msg (scripts %.1f), Redis CPU %.1f µs/msg, %d B/msg held; calls: %v; keys: %v B in %v",
+		side, float64(c.stats.Calls)/float64(n), float64(c.stats.Usec)/float64(n), float64(c.stats.ScriptUsec)/float64(n),
+		float64(c.stats.CPUUsec)/float64(n), c.memory/int64(n), c.stats.PerCommand, keys.Bytes, keys.Keys)
+	return c, nil
+}
+
+// waitCompletedQuietly is waitCompleted polling every 50ms, so that the benchmark's own ZCARDs
+// stay a negligible share of Redis's work; it returns how many it made, to subtract them.
+func waitCompletedQuietly(ctx context.Context, rdb *redis.Client, n int, limit time.Duration) (time.Time, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var polls int64
+	for {
+		done, err := completed(ctx, rdb)
+		polls++
+		if err != nil {
+			return time.Time{}, polls, err
+		}
+		if done >= int64(n) {
+			return time.Now(), polls, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, polls, fmt.Errorf("completed %d of %d: %w", done, n, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// scenario7: Redis commands, CPU and memory per message, both sides, limits off (the defaults),
+// then proxyq once more with both account limits on (values that never bind) to price them.
+func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
+	fake, err := startFake(proxytest.Config{})
+	if err != nil {
+		return nil, err
+	}
+	defer fake.close()
+	n, c := b.z.s7Messages, b.z.s1Concurrency
+	// Commands and memory are the same from run to run; Redis's time is not on a shared
+	// machine, so each side runs z.repeats times in turn and keeps its cheapest run.
+	var p, q, lim sideCost
+	for rep := range b.z.repeats {
+		for _, run := range []struct {
+			side string
+			o    proxyqOptions
+			keep *sideCost
+		}{
+			{sideProxyq, proxyqOptions{Concurrency: c}, &p},
+			{sidePeer, proxyqOptions{Concurrency: c}, &q},
+			{sideProxyq, proxyqOptions{Concurrency: c, MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6}, &lim},
+		} {
+			got, err := b.cost(ctx, run.side, fake, n, run.o)
+			if err != nil {
+				return nil, err
+			}
+			if rep == 0 || got.stats.Usec < run.keep.stats.Usec {
+				*run.keep = got
+			}
+		}
+	}
+	// Memory once more with asynq's task hashes stored as listpacks (the README's sizing advice):
+	// the task's msg field is longer than Redis's default hash-max-listpack-value of 64 bytes,
+	// which makes every task hash a hashtable.
+	lp, lq, err := b.listpackCost(ctx, fake, n, c)
+	if err != nil {
+		return nil, err
+	}
+	per := func(v int64) float64 { return float64(v) / float64(n) }
+	calls := func(s sideCost) float64 { return per(s.stats.Calls) }
+	held := func(s sideCost) float64 {
+		var sum int64
+		for _, v := range s.keys.Bytes {
+			sum += v
+		}
+		return per(sum)
+	}
+	pc, qc := calls(p), calls(q)
+	pu, qu := per(p.stats.Usec), per(q.stats.Usec)
+	pm, qm := held(p), held(q)
+	after := per(p.keys.Bytes["proxyq claims"] + p.keys.Bytes["proxyq ledger"])
+	afterTTL := max(p.keys.TTL["proxyq claims"], p.keys.TTL["proxyq ledger"])
+	ttlText := "no TTL"
+	if afterTTL > 0 {
+		ttlText = fmt.Sprintf("TTL %s", afterTTL.Round(time.Hour))
+	}
+	measure := fmt.Sprintf("Redis per message, %d msgs, concurrency %d, defaults (no limits), commandstats reset after the enqueue, cheapest of %d:", n, c, b.z.repeats)
+	return []Row{
+		{Scenario: 7, Measure: measure + " commands (those inside scripts too)", Unit: "commands",
+			Proxyq: pc, Peer: qc, Ratio: pc / qc, Target: "proxyq/peer ≤ 1.5", Met: met(pc/qc <= 1.5)},
+		{Scenario: 7, Measure: "… Redis CPU (commandstats usec, summed as reported: a script's usec includes its commands')", Unit: "µs",
+			Proxyq: pu, Peer: qu, Ratio: pu / qu, Target: "proxyq/peer ≤ 2", Met: met(pu/qu <= 2)},
+		{Scenario: 7, Measure: "… of which EVALSHA (scripts, with the commands they run)", Unit: "µs",
+			Proxyq: per(p.stats.ScriptUsec), Peer: per(q.stats.ScriptUsec), Ratio: per(p.stats.ScriptUsec) / per(q.stats.ScriptUsec)},
+		{Scenario: 7, Measure: "… Redis process CPU (INFO cpu, user+sys: includes network I/O)", Unit: "µs",
+			Proxyq: per(p.stats.CPUUsec), Peer: per(q.stats.CPUUsec), Ratio: per(p.stats.CPUUsec) / per(q.stats.CPUUsec)},
+		{Scenario: 7, Measure: "… Redis memory held per completed message while retained (MEMORY USAGE of every key / messages)", Unit: "bytes",
+			Proxyq: pm, Peer: qm, Ratio: pm / qm, Target: "proxyq ≤ 1024", Met: met(pm <= 1024)},
+		{Scenario: 7, Measure: fmt.Sprintf("… of it kept by proxyq beyond asynq's task (claims, ledger; %s)", ttlText), Unit: "bytes",
+			Proxyq: after, Peer: nan, Ratio: nan},
+		{Scenario: 7, Measure: fmt.Sprintf("… memory held per completed message with hash-max-listpack-value %d (README, Sizing)", listpackValue), Unit: "bytes",
+			Proxyq: held(lp), Peer: held(lq), Ratio: held(lp) / held(lq), Target: "proxyq ≤ 1024", Met: met(held(lp) <= 1024)},
+		{Scenario: 7, Measure: fmt.Sprintf("… commands with both account limits on (MAX_IN_FLIGHT=%d, RATE_LIMIT=1e6)", b.z.s1MaxInFlight), Unit: "commands",
+			Proxyq: calls(lim), Peer: qc, Ratio: calls(lim) / qc},
+		{Scenario: 7, Measure: "… Redis CPU with both account limits on", Unit: "µs",
+			Proxyq: per(lim.stats.Usec), Peer: qu, Ratio: per(lim.stats.Usec) / qu},
+	}, nil
+}
+
+// remoteFake is the proxytest fake in a child process (`proxyq bench --child --side fake`).
+type remoteFake struct {
+	URL  string
+	stop func()
+}
+
+// startRemoteFake starts the fake in a child process and reads its URL from its first line.
+func (b *bencher) startRemoteFake() (*remoteFake, error) {
+	cmd := b.cfg.ChildCommand(childArgs{Side: "fake"}.flags())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if cmd.SysProcAttr == nil {
+		dieWithParent(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start fake child: %w", err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var hello struct{ URL string }
+	if err != nil || json.Unmarshal([]byte(line), &hello) != nil || hello.URL == "" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("fake child did not report its URL (%v): %s", err, stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	// The child exits when its stdin ends; the kill covers a child that does not.
+	return &remoteFake{URL: hello.URL, stop: func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
+}
+
+func (f *remoteFake) close() { f.stop() }
+
+// serveFakeChild is the fake child: it serves the fake on a loopback port, prints
+// {"URL": …} and serves until its stdin ends.
+func serveFakeChild(stdout io.Writer) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fake := proxytest.New(proxytest.Config{})
+	srv := &http.Server{Handler: fake.Mount(fakePrefix), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	if err := json.NewEncoder(stdout).Encode(map[string]string{"URL": "http://" + l.Addr().String() + fakePrefix}); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	_ = srv.Close()
+	fake.Close()
+	return nil
+}
+
+// scenario8: throughput at zero latency with the fake in another process, proxyq with its
+// defaults (no account limits: the peer has none, and scenarios 1 and 7 price them).
+func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
+	rf, err := b.startRemoteFake()
+	if err != nil {
+		return nil, err
+	}
+	defer rf.close()
+	fake := &fakeAPI{URL: rf.URL} // no reset: every run's bodies are its own
+	c := b.z.s1Concurrency
+	p, q, err := b.compare(ctx, 8, fake, b.z.s1Messages, c, proxyqOptions{})
+	if err != nil {
+		return nil, err
+	}
+	r := p / q
+	return []Row{{Scenario: 8, Measure: fmt.Sprintf("throughput, 0ms API latency, fake in another process, concurrency %d, best of %d (proxyq: defaults, no account limits)", c, b.z.repeats),
+		Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: r, Target: "proxyq/peer ≥ 0.9", Met: met(r >= 0.9)}}, nil
+}
+
+// listpackValue is the hash-max-listpack-value the README recommends for asynq's task hashes.
+const listpackValue = 1024
+
+// listpackCost runs each side once with hash-max-listpack-value set to listpackValue, and puts
+// the server's setting back.
+func (b *bencher) listpackCost(ctx context.Context, fake *fakeAPI, n, c int) (p, q sideCost, err error) {
+	rdb := b.redis.client()
+	defer rdb.Close()
+	old, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result()
+	if err != nil {
+		return p, q, fmt.Errorf("CONFIG GET: %w", err)
+	}
+	if err := rdb.ConfigSet(ctx, "hash-max-listpack-value", strconv.Itoa(listpackValue)).Err(); err != nil {
+		return p, q, fmt.Errorf("CONFIG SET: %w", err)
+	}
+	defer func() {
+		if v, ok := old["hash-max-listpack-value"]; ok {
+			_ = rdb.ConfigSet(context.WithoutCancel(ctx), "hash-max-listpack-value", v).Err()
+		}
+	}()
+	if p, err = b.cost(ctx, sideProxyq, fake, n, proxyqOptions{Concurrency: c}); err != nil {
+		return p, q, err
+	}
+	q, err = b.cost(ctx, sidePeer, fake, n, proxyqOptions{Concurrency: c})
+	return p, q, err
+}
