@@ -99,11 +99,12 @@ type Enqueuer struct {
 	client *asynq.Client
 	owned  bool
 	now    func() time.Time
+	lanes  laneRedis // Redis for ordering lanes, connected on first use (lane.go)
 }
 
 // NewEnqueuer returns an Enqueuer with its own asynq client on the given Redis; Close releases it.
 func NewEnqueuer(redis asynq.RedisConnOpt) *Enqueuer {
-	return &Enqueuer{client: asynq.NewClient(redis), owned: true, now: time.Now}
+	return &Enqueuer{client: asynq.NewClient(redis), owned: true, now: time.Now, lanes: laneRedis{opt: redis}}
 }
 
 // NewEnqueuerFromClient returns an Enqueuer on a client the caller owns (Close leaves it open).
@@ -113,6 +114,7 @@ func NewEnqueuerFromClient(c *asynq.Client) *Enqueuer {
 
 // Close closes the asynq client if the Enqueuer created it.
 func (e *Enqueuer) Close() error {
+	e.lanes.close()
 	if e.owned {
 		return e.client.Close()
 	}
@@ -162,6 +164,8 @@ func (e *Enqueuer) Prepare(p Payload, opts ...Option) (*asynq.Task, []asynq.Opti
 	}
 	if o.idempotencyKey != "" {
 		aopts = append(aopts, asynq.TaskID(o.idempotencyKey))
+	} else if p.OrderingKey != "" {
+		aopts = append(aopts, asynq.TaskID(newTaskID())) // its lane place is taken before the enqueue
 	}
 	if !o.processAt.IsZero() {
 		aopts = append(aopts, asynq.ProcessAt(o.processAt))
@@ -178,6 +182,17 @@ func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, opts ...Option) (Resu
 	task, aopts, err := e.Prepare(p, opts...)
 	if err != nil {
 		return Result{}, err
+	}
+	if p.OrderingKey != "" {
+		places, err := e.takeLanePlaces(ctx, []Message{{Payload: p}}, func(int) []asynq.Option { return aopts })
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := e.enqueue(ctx, task, aopts)
+		if err != nil {
+			places.release(ctx, 0)
+		}
+		return res, err
 	}
 	return e.enqueue(ctx, task, aopts)
 }
@@ -228,6 +243,10 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) ([]Result, 
 		}
 		ready[i] = prepared{task, aopts}
 	}
+	places, err := e.takeLanePlaces(ctx, msgs, func(i int) []asynq.Option { return ready[i].aopts })
+	if err != nil {
+		return nil, err
+	}
 	results := make([]Result, len(msgs))
 	errs := make([]error, len(msgs))
 	sem := make(chan struct{}, batchParallelism)
@@ -238,6 +257,9 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) ([]Result, 
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
 			results[i], errs[i] = e.enqueue(ctx, ready[i].task, ready[i].aopts)
+			if errs[i] != nil {
+				places.release(ctx, i)
+			}
 		}(i)
 	}
 	wg.Wait()

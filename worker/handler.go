@@ -37,6 +37,7 @@ type Handler struct {
 	log     *zap.Logger
 	now     func() time.Time
 	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+	lanes   lanes          // ordered lanes (lane.go), on the ledger's Redis
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics
@@ -51,7 +52,8 @@ func NewHandler(cfg Config, api ProxyAPI, ledger *Ledger, limiter Limiter, metri
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Handler{cfg: cfg, api: api, ledger: ledger, limiter: limiter, metrics: metrics, log: log, now: time.Now}
+	return &Handler{cfg: cfg, api: api, ledger: ledger, limiter: limiter, metrics: metrics, log: log, now: time.Now,
+		lanes: lanes{rdb: ledger.rdb, grace: tasks.LaneEnqueueGrace}}
 }
 
 // WaitForSends blocks until every POST that has started has its outcome recorded, or ctx ends.
@@ -109,7 +111,16 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p}
+	if p.OrderingKey != "" {
+		// Its lane first: a message that must wait takes no permit and no ledger lease.
+		return r.inLane(ctx, r.send)
+	}
+	return r.send(ctx)
+}
 
+// send is the rest of handle, for a message whose turn it is.
+func (r *run) send(ctx context.Context) error {
+	h, p, id := r.Handler, r.p, r.id
 	permit, err := r.acquirePermit(ctx)
 	if err != nil {
 		return r.limited(ctx, err)
