@@ -27,8 +27,9 @@ import (
 //	proxyq:{queue}:lane:<key>      sorted set: task ID → place (from the seq counter); the
 //	                               lowest score is the head, the message whose turn it is
 //	proxyq:{queue}:laneinfo:<key>  hash: seq (last place given), r:<id> (ms, when the place was
-//	                               taken), w:<id> (ms, when the message was last told to wait,
-//	                               i.e. it sleeps in asynq's retry set until woken)
+//	                               taken; 0 once the lane has seen its task exist), w:<id> (ms,
+//	                               when the message was last told to wait, i.e. it sleeps in
+//	                               asynq's retry set until woken)
 //
 // The hash is deleted when the lane empties, so an idle key costs nothing.
 
@@ -87,16 +88,18 @@ local function settle(me, grace)
     local head = h[1]
     local st = state(head)
     if head == me then return head, st or 'active', skipped end
+    local r = redis.call('HGET', KEYS[2], 'r:' .. head)
     if st == 'archived' or st == 'completed' then
       drop(head); skipped = skipped + 1
     elseif not st then
-      local r = tonumber(redis.call('HGET', KEYS[2], 'r:' .. head) or '0')
-      if now - r >= grace then
+      if now - tonumber(r or '0') >= grace then
         drop(head); skipped = skipped + 1
       else
         return head, 'enqueuing', skipped
       end
     else
+      -- Its task exists: from now on, its absence means it is gone, not still being enqueued.
+      if r ~= '0' then redis.call('HSET', KEYS[2], 'r:' .. head, 0) end
       return head, st, skipped
     end
   end
@@ -162,9 +165,9 @@ local joined = 0
 if not redis.call('ZSCORE', KEYS[1], me) then
   local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
   redis.call('ZADD', KEYS[1], seq, me)
-  redis.call('HSET', KEYS[2], 'r:' .. me, now)
   joined = 1
 end
+redis.call('HSET', KEYS[2], 'r:' .. me, 0)
 local head, st, skipped = settle(me, tonumber(ARGV[3]))
 if head == me then
   redis.call('HDEL', KEYS[2], 'w:' .. me)
