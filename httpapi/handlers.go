@@ -302,6 +302,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	st, err := tasks.Lookup(ctx, s.insp, id)
+	if err == nil {
+		err = s.enq.ReadLane(ctx, st)
+	}
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
 		s.notFound(w, r, id)

@@ -103,6 +103,7 @@ func (s *Server) findTaskIn(ctx context.Context, queues []string, id string) (*a
 //   - media_url: the same URLs, as strings, in the same order;
 //   - send_before: the same instant (the UTC offset it was written with does not matter), or
 //     absent in both;
+//   - ordering_key: equal strings (or absent in both);
 //   - queue: the same queue ("default" when absent);
 //   - send_at: asynq schedules in whole seconds and forgets the schedule once it is due, so
 //     only a pending schedule is compared: a send_at still in the future (at one-second
@@ -139,6 +140,9 @@ func sameMessage(info *asynq.TaskInfo, m message, now time.Time) []FieldError {
 	}
 	if !sameInstant(p.SendBefore, old.SendBefore) {
 		diffs = append(diffs, differs("send_before"))
+	}
+	if p.OrderingKey != old.OrderingKey {
+		diffs = append(diffs, differs("ordering_key"))
 	}
 	if m.Queue != info.Queue {
 		diffs = append(diffs, differs("queue"))

@@ -308,6 +308,18 @@ type LaneStatus struct {
 	WaitingFor string `json:"waiting_for,omitempty"`
 }
 
+// ReadLane fills st.Lane on the Enqueuer's Redis (see the function ReadLane).
+func (e *Enqueuer) ReadLane(ctx context.Context, st *Status) error {
+	if st == nil || st.Message.OrderingKey == "" {
+		return nil
+	}
+	rdb, err := e.lanes.client()
+	if err != nil {
+		return err
+	}
+	return ReadLane(ctx, rdb, st)
+}
+
 // ReadLane fills st.Lane for a message with an ordering key; other messages are left alone.
 func ReadLane(ctx context.Context, rdb redis.UniversalClient, st *Status) error {
 	if st == nil || st.Message.OrderingKey == "" {
