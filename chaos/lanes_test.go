@@ -219,7 +219,7 @@ func enqueueLanes(t *testing.T, conn asynq.RedisConnOpt, badKP string) []laneMsg
 
 type laneResult struct {
 	sent, failed, expired, duplicates, lost, unfinished, outOfOrder, reconciled int
-	problems                                                                     []string
+	problems                                                                    []string
 }
 
 func verifyLanes(t *testing.T, insp *asynq.Inspector, fake *proxytest.Fake, msgs []laneMsg) *laneResult {

@@ -17,5 +17,10 @@
 // after it completes (default [DefaultRetention]), or while it stays in the archive. After that the
 // key may be used again.
 //
-// This package imports asynq and the standard library only, so producers pull in little.
+// Ordered lanes (lane.go): a payload's ordering_key puts the message in the lane of (queue, key);
+// the Enqueuer takes its place in Redis, in input order for a batch, before it enqueues the task.
+// The lane's Redis layout and scripts live here so producers and workers share them.
+//
+// This package imports asynq, go-redis (which asynq itself depends on, for the lanes) and the
+// standard library only, so producers pull in little.
 package tasks
