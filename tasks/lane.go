@@ -70,7 +70,7 @@ func asynqPrefix(queue string) string { return "asynq:{" + queue + "}:" }
 // laneLua is shared by the scripts below. KEYS[1] lane, KEYS[2] lane info; ARGV[1] asynq queue
 // prefix. settle drops heads that have ended or vanished and returns the live head; wake moves
 // a head that sleeps in the retry set because the lane told it to wait back to its queue, as
-// asynq's own "run task" does.
+// asynq's own "run task" does, but to the front of the queue.
 const laneLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -108,7 +108,8 @@ end
 local function wake(head, st)
   if st == 'retry' and redis.call('HEXISTS', KEYS[2], 'w:' .. head) == 1 then
     if redis.call('ZREM', P .. 'retry', head) == 1 then
-      redis.call('LPUSH', P .. 'pending', head)
+      -- The front of the queue (asynq takes from the right): it has waited its turn already.
+      redis.call('RPUSH', P .. 'pending', head)
       redis.call('HSET', P .. 't:' .. head, 'state', 'pending')
       return 'woken'
     end
