@@ -48,4 +48,10 @@ func TestOrderingKeyOverHTTP(t *testing.T) {
 	if !hasFieldError(p, "ordering_key", "differs") {
 		t.Errorf("replay with another key: %+v", p)
 	}
+	// Cancelling the head hands the lane on at once.
+	wantStatus(t, e.do(req{method: http.MethodDelete, path: "/v1/message-interactions/h-1"}), http.StatusOK)
+	lane, err = e.db.Client(t).ZRange(context.Background(), tasks.LaneKey("default", "rider-7"), 0, -1).Result()
+	if err != nil || !slices.Equal(lane, []string{"h-b0", "h-b1", "h-b2"}) {
+		t.Errorf("after cancelling the head, lane = %v, %v", lane, err)
+	}
 }

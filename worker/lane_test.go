@@ -36,13 +36,13 @@ func laneWorkerConfig() worker.Config {
 	}
 }
 
-func newLaneRig(t *testing.T, fakeCfg proxytest.Config, start bool) *laneRig {
+func newLaneRig(t *testing.T, fakeCfg proxytest.Config, start bool, mods ...func(*worker.Config)) *laneRig {
 	t.Helper()
 	db := redistest.NewDB(t)
-	return newLaneRigOn(t, db.ConnOpt(), db.Client(t), fakeCfg, start)
+	return newLaneRigOn(t, db.ConnOpt(), db.Client(t), fakeCfg, start, mods...)
 }
 
-func newLaneRigOn(t *testing.T, conn asynq.RedisConnOpt, rdb redis.UniversalClient, fakeCfg proxytest.Config, start bool) *laneRig {
+func newLaneRigOn(t *testing.T, conn asynq.RedisConnOpt, rdb redis.UniversalClient, fakeCfg proxytest.Config, start bool, mods ...func(*worker.Config)) *laneRig {
 	t.Helper()
 	fake := proxytest.NewServer(fakeCfg)
 	t.Cleanup(fake.Close)
@@ -53,7 +53,11 @@ func newLaneRigOn(t *testing.T, conn asynq.RedisConnOpt, rdb redis.UniversalClie
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(laneWorkerConfig(), worker.Deps{Redis: conn, API: client})
+	cfg := laneWorkerConfig()
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	w, err := worker.New(cfg, worker.Deps{Redis: conn, API: client})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,5 +345,42 @@ func TestLaneRedisCrashWithAOF(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// A head that fails its last allowed attempt and a head that fails for good both hand the lane
+// on at once: with rechecks set to a minute, only the wake-up can explain the followers going.
+func TestLaneEndsHandOnAtOnce(t *testing.T) {
+	r := newLaneRig(t, proxytest.Config{}, true, func(c *worker.Config) { c.LaneRecheck = time.Minute })
+	ctx := context.Background()
+	kp, badKP := fmt.Sprintf("KP%032d", 9), fmt.Sprintf("KP%032d", 10)
+	r.fake.Fake.MarkParticipantUnknown(badKP)
+	if err := r.fake.Fake.Inject(proxytest.Fault503, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Out of retries after one failed attempt (MaxRetry 1: two 503s).
+	outOfRetries, err := r.enq.Enqueue(ctx, lanePayload(kp, "E", "end-0-out-of-retries"), tasks.MaxRetry(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	permanent, err := r.enq.Enqueue(ctx, lanePayload(badKP, "E", "end-1-permanent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.enq.Enqueue(ctx, lanePayload(kp, "E", "end-2-sent")); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	waitFor(t, 20*time.Second, func() bool { return len(r.createdBodies("end-")) == 1 })
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("the lane took %v to get past two failed heads", took)
+	}
+	for _, id := range []string{outOfRetries.TaskID, permanent.TaskID} {
+		if st := r.state(t, id); st != "archived" {
+			t.Errorf("%s is %s, want archived", id, st)
+		}
+	}
+	if got := r.createdBodies("end-"); got[0] != "end-2-sent" {
+		t.Errorf("created %v", got)
 	}
 }
