@@ -15,7 +15,7 @@ import (
 // Scenario 7: ordered lanes (issue 11), proxyq only (the peer has no lanes).
 //
 //   - Hand-off: a few lanes of many messages each, API latency 0, workers mostly idle, each
-//     lane's head scheduled 2s ahead so that its followers are all waiting when it goes (a
+//     lane's head scheduled 5s ahead so that its followers are all waiting when it goes (a
 //     follower still in the queue's backlog when its turn comes is not "otherwise ready": it
 //     waits for the backlog like any message). For every
 //     message but a lane's first: from its predecessor's outcome being recorded (the outcome's
@@ -118,9 +118,9 @@ func (b *bencher) laneRun(ctx context.Context, fake *fakeAPI, run string, lanes,
 // handoffs measures, for every message but each lane's first, predecessor recorded → POST.
 func (b *bencher) handoffs(ctx context.Context, fake *fakeAPI, z laneSizes) ([]time.Duration, error) {
 	run := "s7-handoff"
-	// Heads scheduled 2s ahead: by then every follower has been picked up once and waits in
+	// Heads scheduled 5s ahead: by then every follower has been picked up once and waits in
 	// the retry set, so each hand-off is to a message that is otherwise ready.
-	if _, err := b.laneRun(ctx, fake, run, z.handoffLanes, z.handoffLen, 50, true, 2*time.Second); err != nil {
+	if _, err := b.laneRun(ctx, fake, run, z.handoffLanes, z.handoffLen, 50, true, 5*time.Second); err != nil {
 		return nil, err
 	}
 	insp := asynq.NewInspector(b.redis.opt)
