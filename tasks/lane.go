@@ -110,7 +110,9 @@ local function wake(head, st)
     if redis.call('ZREM', P .. 'retry', head) == 1 then
       -- The front of the queue (asynq takes from the right): it has waited its turn already.
       redis.call('RPUSH', P .. 'pending', head)
-      redis.call('HSET', P .. 't:' .. head, 'state', 'pending')
+      -- pending_since (ns) as asynq's own forwarder sets it: the queue's latency reads it.
+      redis.call('HSET', P .. 't:' .. head, 'state', 'pending', 'pending_since',
+        t[1] .. string.format('%06d', tonumber(t[2])) .. '000')
       return 'woken'
     end
   end

@@ -232,6 +232,10 @@ func TestLaneTurnsLeaveWakeAndSkip(t *testing.T) {
 	if info := e.taskInfo(t, DefaultQueue, ids[1]); info.State.String() != "pending" {
 		t.Errorf("woken follower is %s, want pending", info.State)
 	}
+	ns, err := rdb.HGet(ctx, asynqPrefix(DefaultQueue)+"t:"+ids[1], "pending_since").Int64()
+	if since := time.Since(time.Unix(0, ns)); err != nil || since < 0 || since > time.Minute {
+		t.Errorf("woken follower's pending_since = %d (%v ago), %v", ns, since, err)
+	}
 	// A head deleted (cancelled) and one archived from the dashboard are skipped.
 	if err := e.insp.DeleteTask(DefaultQueue, ids[1]); err != nil {
 		t.Fatal(err)
