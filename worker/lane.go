@@ -33,13 +33,14 @@ import (
 // outcomeLaneWait labels a run that found it was not its turn (proxyq_attempts_total).
 const outcomeLaneWait = "lane_wait"
 
-// laneWakeDelays are the pauses between attempts to wake a next-in-line message that was
-// still running when the message ahead ended: it was being told to wait and is about to be
-// put in the retry set by asynq. About one second in all, then its own recheck takes over.
-var laneWakeDelays = []time.Duration{
-	2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond, 16 * time.Millisecond,
-	32 * time.Millisecond, 64 * time.Millisecond, 128 * time.Millisecond, 256 * time.Millisecond, 512 * time.Millisecond,
-}
+// laneWakeEvery and laneWakeFor pace the attempts to wake a next-in-line message that was
+// still running when the message ahead ended: it was being told to wait and asynq is about to
+// put it in the retry set. A short fixed pace (not a growing backoff) keeps the hand-off within
+// a few milliseconds of that moment; after laneWakeFor its own recheck takes over.
+const (
+	laneWakeEvery = 3 * time.Millisecond
+	laneWakeFor   = 2 * time.Second
+)
 
 // lanes is the handler's access to lane state.
 type lanes struct {
@@ -141,12 +142,13 @@ func (r *run) leaveLane(ctx context.Context) {
 	}
 }
 
-// wakeSoon keeps trying to wake head for about a second, while it is still running.
+// wakeSoon keeps trying to wake head, every laneWakeEvery for up to laneWakeFor, while it is
+// still running.
 func (l *lanes) wakeSoon(queue, key, head string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, d := range laneWakeDelays {
-		time.Sleep(d)
+	for deadline := time.Now().Add(laneWakeFor); time.Now().Before(deadline); {
+		time.Sleep(laneWakeEvery)
 		state, err := tasks.WakeLaneHead(ctx, l.rdb, queue, key, head)
 		if err != nil || state != "active" {
 			return
