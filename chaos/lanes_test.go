@@ -143,7 +143,7 @@ func TestChaosLanes(t *testing.T) {
 		{"kills (SIGKILL)", fmt.Sprint(fl.killCount())},
 		{"Redis kill -9 + restart (AOF)", fmt.Sprint(redisRestarts)},
 		{"sent (completed, created once)", fmt.Sprint(r.sent)},
-		{"archived: planned permanent failures", fmt.Sprint(r.failed)},
+		{"archived: the planned unsendable messages", fmt.Sprint(r.failed)},
 		{"archived: expired", fmt.Sprint(r.expired)},
 		{"duplicates (messages created 2+ times)", fmt.Sprint(r.duplicates)},
 		{"lost", fmt.Sprint(r.lost)},
@@ -267,7 +267,11 @@ func verifyLanes(t *testing.T, insp *asynq.Inspector, fake *proxytest.Fake, msgs
 			want[m.lane] = append(want[m.lane], m.body)
 		case asynq.TaskStateArchived:
 			switch {
-			case m.failing && o != nil && o.State == tasks.OutcomeFailed:
+			case m.failing:
+				// It can never be sent (unknown participant). Usually archived as a permanent
+				// failure; if a worker was killed during its POST, reconciliation cannot list
+				// the unknown participant either, and it is archived when out of retries.
+				// Either way the lane must go on, and nothing may have been created.
 				r.failed++
 			case o != nil && o.State == tasks.OutcomeExpired:
 				r.expired++
