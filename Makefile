@@ -1,6 +1,6 @@
 # The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
 
-.PHONY: test test-deps test-go fuzz validate-deploy chaos bench build
+.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
 # redis-server), a bounded fuzz run of the HTTP request decoder, and the deploy-file validation.
@@ -24,7 +24,11 @@ validate-deploy:
 
 # Long runs, not part of `make test`.
 chaos:
-	go test -tags chaos -count=1 -v -timeout 30m ./chaos/
+	go test -tags chaos -count=1 -v -timeout 30m -run '^TestChaos$$' ./chaos/
+
+# Ordered lanes under kills, ambiguous faults, 429s and a Redis crash: order checked per lane.
+chaos-lanes:
+	go test -tags chaos -count=1 -v -timeout 30m -run '^TestChaosLanes$$' ./chaos/
 
 bench:
 	go run ./cmd/proxyq bench

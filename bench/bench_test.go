@@ -78,6 +78,9 @@ func TestQuickRunReportsEveryRow(t *testing.T) {
 		{7, "commands with both account limits", true, true, false},
 		{7, "Redis CPU with both account limits", true, true, false},
 		{8, "fake in another process", true, true, false},
+		{9, "hand-off", true, false, false},
+		{9, "hand-off", true, false, false},
+		{9, "lanes × ", true, false, false},
 	}
 	if len(rep.Rows) != len(wants) {
 		t.Errorf("report has %d rows, want %d", len(rep.Rows), len(wants))
@@ -123,7 +126,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero", Config{}, ""},
 		{"some scenarios", Config{Scenarios: []int{1, 6}}, ""},
 		{"scenario 0", Config{Scenarios: []int{0}}, "0 is not a scenario"},
-		{"scenario 9", Config{Scenarios: []int{9}}, "9 is not a scenario"},
+		{"scenario 10", Config{Scenarios: []int{10}}, "10 is not a scenario"},
 		{"negative messages", Config{Messages: -1}, "Messages must not be negative"},
 	}
 	for _, tt := range tests {

@@ -52,6 +52,16 @@
 // intervals and shutdown timeout as proxyq, so the two runs differ only in the handler. Its
 // duplicates are expected and do not fail the test; they are printed beside proxyq's.
 //
+// # Ordered lanes (lanes_test.go, `make chaos-lanes`)
+//
+// TestChaosLanes runs the same abuse on 200 lanes × 10 messages (ordering_key = the lane's
+// participant), enqueued by four concurrent producers in batches, with every 20th lane holding a
+// permanently failing message (unknown participant) in the middle, three workers at
+// concurrency 10, and one kill -9 of Redis (append-only file on) during the SIGKILLs. It
+// asserts, per lane, that the Fake created the lane's sent messages in enqueue order, and that
+// no message was created twice or lost. Flags: -chaos.lanes, -chaos.lane-len,
+// -chaos.lane-concurrency, -chaos.lane-fail-every, -chaos.redis-restart.
+//
 // # Flags
 //
 // -chaos.messages, -chaos.workers, -chaos.kills, -chaos.fault-rate (each ambiguous kind),

@@ -342,6 +342,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	st, err := tasks.Lookup(ctx, s.insp, id)
+	if err == nil {
+		err = s.enq.ReadLane(ctx, st)
+	}
 	switch {
 	case errors.Is(err, tasks.ErrNotFound):
 		s.notFound(w, r, id)
@@ -372,6 +375,10 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		s.log.Info("message cancelled", zap.String("task_id", id), zap.String("queue", st.Queue), zap.String("state", st.State))
+		if lerr := s.enq.LeaveLane(ctx, st); lerr != nil {
+			// The lane's next check finds the task gone and skips it.
+			s.log.Warn("cancelled message still in its lane until the next check", zap.String("task_id", id), zap.Error(lerr))
+		}
 		writeJSON(w, http.StatusOK, st)
 	case errors.Is(err, tasks.ErrNotFound):
 		s.notFound(w, r, id)

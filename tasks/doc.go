@@ -26,6 +26,10 @@
 // (across queues: until the reservation expires, a day after the retention). After that the
 // key may be used again.
 //
+// Ordered lanes (lane.go): a payload's ordering_key puts the message in the lane of (queue, key);
+// the Enqueuer takes its place in Redis, in input order for a batch, before it enqueues the task.
+// The lane's Redis layout and scripts live here so producers and workers share them.
+//
 // Tracing: Enqueue and EnqueueBatch start a PRODUCER span per message (proxyq.enqueue) as a
 // child of the span in ctx, and put its W3C trace context in the asynq task's headers
 // (traceparent, tracestate), where the worker picks it up: a message's attempts join the trace

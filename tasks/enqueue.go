@@ -108,6 +108,7 @@ type Enqueuer struct {
 	// grace is how long a reservation whose task does not exist yet is left to its producer
 	// before another producer takes it over (ReservationGrace; tests shorten it).
 	grace time.Duration
+	lanes laneRedis // Redis for ordering lanes (lane.go): rdb, or WithLaneRedis's
 }
 
 // NewEnqueuer returns an Enqueuer with its own Redis connection pool; Close releases it.
@@ -125,7 +126,8 @@ func NewEnqueuer(r asynq.RedisConnOpt) *Enqueuer {
 // it open). Any client asynq accepts will do: single node, Sentinel failover, or Cluster.
 func NewEnqueuerFromRedis(rdb redis.UniversalClient) *Enqueuer {
 	return &Enqueuer{client: asynq.NewClientFromRedisClient(rdb), rdb: rdb,
-		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, grace: ReservationGrace}
+		insp: asynq.NewInspectorFromRedisClient(rdb), now: time.Now, grace: ReservationGrace,
+		lanes: laneRedis{rdb: rdb}}
 }
 
 // NewEnqueuerFromClient returns an Enqueuer on an asynq client the caller owns (Close leaves
@@ -140,6 +142,7 @@ func NewEnqueuerFromClient(c *asynq.Client) *Enqueuer {
 
 // Close closes the Redis connections if the Enqueuer created them.
 func (e *Enqueuer) Close() error {
+	e.lanes.close()
 	if !e.owned {
 		return nil
 	}
@@ -215,6 +218,8 @@ func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, 
 	}
 	if o.idempotencyKey != "" {
 		aopts = append(aopts, asynq.TaskID(o.idempotencyKey))
+	} else if p.OrderingKey != "" {
+		aopts = append(aopts, asynq.TaskID(newTaskID())) // its lane place is taken before the enqueue
 	}
 	if !o.processAt.IsZero() {
 		aopts = append(aopts, asynq.ProcessAt(o.processAt))
@@ -238,7 +243,18 @@ func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, opts ...Option) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	return e.enqueue(ctx, pr)
+	if p.OrderingKey == "" {
+		return e.enqueue(ctx, pr)
+	}
+	places, err := e.takeLanePlaces(ctx, []Message{{Payload: p}}, func(int) []asynq.Option { return pr.aopts })
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := e.enqueue(ctx, pr)
+	if err != nil {
+		places.release(ctx, 0)
+	}
+	return res, err
 }
 
 func (e *Enqueuer) enqueue(ctx context.Context, pr prepared) (res Result, err error) {
@@ -288,6 +304,17 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) (_ []Result
 	if err != nil {
 		return nil, err
 	}
+	// Lane places in input order, one per message: a repeat of an earlier message has none.
+	firsts := make([]Message, len(msgs))
+	for i := range msgs {
+		if firstOf[i] == i {
+			firsts[i] = msgs[i]
+		}
+	}
+	places, err := e.takeLanePlaces(ctx, firsts, func(i int) []asynq.Option { return ready[i].aopts })
+	if err != nil {
+		return nil, err
+	}
 	results := make([]Result, len(msgs))
 	errs := make([]error, len(msgs))
 	sem := make(chan struct{}, batchParallelism)
@@ -301,6 +328,9 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) (_ []Result
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
 			results[i], errs[i] = e.enqueue(ctx, ready[i])
+			if errs[i] != nil {
+				places.release(ctx, i)
+			}
 		}(i)
 	}
 	wg.Wait()

@@ -45,6 +45,9 @@ type Payload struct {
 	// archived as expired rather than sent late. Zero means the worker's default applies
 	// (PROXYQ_SEND_WITHIN after the worker first sees the message).
 	SendBefore *time.Time `json:"send_before,omitempty"`
+	// OrderingKey puts the message in a lane (see lane.go): messages of one queue sharing the
+	// key are created at Twilio in enqueue order, one at a time. Empty: unordered.
+	OrderingKey string `json:"ordering_key,omitempty"`
 }
 
 // ValidationError is one rule one field broke. Field is the JSON key (with an index for list
@@ -116,6 +119,11 @@ func (p Payload) Validate() error {
 	if p.SendBefore != nil && p.SendBefore.IsZero() {
 		add("send_before", "must be an RFC 3339 time")
 	}
+	if p.OrderingKey != "" {
+		if err := ValidateOrderingKey(p.OrderingKey); err != nil {
+			errs = append(errs, err.(*ValidationError))
+		}
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -162,6 +170,12 @@ func Decode(data []byte) (Payload, error) {
 	}
 	p := Payload{ServiceSID: w.ServiceSID, SessionSID: w.SessionSID, ParticipantSID: w.ParticipantSID,
 		Body: w.Body, MediaURLs: w.MediaURLs}
+	if w.OrderingKey != nil {
+		if *w.OrderingKey == "" {
+			return Payload{}, &ValidationError{Field: "ordering_key", Rule: "must not be empty (leave the key out for an unordered message)"}
+		}
+		p.OrderingKey = *w.OrderingKey
+	}
 	if len(w.SendBefore) > 0 && string(w.SendBefore) != "null" {
 		var t time.Time
 		if err := t.UnmarshalJSON(w.SendBefore); err != nil {
@@ -184,6 +198,7 @@ type wirePayload struct {
 	Body           string          `json:"body"`
 	MediaURLs      []string        `json:"media_url"`
 	SendBefore     json.RawMessage `json:"send_before"`
+	OrderingKey    *string         `json:"ordering_key"`
 }
 
 // payloadKeys are Payload's JSON keys, read from its tags so they cannot drift.

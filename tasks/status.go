@@ -31,7 +31,10 @@ type Status struct {
 		SessionSID     string     `json:"session_sid"`
 		ParticipantSID string     `json:"participant_sid"`
 		SendBefore     *time.Time `json:"send_before,omitempty"`
+		OrderingKey    string     `json:"ordering_key,omitempty"`
 	} `json:"message"`
+	// Lane is the message's place in its ordering lane (ReadLane), for messages with a key.
+	Lane *LaneStatus `json:"lane,omitempty"`
 	// Outcome is the worker's record, when it has written one.
 	Outcome *Outcome `json:"outcome,omitempty"`
 }
@@ -91,6 +94,7 @@ func statusOf(info *asynq.TaskInfo) *Status {
 	if json.Unmarshal(info.Payload, &p) == nil {
 		s.Message.ServiceSID, s.Message.SessionSID, s.Message.ParticipantSID = p.ServiceSID, p.SessionSID, p.ParticipantSID
 		s.Message.SendBefore = p.SendBefore
+		s.Message.OrderingKey = p.OrderingKey
 	}
 	if o, err := ParseOutcome(info.Result); err == nil {
 		s.Outcome = o

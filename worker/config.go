@@ -49,6 +49,12 @@ type Config struct {
 	RateLimit   float64
 	RateBurst   int
 
+	// LaneRecheck is how often a message waiting for its turn in an ordered lane checks the
+	// lane on its own (the next in line; those further back check 12× less often). It is woken
+	// at once when the message ahead ends; checks are what skip a head that was deleted or lost.
+	// Default 5s.
+	LaneRecheck time.Duration
+
 	// PollInterval is how long an idle worker waits before looking for new messages again.
 	// Default 20ms, so a new message is picked up within tens of milliseconds (asynq's default
 	// is 1s); each poll is one cheap Redis script per queue.
@@ -87,6 +93,7 @@ const (
 	DefaultDelayedCheckInterval = time.Second
 	DefaultHTTPTimeout          = 15 * time.Second
 	DefaultLedgerTTL            = 72 * time.Hour
+	DefaultLaneRecheck          = 5 * time.Second
 	DefaultLimiterMaxWait       = 2 * time.Second
 	DefaultPollInterval         = 20 * time.Millisecond
 	DefaultReconcileMaxPages    = 10
@@ -112,6 +119,7 @@ func (c Config) WithDefaults() Config {
 	set(&c.HTTPTimeout, DefaultHTTPTimeout)
 	set(&c.LimiterMaxWait, DefaultLimiterMaxWait)
 	set(&c.PollInterval, DefaultPollInterval)
+	set(&c.LaneRecheck, DefaultLaneRecheck)
 	set(&c.ReconcileSettle, DefaultReconcileSettle)
 	set(&c.ReconcileSkew, DefaultReconcileSkew)
 	set(&c.SendWithin, DefaultSendWithin)
@@ -149,6 +157,7 @@ func (c Config) Validate() error {
 		{c.HTTPTimeout < time.Second, fmt.Sprintf("HTTPTimeout must be at least 1s, got %v", c.HTTPTimeout)},
 		{c.ShutdownTimeout < c.HTTPTimeout+5*time.Second, fmt.Sprintf("ShutdownTimeout must be at least HTTPTimeout+5s (%v) so an in-flight request can finish and be recorded, got %v", c.HTTPTimeout+5*time.Second, c.ShutdownTimeout)},
 		{c.PollInterval < time.Millisecond || c.PollInterval > 10*time.Second, fmt.Sprintf("PollInterval must be between 1ms and 10s, got %v", c.PollInterval)},
+		{c.LaneRecheck < 10*time.Millisecond || c.LaneRecheck > 10*time.Minute, fmt.Sprintf("LaneRecheck must be between 10ms and 10m, got %v", c.LaneRecheck)},
 		{c.DelayedCheckInterval < 10*time.Millisecond, fmt.Sprintf("DelayedCheckInterval must be at least 10ms, got %v", c.DelayedCheckInterval)},
 		{c.BackoffBase <= 0 || c.BackoffMax < c.BackoffBase, fmt.Sprintf("BackoffBase must be positive and at most BackoffMax, got %v and %v", c.BackoffBase, c.BackoffMax)},
 		{c.SendWithin < time.Second, fmt.Sprintf("SendWithin must be at least 1s, got %v", c.SendWithin)},

@@ -5,6 +5,8 @@
 // One message's trip through a run (handler.go):
 //
 //  1. decode and validate the payload (tasks.Decode); malformed → archived, the worker goes on;
+//     a message with an ordering key then asks its lane (lane.go): not its turn → back to the
+//     retry set without a failed attempt, woken when the message ahead ends;
 //  2. wait for the account's limits, shared by every process through Redis (limiter.go);
 //  3. take the message in the send ledger (ledger.go) — in the common case the same script
 //     begins the send; otherwise: already sent → re-record, nothing sent; another run holds it →

@@ -38,6 +38,7 @@ type Handler struct {
 	log     *zap.Logger
 	now     func() time.Time
 	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+	lanes   lanes          // ordered lanes (lane.go), on the ledger's Redis
 	// delivery is told of each recorded send (delivery_hook.go); nil: nobody listens.
 	delivery DeliveryHook
 }
@@ -54,7 +55,8 @@ func NewHandler(cfg Config, api ProxyAPI, ledger *Ledger, limiter Limiter, metri
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Handler{cfg: cfg, api: api, ledger: ledger, limiter: limiter, metrics: metrics, log: log, now: time.Now}
+	return &Handler{cfg: cfg, api: api, ledger: ledger, limiter: limiter, metrics: metrics, log: log, now: time.Now,
+		lanes: lanes{rdb: ledger.rdb, grace: tasks.LaneEnqueueGrace}}
 }
 
 // WaitForSends blocks until every POST that has started has its outcome recorded, or ctx ends.
@@ -117,7 +119,16 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
 	traceMessage(r.span, p)
+	if p.OrderingKey != "" {
+		// Its lane first: a message that must wait takes no permit and no ledger lease.
+		return r.inLane(ctx, r.send)
+	}
+	return r.send(ctx)
+}
 
+// send is the rest of handle, for a message whose turn it is.
+func (r *run) send(ctx context.Context) error {
+	h, p, id := r.Handler, r.p, r.id
 	permit, err := r.acquirePermit(ctx)
 	if err != nil {
 		return r.limited(ctx, err)
@@ -127,7 +138,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		intent.SendBefore = *p.SendBefore
 	}
 	lctx, sp := startStep(ctx, SpanLedgerAcquire)
-	own, err := h.ledger.AcquireToSend(lctx, queue, id, h.claimLease(), intent)
+	own, err := h.ledger.AcquireToSend(lctx, r.queue, id, h.claimLease(), intent)
 	sp.end(err)
 	if err != nil {
 		permit.Release(false)

@@ -23,7 +23,8 @@ One message from flags:
   proxyq enqueue --service KS… --session KC… --participant KP… --body "Your driver is here"
 
 Many messages as JSON lines (--file PATH, or --file - for stdin), one object per line with the
-payload keys (service_sid, session_sid, participant_sid, body, media_url, send_before) and
+payload keys (service_sid, session_sid, participant_sid, body, media_url, send_before,
+ordering_key) and
 optionally idempotency_key, send_at (RFC 3339) and queue:
   {"service_sid":"KS…","session_sid":"KC…","participant_sid":"KP…","body":"hi","idempotency_key":"order-42"}
 Blank lines are skipped. --queue and --send-within apply to every line that does not say
@@ -31,6 +32,10 @@ otherwise; the other message flags cannot be combined with --file.
 
 Every message is validated before anything is enqueued: if any is invalid, each problem is
 printed as "line N: field: rule" on stderr, nothing is enqueued, and the exit code is 2.
+
+--ordering-key K (ordering_key in JSON lines) puts messages in a lane: messages of one queue
+with the same key are created at Twilio in the order they were enqueued, one at a time (a file's
+lines in file order). Keys are 1-128 characters of A-Z a-z 0-9 . _ : - (e.g. the participant SID).
 
 An idempotency key becomes the task ID and names one message whatever the queue. Enqueuing a
 key that is already in use, on any queue, enqueues nothing new, prints the existing ID
@@ -57,19 +62,20 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // messageFlags are the flags that describe one message; they cannot be combined with --file.
-var messageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in"}
+var messageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key"}
 
 // flagOfField names the flag behind a payload field in flag mode.
 var flagOfField = map[string]string{
 	"service_sid": "--service", "session_sid": "--session", "participant_sid": "--participant",
 	"body": "--body", "media_url": "--media-url", "idempotency_key": "--idempotency-key",
-	"queue": "--queue", "send_before": "--send-within",
+	"queue": "--queue", "send_before": "--send-within", "ordering_key": "--ordering-key",
 }
 
 type enqueueFlags struct {
 	service, session, participant, body string
 	media                               stringList
 	key, at, queue, file                string
+	orderingKey                         string
 	in, sendWithin                      time.Duration
 	json                                bool
 	set                                 map[string]bool
@@ -104,6 +110,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&f.body, "body", "", "message text, at most 1600 characters")
 	fs.Var(&f.media, "media-url", "absolute http(s) media URL (repeatable, at most 10)")
 	fs.StringVar(&f.key, "idempotency-key", "", "caller's key for the message; becomes the task ID")
+	fs.StringVar(&f.orderingKey, "ordering-key", "", "lane key: messages with the same key (and queue) are sent in enqueue order, one at a time")
 	fs.StringVar(&f.at, "at", "", "send no earlier than this RFC 3339 time, e.g. 2025-01-02T15:04:05Z")
 	fs.DurationVar(&f.in, "in", 0, "send no earlier than this long from now, e.g. 10m")
 	fs.StringVar(&f.queue, "queue", "", `queue name (default "default"); with --file, for lines without "queue"`)
@@ -271,6 +278,12 @@ func messageFromFlags(enq *tasks.Enqueuer, f enqueueFlags, base []tasks.Option) 
 	}
 	p := tasks.Payload{ServiceSID: f.service, SessionSID: f.session, ParticipantSID: f.participant,
 		Body: f.body, MediaURLs: f.media}
+	if f.set["ordering-key"] {
+		if err := tasks.ValidateOrderingKey(f.orderingKey); err != nil {
+			return tasks.Message{}, problemsOf(0, err), nil
+		}
+		p.OrderingKey = f.orderingKey
+	}
 	if _, _, err := enq.Prepare(p, opts...); err != nil {
 		return tasks.Message{}, problemsOf(0, err), nil
 	}

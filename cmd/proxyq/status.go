@@ -23,7 +23,8 @@ completed, archived), the requests made to Twilio, asynq's count of failed attem
 interaction SID and outbound status once sent, and the last error.
 
 --json prints the same view as the HTTP API's status endpoint (keys: id, queue, state, retried,
-max_retry, last_error, last_failed_at, next_process_at, completed_at, message, outcome).
+max_retry, last_error, last_failed_at, next_process_at, completed_at, message, outcome, and
+lane for a message with an ordering key: its place and what it waits for).
 
 Exit codes: 0 found; 1 Redis failed; 2 bad usage; 3 no message with that task ID.`
 
@@ -64,6 +65,7 @@ func runStatus(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	m.readLane(ctx, redisOpt, st)
 	if *asJSON {
 		enc := json.NewEncoder(m.Stdout)
 		enc.SetEscapeHTML(false)
@@ -93,6 +95,20 @@ func (m *Main) ledgerPosts(ctx context.Context, opt asynq.RedisConnOpt, st *task
 		return -1
 	}
 	return entry.Posts
+}
+
+// readLane adds the message's place in its ordering lane, best effort (a message without a
+// key has none).
+func (m *Main) readLane(ctx context.Context, opt asynq.RedisConnOpt, st *tasks.Status) {
+	if st.Message.OrderingKey == "" {
+		return
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return
+	}
+	defer rdb.Close()
+	_ = tasks.ReadLane(ctx, rdb, st)
 }
 
 // printStatus writes the human view of st. posts is the number of requests made to Twilio, or
@@ -141,6 +157,18 @@ func printStatus(w io.Writer, st *tasks.Status, posts int) error {
 	row("Next attempt", ts(st.NextProcessAt))
 	row("Completed at", ts(st.CompletedAt))
 	row("Send before", ts(st.Message.SendBefore))
+	row("Ordering key", st.Message.OrderingKey)
+	if l := st.Lane; l != nil {
+		switch {
+		case l.Position == 1:
+			row("Lane", fmt.Sprintf("head of %d (its turn)", l.Length))
+		case l.Position > 1:
+			row("Lane", fmt.Sprintf("position %d of %d (%d ahead; head %s is %s)", l.Position, l.Length, l.Ahead, l.Head, l.HeadState))
+		default:
+			row("Lane", "not in its lane (ended)")
+		}
+		row("Waiting for", l.WaitingFor)
+	}
 	row("Participant", st.Message.ParticipantSID)
 	row("Session", st.Message.SessionSID)
 	row("Service", st.Message.ServiceSID)
