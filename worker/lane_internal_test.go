@@ -69,11 +69,17 @@ func TestUnorderedMessageMakesNoLaneRoundTrip(t *testing.T) {
 	if err := f.run(t, "plain-0", testPayload("warm-up")); err != nil { // loads the scripts
 		t.Fatal(err)
 	}
+	makeTask(t, f.h.ledger.rdb, testQ, "plain-1") // the fixture's asynq task, before counting
 	log.reset()
 	if err := f.run(t, "plain-1", testPayload("hello")); err != nil {
 		t.Fatal(err)
 	}
-	cmds := log.reset()
+	var cmds []string
+	for _, c := range log.reset() {
+		if !strings.HasPrefix(c, "exists ") { // the fixture's own check that the task exists
+			cmds = append(cmds, c)
+		}
+	}
 	for _, c := range cmds {
 		if strings.Contains(c, ":lane") {
 			t.Errorf("unordered message ran a lane command: %s", c)
