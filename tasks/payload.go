@@ -31,6 +31,7 @@ var (
 	serviceSIDPattern     = regexp.MustCompile(`^KS[0-9a-fA-F]{32}$`)
 	sessionSIDPattern     = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
 	participantSIDPattern = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
+	accountSIDPattern     = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
 )
 
 // Payload is one message for one Proxy participant: the JSON body of a
@@ -45,6 +46,10 @@ type Payload struct {
 	// archived as expired rather than sent late. Zero means the worker's default applies
 	// (PROXYQ_SEND_WITHIN after the worker first sees the message).
 	SendBefore *time.Time `json:"send_before,omitempty"`
+	// AccountSID names the Twilio account (AC…) to send with, e.g. a customer's subaccount;
+	// the worker needs its credentials (PROXYQ_ACCOUNTS_FILE). Empty means the worker's
+	// default account (TWILIO_*).
+	AccountSID string `json:"account_sid,omitempty"`
 }
 
 // ValidationError is one rule one field broke. Field is the JSON key (with an index for list
@@ -96,6 +101,9 @@ func (p Payload) Validate() error {
 	checkSID("service_sid", p.ServiceSID, serviceSIDPattern)
 	checkSID("session_sid", p.SessionSID, sessionSIDPattern)
 	checkSID("participant_sid", p.ParticipantSID, participantSIDPattern)
+	if p.AccountSID != "" && !accountSIDPattern.MatchString(p.AccountSID) {
+		add("account_sid", "must match %s", accountSIDPattern.String())
+	}
 
 	switch {
 	case !utf8.ValidString(p.Body):
@@ -161,7 +169,7 @@ func Decode(data []byte) (Payload, error) {
 		return Payload{}, &ValidationError{Field: "payload", Rule: "must be a single JSON object"}
 	}
 	p := Payload{ServiceSID: w.ServiceSID, SessionSID: w.SessionSID, ParticipantSID: w.ParticipantSID,
-		Body: w.Body, MediaURLs: w.MediaURLs}
+		Body: w.Body, MediaURLs: w.MediaURLs, AccountSID: w.AccountSID}
 	if len(w.SendBefore) > 0 && string(w.SendBefore) != "null" {
 		var t time.Time
 		if err := t.UnmarshalJSON(w.SendBefore); err != nil {
@@ -184,6 +192,7 @@ type wirePayload struct {
 	Body           string          `json:"body"`
 	MediaURLs      []string        `json:"media_url"`
 	SendBefore     json.RawMessage `json:"send_before"`
+	AccountSID     string          `json:"account_sid"`
 }
 
 // payloadKeys are Payload's JSON keys, read from its tags so they cannot drift.

@@ -33,7 +33,10 @@ type Handler struct {
 	api     ProxyAPI
 	ledger  *Ledger
 	limiter Limiter
-	metrics *Metrics
+	// services (per-Service limits) and accounts (many accounts) are optional; see accounts.go.
+	services *ServiceLimiter
+	accounts Accounts
+	metrics  *Metrics
 	log     *zap.Logger
 	now     func() time.Time
 	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
@@ -78,6 +81,7 @@ func (h *Handler) sendLease() time.Duration { return h.cfg.HTTPTimeout + recordT
 // run is one handling of one message: its identity, payload and the ledger ownership it holds.
 type run struct {
 	*Handler
+	api   ProxyAPI // the message's account's client, kept for the whole run (rotation-safe)
 	task  *asynq.Task
 	id    string
 	queue string
@@ -109,6 +113,9 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p}
+	if r.api, err = h.clientFor(p); err != nil {
+		return r.unknownAccount(err)
+	}
 
 	permit, err := r.acquirePermit(ctx)
 	if err != nil {
@@ -150,7 +157,13 @@ func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
 		maxWait = max(0, min(maxWait, time.Until(*r.p.SendBefore)))
 	}
 	waitStart := r.now()
-	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id, maxWait)
+	// The Service's budget first: it holds nothing, while an account slot held during that
+	// wait would keep other Services' messages from being sent.
+	if err := r.acquireService(ctx, maxWait); err != nil {
+		r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
+		return nil, err
+	}
+	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id, max(0, maxWait-r.now().Sub(waitStart)))
 	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
 	return permit, err
 }
@@ -246,7 +259,12 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		r.metrics.twilioError(apiErr.Code, apiErr.StatusCode)
 	}
 	rateLimited := apiErr != nil && apiErr.StatusCode == 429
-	permit.Release(rateLimited)
+	var after429 time.Duration
+	slowAccount := rateLimited
+	if rateLimited {
+		after429, slowAccount = r.rateLimitRetry(err, posts)
+	}
+	permit.Release(slowAccount)
 
 	recCtx, cancelRec := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancelRec()
@@ -254,18 +272,21 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	case proxyclient.ClassNone:
 		return r.recordSent(recCtx, mi, false, latency)
 	case proxyclient.ClassRetryable:
-		r.release(recCtx, attemptNone)
-		after, _ := proxyclient.RetryAfter(err)
 		if rateLimited {
 			// Twilio says a 429 was not processed: safe to resend, and not a failed attempt.
-			if after == 0 {
-				after = Backoff(min(posts-1, 8), r.cfg.BackoffBase, r.cfg.BackoffMax, rand.Float64)
-			}
+			r.release(recCtx, attemptNone)
 			r.logOutcome(outcomeRateLimited, "", latency, err, "")
-			return &retryLater{After: after, Err: err}
+			return &retryLater{After: after429, Err: err}
 		}
+		failure, inProgress := retryLaterHandling(err)
+		if inProgress {
+			r.release(recCtx, attemptUnknown) // 80623: reconcile before any resend
+		} else {
+			r.release(recCtx, attemptNone)
+		}
+		after, _ := proxyclient.RetryAfter(err)
 		r.logOutcome(outcomeRetried, "", latency, err, "")
-		return &retryLater{After: after, Failure: true, Err: err}
+		return &retryLater{After: after, Failure: failure, Err: err}
 	case proxyclient.ClassPermanent:
 		r.release(recCtx, attemptNone)
 		o := &tasks.Outcome{State: tasks.OutcomeFailed, Attempts: posts, Error: err.Error(), RecordedAt: r.now().UTC()}
@@ -296,6 +317,10 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
 		r.release(ctx, attemptUnknown)
+		if limited := (*LimitedError)(nil); errors.As(err, &limited) {
+			// The Service's list budget is spent: not a failure, come back when it allows one.
+			return true, &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/2+10*time.Millisecond), Err: err}
+		}
 		r.logOutcome(outcomeUnknown, "", 0, err, "reconciliation failed; will try again, never resend blindly")
 		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
 	}

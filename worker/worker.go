@@ -24,6 +24,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Limiter overrides the account limiter built from Config (tests, benchmarks).
 	Limiter Limiter
+	// Accounts gives the credentials and limits of accounts other than API's (the accounts
+	// file); nil: messages must be for API's account.
+	Accounts AccountSource
 }
 
 // Worker is one process's pool: an asynq server running the send handler.
@@ -60,13 +63,17 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if limiter == nil {
 		// A slot's lease must outlast the request it covers, or a slow request frees its slot early.
 		var err error
-		limiter, err = NewAccountLimiter(rdb, AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
-			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}, metrics, log)
+		lim := AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
+			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}
+		limiter, err = newLimiterWithAccounts(rdb, lim, deps.Accounts, metrics, log)
 		if err != nil {
 			return nil, fmt.Errorf("worker config: %w", err)
 		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
+	if err := h.wireAccounts(rdb, cfg, deps, log); err != nil {
+		return nil, err
+	}
 	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,
