@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -162,4 +163,26 @@ func (h *Handler) wireAccounts(rdb redis.UniversalClient, cfg Config, deps Deps,
 	}
 	h.SetServiceLimiter(services)
 	return nil
+}
+
+// FromRegistry adapts the accounts file (accounts.Registry) to the worker.
+func FromRegistry(r *accounts.Registry) AccountSource { return registrySource{r} }
+
+type registrySource struct{ r *accounts.Registry }
+
+func (s registrySource) Client(accountSID string) (ProxyAPI, bool) {
+	c, ok := s.r.Client(accountSID)
+	if !ok {
+		return nil, false
+	}
+	return c, true
+}
+
+func (s registrySource) AccountLimits(accountSID string) (AccountLimits, bool) {
+	l, ok := s.r.Limits(accountSID)
+	return AccountLimits{MaxInFlight: l.MaxInFlight, Rate: l.Rate, Burst: l.Burst}, ok
+}
+
+func (s registrySource) ServiceRate(accountSID, service string) (float64, bool) {
+	return s.r.ServiceRate(accountSID, service)
 }

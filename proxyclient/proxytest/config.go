@@ -70,6 +70,10 @@ type Config struct {
 	// Twilio's concurrency limit does. Zero means no limit.
 	MaxConcurrentPerAccount int
 
+	// ServiceLimits enforces Twilio's per-Service, per-endpoint rate (429 with code 80621):
+	// e.g. {Rate: 30} for the published 30/s over 5 s. Zero: no per-Service limit.
+	ServiceLimits ServiceLimits
+
 	// Now is the clock used for date_created and date_updated. Default time.Now.
 	Now func() time.Time
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,6 +47,7 @@ type Fake struct {
 	unknownParticipants map[string]bool
 	closedSessions      map[string]bool
 	stats               counters
+	windows             atomic.Pointer[serviceWindows] // per-Service limits (limits.go); nil: none
 }
 
 // New returns a Fake configured by cfg (defaults applied). It panics with a *ConfigError if
@@ -67,6 +69,9 @@ func New(cfg Config) *Fake {
 		f.log = zap.NewNop()
 	}
 	f.resetLocked()
+	if cfg.ServiceLimits.Rate > 0 || len(cfg.ServiceLimits.Services) > 0 {
+		f.SetServiceLimits(cfg.ServiceLimits)
+	}
 	return f
 }
 
@@ -192,6 +197,10 @@ func (f *Fake) serveAPI(x *exchange) {
 			writeError(x.w, http.StatusBadRequest, codeInvalidParameter, "Unable to parse the request body")
 			return
 		}
+	}
+
+	if rt, ok := parseRoute(x.r.URL.Path); ok && f.serviceLimited(x, rt, acct) {
+		return
 	}
 
 	f.mu.Lock()
