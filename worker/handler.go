@@ -37,9 +37,9 @@ type Handler struct {
 	services *ServiceLimiter
 	accounts Accounts
 	metrics  *Metrics
-	log     *zap.Logger
-	now     func() time.Time
-	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+	log      *zap.Logger
+	now      func() time.Time
+	sends    sync.WaitGroup // POSTs whose outcome is not recorded yet
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics

@@ -266,7 +266,9 @@ func (l *ServiceLimiter) RateFor(account, service string) float64 {
 	return l.lim.Rate
 }
 
-func serviceTag(account, service string) string { return "proxyq:{svc:" + account + ":" + service + "}:" }
+func serviceTag(account, service string) string {
+	return "proxyq:{svc:" + account + ":" + service + "}:"
+}
 
 // reserveScript: KEYS[1] the endpoint's ZSET, KEYS[2] the Service's adaptive hash.
 // ARGV[1] limit per window at factor 1, ARGV[2] recovery step ms, ARGV[3] window ms (margin
