@@ -140,6 +140,9 @@ func sameMessage(info *asynq.TaskInfo, m message, now time.Time) []FieldError {
 	if !sameInstant(p.SendBefore, old.SendBefore) {
 		diffs = append(diffs, differs("send_before"))
 	}
+	if p.AccountSID != old.AccountSID {
+		diffs = append(diffs, differs("account_sid"))
+	}
 	if m.Queue != info.Queue {
 		diffs = append(diffs, differs("queue"))
 	}

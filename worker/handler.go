@@ -33,13 +33,14 @@ type Handler struct {
 	api     ProxyAPI
 	ledger  *Ledger
 	limiter Limiter
+	metrics *Metrics
+	log     *zap.Logger
+	now     func() time.Time
+	sends   sync.WaitGroup // POSTs whose outcome is not recorded yet
+
 	// services (per-Service limits) and accounts (many accounts) are optional; see accounts.go.
 	services *ServiceLimiter
 	accounts Accounts
-	metrics  *Metrics
-	log      *zap.Logger
-	now      func() time.Time
-	sends    sync.WaitGroup // POSTs whose outcome is not recorded yet
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics

@@ -143,6 +143,17 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	// The ledger is only read here; its TTL matters to writers only.
 	guard := worker.NewSendGuard(worker.NewLedger(rdb, worker.DefaultLedgerTTL), insp)
 
+	// Refuse messages for accounts no worker can send for, when the accounts file is readable
+	// here; it is watched like the worker's, so a rotation applies to both.
+	known, accts, err := m.knownAccount()
+	if err != nil {
+		return err
+	}
+	if accts != nil {
+		m.watchAccounts(ctx, accts, log.Named("accounts"))
+	}
+	cfg.api.KnownAccount = known
+
 	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
 	if err != nil {
 		return usageError{serveConfigError(err)}

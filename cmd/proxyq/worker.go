@@ -103,8 +103,15 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	defer restoreStdLog()
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
+	accts, err := m.accountsFromEnv(ccfg, log.Named("accounts"))
+	if err != nil {
+		return err
+	}
+	m.watchAccounts(ctx, accts, log.Named("accounts"))
+
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg})
+	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
+		Accounts: worker.FromRegistry(accts)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -192,6 +199,9 @@ func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, s
 	}
 	wcfg, err = finishWorkerConfig(wcfg, flagOf)
 	if err != nil {
+		return wcfg, proxyclient.Config{}, "", err
+	}
+	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
 
