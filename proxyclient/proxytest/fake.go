@@ -47,7 +47,8 @@ type Fake struct {
 	unknownParticipants map[string]bool
 	closedSessions      map[string]bool
 	stats               counters
-	windows             atomic.Pointer[serviceWindows] // per-Service limits (limits.go); nil: none
+	windows             atomic.Pointer[serviceWindows]    // per-Service limits (limits.go); nil: none
+	creds               atomic.Pointer[map[string]string] // SetCredentials; nil: cfg.Credentials
 }
 
 // New returns a Fake configured by cfg (defaults applied). It panics with a *ConfigError if
@@ -241,8 +242,8 @@ func (f *Fake) authenticate(r *http.Request) (account, bool) {
 	if !ok || user == "" || secret == "" {
 		return account{}, false
 	}
-	if f.cfg.Credentials != nil {
-		want, found := f.cfg.Credentials[user]
+	if creds := f.credentials(); creds != nil {
+		want, found := creds[user]
 		if !found || subtle.ConstantTimeCompare([]byte(want), []byte(secret)) != 1 {
 			return account{}, false
 		}
@@ -262,7 +263,7 @@ func (f *Fake) enter(user string) (release func(), ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.inFlight[user] + 1
-	if limit := f.cfg.MaxConcurrentPerAccount; limit > 0 && n > limit {
+	if limit := f.concurrencyLimit(user); limit > 0 && n > limit {
 		f.stats.tooMany++
 		f.stats.concurrency++
 		return nil, false

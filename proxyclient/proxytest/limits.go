@@ -117,3 +117,29 @@ func (f *Fake) serviceLimited(x *exchange, rt route, acct account) bool {
 	writeError(x.w, http.StatusTooManyRequests, CodeServiceRateLimited, "Requests Rate Limited on Endpoint")
 	return true
 }
+
+// SetCredentials replaces the accepted credentials (user → secret) at run time, e.g. to
+// revoke an API key in a rotation test. Requests already authenticated are not affected.
+func (f *Fake) SetCredentials(creds map[string]string) {
+	c := make(map[string]string, len(creds))
+	for k, v := range creds {
+		c[k] = v
+	}
+	f.creds.Store(&c)
+}
+
+func (f *Fake) credentials() map[string]string {
+	if p := f.creds.Load(); p != nil {
+		return *p
+	}
+	return f.cfg.Credentials
+}
+
+// concurrencyLimit is the user's own cap (Config.AccountConcurrency), else
+// MaxConcurrentPerAccount.
+func (f *Fake) concurrencyLimit(user string) int {
+	if n, ok := f.cfg.AccountConcurrency[user]; ok {
+		return n
+	}
+	return f.cfg.MaxConcurrentPerAccount
+}
