@@ -335,9 +335,11 @@ func diff(old, next map[string]*entry) (added, removed, rotated []string) {
 	return
 }
 
-// Watch reloads the file whenever its modification time or size changes, polling every
-// `every` (DefaultPollEvery when 0), until ctx ends. A bad file is logged (without secrets)
-// and the accounts in force stay.
+// Watch re-reads the file every `every` (DefaultPollEvery when 0) until ctx ends and puts it
+// in force when its content changed (by SHA-256, so an edit that keeps the size and the
+// modification time is seen too, and a Kubernetes Secret's symlink swap is followed). A bad
+// file is logged (without secrets) and the accounts in force stay; the same error is logged
+// once, not at every poll.
 func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	if r.opts.Path == "" {
 		return
@@ -347,22 +349,19 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lastErr string
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st, err := os.Stat(r.opts.Path)
-		if err != nil {
-			r.log.Warn("accounts file: cannot read; the accounts in force stay", zap.Error(err))
-			continue
-		}
-		cur := r.cur.Load()
-		if st.ModTime().Equal(cur.modTime) && st.Size() == cur.size {
-			continue
-		}
-		if _, err := r.Reload(); err != nil {
+		_, err := r.Reload()
+		switch {
+		case err == nil:
+			lastErr = ""
+		case err.Error() != lastErr:
+			lastErr = err.Error()
 			r.log.Error("accounts file refused; the accounts in force stay", zap.Error(err))
 		}
 	}
