@@ -52,6 +52,16 @@ func (h *Handler) clientFor(p tasks.Payload) (ProxyAPI, error) {
 	return nil, fmt.Errorf("account %s: %w (add it to PROXYQ_ACCOUNTS_FILE; the message was not sent)", p.AccountSID, ErrUnknownAccount)
 }
 
+// refreshClient takes the account's current client after the limiter waits, just before the
+// request: a rotation during the wait (new key in the file, old one revoked soon after) must
+// not send with the old key. The account is the same, so the limits keyed by it still hold;
+// an account removed meanwhile keeps the client it had.
+func (r *run) refreshClient() {
+	if api, err := r.clientFor(r.p); err == nil {
+		r.api = api
+	}
+}
+
 // unknownAccount archives a message for an account this worker cannot authenticate as. Nothing
 // was sent; retrying cannot help until the accounts file has it, and then the message can be
 // re-run from the dashboard.
@@ -66,11 +76,11 @@ func (r *run) unknownAccount(err error) error {
 
 // acquireService reserves the message's create request on its Service's budget (see
 // ServiceLimiter), waiting at most maxWait.
-func (r *run) acquireService(ctx context.Context, maxWait time.Duration) error {
+func (r *run) acquireService(ctx context.Context, maxWait time.Duration) (*Reservation, error) {
 	if r.services == nil {
-		return nil
+		return nil, nil
 	}
-	return r.services.Acquire(ctx, r.api.AccountKey(), r.p.ServiceSID, EndpointCreate, min(maxWait, r.services.MaxWait()))
+	return r.services.Reserve(ctx, r.api.AccountKey(), r.p.ServiceSID, EndpointCreate, min(maxWait, r.services.MaxWait()))
 }
 
 // beforeListPage counts each page reconciliation reads against the Service's list budget.

@@ -61,7 +61,7 @@ func TestHandlerUnknownAccountIsArchived(t *testing.T) {
 func newServiceFixture(t *testing.T) *handlerFixture {
 	t.Helper()
 	f := newHandlerFixture(t, nil)
-	l, err := NewServiceLimiter(redistest.NewDB(t).Client(t), ServiceLimits{}, nil, nil, nil)
+	l, err := NewServiceLimiter(redistest.NewDB(t).Client(t), ServiceLimits{BurstRate: 150}, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,11 +160,16 @@ func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
 	waitStart := r.now()
 	// The Service's budget first: it holds nothing, while an account slot held during that
 	// wait would keep other Services' messages from being sent.
-	if err := r.acquireService(ctx, maxWait); err != nil {
+	rsv, err := r.acquireService(ctx, maxWait)
+	if err != nil {
 		r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
 		return nil, err
 	}
 	permit, err := r.limiter.Acquire(ctx, r.api.AccountKey(), r.id, max(0, maxWait-r.now().Sub(waitStart)))
+	if err == nil {
+		rsv.Departed() // a wait for the account moves the Service reservation to when it really goes
+		r.refreshClient()
+	}
 	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
 	return permit, err
 }
@@ -178,7 +183,12 @@ func (r *run) limited(ctx context.Context, err error) error {
 		return fmt.Errorf("account limiter: %w", err)
 	}
 	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
-	retry := &retryLater{After: limitedErr.RetryIn + jitter(limitedErr.RetryIn/2+10*time.Millisecond), Err: err}
+	spread := limitedErr.RetryIn / 2
+	if limitedErr.Service != "" {
+		// A Service's window opens at a known instant for everyone: come back just after it.
+		spread = limitedErr.RetryIn / 20
+	}
+	retry := &retryLater{After: limitedErr.RetryIn + jitter(spread+10*time.Millisecond), Err: err}
 	own, lerr := r.ledger.Acquire(ctx, r.p.ParticipantSID, r.id, r.claimLease())
 	if lerr != nil || own.Sent || own.BusyFor > 0 {
 		return retry // the next run sorts it out

@@ -26,11 +26,17 @@ import (
 // Service, endpoint) has a sorted set of request times (Redis's clock, ms). A request is
 // given the earliest time T, not before now and not before the last reservation (FIFO), at
 // which the window ending at T holds fewer than limit = rate × window requests, and at
-// least 1/(limit per second) after the previous one (bursts are at most `limit` per second,
-// i.e. 150/s: Twilio's "bursts up to 150"). If T is within the caller's wait bound the
+// least 1/BurstRate after the previous one. If T is within the caller's wait bound the
 // script records T and the caller sleeps until T; otherwise nothing is recorded and the
 // caller gets T-now as its retry time, goes back to the queue, and frees its worker slot
 // for messages of other Services.
+//
+// Bursts: after a quiet spell a Service may send its whole window at once, at most BurstRate
+// per second (default 150/s: Twilio's "bursts up to 150"); BurstRate = Rate paces requests
+// evenly instead. Bursts of several Services can queue at the account's concurrency cap;
+// a request that leaves more than 25 ms after its reserved time moves its reservation to
+// when it really left (Reservation.Departed, one more command), so the next window is
+// computed from real departures and such queueing cannot push requests into it.
 //
 // Why not GCRA (go-redis/redis_rate, used for the account rate)? GCRA with rate r and
 // burst b admits b + r·t requests in any span t: with r = 30/s and b = 150 that is 300 in a
@@ -72,7 +78,7 @@ const (
 	DefaultServiceRate    = 30.0
 	DefaultServiceWindow  = 5 * time.Second
 	DefaultServiceMargin  = 250 * time.Millisecond
-	DefaultServiceMaxWait = time.Second
+	DefaultServiceMaxWait = 250 * time.Millisecond
 )
 
 // ServiceLimits configures the per-Service limiter. The zero value is Twilio's published
@@ -89,12 +95,16 @@ type ServiceLimits struct {
 	// Margin is added to the window enforced, to absorb the jitter between admission here
 	// and arrival at Twilio. Default 250ms.
 	Margin time.Duration
+	// BurstRate is the momentary rate (requests per second) a Service may reach, for a
+	// Service at Rate; Services with their own rate get it scaled. Default Rate × Window
+	// (150/s: Twilio's "bursts up to 150"); Rate paces requests evenly, never bursting.
+	BurstRate float64
 	// Services maps a Service SID to its own rate (a raised limit agreed with Twilio), for
 	// every account. An account's own overrides (ServiceRates) win over it.
 	Services map[string]float64
 	// MaxWait is how long one run may wait in-process for its Service's budget before the
 	// message goes back to the queue (not a failure), freeing the worker for other Services.
-	// Default 1s.
+	// Default 250ms: a worker waiting on one Service is a worker not sending for another.
 	MaxWait time.Duration
 	// RecoverEvery and DecreaseGap shape the Service's adaptive factor, as for accounts
 	// (defaults 5s and 1s).
@@ -112,6 +122,9 @@ func (l ServiceLimits) WithDefaults() ServiceLimits {
 	}
 	if l.Margin == 0 {
 		l.Margin = DefaultServiceMargin
+	}
+	if l.BurstRate == 0 {
+		l.BurstRate = l.Rate * l.Window.Seconds()
 	}
 	if l.MaxWait == 0 {
 		l.MaxWait = DefaultServiceMaxWait
@@ -139,6 +152,8 @@ func (l ServiceLimits) Validate() error {
 		return fmt.Errorf("service limits: ServiceRate × ServiceWindow must allow at least one request, got %v × %v", l.Rate, l.Window)
 	case l.Margin < 0 || l.Margin > l.Window:
 		return fmt.Errorf("service limits: ServiceMargin must be between 0 and the window (%v), got %v", l.Window, l.Margin)
+	case l.BurstRate < l.Rate || l.BurstRate > l.Rate*l.Window.Seconds():
+		return fmt.Errorf("service limits: ServiceBurst must be between the rate (%v) and rate × window (%v), got %v", l.Rate, l.Rate*l.Window.Seconds(), l.BurstRate)
 	case l.MaxWait < 0:
 		return fmt.Errorf("service limits: ServiceMaxWait must not be negative, got %v", l.MaxWait)
 	}
@@ -273,7 +288,8 @@ func serviceTag(account, service string) string {
 // reserveScript: KEYS[1] the endpoint's ZSET, KEYS[2] the Service's adaptive hash.
 // ARGV[1] limit per window at factor 1, ARGV[2] recovery step ms, ARGV[3] window ms (margin
 // included), ARGV[4] max wait ms, ARGV[5] member, ARGV[6] adaptive TTL ms, ARGV[7] least gap
-// between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms). Returns {reserved 0|1, wait ms, factor, factor before recovery or -1}.
+// between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms).
+// Returns {reserved 0|1, wait ms, factor, factor before recovery or -1, reserved time ms}.
 var reserveScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[6])` + luaRecover + `
 local limit = math.max(1, math.floor(tonumber(ARGV[1]) * f / 1000))
 local win = tonumber(ARGV[3])
@@ -290,10 +306,10 @@ if n >= limit then
   at = math.max(at, tonumber(kth[2]) + win)
 end
 local wait = math.ceil(at - now)
-if wait > tonumber(ARGV[4]) then return {0, wait, f, prev} end
+if wait > tonumber(ARGV[4]) then return {0, wait, f, prev, 0} end
 redis.call('ZADD', KEYS[1], at, ARGV[5])
 redis.call('PEXPIRE', KEYS[1], wait + win + 1000)
-return {1, wait, f, prev}
+return {1, wait, f, prev, math.floor(at)}
 `)
 
 // Acquire reserves one request on (account, service, endpoint) and sleeps until its time,
@@ -301,38 +317,80 @@ return {1, wait, f, prev}
 // maxWait it returns a *LimitedError whose RetryIn is when one will be allowed; nothing is
 // reserved then. A nil limiter grants at once.
 func (l *ServiceLimiter) Acquire(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration) error {
+	_, err := l.Reserve(ctx, account, service, ep, maxWait)
+	return err
+}
+
+// lateTolerance is how late a request may leave after its reserved time before Departed moves
+// its reservation: below it the margin absorbs the difference.
+const lateTolerance = 25 * time.Millisecond
+
+// Reservation is a request's place in its Service's window.
+type Reservation struct {
+	l      *ServiceLimiter
+	key    string
+	member string
+	atMs   int64     // reserved time, Redis clock (ms)
+	slot   time.Time // the same instant on this process's clock
+}
+
+// Departed says the request is leaving now. When that is later than its reserved time (it
+// waited for an account slot), the reservation is moved to now, so that the window's later
+// reservations are computed from when requests really reached Twilio, not from when they
+// were meant to: a request delayed past the margin would otherwise land in the next window at
+// Twilio. One more Redis command, only for a request more than 25ms late. Nil-safe.
+func (r *Reservation) Departed() {
+	if r == nil {
+		return
+	}
+	late := time.Since(r.slot)
+	if late <= lateTolerance {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if err := r.l.rdb.ZAddXX(ctx, r.key, redis.Z{Score: float64(r.atMs + late.Milliseconds()), Member: r.member}).Err(); err != nil {
+		r.l.log.Warn("service limiter: could not move a late reservation", zap.String("key", r.key), zap.Error(err))
+	}
+}
+
+// Reserve is Acquire returning the reservation, for Departed.
+func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration) (*Reservation, error) {
 	if l == nil {
-		return nil
+		return nil, nil
 	}
 	rate := l.RateFor(account, service)
 	limit := int64(math.Max(1, math.Floor(rate*l.lim.Window.Seconds())))
-	// Bursts at most `limit` per second: Twilio's "bursts up to 150/s".
-	gapMicros := int64(time.Second/time.Microsecond) / limit
+	// The least gap between two requests: 1/burst rate, the burst scaled to this Service's rate.
+	burst := l.lim.BurstRate * rate / l.lim.Rate
+	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
 	tag := serviceTag(account, service)
+	member := randomSuffix() + randomSuffix()
 	res, err := reserveScript.Run(ctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
 		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
-		max(maxWait, 0).Milliseconds(), randomSuffix()+randomSuffix(), adaptiveTTL.Milliseconds(), gapMicros).Int64Slice()
+		max(maxWait, 0).Milliseconds(), member, adaptiveTTL.Milliseconds(), gapMicros).Int64Slice()
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return fmt.Errorf("service limiter: %w", err)
+		return nil, fmt.Errorf("service limiter: %w", err)
 	}
 	l.observe(account, service, res[2], res[3], "recovered: no 429 for a while")
 	wait := time.Duration(res[1]) * time.Millisecond
 	if res[0] == 0 {
-		return &LimitedError{RetryIn: max(wait, time.Millisecond), Reason: "Service " + service + " " + string(ep) + " rate", Service: service}
+		return nil, &LimitedError{RetryIn: max(wait, time.Millisecond), Reason: "Service " + service + " " + string(ep) + " rate", Service: service}
 	}
+	rsv := &Reservation{l: l, key: tag + string(ep), member: member, atMs: res[4], slot: time.Now().Add(max(wait, 0))}
 	if wait <= 0 {
-		return nil
+		return rsv, nil
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-t.C:
-		return nil
+		return rsv, nil
 	}
 }
 

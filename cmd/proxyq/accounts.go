@@ -18,7 +18,7 @@ import (
 // Environment of the per-Service limits and the accounts file (see the README).
 
 // serviceLimitsFromEnv reads PROXYQ_SERVICE_RATE ("off" switches per-Service limits off),
-// PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_MAX_WAIT and
+// PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_BURST, PROXYQ_SERVICE_MAX_WAIT and
 // PROXYQ_SERVICE_LIMITS (KS…=rate,…).
 func (m *Main) serviceLimitsFromEnv() (worker.ServiceLimits, error) {
 	e := m.env()
@@ -31,6 +31,7 @@ func (m *Main) serviceLimitsFromEnv() (worker.ServiceLimits, error) {
 	lim.Window = e.duration("PROXYQ_SERVICE_WINDOW", 0)
 	lim.Margin = e.duration("PROXYQ_SERVICE_MARGIN", 0)
 	lim.MaxWait = e.duration("PROXYQ_SERVICE_MAX_WAIT", 0)
+	lim.BurstRate = e.float("PROXYQ_SERVICE_BURST", 0)
 	if s := e.str("PROXYQ_SERVICE_LIMITS", ""); s != "" {
 		rates, err := worker.ParseServiceRates(s)
 		if err != nil {
@@ -43,7 +44,7 @@ func (m *Main) serviceLimitsFromEnv() (worker.ServiceLimits, error) {
 	}
 	if err := lim.WithDefaults().Validate(); err != nil {
 		r := strings.NewReplacer("ServiceRate", "PROXYQ_SERVICE_RATE", "ServiceWindow", "PROXYQ_SERVICE_WINDOW",
-			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
+			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
 		return lim, usagef("%s", r.Replace(strings.TrimPrefix(err.Error(), "service limits: ")))
 	}
 	return lim, nil
