@@ -86,13 +86,13 @@ func TestBadFilesNameTheProblemNotTheSecret(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.yaml")
 	cases := map[string]string{
-		"accounts:\n  - account_sid: ACnope\n    auth_token: s3cr3t-value\n":                                                "account_sid must match",
-		"accounts:\n  - account_sid: " + ac1 + "\n":                                                                       "give api_key and api_secret",
-		"accounts:\n  - account_sid: " + ac1 + "\n    api_key: " + sk1 + "\n":                                             "api_secret is required",
-		"accounts:\n  - account_sid: " + ac1 + "\n    auth_token: s3cr3t-value\n    colour: red\n":                      "unknown field",
+		"accounts:\n  - account_sid: ACnope\n    auth_token: s3cr3t-value\n":                                                       "account_sid must match",
+		"accounts:\n  - account_sid: " + ac1 + "\n":                                                                                "give api_key and api_secret",
+		"accounts:\n  - account_sid: " + ac1 + "\n    api_key: " + sk1 + "\n":                                                      "api_secret is required",
+		"accounts:\n  - account_sid: " + ac1 + "\n    auth_token: s3cr3t-value\n    colour: red\n":                                 "unknown field",
 		"accounts:\n  - account_sid: " + ac1 + "\n    auth_token: s3cr3t-value\n  - account_sid: " + ac1 + "\n    auth_token: x\n": "listed twice",
-		"accounts:\n  - account_sid: " + ac1 + "\n    auth_token: s3cr3t-value\n    limits: {services: {KSbad: 3}}\n": "services",
-		"accounts: [\n  s3cr3t-value: {\n":                                                                                "not valid JSON or YAML",
+		"accounts:\n  - account_sid: " + ac1 + "\n    auth_token: s3cr3t-value\n    limits: {services: {KSbad: 3}}\n":              "services",
+		"accounts: [\n  s3cr3t-value: {\n":                                                                                         "not valid JSON or YAML",
 	}
 	for data, want := range cases {
 		write(t, path, data)
