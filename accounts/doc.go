@@ -41,8 +41,9 @@
 // # Rotation
 //
 // Reload re-reads the file and swaps the whole set atomically; Watch calls it when the file's
-// modification time, size or content hash changes (polled, so it also works for Kubernetes
-// Secret volumes, which replace a symlink), and cmd calls it on SIGHUP. A file that does not
+// content hash changed and then read the same at the next poll (so a half-written file is
+// never applied; polling also follows Kubernetes Secret volumes, which swap a symlink), and
+// cmd calls it on SIGHUP. A file that does not
 // parse or validate is refused as a whole and the previous set stays in force. A request in
 // flight keeps the client it started with; an account whose credentials did not change keeps
 // its client (and its connection pool).

@@ -193,7 +193,6 @@ func (r *Registry) Reload() (changed bool, err error) {
 	old := r.cur.Load()
 	sum := sha256.Sum256(data)
 	if sum == old.sum {
-		r.cur.Store(&snapshot{byAccount: old.byAccount, sum: sum, modTime: st.ModTime(), size: st.Size()})
 		return false, nil
 	}
 	next, err := r.parse(data, old)
@@ -337,9 +336,10 @@ func diff(old, next map[string]*entry) (added, removed, rotated []string) {
 
 // Watch re-reads the file every `every` (DefaultPollEvery when 0) until ctx ends and puts it
 // in force when its content changed (by SHA-256, so an edit that keeps the size and the
-// modification time is seen too, and a Kubernetes Secret's symlink swap is followed). A bad
-// file is logged (without secrets) and the accounts in force stay; the same error is logged
-// once, not at every poll.
+// modification time is seen too, and a Kubernetes Secret's symlink swap is followed) and then
+// stayed the same for one more poll: a file caught half-written by an editor must not drop
+// the accounts it had not reached yet. A bad file is logged (without secrets), once, and the
+// accounts in force stay.
 func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	if r.opts.Path == "" {
 		return
@@ -350,13 +350,31 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var lastErr string
+	var pending [32]byte
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		_, err := r.Reload()
+		data, err := os.ReadFile(r.opts.Path)
+		if err != nil {
+			if err.Error() != lastErr {
+				lastErr = err.Error()
+				r.log.Error("accounts file: cannot read; the accounts in force stay", zap.Error(err))
+			}
+			continue
+		}
+		sum := sha256.Sum256(data)
+		if sum == r.cur.Load().sum {
+			pending = [32]byte{}
+			continue
+		}
+		if sum != pending {
+			pending = sum // changed: apply once it reads the same at the next poll
+			continue
+		}
+		_, err = r.Reload()
 		switch {
 		case err == nil:
 			lastErr = ""

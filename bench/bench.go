@@ -32,7 +32,7 @@ type Config struct {
 	// RedisURL is the Redis to run on; its database is flushed before every scenario. Empty: a
 	// private redis-server on a free loopback port.
 	RedisURL string
-	// Scenarios lists the scenarios to run, 1 to 6 (empty: all).
+	// Scenarios lists the scenarios to run, 1 to 7 (empty: all).
 	Scenarios []int
 }
 

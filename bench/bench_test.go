@@ -68,6 +68,9 @@ func TestQuickRunReportsEveryRow(t *testing.T) {
 		{6, "429s received", true, false, true},
 		{6, "fraction of K/latency", true, false, false},
 		{6, "achieved rate", true, false, false},
+		{7, "429s, fake caps each Service", true, true, true},
+		{7, "Service A rate", true, true, false},
+		{7, "Service B rate", true, true, false},
 	}
 	if len(rep.Rows) != len(wants) {
 		t.Errorf("report has %d rows, want %d", len(rep.Rows), len(wants))
@@ -113,7 +116,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero", Config{}, ""},
 		{"some scenarios", Config{Scenarios: []int{1, 6}}, ""},
 		{"scenario 0", Config{Scenarios: []int{0}}, "0 is not a scenario"},
-		{"scenario 7", Config{Scenarios: []int{7}}, "7 is not a scenario"},
+		{"scenario 8", Config{Scenarios: []int{8}}, "8 is not a scenario"},
 		{"negative messages", Config{Messages: -1}, "Messages must not be negative"},
 	}
 	for _, tt := range tests {

@@ -18,7 +18,7 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 	if len(args) > 0 && args[0] == "--child" {
 		return bench.ChildMain(ctx, args[1:], m.Stdout)
 	}
-	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR]")
+	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6,7] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR]")
 	scenarios := fs.String("scenarios", "1,2,3,4,5,6", "comma-separated scenarios to run (see the README)")
 	messages := fs.Int("messages", 0, "messages per scenario for scenarios 1, 2, 3, 4 and 6 (0: each scenario's default)")
 	quick := fs.Bool("quick", false, "small sizes: a smoke test of the benchmark, not a measurement")
