@@ -122,10 +122,10 @@ func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*wo
 		// The peer reads asynq's default single queue; so does proxyq here, so that the two
 		// differ only by the handler. proxyq's own default (three weighted queues) costs one
 		// more dequeue round trip per message when the first queue tried is empty.
-		Queues:      map[string]int{tasks.DefaultQueue: 1},
-		Concurrency: o.Concurrency,
-		MaxInFlight: o.MaxInFlight,
-		RateLimit:   o.RateLimit,
+		Queues:        map[string]int{tasks.DefaultQueue: 1},
+		Concurrency:   o.Concurrency,
+		MaxInFlight:   o.MaxInFlight,
+		RateLimit:     o.RateLimit,
 		ServiceLimits: worker.ServiceLimits{Rate: cmp.Or(o.ServiceRate, ampleServiceRate)},
 	}, worker.Deps{
 		Redis:      redisOpt,
