@@ -38,6 +38,11 @@ func (h *Handler) SetAccounts(a Accounts) { h.accounts = a }
 // SetServiceLimiter sets the per-Service limiter (nil: off).
 func (h *Handler) SetServiceLimiter(l *ServiceLimiter) { h.services = l }
 
+// ServiceLimiter returns the per-Service limiter (nil when off; its methods are nil-safe), for
+// other requests to the same Services, e.g. status polling: call AcquireRead(ctx, account,
+// service, EndpointFetch) before each GET.
+func (h *Handler) ServiceLimiter() *ServiceLimiter { return h.services }
+
 // clientFor resolves the client for a payload: the default client when the payload names no
 // account (or names the default one), else the account's own.
 func (h *Handler) clientFor(p tasks.Payload) (ProxyAPI, error) {
