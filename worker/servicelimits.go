@@ -325,6 +325,9 @@ func (l *ServiceLimiter) Acquire(ctx context.Context, account, service string, e
 // its reservation: below it the margin absorbs the difference.
 const lateTolerance = 25 * time.Millisecond
 
+// reserveTimeout bounds one reservation's round trip to Redis.
+const reserveTimeout = 2 * time.Second
+
 // Reservation is a request's place in its Service's window.
 type Reservation struct {
 	l      *ServiceLimiter
@@ -366,7 +369,11 @@ func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, e
 	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
 	tag := serviceTag(account, service)
 	member := randomSuffix() + randomSuffix()
-	res, err := reserveScript.Run(ctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
+	// Bounded on its own: with Redis down, go-redis would redial for many seconds, and a run
+	// stuck here outlives asynq's lease on the message (which then waits for asynq's recoverer).
+	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
+	defer cancel()
+	res, err := reserveScript.Run(rctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
 		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
 		max(maxWait, 0).Milliseconds(), member, adaptiveTTL.Milliseconds(), gapMicros).Int64Slice()
 	if err != nil {
