@@ -32,12 +32,12 @@ type Config struct {
 	// RedisURL is the Redis to run on; its database is flushed before every scenario. Empty: a
 	// private redis-server on a free loopback port.
 	RedisURL string
-	// Scenarios lists the scenarios to run, 1 to 9 (empty: all).
+	// Scenarios lists the scenarios to run, 1 to 10 (empty: all).
 	Scenarios []int
 }
 
 // AllScenarios are the scenario numbers, in order.
-var AllScenarios = []int{1, 2, 3, 4, 5, 6, 7, 8, 9}
+var AllScenarios = []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6,
 		7: b.scenario7, 8: b.scenario8,
 		9: b.scenario9, // lanes.go
+		10: b.scenario10, // servicelimits.go
 	}
 	for _, s := range scenarios {
 		if err := rs.flush(ctx); err != nil {

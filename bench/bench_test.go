@@ -81,6 +81,9 @@ func TestQuickRunReportsEveryRow(t *testing.T) {
 		{9, "hand-off", true, false, false},
 		{9, "hand-off", true, false, false},
 		{9, "lanes × ", true, false, false},
+		{10, "429s, fake caps each Service", true, true, true},
+		{10, "Service A rate", true, true, false},
+		{10, "Service B rate", true, true, false},
 	}
 	if len(rep.Rows) != len(wants) {
 		t.Errorf("report has %d rows, want %d", len(rep.Rows), len(wants))
@@ -126,7 +129,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero", Config{}, ""},
 		{"some scenarios", Config{Scenarios: []int{1, 6}}, ""},
 		{"scenario 0", Config{Scenarios: []int{0}}, "0 is not a scenario"},
-		{"scenario 10", Config{Scenarios: []int{10}}, "10 is not a scenario"},
+		{"scenario 11", Config{Scenarios: []int{11}}, "11 is not a scenario"},
 		{"negative messages", Config{Messages: -1}, "Messages must not be negative"},
 	}
 	for _, tt := range tests {

@@ -33,6 +33,7 @@ type childArgs struct {
 	Concurrency int
 	MaxInFlight int
 	Rate        float64
+	ServiceRate float64       // proxyq per-Service rate (0: ample, so only its cost is measured)
 	Expect      int           // stop when this many messages are completed (by anyone)
 	Timeout     time.Duration // give up after this
 }
@@ -42,7 +43,7 @@ func (a childArgs) flags() []string {
 		"--side", a.Side, "--redis", a.Redis, "--api", a.API,
 		"--concurrency", strconv.Itoa(a.Concurrency), "--max-in-flight", strconv.Itoa(a.MaxInFlight),
 		"--rate", strconv.FormatFloat(a.Rate, 'g', -1, 64), "--expect", strconv.Itoa(a.Expect),
-		"--timeout", a.Timeout.String(),
+		"--timeout", a.Timeout.String(), "--service-rate", strconv.FormatFloat(a.ServiceRate, 'g', -1, 64),
 	}
 }
 
@@ -78,6 +79,7 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&a.Concurrency, "concurrency", 50, "worker concurrency")
 	fs.IntVar(&a.MaxInFlight, "max-in-flight", 0, "proxyq MaxInFlight")
 	fs.Float64Var(&a.Rate, "rate", 0, "proxyq RateLimit")
+	fs.Float64Var(&a.ServiceRate, "service-rate", 0, "proxyq per-Service rate (0: ample)")
 	fs.IntVar(&a.Expect, "expect", 0, "completed messages to wait for")
 	fs.DurationVar(&a.Timeout, "timeout", time.Minute, "give up after")
 	if err := fs.Parse(args); err != nil {
@@ -105,7 +107,7 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	var r runner
 	switch a.Side {
 	case "proxyq":
-		r, err = newProxyq(ropt, a.API, proxyqOptions{Concurrency: a.Concurrency, MaxInFlight: a.MaxInFlight, RateLimit: a.Rate})
+		r, err = newProxyq(ropt, a.API, proxyqOptions{Concurrency: a.Concurrency, MaxInFlight: a.MaxInFlight, RateLimit: a.Rate, ServiceRate: a.ServiceRate})
 	case "peer":
 		r = newPeer(ropt, a.API, a.Concurrency)
 	default:

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,6 +118,10 @@ type proxyqOptions struct {
 	Concurrency int
 	MaxInFlight int
 	RateLimit   float64
+	// ServiceRate is the per-Service limit (requests/s). 0 means ample: the fake of scenarios
+	// 1–6 has no per-Service cap and all their messages go to one Service, so the limiter runs
+	// (its Redis cost is measured) without ever holding a message back.
+	ServiceRate float64
 }
 
 // newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
@@ -132,10 +137,11 @@ func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*wo
 		// The peer reads asynq's default single queue; so does proxyq here, so that the two
 		// differ only by the handler. proxyq's own default (three weighted queues) costs one
 		// more dequeue round trip per message when the first queue tried is empty.
-		Queues:      map[string]int{tasks.DefaultQueue: 1},
-		Concurrency: o.Concurrency,
-		MaxInFlight: o.MaxInFlight,
-		RateLimit:   o.RateLimit,
+		Queues:        map[string]int{tasks.DefaultQueue: 1},
+		Concurrency:   o.Concurrency,
+		MaxInFlight:   o.MaxInFlight,
+		RateLimit:     o.RateLimit,
+		ServiceLimits: worker.ServiceLimits{Rate: cmp.Or(o.ServiceRate, ampleServiceRate)},
 	}, worker.Deps{
 		Redis:      redisOpt,
 		API:        api,

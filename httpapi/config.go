@@ -44,6 +44,11 @@ type Config struct {
 	// differs on every retry, so a faithful retry of a keyed POST would answer 409.
 	EnqueueOptions []tasks.Option
 
+	// KnownAccount, when set, says whether workers have credentials for a message's
+	// account_sid ("" is the default account); a message for another account is refused with
+	// 422 instead of being archived by the worker. cmd sets it from PROXYQ_ACCOUNTS_FILE.
+	KnownAccount func(accountSID string) bool
+
 	// MaxBatch is the most messages one POST /v1/message-interactions:batch may carry.
 	// Default 100, at most MaxMaxBatch.
 	MaxBatch int

@@ -65,6 +65,7 @@ type decoder struct {
 	queueList string // for error messages
 	maxBatch  int
 	now       func() time.Time
+	known     func(accountSID string) bool // nil: every account_sid is accepted
 }
 
 func newDecoder(queues []string, maxBatch int, now func() time.Time) *decoder {
@@ -219,6 +220,9 @@ func (d *decoder) fields(obj map[string]json.RawMessage, prefix string, batchIte
 		errs = append(fe, errs...)
 	} else {
 		m.Payload = p
+		if d.known != nil && !d.known(p.AccountSID) {
+			bad("account_sid", "has no credentials in the workers' accounts file (PROXYQ_ACCOUNTS_FILE)")
+		}
 		// Mirror tasks.Enqueuer.Prepare so the 422 lists this with the other rules instead
 		// of the enqueue failing later, and judge against real time rather than a past
 		// send_at: a deadline already gone would only archive the message as expired.

@@ -84,6 +84,7 @@ func New(cfg Config, enq *tasks.Enqueuer, insp *asynq.Inspector, guard SendGuard
 		mux:    http.NewServeMux(),
 	}
 	s.dec = newDecoder(cfg.Queues, cfg.MaxBatch, func() time.Time { return s.now() })
+	s.dec.known = cfg.KnownAccount
 	s.routes = []route{
 		{method: http.MethodPost, pattern: "/v1/message-interactions", handler: s.handleCreate},
 		{method: http.MethodPost, pattern: "/v1/message-interactions:batch", handler: s.handleBatch},

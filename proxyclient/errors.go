@@ -143,6 +143,10 @@ func Classify(err error) Class {
 	}
 	var he *Error
 	if errors.As(err, &he) {
+		// A documented code says more than the status: 14107 is a 4xx that clears in 30 s.
+		if c, ok := classifyCode(he); ok && he.StatusCode < 500 {
+			return c
+		}
 		return classifyStatus(he.StatusCode)
 	}
 	var te *TransportError
@@ -257,12 +261,20 @@ func isURLError(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "unsupported protocol scheme")
 }
 
-// RetryAfter returns the Retry-After carried by an *Error in err's chain, already capped
-// by Config.MaxRetryAfter. ok is false when there is none.
+// RetryAfter returns when the request in err may be tried again: the Retry-After carried by
+// an *Error in err's chain (already capped by Config.MaxRetryAfter), else the wait its Twilio
+// code implies (14107: 30 s; 80623: 10 s; no proxy number available: 10 min; see Codes).
+// ok is false when there is neither.
 func RetryAfter(err error) (d time.Duration, ok bool) {
 	var he *Error
-	if errors.As(err, &he) && he.RetryAfter > 0 {
+	if !errors.As(err, &he) {
+		return 0, false
+	}
+	if he.RetryAfter > 0 {
 		return he.RetryAfter, true
+	}
+	if c, found := codeIndex[he.Code]; found && c.RetryAfter > 0 {
+		return c.RetryAfter, true
 	}
 	return 0, false
 }

@@ -36,6 +36,7 @@ func TestErrorResponses(t *testing.T) {
 		header      http.Header
 		want        proxyclient.Error // Method and Path are checked separately
 		wantClass   proxyclient.Class
+		wantRetry   time.Duration // RetryAfter when the code implies a wait and no header came
 	}{
 		{
 			name: "20404 not found", status: 404, contentType: "application/json",
@@ -72,10 +73,12 @@ func TestErrorResponses(t *testing.T) {
 			wantClass: proxyclient.ClassPermanent,
 		},
 		{
-			name: "80623 duplicate participant conflict", status: 409, contentType: "application/json",
-			body:      `{"code": 80623, "message": "Participant already exists", "more_info": "https://www.twilio.com/docs/errors/80623", "status": 409}`,
-			want:      proxyclient.Error{StatusCode: 409, Code: 80623, Message: "Participant already exists", MoreInfo: "https://www.twilio.com/docs/errors/80623"},
-			wantClass: proxyclient.ClassPermanent,
+			// Twilio's reference: a duplicate request is still being processed. Retry later
+			// (the code's wait, as no Retry-After came), never archive.
+			name: "80623 duplicate in progress", status: 409, contentType: "application/json",
+			body:      `{"code": 80623, "message": "Duplicate request is being processed", "more_info": "https://www.twilio.com/docs/errors/80623", "status": 409}`,
+			want:      proxyclient.Error{StatusCode: 409, Code: 80623, Message: "Duplicate request is being processed", MoreInfo: "https://www.twilio.com/docs/errors/80623"},
+			wantClass: proxyclient.ClassRetryable, wantRetry: proxyclient.DuplicateInProgressWait,
 		},
 		{
 			name: "503 with Retry-After", status: 503, contentType: "application/json",
@@ -150,9 +153,13 @@ func TestErrorResponses(t *testing.T) {
 			if got := proxyclient.Classify(err); got != tt.wantClass {
 				t.Errorf("Classify = %v, want %v", got, tt.wantClass)
 			}
+			wantRetry := tt.want.RetryAfter
+			if tt.wantRetry > 0 {
+				wantRetry = tt.wantRetry
+			}
 			d, ok := proxyclient.RetryAfter(err)
-			if ok != (tt.want.RetryAfter > 0) || d != tt.want.RetryAfter {
-				t.Errorf("RetryAfter = %v, %v; want %v", d, ok, tt.want.RetryAfter)
+			if ok != (wantRetry > 0) || d != wantRetry {
+				t.Errorf("RetryAfter = %v, %v; want %v", d, ok, wantRetry)
 			}
 			if s := err.Error(); !strings.HasPrefix(s, "proxyclient: POST "+interactionsPath+": HTTP ") || strings.ContainsAny(s, "\n\r") {
 				t.Errorf("Error() = %q", s)

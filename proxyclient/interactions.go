@@ -165,6 +165,10 @@ const (
 type ListOptions struct {
 	PageSize int // items per page, 1–1000; default 1000 (Twilio's own default is 50)
 	MaxPages int // pages to fetch at most; default 10
+	// BeforePage, when set, is called before each page's request (page counts from 0); an
+	// error stops the listing and is returned as is. Rate limiters use it: each page is one
+	// request against the Service's read budget.
+	BeforePage func(ctx context.Context, page int) error
 }
 
 // InteractionPage is the result of a list across pages.
@@ -213,6 +217,11 @@ func (c *Client) ListMessageInteractions(ctx context.Context, service, session, 
 			Meta         struct {
 				NextPageURL *string `json:"next_page_url"`
 			} `json:"meta"`
+		}
+		if opt.BeforePage != nil {
+			if err := opt.BeforePage(ctx, page.Pages); err != nil {
+				return nil, err
+			}
 		}
 		if err := c.do(ctx, http.MethodGet, u, nil, &lr); err != nil {
 			return nil, err

@@ -31,6 +31,7 @@ var (
 	serviceSIDPattern     = regexp.MustCompile(`^KS[0-9a-fA-F]{32}$`)
 	sessionSIDPattern     = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
 	participantSIDPattern = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
+	accountSIDPattern     = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
 )
 
 // Payload is one message for one Proxy participant: the JSON body of a
@@ -48,6 +49,10 @@ type Payload struct {
 	// OrderingKey puts the message in a lane (see lane.go): messages of one queue sharing the
 	// key are created at Twilio in enqueue order, one at a time. Empty: unordered.
 	OrderingKey string `json:"ordering_key,omitempty"`
+	// AccountSID names the Twilio account (AC…) to send with, e.g. a customer's subaccount;
+	// the worker needs its credentials (PROXYQ_ACCOUNTS_FILE). Empty means the worker's
+	// default account (TWILIO_*).
+	AccountSID string `json:"account_sid,omitempty"`
 }
 
 // ValidationError is one rule one field broke. Field is the JSON key (with an index for list
@@ -99,6 +104,9 @@ func (p Payload) Validate() error {
 	checkSID("service_sid", p.ServiceSID, serviceSIDPattern)
 	checkSID("session_sid", p.SessionSID, sessionSIDPattern)
 	checkSID("participant_sid", p.ParticipantSID, participantSIDPattern)
+	if p.AccountSID != "" && !accountSIDPattern.MatchString(p.AccountSID) {
+		add("account_sid", "must match %s", accountSIDPattern.String())
+	}
 
 	switch {
 	case !utf8.ValidString(p.Body):
@@ -169,7 +177,7 @@ func Decode(data []byte) (Payload, error) {
 		return Payload{}, &ValidationError{Field: "payload", Rule: "must be a single JSON object"}
 	}
 	p := Payload{ServiceSID: w.ServiceSID, SessionSID: w.SessionSID, ParticipantSID: w.ParticipantSID,
-		Body: w.Body, MediaURLs: w.MediaURLs}
+		Body: w.Body, MediaURLs: w.MediaURLs, AccountSID: w.AccountSID}
 	if w.OrderingKey != nil {
 		if *w.OrderingKey == "" {
 			return Payload{}, &ValidationError{Field: "ordering_key", Rule: "must not be empty (leave the key out for an unordered message)"}
@@ -199,6 +207,7 @@ type wirePayload struct {
 	MediaURLs      []string        `json:"media_url"`
 	SendBefore     json.RawMessage `json:"send_before"`
 	OrderingKey    *string         `json:"ordering_key"`
+	AccountSID     string          `json:"account_sid"`
 }
 
 // payloadKeys are Payload's JSON keys, read from its tags so they cannot drift.

@@ -496,3 +496,25 @@ func TestParseOutcome(t *testing.T) {
 		t.Errorf("ParseOutcome with an unknown key = %v", err)
 	}
 }
+
+func TestAccountSID(t *testing.T) {
+	base := `{"service_sid":"KS0123456789abcdef0123456789abcdef","session_sid":"KC0123456789abcdef0123456789abcdef","participant_sid":"KP0123456789abcdef0123456789abcdef","body":"hi"`
+	p, err := Decode([]byte(base + `,"account_sid":"AC0123456789abcdef0123456789abcdef"}`))
+	if err != nil || p.AccountSID != "AC0123456789abcdef0123456789abcdef" {
+		t.Fatalf("Decode = %+v, %v", p, err)
+	}
+	if p, err := Decode([]byte(base + `}`)); err != nil || p.AccountSID != "" {
+		t.Fatalf("without account_sid: %+v, %v", p, err)
+	}
+	for _, bad := range []string{`"SK0123456789abcdef0123456789abcdef"`, `"AC0123"`, `"ac0123456789abcdef0123456789abcdef"`, `"AC0123456789abcdef0123456789abcdeg"`} {
+		_, err := Decode([]byte(base + `,"account_sid":` + bad + `}`))
+		if err == nil || !strings.Contains(err.Error(), "account_sid: must match ^AC[0-9a-fA-F]{32}$") {
+			t.Errorf("account_sid %s: err = %v", bad, err)
+		}
+	}
+	data, err := Payload{ServiceSID: "KS0123456789abcdef0123456789abcdef", SessionSID: "KC0123456789abcdef0123456789abcdef",
+		ParticipantSID: "KP0123456789abcdef0123456789abcdef", Body: "x"}.Encode()
+	if err != nil || strings.Contains(string(data), "account_sid") {
+		t.Errorf("an empty AccountSID must be omitted: %s %v", data, err)
+	}
+}

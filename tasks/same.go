@@ -41,7 +41,7 @@ func IntentOfTask(info *asynq.TaskInfo) (Intent, error) {
 }
 
 // Differences returns the fields ("service_sid", "session_sid", "participant_sid", "body",
-// "media_url", "send_before", "ordering_key", "queue", "send_at", in that order) in which b differs from a,
+// "media_url", "send_before", "account_sid", "ordering_key", "queue", "send_at", in that order) in which b differs from a,
 // or nil when they are the same message. This is the one definition of "the same message"
 // shared by every producer path (Go EnqueueBatch, `proxyq enqueue --file`, the HTTP API):
 //
@@ -50,7 +50,7 @@ func IntentOfTask(info *asynq.TaskInfo) (Intent, error) {
 //   - media_url: the same URLs, as strings, in the same order;
 //   - send_before: the same instant (the UTC offset it was written with does not matter), or
 //     absent in both;
-//   - ordering_key: equal strings (or absent in both);
+//   - account_sid, ordering_key: equal strings (or absent in both);
 //   - queue: the same queue ("" counts as DefaultQueue);
 //   - send_at: asynq schedules in whole seconds and forgets a schedule once it is due, so
 //     only a pending schedule counts: a send time still in the future at now (one-second
@@ -76,6 +76,9 @@ func Differences(a, b Intent, now time.Time) []string {
 	}
 	if !sameInstant(pa.SendBefore, pb.SendBefore) {
 		diffs = append(diffs, "send_before")
+	}
+	if pa.AccountSID != pb.AccountSID {
+		diffs = append(diffs, "account_sid")
 	}
 	if pa.OrderingKey != pb.OrderingKey {
 		diffs = append(diffs, "ordering_key")

@@ -80,6 +80,10 @@ type Config struct {
 	// never sent hours late.
 	SendWithin time.Duration
 
+	// ServiceLimits are the per-Service limits (Twilio's 30/s per endpoint over 5 s), on by
+	// default; see servicelimits.go.
+	ServiceLimits ServiceLimits
+
 	// ShutdownTimeout is how long a stopping worker lets in-flight messages finish. Default
 	// 2×HTTPTimeout+15s (45s), so a request that has started always ends and is recorded.
 	ShutdownTimeout time.Duration

@@ -7,7 +7,10 @@
 //  1. decode and validate the payload (tasks.Decode); malformed → archived, the worker goes on;
 //     a message with an ordering key then asks its lane (lane.go): not its turn → back to the
 //     retry set without a failed attempt, woken when the message ahead ends;
-//  2. wait for the account's limits, shared by every process through Redis (limiter.go);
+//  2. wait for the message's Service's budget (Twilio's 30/s per endpoint over 5 s, on by
+//     default: servicelimits.go, which explains the sliding-window algorithm), then the
+//     account's limits, both shared by every process through Redis (limiter.go); the message's
+//     account (payload account_sid) chooses the client and the limits (accounts.go);
 //  3. take the message in the send ledger (ledger.go) — in the common case the same script
 //     begins the send; otherwise: already sent → re-record, nothing sent; another run holds it →
 //     wait; an earlier request's outcome unknown → reconcile (reconcile.go); deadline passed →

@@ -41,6 +41,9 @@ type Handler struct {
 	lanes   lanes          // ordered lanes (lane.go), on the ledger's Redis
 	// delivery is told of each recorded send (delivery_hook.go); nil: nobody listens.
 	delivery DeliveryHook
+	// services (per-Service limits) and accounts (many accounts) are optional; see accounts.go.
+	services *ServiceLimiter
+	accounts Accounts
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics
@@ -83,6 +86,7 @@ func (h *Handler) sendLease() time.Duration { return h.cfg.HTTPTimeout + recordT
 // run is one handling of one message: its identity, payload and the ledger ownership it holds.
 type run struct {
 	*Handler
+	api   ProxyAPI // the message's account's client, kept for the whole run (rotation-safe)
 	task  *asynq.Task
 	id    string
 	queue string
@@ -119,6 +123,9 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
 	traceMessage(r.span, p)
+	if r.api, err = h.clientFor(p); err != nil {
+		return r.unknownAccount(err)
+	}
 	if p.OrderingKey != "" {
 		// Its lane first: a message that must wait takes no permit and no ledger lease.
 		return r.inLane(ctx, r.send)
@@ -177,9 +184,21 @@ func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
 		maxWait = max(0, min(maxWait, time.Until(*r.p.SendBefore)))
 	}
 	waitStart := r.now()
+	// The Service's budget first: it holds nothing, while an account slot held during that
+	// wait would keep other Services' messages from being sent.
 	lctx, sp := startStep(ctx, SpanLimiterWait)
-	permit, err := r.limiter.Acquire(lctx, r.api.AccountKey(), r.id, maxWait)
+	rsv, err := r.acquireService(lctx, maxWait)
+	if err != nil {
+		sp.end(err)
+		r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
+		return nil, err
+	}
+	permit, err := r.limiter.Acquire(lctx, r.api.AccountKey(), r.id, max(0, maxWait-r.now().Sub(waitStart)))
 	sp.end(err)
+	if err == nil {
+		rsv.Departed() // a wait for the account moves the Service reservation to when it really goes
+		r.refreshClient()
+	}
 	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
 	return permit, err
 }
@@ -194,7 +213,12 @@ func (r *run) limited(ctx context.Context, err error) error {
 	}
 	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
 	traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
-	retry := &retryLater{After: limitedErr.RetryIn + jitter(limitedErr.RetryIn/2+10*time.Millisecond), Err: err}
+	spread := limitedErr.RetryIn / 2
+	if limitedErr.Service != "" {
+		// A Service's window opens at a known instant for everyone: come back just after it.
+		spread = limitedErr.RetryIn / 20
+	}
+	retry := &retryLater{After: limitedErr.RetryIn + jitter(spread+10*time.Millisecond), Err: err}
 	own, lerr := r.ledger.Acquire(ctx, r.queue, r.id, r.claimLease())
 	if lerr != nil || own.Sent || own.BusyFor > 0 || own.Gone {
 		return retry // the next run sorts it out
@@ -278,7 +302,12 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		r.metrics.twilioError(apiErr.Code, apiErr.StatusCode)
 	}
 	rateLimited := apiErr != nil && apiErr.StatusCode == 429
-	permit.Release(rateLimited)
+	var after429 time.Duration
+	slowAccount := rateLimited
+	if rateLimited {
+		after429, slowAccount = r.rateLimitRetry(err, posts)
+	}
+	permit.Release(slowAccount)
 
 	recCtx, cancelRec := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancelRec()
@@ -286,18 +315,21 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	case proxyclient.ClassNone:
 		return r.recordSent(recCtx, mi, false, latency)
 	case proxyclient.ClassRetryable:
-		r.release(recCtx, attemptNone, nil)
-		after, _ := proxyclient.RetryAfter(err)
 		if rateLimited {
 			// Twilio says a 429 was not processed: safe to resend, and not a failed attempt.
-			if after == 0 {
-				after = Backoff(min(posts-1, 8), r.cfg.BackoffBase, r.cfg.BackoffMax, rand.Float64)
-			}
+			r.release(recCtx, attemptNone, nil)
 			r.logOutcome(outcomeRateLimited, "", latency, err, "")
-			return &retryLater{After: after, Err: err}
+			return &retryLater{After: after429, Err: err}
 		}
+		failure, inProgress := retryLaterHandling(err)
+		if inProgress {
+			r.release(recCtx, attemptUnknown, nil) // 80623: reconcile before any resend
+		} else {
+			r.release(recCtx, attemptNone, nil)
+		}
+		after, _ := proxyclient.RetryAfter(err)
 		r.logOutcome(outcomeRetried, "", latency, err, "")
-		return &retryLater{After: after, Failure: true, Err: err}
+		return &retryLater{After: after, Failure: failure, Err: err}
 	case proxyclient.ClassPermanent:
 		o := &tasks.Outcome{State: tasks.OutcomeFailed, Attempts: posts, Error: err.Error(), RecordedAt: r.now().UTC()}
 		if apiErr != nil {
@@ -337,6 +369,10 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
 		r.release(ctx, attemptUnknown, nil)
+		if limited := (*LimitedError)(nil); errors.As(err, &limited) {
+			// The Service's list budget is spent: not a failure, come back when it allows one.
+			return true, &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/2+10*time.Millisecond), Err: err}
+		}
 		r.logOutcome(outcomeUnknown, "", 0, err, "reconciliation failed; will try again, never resend blindly")
 		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
 	}

@@ -145,6 +145,10 @@ type AccountLimiter struct {
 
 	accounts sync.Map // account → *accountState
 
+	// perAccount gives an account's own limits (the accounts file), read at each use so a
+	// rotated file applies at once; nil or false: lim.
+	perAccount func(account string) (AccountLimits, bool)
+
 	// noLocalWake turns off waking a local waiter on release (for BenchmarkLimiterHandoff).
 	noLocalWake bool
 }
@@ -265,8 +269,8 @@ func (l *AccountLimiter) observe(s *accountState, factor, prev int64, reason str
 	if prev >= 0 && prev != factor {
 		l.log.Info("account limit factor changed", zap.String("account", s.name), zap.String("reason", reason),
 			zap.Float64("factor", float64(factor)/fullFactor), zap.Float64("previous", float64(prev)/fullFactor),
-			zap.Int("max_in_flight", effectiveCap(l.lim.MaxInFlight, factor)),
-			zap.Float64("rate", l.lim.Rate*float64(factor)/fullFactor))
+			zap.Int("max_in_flight", effectiveCap(l.limOf(s).MaxInFlight, factor)),
+			zap.Float64("rate", l.limOf(s).Rate*float64(factor)/fullFactor))
 	}
 }
 
@@ -276,10 +280,10 @@ func effectiveCap(limit int, factor int64) int {
 }
 
 // rateLimit is redis_rate's limit for the configured rate scaled by the factor (per mille).
-func (l *AccountLimiter) rateLimit(factor int64) redis_rate.Limit {
+func (l *AccountLimiter) rateLimit(lim AccountLimits, factor int64) redis_rate.Limit {
 	f := float64(factor) / fullFactor
-	interval := time.Duration(float64(time.Second) / (l.lim.Rate * f))
-	return redis_rate.Limit{Rate: 1, Period: max(interval, time.Microsecond), Burst: max(1, int(math.Ceil(float64(l.lim.Burst)*f)))}
+	interval := time.Duration(float64(time.Second) / (lim.Rate * f))
+	return redis_rate.Limit{Rate: 1, Period: max(interval, time.Microsecond), Burst: max(1, int(math.Ceil(float64(lim.Burst)*f)))}
 }
 
 // Acquire implements Limiter. It returns a Permit; a *LimitedError when maxWait passed (or would
@@ -331,9 +335,9 @@ const (
 // one round trip per request instead of two.
 func (l *AccountLimiter) try(ctx context.Context, s *accountState, member string) (ok bool, retryIn time.Duration, reason string, err error) {
 	factor := s.factor.Load()
-	if l.lim.MaxInFlight > 0 || factor == 0 || time.Since(time.Unix(0, s.seenAt.Load())) >= factorCacheFor {
+	if l.limOf(s).MaxInFlight > 0 || factor == 0 || time.Since(time.Unix(0, s.seenAt.Load())) >= factorCacheFor {
 		res, err := slotScript.Run(ctx, l.rdb, []string{inflightKey(s.name), adaptiveKey(s.name)},
-			member, l.lim.RecoverEvery.Milliseconds(), l.lim.MaxInFlight, l.lim.Lease.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
+			member, l.limOf(s).RecoverEvery.Milliseconds(), l.limOf(s).MaxInFlight, l.limOf(s).Lease.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
 		if err != nil {
 			if ctx.Err() != nil {
 				// The script may have run and taken a slot whose answer we never saw.
@@ -348,14 +352,14 @@ func (l *AccountLimiter) try(ctx context.Context, s *accountState, member string
 			return false, s.retryHint(), reasonInFlight, nil
 		}
 	}
-	if l.lim.Rate == 0 {
+	if l.limOf(s).Rate == 0 {
 		return true, 0, "", nil
 	}
-	r, err := l.rate.Allow(ctx, rateKey(s.name), l.rateLimit(factor))
+	r, err := l.rate.Allow(ctx, rateKey(s.name), l.rateLimit(l.limOf(s), factor))
 	if err == nil && r.Allowed > 0 {
 		return true, 0, "", nil
 	}
-	if l.lim.MaxInFlight > 0 {
+	if l.limOf(s).MaxInFlight > 0 {
 		l.dropSlot(s, member)
 	}
 	switch {
@@ -371,14 +375,14 @@ func (l *AccountLimiter) try(ctx context.Context, s *accountState, member string
 // caller's context has ended or the attempt was refused by the rate. A failure only delays the
 // slot's return until its lease ends.
 func (l *AccountLimiter) dropSlot(s *accountState, member string) {
-	if l.lim.MaxInFlight == 0 {
+	if l.limOf(s).MaxInFlight == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	if err := l.rdb.ZRem(ctx, inflightKey(s.name), member).Err(); err != nil {
 		l.log.Warn("account limiter: could not give a slot back; it returns when its lease ends",
-			zap.String("account", s.name), zap.Duration("lease", l.lim.Lease), zap.Error(err))
+			zap.String("account", s.name), zap.Duration("lease", l.limOf(s).Lease), zap.Error(err))
 	}
 }
 
@@ -405,25 +409,25 @@ func (p *permit) Release(rateLimited bool) {
 	switch {
 	case rateLimited:
 		member := ""
-		if l.lim.MaxInFlight > 0 {
+		if l.limOf(s).MaxInFlight > 0 {
 			member = p.member
 		}
 		var res []int64
 		res, err = throttleScript.Run(ctx, l.rdb, []string{inflightKey(s.name), adaptiveKey(s.name)},
-			member, l.lim.RecoverEvery.Milliseconds(), l.lim.DecreaseGap.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
+			member, l.limOf(s).RecoverEvery.Milliseconds(), l.limOf(s).DecreaseGap.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
 		if err == nil {
 			l.observe(s, res[0], res[1], "429 from Twilio")
 		}
-	case l.lim.MaxInFlight > 0:
+	case l.limOf(s).MaxInFlight > 0:
 		err = l.rdb.ZRem(ctx, inflightKey(s.name), p.member).Err()
 	default:
 		return // rate only: nothing is held
 	}
 	if err != nil {
 		l.log.Warn("account limiter: release failed; the slot returns when its lease ends",
-			zap.String("account", s.name), zap.Duration("lease", l.lim.Lease), zap.Bool("rate_limited", rateLimited), zap.Error(err))
+			zap.String("account", s.name), zap.Duration("lease", l.limOf(s).Lease), zap.Bool("rate_limited", rateLimited), zap.Error(err))
 	}
-	if l.lim.MaxInFlight > 0 && !l.noLocalWake {
+	if l.limOf(s).MaxInFlight > 0 && !l.noLocalWake {
 		s.wakeOne()
 	}
 }
@@ -503,4 +507,14 @@ func randomSuffix() string {
 		return fmt.Sprintf("%x", mrand.Uint64())
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// limOf returns the limits in force for the state's account.
+func (l *AccountLimiter) limOf(s *accountState) AccountLimits {
+	if l.perAccount != nil {
+		if lim, ok := l.perAccount(s.name); ok {
+			return lim
+		}
+	}
+	return l.lim
 }

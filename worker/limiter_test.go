@@ -151,7 +151,7 @@ func TestLimiterRateLimitConversion(t *testing.T) {
 		t.Run(fmt.Sprintf("%v/s×%d‰", tt.rate, tt.factor), func(t *testing.T) {
 			t.Parallel()
 			l := newAccountLimiter(nil, AccountLimits{Rate: tt.rate, Burst: tt.burst}, nil, nil)
-			got := l.rateLimit(tt.factor)
+			got := l.rateLimit(l.lim, tt.factor)
 			if got.Rate != 1 || got.Burst != tt.wantBurst || (got.Period-tt.wantInterval).Abs() > time.Microsecond {
 				t.Fatalf("rateLimit(%d) = %+v, want 1 per %v, burst %d", tt.factor, got, tt.wantInterval, tt.wantBurst)
 			}
@@ -363,7 +363,7 @@ func TestLimiterAdaptsTo429AndRecovers(t *testing.T) {
 		p.Release(false)
 	}
 	// The rate is halved too.
-	if got, want := b.rateLimit(500).Period, 2*time.Millisecond; (got - want).Abs() > time.Microsecond {
+	if got, want := b.rateLimit(b.lim, 500).Period, 2*time.Millisecond; (got - want).Abs() > time.Microsecond {
 		t.Fatalf("rate interval at factor 0.5 = %v, want %v", got, want)
 	}
 

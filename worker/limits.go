@@ -26,9 +26,13 @@ type Permit interface {
 type LimitedError struct {
 	RetryIn time.Duration // a good time to try again
 	Reason  string        // which limit: "in-flight cap" or "request rate"
+	Service string        // set when the limit is a Service's (ServiceLimiter), not the account's
 }
 
 func (e *LimitedError) Error() string {
+	if e.Service != "" {
+		return fmt.Sprintf("service limit reached (%s)", e.Reason)
+	}
 	return fmt.Sprintf("account limit reached (%s)", e.Reason)
 }
 

@@ -38,9 +38,13 @@ type reconcileResult struct {
 }
 
 // findCandidates lists the participant's interactions and applies the matching rule.
-func (h *Handler) findCandidates(ctx context.Context, taskID string, p tasks.Payload, attemptStart, now time.Time) (reconcileResult, error) {
-	page, err := h.api.ListMessageInteractions(ctx, p.ServiceSID, p.SessionSID, p.ParticipantSID,
-		proxyclient.ListOptions{PageSize: h.cfg.ReconcilePageSize, MaxPages: h.cfg.ReconcileMaxPages})
+func (r *run) findCandidates(ctx context.Context, taskID string, p tasks.Payload, attemptStart, now time.Time) (reconcileResult, error) {
+	h := r.Handler
+	opt := proxyclient.ListOptions{PageSize: h.cfg.ReconcilePageSize, MaxPages: h.cfg.ReconcileMaxPages}
+	if h.services != nil {
+		opt.BeforePage = r.beforeListPage // each page is one request on the Service's list budget
+	}
+	page, err := r.api.ListMessageInteractions(ctx, p.ServiceSID, p.SessionSID, p.ParticipantSID, opt)
 	if err != nil {
 		return reconcileResult{}, err
 	}

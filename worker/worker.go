@@ -29,6 +29,9 @@ type Deps struct {
 	// Tasks are more task types this pool runs beside the send (the delivery package's
 	// error fetches and status webhooks), by type name.
 	Tasks map[string]asynq.Handler
+	// Accounts gives the credentials and limits of accounts other than API's (the accounts
+	// file); nil: messages must be for API's account.
+	Accounts AccountSource
 }
 
 // Worker is one process's pool: an asynq server running the send handler.
@@ -66,14 +69,18 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if limiter == nil {
 		// A slot's lease must outlast the request it covers, or a slow request frees its slot early.
 		var err error
-		limiter, err = NewAccountLimiter(rdb, AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
-			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}, metrics, log)
+		lim := AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
+			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}
+		limiter, err = newLimiterWithAccounts(rdb, lim, deps.Accounts, metrics, log)
 		if err != nil {
 			return nil, fmt.Errorf("worker config: %w", err)
 		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
 	h.delivery = deps.Delivery
+	if err := h.wireAccounts(rdb, cfg, deps, log); err != nil {
+		return nil, err
+	}
 	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log, tasks: deps.Tasks}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,

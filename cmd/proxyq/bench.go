@@ -18,8 +18,8 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 	if len(args) > 0 && args[0] == "--child" {
 		return bench.ChildMain(ctx, args[1:], m.Stdout)
 	}
-	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6,7,8,9] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR]")
-	scenarios := fs.String("scenarios", "1,2,3,4,5,6,7,8,9", "comma-separated scenarios to run (see the README)")
+	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6,7,8,9,10] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR]")
+	scenarios := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10", "comma-separated scenarios to run (see the README)")
 	messages := fs.Int("messages", 0, "messages per scenario for scenarios 1, 2, 3, 4 and 6 (0: each scenario's default)")
 	quick := fs.Bool("quick", false, "small sizes: a smoke test of the benchmark, not a measurement")
 	redisURL := fs.String("redis", "", "Redis to run on; its database is FLUSHED before every scenario (default: start a private redis-server; REDIS_URL is deliberately not read)")

@@ -24,7 +24,7 @@ One message from flags:
 
 Many messages as JSON lines (--file PATH, or --file - for stdin), one object per line with the
 payload keys (service_sid, session_sid, participant_sid, body, media_url, send_before,
-ordering_key) and
+account_sid, ordering_key) and
 optionally idempotency_key, send_at (RFC 3339) and queue:
   {"service_sid":"KS…","session_sid":"KC…","participant_sid":"KP…","body":"hi","idempotency_key":"order-42"}
 Blank lines are skipped. --queue and --send-within apply to every line that does not say
@@ -62,17 +62,19 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // messageFlags are the flags that describe one message; they cannot be combined with --file.
-var messageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key"}
+var messageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key", "account"}
 
 // flagOfField names the flag behind a payload field in flag mode.
 var flagOfField = map[string]string{
 	"service_sid": "--service", "session_sid": "--session", "participant_sid": "--participant",
 	"body": "--body", "media_url": "--media-url", "idempotency_key": "--idempotency-key",
 	"queue": "--queue", "send_before": "--send-within", "ordering_key": "--ordering-key",
+	"account_sid": "--account",
 }
 
 type enqueueFlags struct {
 	service, session, participant, body string
+	account                             string
 	media                               stringList
 	key, at, queue, file                string
 	orderingKey                         string
@@ -115,6 +117,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	fs.DurationVar(&f.in, "in", 0, "send no earlier than this long from now, e.g. 10m")
 	fs.StringVar(&f.queue, "queue", "", `queue name (default "default"); with --file, for lines without "queue"`)
 	fs.DurationVar(&f.sendWithin, "send-within", 0, "deadline after the send time; unsent by then, the message expires (default: the worker's PROXYQ_SEND_WITHIN)")
+	fs.StringVar(&f.account, "account", "", "Twilio account (AC…) to send with; default: the worker's TWILIO_ACCOUNT_SID")
 	fs.StringVar(&f.file, "file", "", `read messages as JSON lines from PATH, or "-" for stdin`)
 	fs.BoolVar(&f.json, "json", false, `print {"id","queue","duplicate"} per message instead of the bare ID`)
 	if err := parseFlags(fs, args); err != nil {
@@ -187,6 +190,11 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		}
 		msgs, lines = []tasks.Message{msg}, []int{0}
 	}
+	known, _, err := m.knownAccount()
+	if err != nil {
+		return err
+	}
+	problems = append(problems, unknownAccountProblems(known, msgs, lines)...)
 	if len(problems) == 0 {
 		problems = batchProblems(enq.CheckBatch(msgs), lines)
 	}
@@ -277,7 +285,7 @@ func messageFromFlags(enq *tasks.Enqueuer, f enqueueFlags, base []tasks.Option) 
 		opts = append(opts, tasks.IdempotencyKey(f.key))
 	}
 	p := tasks.Payload{ServiceSID: f.service, SessionSID: f.session, ParticipantSID: f.participant,
-		Body: f.body, MediaURLs: f.media}
+		Body: f.body, MediaURLs: f.media, AccountSID: f.account}
 	if f.set["ordering-key"] {
 		if err := tasks.ValidateOrderingKey(f.orderingKey); err != nil {
 			return tasks.Message{}, problemsOf(0, err), nil

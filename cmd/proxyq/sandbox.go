@@ -82,13 +82,17 @@ type sandboxFlags struct {
 	undelivered, failed, callbackDuplicates, callbackOutOfOrder float64
 	callbackBeforeAnswer, advanceStatus                         bool
 	callbackAttempts                                            int
+
+	limits sandboxLimitFlags
 }
 
 var (
-	participantSIDPattern    = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
-	sessionSIDPattern        = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
-	sandboxAccountSIDPattern = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
-	prefixPattern            = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)*/?$`)
+	participantSIDPattern = regexp.MustCompile(`^KP[0-9a-fA-F]{32}$`)
+	sessionSIDPattern     = regexp.MustCompile(`^KC[0-9a-fA-F]{32}$`)
+	prefixPattern         = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)*/?$`)
+	serviceSIDPattern     = regexp.MustCompile(`^KS[0-9a-fA-F]{32}$`)
+	accountSIDPattern     = regexp.MustCompile(`^AC[0-9a-fA-F]{32}$`)
+	apiKeyPattern         = regexp.MustCompile(`^SK[0-9a-fA-F]{32}$`)
 )
 
 func runSandbox(ctx context.Context, m *Main, args []string) error {
@@ -107,6 +111,7 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fs.Var(&f.unknownParticipants, "unknown-participant", "participant SID (KP…) answered 404 code 20404, as if removed; repeatable")
 	fs.Var(&f.closedSessions, "closed-session", "session SID (KC…) whose creates answer 400 code 80607 (session closed); repeatable")
 	fs.Int64Var(&f.seed, "seed", 1, "seed of the fault generator, so a run can be repeated")
+	f.limits.register(fs)
 	fs.StringVar(&f.listOrder, "list-order", string(proxytest.DefaultListOrder), "order of list results: oldest-first, newest-first or shuffled (Twilio documents none)")
 	fs.StringVar(&f.callbackURL, "callback-url", "", "the Proxy Service's callback_url: POST signed status callbacks there (default: none)")
 	fs.StringVar(&f.callbackSigningURL, "callback-signing-url", "", "URL the signature covers when it differs from --callback-url (a public URL behind a proxy)")
@@ -148,7 +153,11 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	base := "http://" + dialable(srv.Addr()) + prefix
 	fmt.Fprintf(m.Stdout, "proxyq sandbox: fake Twilio Proxy API listening on %s\n\n", srv.Addr())
 	fmt.Fprintf(m.Stdout, "  PROXYQ_API_BASE_URL=%s\n", base)
-	fmt.Fprintf(m.Stdout, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
+	if len(f.limits.accounts) > 0 {
+		fmt.Fprintf(m.Stdout, "  credentials: the %d --account users given\n", len(f.limits.accounts))
+	} else {
+		fmt.Fprintf(m.Stdout, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
+	}
 	fmt.Fprintf(m.Stdout, "  created:     %s/_proxytest/interactions\n", base)
 	fmt.Fprintf(m.Stdout, "  counters:    %s/_proxytest/stats\n", base)
 	fmt.Fprintf(m.Stdout, "  messages:    %s/2010-04-01/Accounts/{AC}/Messages/{SM}.json\n", base)
@@ -196,6 +205,9 @@ func newSandboxFake(f sandboxFlags, log *zap.Logger) (*proxytest.Fake, string, e
 		ListOrder:               proxytest.ListOrder(f.listOrder),
 		Logger:                  log,
 		Callbacks:               callbacks,
+	}
+	if err := f.limits.apply(&cfg); err != nil {
+		return nil, "", err
 	}
 	if err := cfg.Validate(); err != nil {
 		flagOf := map[string]string{"Latency": "--latency", "MaxConcurrentPerAccount": "--max-concurrent", "ListOrder": "--list-order",
@@ -305,7 +317,7 @@ func sandboxCallbacks(f sandboxFlags) (proxytest.CallbackConfig, error) {
 	for _, t := range f.callbackTokens {
 		sid, tok, one := strings.Cut(t, "=")
 		switch {
-		case one && !sandboxAccountSIDPattern.MatchString(sid):
+		case one && !accountSIDPattern.MatchString(sid):
 			return cb, usagef("--callback-auth-token: want TOKEN or AC…=TOKEN with an Account SID (AC + 32 hex digits)")
 		case one && tok == "", !one && t == "":
 			return cb, usagef("--callback-auth-token: the token is empty")

@@ -171,6 +171,17 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 			zap.Bool("status_webhooks", cfg.delivery.WebhookURL != ""))
 	}
 
+	// Refuse messages for accounts no worker can send for, when the accounts file is readable
+	// here; it is watched like the worker's, so a rotation applies to both.
+	known, accts, err := m.knownAccount()
+	if err != nil {
+		return err
+	}
+	if accts != nil {
+		m.watchAccounts(ctx, accts, log.Named("accounts"))
+	}
+	cfg.api.KnownAccount = known
+
 	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
 	if err != nil {
 		return usageError{serveConfigError(err)}

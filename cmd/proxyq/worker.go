@@ -118,6 +118,12 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	defer restoreStdLog()
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
+	accts, err := m.accountsFromEnv(ccfg, log.Named("accounts"))
+	if err != nil {
+		return err
+	}
+	m.watchAccounts(ctx, accts, log.Named("accounts"))
+
 	reg := prometheus.NewRegistry()
 	// Delivery status (package delivery): the hook after each recorded send, the error fetches
 	// and status webhooks as tasks of this pool, and the polling sweeper.
@@ -133,7 +139,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return usageError{err}
 	}
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dsvc, Tasks: dwork.Handlers()})
+		Delivery: dsvc, Tasks: dwork.Handlers(), Accounts: worker.FromRegistry(accts)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -231,6 +237,9 @@ func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, s
 	}
 	wcfg, err = finishWorkerConfig(wcfg, flagOf)
 	if err != nil {
+		return wcfg, proxyclient.Config{}, "", err
+	}
+	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
 

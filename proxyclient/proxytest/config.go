@@ -70,6 +70,14 @@ type Config struct {
 	// Twilio's concurrency limit does. Zero means no limit.
 	MaxConcurrentPerAccount int
 
+	// ServiceLimits enforces Twilio's per-Service, per-endpoint rate (429 with code 80621):
+	// e.g. {Rate: 30} for the published 30/s over 5 s. Zero: no per-Service limit.
+	ServiceLimits ServiceLimits
+
+	// AccountConcurrency gives Basic-auth users (AC… or SK…) their own concurrency cap,
+	// instead of MaxConcurrentPerAccount: accounts with different limits in one fake.
+	AccountConcurrency map[string]int
+
 	// Now is the clock used for date_created and date_updated. Default time.Now.
 	Now func() time.Time
 

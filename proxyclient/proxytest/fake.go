@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,6 +47,8 @@ type Fake struct {
 	unknownParticipants map[string]bool
 	closedSessions      map[string]bool
 	stats               counters
+	windows             atomic.Pointer[serviceWindows]    // per-Service limits (limits.go); nil: none
+	creds               atomic.Pointer[map[string]string] // SetCredentials; nil: cfg.Credentials
 
 	cb *callbacks // message delivery and status callbacks (callbacks.go); own mutex
 }
@@ -70,6 +73,9 @@ func New(cfg Config) *Fake {
 	}
 	f.cb = newCallbacks(cfg.Callbacks, cfg.Seed, f.log)
 	f.resetLocked()
+	if cfg.ServiceLimits.Rate > 0 || len(cfg.ServiceLimits.Services) > 0 {
+		f.SetServiceLimits(cfg.ServiceLimits)
+	}
 	return f
 }
 
@@ -198,6 +204,10 @@ func (f *Fake) serveAPI(x *exchange) {
 		}
 	}
 
+	if rt, ok := parseRoute(x.r.URL.Path); ok && f.serviceLimited(x, rt, acct) {
+		return
+	}
+
 	f.mu.Lock()
 	latency := f.latency
 	f.mu.Unlock()
@@ -240,8 +250,8 @@ func (f *Fake) authenticate(r *http.Request) (account, bool) {
 	if !ok || user == "" || secret == "" {
 		return account{}, false
 	}
-	if f.cfg.Credentials != nil {
-		want, found := f.cfg.Credentials[user]
+	if creds := f.credentials(); creds != nil {
+		want, found := creds[user]
 		if !found || subtle.ConstantTimeCompare([]byte(want), []byte(secret)) != 1 {
 			return account{}, false
 		}
@@ -261,7 +271,7 @@ func (f *Fake) enter(user string) (release func(), ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.inFlight[user] + 1
-	if limit := f.cfg.MaxConcurrentPerAccount; limit > 0 && n > limit {
+	if limit := f.concurrencyLimit(user); limit > 0 && n > limit {
 		f.stats.tooMany++
 		f.stats.concurrency++
 		return nil, false

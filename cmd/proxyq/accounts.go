@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/accounts"
+	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/tasks"
+	"github.com/proxyq/proxyq/worker"
+)
+
+// Environment of the per-Service limits and the accounts file (see the README).
+
+// serviceLimitsFromEnv reads PROXYQ_SERVICE_RATE ("off" switches per-Service limits off),
+// PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_BURST, PROXYQ_SERVICE_MAX_WAIT and
+// PROXYQ_SERVICE_LIMITS (KS…=rate,…).
+func (m *Main) serviceLimitsFromEnv() (worker.ServiceLimits, error) {
+	e := m.env()
+	var lim worker.ServiceLimits
+	if strings.EqualFold(e.str("PROXYQ_SERVICE_RATE", ""), "off") {
+		lim.Off = true
+		return lim, nil
+	}
+	lim.Rate = e.float("PROXYQ_SERVICE_RATE", 0)
+	lim.Window = e.duration("PROXYQ_SERVICE_WINDOW", 0)
+	lim.Margin = e.duration("PROXYQ_SERVICE_MARGIN", 0)
+	lim.MaxWait = e.duration("PROXYQ_SERVICE_MAX_WAIT", 0)
+	lim.BurstRate = e.float("PROXYQ_SERVICE_BURST", 0)
+	if s := e.str("PROXYQ_SERVICE_LIMITS", ""); s != "" {
+		rates, err := worker.ParseServiceRates(s)
+		if err != nil {
+			e.fail("PROXYQ_SERVICE_LIMITS", s, err.Error()+" (want KS…=60,KS…=100: requests/s per Service)")
+		}
+		lim.Services = rates
+	}
+	if e.err != nil {
+		return lim, e.err
+	}
+	if err := lim.WithDefaults().Validate(); err != nil {
+		r := strings.NewReplacer("ServiceRate", "PROXYQ_SERVICE_RATE", "ServiceWindow", "PROXYQ_SERVICE_WINDOW",
+			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
+		return lim, usagef("%s", r.Replace(strings.TrimPrefix(err.Error(), "service limits: ")))
+	}
+	return lim, nil
+}
+
+// accountsFromEnv loads PROXYQ_ACCOUNTS_FILE (may be unset: then only the default account).
+// client is the template of every account's client (API location, timeout).
+func (m *Main) accountsFromEnv(client proxyclient.Config, log *zap.Logger) (*accounts.Registry, error) {
+	e := m.env()
+	client.AccountSID, client.AuthToken, client.APIKey, client.APISecret = "", "", "", ""
+	reg, err := accounts.New(accounts.Options{
+		Path:              e.str("PROXYQ_ACCOUNTS_FILE", ""),
+		Client:            client,
+		DefaultAccountSID: e.str("TWILIO_ACCOUNT_SID", ""),
+		DefaultAuthToken:  e.str("TWILIO_AUTH_TOKEN", ""),
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, usagef("PROXYQ_ACCOUNTS_FILE: %v", err)
+	}
+	return reg, nil
+}
+
+// watchAccounts keeps the registry in step with its file: polled every
+// PROXYQ_ACCOUNTS_POLL (default 2s) and reloaded on SIGHUP, until ctx ends.
+func (m *Main) watchAccounts(ctx context.Context, reg *accounts.Registry, log *zap.Logger) {
+	every := m.env().duration("PROXYQ_ACCOUNTS_POLL", accounts.DefaultPollEvery)
+	go reg.Watch(ctx, every)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if _, err := reg.Reload(); err != nil {
+					log.Error("SIGHUP: accounts file refused; the accounts in force stay", zap.Error(err))
+				} else {
+					log.Info("SIGHUP: accounts file reloaded", zap.Int("accounts", len(reg.Accounts())))
+				}
+			}
+		}
+	}()
+}
+
+// knownAccount returns the check producers apply to account_sid when they can read the
+// worker's accounts file: the default account (TWILIO_ACCOUNT_SID) or one in the file. nil
+// when PROXYQ_ACCOUNTS_FILE is unset (nothing to check against: the worker decides).
+func (m *Main) knownAccount() (func(string) bool, *accounts.Registry, error) {
+	e := m.env()
+	path := e.str("PROXYQ_ACCOUNTS_FILE", "")
+	if path == "" {
+		return nil, nil, nil
+	}
+	reg, err := accounts.New(accounts.Options{Path: path})
+	if err != nil {
+		return nil, nil, usagef("PROXYQ_ACCOUNTS_FILE: %v", err)
+	}
+	def := e.str("TWILIO_ACCOUNT_SID", "")
+	return func(sid string) bool { return sid == "" || sid == def || reg.Has(sid) }, reg, nil
+}
+
+// unknownAccountProblems lists the messages whose account_sid has no credentials.
+func unknownAccountProblems(known func(string) bool, msgs []tasks.Message, lines []int) []problem {
+	if known == nil {
+		return nil
+	}
+	var out []problem
+	for i, msg := range msgs {
+		if !known(msg.Payload.AccountSID) {
+			out = append(out, problem{lines[i], "account_sid", "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
+		}
+	}
+	return out
+}

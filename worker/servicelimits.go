@@ -1,0 +1,459 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Per-Service limits: Twilio's published Proxy limit, on by default.
+//
+// Twilio limits each Proxy Service to 30 requests per second per endpoint, judged on the
+// average over a 5-second sliding window, so a burst of up to 150 passes and sustained excess
+// is answered 429 with code 80621. The limit is per (account, Service, endpoint): creating
+// message interactions and listing them (reconciliation, status polling) are separate budgets.
+// Every worker process shares one budget through Redis.
+//
+// Algorithm: a sliding log with reservations, one Lua script per request. Each (account,
+// Service, endpoint) has a sorted set of request times (Redis's clock, ms). A request is
+// given the earliest time T, not before now and not before the last reservation (FIFO), at
+// which the window ending at T holds fewer than limit = rate × window requests, and at
+// least 1/BurstRate after the previous one. If T is within the caller's wait bound the
+// script records T and the caller sleeps until T; otherwise nothing is recorded and the
+// caller gets T-now as its retry time, goes back to the queue, and frees its worker slot
+// for messages of other Services.
+//
+// Bursts: after a quiet spell a Service may send its whole window at once, at most BurstRate
+// per second (default 150/s: Twilio's "bursts up to 150"); BurstRate = Rate paces requests
+// evenly instead. Bursts of several Services can queue at the account's concurrency cap;
+// a request that leaves more than 25 ms after its reserved time moves its reservation to
+// when it really left (Reservation.Departed, one more command), so the next window is
+// computed from real departures and such queueing cannot push requests into it.
+//
+// Why not GCRA (go-redis/redis_rate, used for the account rate)? GCRA with rate r and
+// burst b admits b + r·t requests in any span t: with r = 30/s and b = 150 that is 300 in a
+// 5-second window, twice Twilio's limit; a GCRA that never exceeds 150 per 5 s must give up
+// either the burst or a fifth of the rate. The sliding log is Twilio's own rule, so it allows
+// both the burst and the full average. Its cost is one ZSET member per request in the window
+// (150 by default, a few kB) and the same one round trip per request as redis_rate.
+//
+// Margin: requests do not reach Twilio at the instant they were admitted (the ledger write,
+// the account limiter, network jitter), so a request admitted at the edge of one window could
+// land in the next one at Twilio. The window enforced is Window + Margin (default 5.25 s):
+// 150 per 5.25 s is 0.95 of the published rate, and arrival jitter up to the margin cannot
+// put 151 requests into any 5-second window at Twilio.
+//
+// Adaptation: a 429 with code 80621 (or a 429 other than 20429) on a Service halves that
+// Service's factor (at most once per DecreaseGap), which scales its limit; it recovers by
+// 0.1 every RecoverEvery without one, exactly as the account factor does (the same Lua).
+// 20429 slows the account, not the Service.
+//
+// Keys (hash tag {svc:<account>:<service>} keeps one Service's keys in one Cluster slot):
+//
+//	proxyq:{svc:<account>:<KS>}:create    ZSET  reservations of creates (score = time, ms)
+//	proxyq:{svc:<account>:<KS>}:list      ZSET  reservations of list pages
+//	proxyq:{svc:<account>:<KS>}:fetch     ZSET  reservations of fetches
+//	proxyq:{svc:<account>:<KS>}:adaptive  HASH  factor (per mille), ref, dec
+
+// Endpoint names one of Twilio's rate-limited endpoints of a Service.
+type Endpoint string
+
+// Endpoints with their own budgets.
+const (
+	EndpointCreate Endpoint = "create" // POST …/Participants/{KP}/MessageInteractions
+	EndpointList   Endpoint = "list"   // GET  …/Participants/{KP}/MessageInteractions (each page)
+	EndpointFetch  Endpoint = "fetch"  // GET  …/MessageInteractions/{KI} (status polling)
+)
+
+// Per-Service limit defaults (Twilio's published limits).
+const (
+	DefaultServiceRate    = 30.0
+	DefaultServiceWindow  = 5 * time.Second
+	DefaultServiceMargin  = 250 * time.Millisecond
+	DefaultServiceMaxWait = 250 * time.Millisecond
+)
+
+// ServiceLimits configures the per-Service limiter. The zero value is Twilio's published
+// limit for every Service; Off switches it off.
+type ServiceLimits struct {
+	// Off disables per-Service limits (e.g. when an upstream gateway already enforces them).
+	Off bool
+	// Rate is requests per second per (account, Service, endpoint), averaged over Window.
+	// Default 30.
+	Rate float64
+	// Window is Twilio's averaging window. Default 5s. Rate × Window requests may go at once
+	// after a quiet spell (150).
+	Window time.Duration
+	// Margin is added to the window enforced, to absorb the jitter between admission here
+	// and arrival at Twilio. Default 250ms.
+	Margin time.Duration
+	// BurstRate is the momentary rate (requests per second) a Service may reach, for a
+	// Service at Rate; Services with their own rate get it scaled. Default Rate × Window
+	// (150/s: Twilio's "bursts up to 150"); Rate paces requests evenly, never bursting.
+	BurstRate float64
+	// Services maps a Service SID to its own rate (a raised limit agreed with Twilio), for
+	// every account. An account's own overrides (ServiceRates) win over it.
+	Services map[string]float64
+	// MaxWait is how long one run may wait in-process for its Service's budget before the
+	// message goes back to the queue (not a failure), freeing the worker for other Services.
+	// Default 250ms: a worker waiting on one Service is a worker not sending for another.
+	MaxWait time.Duration
+	// RecoverEvery and DecreaseGap shape the Service's adaptive factor, as for accounts
+	// (defaults 5s and 1s).
+	RecoverEvery time.Duration
+	DecreaseGap  time.Duration
+}
+
+// WithDefaults returns a copy of l with unset fields given their defaults.
+func (l ServiceLimits) WithDefaults() ServiceLimits {
+	if l.Rate == 0 {
+		l.Rate = DefaultServiceRate
+	}
+	if l.Window == 0 {
+		l.Window = DefaultServiceWindow
+	}
+	if l.Margin == 0 {
+		l.Margin = DefaultServiceMargin
+	}
+	if l.BurstRate == 0 {
+		l.BurstRate = l.Rate * l.Window.Seconds()
+	}
+	if l.MaxWait == 0 {
+		l.MaxWait = DefaultServiceMaxWait
+	}
+	if l.RecoverEvery == 0 {
+		l.RecoverEvery = DefaultRecoverEvery
+	}
+	if l.DecreaseGap == 0 {
+		l.DecreaseGap = DefaultDecreaseGap
+	}
+	return l
+}
+
+// Validate reports the first field whose value cannot work. Call it on the result of WithDefaults.
+func (l ServiceLimits) Validate() error {
+	if l.Off {
+		return nil
+	}
+	switch {
+	case !(l.Rate > 0) || math.IsInf(l.Rate, 0):
+		return fmt.Errorf("service limits: ServiceRate must be a positive number, got %v", l.Rate)
+	case l.Window < time.Second:
+		return fmt.Errorf("service limits: ServiceWindow must be at least 1s, got %v", l.Window)
+	case l.Rate*l.Window.Seconds() < 1:
+		return fmt.Errorf("service limits: ServiceRate × ServiceWindow must allow at least one request, got %v × %v", l.Rate, l.Window)
+	case l.Margin < 0 || l.Margin > l.Window:
+		return fmt.Errorf("service limits: ServiceMargin must be between 0 and the window (%v), got %v", l.Window, l.Margin)
+	case l.BurstRate < l.Rate || l.BurstRate > l.Rate*l.Window.Seconds():
+		return fmt.Errorf("service limits: ServiceBurst must be between the rate (%v) and rate × window (%v), got %v", l.Rate, l.Rate*l.Window.Seconds(), l.BurstRate)
+	case l.MaxWait < 0:
+		return fmt.Errorf("service limits: ServiceMaxWait must not be negative, got %v", l.MaxWait)
+	}
+	for ks, r := range l.Services {
+		if err := checkServiceRate(ks, r); err != nil {
+			return fmt.Errorf("service limits: ServiceOverrides: %w", err)
+		}
+	}
+	return nil
+}
+
+func checkServiceRate(ks string, r float64) error {
+	if !validSID("KS", ks) {
+		return fmt.Errorf("%q is not a Service SID (^KS[0-9a-fA-F]{32}$)", ks)
+	}
+	if !(r > 0) || math.IsInf(r, 0) {
+		return fmt.Errorf("rate of %s must be a positive number, got %v", ks, r)
+	}
+	return nil
+}
+
+// ParseServiceRates parses "KS…=60,KS…=100" (requests per second per Service).
+func ParseServiceRates(s string) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		ks, rate, ok := strings.Cut(part, "=")
+		ks = strings.TrimSpace(ks)
+		if !ok {
+			return nil, fmt.Errorf("%q: want KS…=rate", part)
+		}
+		r, err := strconv.ParseFloat(strings.TrimSpace(rate), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q: rate %q is not a number", part, rate)
+		}
+		if err := checkServiceRate(ks, r); err != nil {
+			return nil, err
+		}
+		if _, dup := out[ks]; dup {
+			return nil, fmt.Errorf("%s is listed twice", ks)
+		}
+		out[ks] = r
+	}
+	return out, nil
+}
+
+func validSID(prefix, s string) bool {
+	if len(s) != 34 || !strings.HasPrefix(s, prefix) {
+		return false
+	}
+	for _, c := range s[2:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// ServiceRates gives an account's own per-Service rates (the accounts file); ok is false when
+// the account sets none for that Service.
+type ServiceRates interface {
+	ServiceRate(account, service string) (rate float64, ok bool)
+}
+
+// ServiceLimiter enforces per-Service limits through Redis. A nil *ServiceLimiter (limits
+// off) grants everything. Safe for concurrent use.
+type ServiceLimiter struct {
+	rdb   redis.UniversalClient
+	lim   ServiceLimits
+	rates ServiceRates
+	log   *zap.Logger
+	gauge *prometheus.GaugeVec
+
+	mu      sync.Mutex
+	factors map[string]int64 // account/service → last factor seen (per mille)
+}
+
+// NewServiceLimiter returns the limiter, or nil when lim.Off. rates (the accounts file) and
+// reg may be nil.
+func NewServiceLimiter(rdb redis.UniversalClient, lim ServiceLimits, rates ServiceRates, reg prometheus.Registerer, log *zap.Logger) (*ServiceLimiter, error) {
+	lim = lim.WithDefaults()
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	if lim.Off {
+		return nil, nil
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "proxyq_service_limit_factor",
+		Help: "Adaptive share (0..1] of a Proxy Service's rate limit in force; lowered by 429/80621 for that Service, restored gradually.",
+	}, []string{"account", "service"})
+	if reg != nil {
+		if err := reg.Register(g); err != nil {
+			return nil, fmt.Errorf("service limiter metrics: %w", err)
+		}
+	}
+	return &ServiceLimiter{rdb: rdb, lim: lim, rates: rates, log: log, gauge: g, factors: map[string]int64{}}, nil
+}
+
+// MaxWait is the configured in-process wait bound (0 when limits are off).
+func (l *ServiceLimiter) MaxWait() time.Duration {
+	if l == nil {
+		return 0
+	}
+	return l.lim.MaxWait
+}
+
+// RateFor is the rate in force for (account, service) before adaptation: the account's own
+// override, else the global per-Service override, else the default.
+func (l *ServiceLimiter) RateFor(account, service string) float64 {
+	if l.rates != nil {
+		if r, ok := l.rates.ServiceRate(account, service); ok {
+			return r
+		}
+	}
+	if r, ok := l.lim.Services[service]; ok {
+		return r
+	}
+	return l.lim.Rate
+}
+
+func serviceTag(account, service string) string {
+	return "proxyq:{svc:" + account + ":" + service + "}:"
+}
+
+// reserveScript: KEYS[1] the endpoint's ZSET, KEYS[2] the Service's adaptive hash.
+// ARGV[1] limit per window at factor 1, ARGV[2] recovery step ms, ARGV[3] window ms (margin
+// included), ARGV[4] max wait ms, ARGV[5] member, ARGV[6] adaptive TTL ms, ARGV[7] least gap
+// between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms).
+// Returns {reserved 0|1, wait ms, factor, factor before recovery or -1, reserved time ms}.
+var reserveScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[6])` + luaRecover + `
+local limit = math.max(1, math.floor(tonumber(ARGV[1]) * f / 1000))
+local win = tonumber(ARGV[3])
+local gap = tonumber(ARGV[7]) / f
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
+local n = redis.call('ZCARD', KEYS[1])
+local at = now
+if n > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  at = math.max(at, tonumber(last[2]) + gap)
+end
+if n >= limit then
+  local kth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  at = math.max(at, tonumber(kth[2]) + win)
+end
+local wait = math.ceil(at - now)
+if wait > tonumber(ARGV[4]) then return {0, wait, f, prev, 0} end
+redis.call('ZADD', KEYS[1], at, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], wait + win + 1000)
+return {1, wait, f, prev, math.floor(at)}
+`)
+
+// Acquire reserves one request on (account, service, endpoint) and sleeps until its time,
+// waiting at most maxWait (never past ctx). When the budget allows no request within
+// maxWait it returns a *LimitedError whose RetryIn is when one will be allowed; nothing is
+// reserved then. A nil limiter grants at once.
+func (l *ServiceLimiter) Acquire(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration) error {
+	_, err := l.Reserve(ctx, account, service, ep, maxWait)
+	return err
+}
+
+// lateTolerance is how late a request may leave after its reserved time before Departed moves
+// its reservation: below it the margin absorbs the difference.
+const lateTolerance = 25 * time.Millisecond
+
+// reserveTimeout bounds one reservation's round trip to Redis.
+const reserveTimeout = 2 * time.Second
+
+// Reservation is a request's place in its Service's window.
+type Reservation struct {
+	l      *ServiceLimiter
+	key    string
+	member string
+	atMs   int64     // reserved time, Redis clock (ms)
+	slot   time.Time // the same instant on this process's clock
+}
+
+// Departed says the request is leaving now. When that is later than its reserved time (it
+// waited for an account slot), the reservation is moved to now, so that the window's later
+// reservations are computed from when requests really reached Twilio, not from when they
+// were meant to: a request delayed past the margin would otherwise land in the next window at
+// Twilio. One more Redis command, only for a request more than 25ms late. Nil-safe.
+func (r *Reservation) Departed() {
+	if r == nil {
+		return
+	}
+	late := time.Since(r.slot)
+	if late <= lateTolerance {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	if err := r.l.rdb.ZAddXX(ctx, r.key, redis.Z{Score: float64(r.atMs + late.Milliseconds()), Member: r.member}).Err(); err != nil {
+		r.l.log.Warn("service limiter: could not move a late reservation", zap.String("key", r.key), zap.Error(err))
+	}
+}
+
+// Reserve is Acquire returning the reservation, for Departed.
+func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration) (*Reservation, error) {
+	if l == nil {
+		return nil, nil
+	}
+	rate := l.RateFor(account, service)
+	limit := int64(math.Max(1, math.Floor(rate*l.lim.Window.Seconds())))
+	// The least gap between two requests: 1/burst rate, the burst scaled to this Service's rate.
+	burst := l.lim.BurstRate * rate / l.lim.Rate
+	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
+	tag := serviceTag(account, service)
+	member := randomSuffix() + randomSuffix()
+	// Bounded on its own: with Redis down, go-redis would redial for many seconds, and a run
+	// stuck here outlives asynq's lease on the message (which then waits for asynq's recoverer).
+	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
+	defer cancel()
+	res, err := reserveScript.Run(rctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
+		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
+		max(maxWait, 0).Milliseconds(), member, adaptiveTTL.Milliseconds(), gapMicros).Int64Slice()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("service limiter: %w", err)
+	}
+	l.observe(account, service, res[2], res[3], "recovered: no 429 for a while")
+	wait := time.Duration(res[1]) * time.Millisecond
+	if res[0] == 0 {
+		return nil, &LimitedError{RetryIn: max(wait, time.Millisecond), Reason: "Service " + service + " " + string(ep) + " rate", Service: service}
+	}
+	rsv := &Reservation{l: l, key: tag + string(ep), member: member, atMs: res[4], slot: time.Now().Add(max(wait, 0))}
+	if wait <= 0 {
+		return rsv, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return rsv, nil
+	}
+}
+
+// AcquireRead is Acquire for a read (list page or fetch) with the configured wait bound: the
+// call status polling and reconciliation make before each GET.
+func (l *ServiceLimiter) AcquireRead(ctx context.Context, account, service string, ep Endpoint) error {
+	if ep == EndpointCreate {
+		ep = EndpointFetch
+	}
+	return l.Acquire(ctx, account, service, ep, l.MaxWait())
+}
+
+// Throttled records a 429 (80621) Twilio gave a request on this Service: its factor halves
+// (at most once per DecreaseGap). It never fails the caller; a Redis error is logged.
+func (l *ServiceLimiter) Throttled(account, service string) {
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	tag := serviceTag(account, service)
+	res, err := throttleScript.Run(ctx, l.rdb, []string{tag + string(EndpointCreate), tag + "adaptive"},
+		"", l.lim.RecoverEvery.Milliseconds(), l.lim.DecreaseGap.Milliseconds(), adaptiveTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		l.log.Warn("service limiter: could not record a 429", zap.String("account", account), zap.String("service", service), zap.Error(err))
+		return
+	}
+	l.observe(account, service, res[0], res[1], "429 from Twilio for this Service")
+}
+
+// Factor returns the last adaptive factor this process saw for the Service (1 when none).
+func (l *ServiceLimiter) Factor(account, service string) float64 {
+	if l == nil {
+		return 1
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f, ok := l.factors[account+"/"+service]; ok {
+		return float64(f) / fullFactor
+	}
+	return 1
+}
+
+func (l *ServiceLimiter) observe(account, service string, factor, prev int64, reason string) {
+	key := account + "/" + service
+	l.mu.Lock()
+	old, seen := l.factors[key]
+	l.factors[key] = factor
+	l.mu.Unlock()
+	if !seen || old != factor {
+		l.gauge.WithLabelValues(account, service).Set(float64(factor) / fullFactor)
+	}
+	if prev >= 0 && prev != factor {
+		l.log.Info("service limit factor changed", zap.String("account", account), zap.String("service", service),
+			zap.String("reason", reason), zap.Float64("factor", float64(factor)/fullFactor),
+			zap.Float64("previous", float64(prev)/fullFactor),
+			zap.Float64("rate", l.RateFor(account, service)*float64(factor)/fullFactor))
+	}
+}
