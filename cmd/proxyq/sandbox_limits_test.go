@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/proxyclient/proxytest"
 )
 
 func TestSandboxServiceLimitsAndAccounts(t *testing.T) {
 	t.Parallel()
 	const user, secret = "AC0000000000000000000000000000000a", "s3cret"
-	f := sandboxFlags{addr: ":0", listOrder: "oldest-first"}
+	f := defaultSandboxFlags()
 	f.limits.serviceRate = 0.2 // one request per 5 s window
 	f.limits.accounts = repeated{user + "=" + secret}
 	f.limits.accountConcurrency = repeated{user + "=5"}
@@ -49,10 +51,18 @@ func TestSandboxServiceLimitsAndAccounts(t *testing.T) {
 		{serviceRate: -1}, {serviceLimits: repeated{"KSx=3"}}, {accounts: repeated{"nobody=" + secret}},
 		{accountConcurrency: repeated{user + "=lots"}},
 	} {
-		g := sandboxFlags{addr: ":0", listOrder: "oldest-first", limits: bad}
+		g := defaultSandboxFlags()
+		g.limits = bad
 		_, _, err := newSandboxFake(g, zap.NewNop())
 		if err == nil || strings.Contains(err.Error(), secret) {
 			t.Errorf("%+v: err = %v", bad, err)
 		}
 	}
+}
+
+// defaultSandboxFlags are the flags' defaults, as `proxyq sandbox` parses them with no arguments.
+func defaultSandboxFlags() sandboxFlags {
+	return sandboxFlags{addr: ":0", listOrder: "oldest-first", callbackDelay: proxytest.DefaultCallbackDelay,
+		callbackAttempts: proxytest.DefaultCallbackAttempts, callbackTimeout: proxytest.DefaultCallbackTimeout,
+		errorCodes: "30003,30005,30006,30007", advanceStatus: true}
 }

@@ -312,7 +312,9 @@ func TestDevTracesToConsole(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	m := &Main{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr,
-		Getenv: func(k string) string { return map[string]string{"OTEL_TRACES_SAMPLER": "sometimes", "OTEL_TRACES_EXPORTER": "otlp"}[k] }}
+		Getenv: func(k string) string {
+			return map[string]string{"OTEL_TRACES_SAMPLER": "sometimes", "OTEL_TRACES_EXPORTER": "otlp"}[k]
+		}}
 	if code := m.Run(context.Background(), []string{"dev", "--addr", "127.0.0.1:0"}); code != exitUsage || !strings.Contains(stderr.String(), "OTEL_TRACES_SAMPLER") {
 		t.Errorf("dev with a bad sampler: exit %d, stderr %q; want 2 naming OTEL_TRACES_SAMPLER", code, stderr.String())
 	}
