@@ -463,7 +463,7 @@ func TestWireKeysMatchPayload(t *testing.T) {
 	if p, w := keysOf(Payload{}), keysOf(wirePayload{}); !slices.Equal(p, w) {
 		t.Errorf("wirePayload keys %q differ from Payload keys %q", w, p)
 	}
-	if len(payloadKeys) != 7 {
+	if len(payloadKeys) != 8 {
 		t.Errorf("payloadKeys = %v", payloadKeys)
 	}
 }
