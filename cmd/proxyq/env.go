@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
@@ -86,28 +87,19 @@ func (e *envReader) float(name string, def float64) float64 {
 	return f
 }
 
-// redisOpt parses a REDIS_URL value: redis://, rediss://, redis-socket:// and
-// redis-sentinel:// as asynq parses them.
+// redisOpt parses a REDIS_URL value: a single server, a Sentinel-managed master or a Redis
+// Cluster (the forms are internal/redisurl's).
 func redisOpt(url string) (asynq.RedisConnOpt, error) {
-	opt, err := asynq.ParseRedisURI(url)
-	if err != nil {
-		return nil, usagef("REDIS_URL=%q: %v (want e.g. redis://host:6379/0, rediss://…, or redis-sentinel://host:26379?master=mymaster)", redactURL(url), err)
+	opt, err := redisurl.Parse(url)
+	var perr *redisurl.Error
+	if errors.As(err, &perr) {
+		return nil, usagef("REDIS_URL=%q: %v (want e.g. %s)", perr.URL, perr.Err, redisurl.Example)
 	}
 	return opt, nil
 }
 
-// redactURL hides a password in a Redis URL for error messages.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return u
-	}
-	return scheme + "://***@" + rest[at+1:]
-}
+// redactURL hides the passwords in a Redis URL for messages.
+func redactURL(u string) string { return redisurl.Redact(u) }
 
 // redisFromEnv reads REDIS_URL (default redis://127.0.0.1:6379/0).
 func (m *Main) redisFromEnv() (asynq.RedisConnOpt, error) {
