@@ -67,6 +67,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
+	h.replicas = newReplicaWait(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout, log)
 	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log}
 	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
 		Concurrency:              cfg.Concurrency,

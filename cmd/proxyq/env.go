@@ -179,6 +179,8 @@ func (m *Main) rawWorkerConfigFromEnv() (worker.Config, error) {
 		ReconcileSettle:      e.duration("PROXYQ_RECONCILE_SETTLE", 0),
 		ReconcileSkew:        e.duration("PROXYQ_RECONCILE_SKEW", 0),
 		ReconcileMaxPages:    e.integer("PROXYQ_RECONCILE_MAX_PAGES", 0),
+		RedisWaitReplicas:    e.integer("PROXYQ_REDIS_WAIT_REPLICAS", 0),
+		RedisWaitTimeout:     e.duration("PROXYQ_REDIS_WAIT_TIMEOUT", 0),
 	}
 	if q := e.str("PROXYQ_QUEUES", ""); q != "" {
 		queues, err := worker.ParseQueues(q)
@@ -210,7 +212,8 @@ var workerEnvOf = map[string]string{
 	"PollInterval": "PROXYQ_POLL_INTERVAL", "Queues": "PROXYQ_QUEUES",
 	"ReconcileMaxPages": "PROXYQ_RECONCILE_MAX_PAGES", "ReconcileSettle": "PROXYQ_RECONCILE_SETTLE",
 	"ReconcileSkew": "PROXYQ_RECONCILE_SKEW", "SendWithin": "PROXYQ_SEND_WITHIN",
-	"ShutdownTimeout": "PROXYQ_SHUTDOWN_TIMEOUT",
+	"ShutdownTimeout":   "PROXYQ_SHUTDOWN_TIMEOUT",
+	"RedisWaitReplicas": "PROXYQ_REDIS_WAIT_REPLICAS", "RedisWaitTimeout": "PROXYQ_REDIS_WAIT_TIMEOUT",
 }
 
 var workerFieldPattern = func() *regexp.Regexp {

@@ -44,7 +44,7 @@ func StartCluster(masters, replicas int) (*Cluster, error) {
 				return nil, err
 			}
 			return []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "",
-				"--appendonly", "yes", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"),
+				"--appendonly", "yes", "--repl-diskless-sync-delay", "0", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"),
 				"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 				"--cluster-port", strconv.Itoa(bus),
 				"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),

@@ -31,7 +31,8 @@ type Server struct {
 // redis-server is not installed.
 func Start(extra ...string) (*Server, error) {
 	return start("redis-server", func(port int, dir string) ([]string, error) {
-		return append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "",
+		// No diskless-sync delay: a replica started here is in sync at once, not after 5 s.
+		return append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--repl-diskless-sync-delay", "0",
 			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...), nil
 	})
 }
