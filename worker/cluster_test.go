@@ -1,0 +1,258 @@
+//go:build cluster
+
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// commandLog is a go-redis hook that counts every command (pipelined ones too) and keeps every
+// error that says a command or script touched keys in more than one slot, so that an error a
+// caller swallows (a release that only logs) still fails the test.
+type commandLog struct {
+	mu        sync.Mutex
+	counts    map[string]int
+	crossSlot []string
+}
+
+func (l *commandLog) note(cmd redis.Cmder) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	name := strings.ToUpper(cmd.Name())
+	l.counts[name]++
+	if err := cmd.Err(); err != nil && (strings.Contains(err.Error(), "CROSSSLOT") || strings.Contains(err.Error(), "cross slot")) {
+		l.crossSlot = append(l.crossSlot, fmt.Sprintf("%v: %v", cmd.Args(), err))
+	}
+}
+
+func (l *commandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (l *commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		l.note(cmd)
+		return err
+	}
+}
+func (l *commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			l.note(c)
+		}
+		return err
+	}
+}
+
+func (l *commandLog) check(t *testing.T, want ...string) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.crossSlot {
+		t.Errorf("cross-slot: %s", c)
+	}
+	for _, w := range want {
+		if l.counts[w] == 0 {
+			t.Errorf("no %s ran: the test no longer exercises what it claims", w)
+		}
+	}
+	names := make([]string, 0, len(l.counts))
+	for n, c := range l.counts {
+		names = append(names, fmt.Sprintf("%s=%d", n, c))
+	}
+	sort.Strings(names)
+	t.Logf("commands: %s", strings.Join(names, " "))
+}
+
+// hookedOpt is an asynq option whose client carries the command log (asynq, the worker and
+// the tests then share what the cluster refuses).
+type hookedOpt struct {
+	asynq.RedisClusterClientOpt
+	log *commandLog
+}
+
+func (o hookedOpt) MakeRedisClient() any {
+	c := o.RedisClusterClientOpt.MakeRedisClient().(*redis.ClusterClient)
+	c.AddHook(o.log)
+	// Per-node clients are made lazily; the hook must reach MasterForKey's too.
+	c.OnNewNode(func(n *redis.Client) { n.AddHook(o.log) })
+	return c
+}
+
+// Every ledger and limiter script, the claims, the replica wait, and the whole handler path
+// (send, ambiguous answer, reconciliation, 429) run on a real Redis Cluster without a
+// cross-slot error. Run with `make test-redis-ha`.
+func TestClusterSlotSafety(t *testing.T) {
+	c := redistest.StartCluster(t)
+	log := &commandLog{counts: map[string]int{}}
+	opt := hookedOpt{RedisClusterClientOpt: c.ConnOpt(), log: log}
+	rdb := opt.MakeRedisClient().(*redis.ClusterClient)
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+
+	t.Run("ledger", func(t *testing.T) {
+		l := NewLedger(rdb, time.Hour)
+		for i := range 20 { // participants spread over the slots
+			kp := fmt.Sprintf("KP%032d", i)
+			id := fmt.Sprintf("slot-%d", i)
+			own, err := l.AcquireToSend(ctx, kp, id, time.Minute, SendIntent{Lease: time.Minute, SendWithin: time.Hour})
+			if err != nil || !own.Began {
+				t.Fatalf("AcquireToSend: %+v %v", own, err)
+			}
+			if err := l.Release(ctx, kp, id, own.Fence, attemptUnknown); err != nil {
+				t.Fatal(err)
+			}
+			own, err = l.Acquire(ctx, kp, id, time.Minute)
+			if err != nil || own.Attempt != attemptUnknown {
+				t.Fatalf("Acquire: %+v %v", own, err)
+			}
+			if err := l.Renew(ctx, kp, id, own.Fence, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := l.BeginSend(ctx, kp, id, own.Fence, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			sid := fmt.Sprintf("KI%032d", i)
+			if err := l.MarkSent(ctx, kp, id, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.MarkSent(ctx, kp, id+"-other", 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
+				t.Fatalf("MarkSent by another message: %v", err)
+			}
+			by, err := l.ClaimedBy(ctx, kp, []string{sid, "KI-none"})
+			if err != nil || by[0] != id || by[1] != "" {
+				t.Fatalf("ClaimedBy: %v %v", by, err)
+			}
+			if e, err := l.Read(ctx, kp, id); err != nil || e.Attempt != attemptSent {
+				t.Fatalf("Read: %+v %v", e, err)
+			}
+		}
+	})
+
+	t.Run("limiter", func(t *testing.T) {
+		lim, err := NewAccountLimiter(rdb, AccountLimits{MaxInFlight: 2, Rate: 1000, Lease: time.Minute}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 10 {
+			account := fmt.Sprintf("AC%032d", i)
+			p1, err := lim.Acquire(ctx, account, "h1", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p2, err := lim.Acquire(ctx, account, "h2", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p1.Release(false)
+			p2.Release(true) // a 429: the throttle script
+		}
+	})
+
+	t.Run("replica wait", func(t *testing.T) {
+		w := newReplicaWait(rdb, 1, 500*time.Millisecond, nil)
+		const n = 200
+		began := time.Now()
+		for i := range n {
+			if err := w.Wait(ctx, LedgerKey(fmt.Sprintf("KP%032d", i), "w")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("replica wait on the cluster: %v per message (SET barrier + WAIT 1 on the key's master)", time.Since(began)/n)
+	})
+
+	t.Run("handler through asynq", func(t *testing.T) {
+		api := &stubAPI{script: []error{nil, apiError(502, 0), apiError(429, 20429)}} // 502: created, answer lost
+		w, err := New(Config{Concurrency: 4, HTTPTimeout: 2 * time.Second, ReconcileSettle: 200 * time.Millisecond,
+			BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DelayedCheckInterval: 50 * time.Millisecond,
+			MaxInFlight: 5, RateLimit: 100, RedisWaitReplicas: 1},
+			Deps{Redis: opt, API: participantStub{api}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer w.Shutdown()
+		enq := tasks.NewEnqueuer(opt)
+		defer enq.Close()
+		insp := asynq.NewInspector(opt)
+		defer insp.Close()
+		const n = 12
+		var msgs []tasks.Message
+		for i := range n {
+			msgs = append(msgs, tasks.Message{
+				Payload: tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: fmt.Sprintf("KP%032d", i%4), Body: fmt.Sprintf("m%d", i)},
+				Options: []tasks.Option{tasks.IdempotencyKey(fmt.Sprintf("cluster-%02d", i))},
+			})
+		}
+		if _, err := enq.EnqueueBatch(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for i := 0; i < n; {
+			st, err := tasks.Lookup(ctx, insp, fmt.Sprintf("cluster-%02d", i))
+			if err == nil && st.State == "completed" {
+				if st.Outcome == nil || st.Outcome.State != tasks.OutcomeSent {
+					t.Fatalf("cluster-%02d: outcome %+v", i, st.Outcome)
+				}
+				i++
+				continue
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster-%02d not completed: %+v %v", i, st, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := int(api.creates.Load()); got != n {
+			t.Errorf("%d creates for %d messages (one answer was lost and must have been reconciled, not resent)", got, n)
+		}
+		// Cancel: a scheduled message goes; the guard reads the ledger of a sent one.
+		res, err := enq.Enqueue(ctx, tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: fmt.Sprintf("KP%032d", 1), Body: "later"},
+			tasks.ProcessIn(time.Hour), tasks.IdempotencyKey("cluster-later"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tasks.Cancel(ctx, insp, res.TaskID); err != nil {
+			t.Fatalf("cancel a scheduled message: %v", err)
+		}
+		guard := NewSendGuard(NewLedger(rdb, time.Hour), insp)
+		if err := guard(ctx, "cluster-00"); !errors.Is(err, ErrMaySend) {
+			t.Fatalf("guard of a sent message: %v, want ErrMaySend", err)
+		}
+	})
+
+	log.check(t, "EVALSHA", "WAIT", "HMGET")
+}
+
+
+// participantStub is stubAPI recording the participant of each interaction it creates (the stub
+// files them all under testKP), so that messages spread over participants (and so over
+// cluster slots) reconcile as they would with Twilio.
+type participantStub struct{ *stubAPI }
+
+func (s participantStub) CreateMessageInteraction(ctx context.Context, p proxyclient.CreateParams) (*proxyclient.MessageInteraction, error) {
+	mi, err := s.stubAPI.CreateMessageInteraction(ctx, p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.created); n > 0 && s.created[n-1].ParticipantSID == testKP {
+		s.created[n-1].ParticipantSID = p.ParticipantSID
+	}
+	if mi != nil {
+		mi.ParticipantSID = p.ParticipantSID
+	}
+	return mi, err
+}
