@@ -1,4 +1,4 @@
-//go:build chaos
+//go:build chaos || cluster
 
 package chaos
 
@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/internal/testbin"
@@ -62,6 +64,7 @@ type runResult struct {
 	archivedBy []string // one line per archived message: ID, reason, outcome
 	problems   []string // broken guarantees, one line each (checked for proxyq only)
 	suspects   []message
+	logs       []string // the workers' log files
 }
 
 // The chaos test: proxyq's workers, then the naive handler, in the same scenario; one table.
@@ -117,11 +120,29 @@ func checkOurs(t *testing.T, r *runResult) {
 	}
 }
 
+// store is the Redis a run uses: a private database, or a Redis Cluster or Sentinel set-up
+// (cluster_test.go).
+type store struct {
+	url    string             // REDIS_URL of the workers
+	opt    asynq.RedisConnOpt // the test's own clients
+	client func(t *testing.T) redis.UniversalClient
+}
+
+func dbStore(db redistest.DB) store {
+	return store{url: db.URL(), opt: db.ConnOpt(), client: func(t *testing.T) redis.UniversalClient { return db.Client(t) }}
+}
+
 // runScenario runs the whole scenario with the given worker program and counts what happened.
 func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult {
-	db := redistest.NewDB(t)
+	return runScenarioOn(t, name, dbStore(redistest.NewDB(t)), argv, extraEnv, nil)
+}
+
+// runScenarioOn is runScenario on st. during, when set, runs from before the enqueue until
+// every message has finished (its stop channel is then closed, and it must return): Redis
+// failovers for the cluster and Sentinel runs.
+func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string, during func(stop <-chan struct{})) *runResult {
 	api := startFake(t, *flagSeed)
-	insp := asynq.NewInspector(db.ConnOpt())
+	insp := asynq.NewInspector(st.opt)
 	t.Cleanup(func() { _ = insp.Close() })
 	logDir := *flagLogDir
 	if logDir == "" {
@@ -132,7 +153,7 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 
 	env := append([]string{
 		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=" + db.URL(),
+		"REDIS_URL=" + st.url,
 		"TWILIO_ACCOUNT_SID=" + accountSID,
 		"TWILIO_AUTH_TOKEN=chaos-token",
 		"PROXYQ_API_BASE_URL=" + api.URL,
@@ -149,10 +170,27 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 		"PROXYQ_LOG_LEVEL=info",
 	}, extraEnv...)
 
+	stopDuring, duringDone := make(chan struct{}), make(chan struct{})
+	if during != nil {
+		go func() { defer close(duringDone); during(stopDuring) }()
+	} else {
+		close(duringDone)
+	}
+	endDuring := sync.OnceFunc(func() { close(stopDuring); <-duringDone })
+	t.Cleanup(endDuring)
 	began := time.Now()
-	msgs := enqueue(t, db)
 	// The worker's own shutdown waits up to ShutdownTimeout plus HTTPTimeout and a record timeout.
-	fl := newFleet(t, name, argv, env, logDir, *flagWorkers, shutdownTimeout+httpTimeout+15*time.Second)
+	grace := shutdownTimeout + httpTimeout + 15*time.Second
+	var msgs []message
+	var fl *fleet
+	if *flagEnqueueOver > 0 {
+		// Producers and workers at once, so that failovers meet both.
+		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
+		msgs = enqueue(t, st.opt)
+	} else {
+		msgs = enqueue(t, st.opt)
+		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
+	}
 	progress := newProgress(t, name, insp, api.Fake, fl, len(msgs))
 
 	// Kills: every 1–4 s one worker at random, restarted after 0.2–1.5 s. The schedule comes
@@ -176,23 +214,27 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 		t.Logf("%s: not every message finished within -chaos.drain=%s", name, *flagDrain)
 	}
 	wall := time.Since(began)
+	endDuring()
 	fl.stopAll()
 
-	r := verify(t, name, db, insp, api.Fake, msgs)
-	r.kills, r.wall, r.restarts = fl.killCount(), wall, progress.restarts
+	r := verify(t, name, insp, api.Fake, msgs)
+	r.kills, r.wall, r.restarts, r.logs = fl.killCount(), wall, progress.restarts, fl.logFiles()
 	for _, u := range fl.unexpectedExits() {
 		t.Logf("%s: %s", name, u)
 	}
 	if name == "proxyq" && len(r.suspects) > 0 {
-		forensics(t, db, api.Fake, fl, r.suspects)
+		forensics(t, st, api.Fake, fl, r.suspects)
 	}
 	return r
 }
 
-// enqueue puts the messages on the queue with unique bodies, task IDs chaos-NNNN.
-func enqueue(t *testing.T, db redistest.DB) []message {
+// enqueue puts the messages on the queue with unique bodies, task IDs chaos-NNNN. A failed
+// enqueue is retried with the same idempotency key for up to a minute, as a producer would while
+// Redis fails over; a message counts as accepted once an enqueue succeeds, and a retry that
+// finds its key taken (the failed try went through after all) is accepted too.
+func enqueue(t *testing.T, opt asynq.RedisConnOpt) []message {
 	t.Helper()
-	enq := tasks.NewEnqueuer(db.ConnOpt())
+	enq := tasks.NewEnqueuer(opt)
 	defer enq.Close()
 	ctx := context.Background()
 	msgs := make([]message, *flagMessages)
@@ -202,14 +244,25 @@ func enqueue(t *testing.T, db redistest.DB) []message {
 			participant: fmt.Sprintf("KP%032x", 0xC4A0500+i%*flagParticipants),
 			body:        fmt.Sprintf("chaos message %05d of %d", i, len(msgs)),
 		}
-		res, err := enq.Enqueue(ctx, tasks.Payload{
-			ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: m.participant, Body: m.body,
-		}, tasks.IdempotencyKey(m.id))
-		if err != nil {
-			t.Fatalf("enqueue message %d: %v", i, err)
+		if *flagEnqueueOver > 0 {
+			time.Sleep(*flagEnqueueOver / time.Duration(len(msgs)))
 		}
-		if res.Duplicate {
-			t.Fatalf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
+		giveUp := time.Now().Add(time.Minute)
+		for failed := false; ; {
+			res, err := enq.Enqueue(ctx, tasks.Payload{
+				ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: m.participant, Body: m.body,
+			}, tasks.IdempotencyKey(m.id))
+			if err == nil && res.Duplicate && !failed {
+				t.Fatalf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
+			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(giveUp) {
+				t.Fatalf("enqueue message %d: %v", i, err)
+			}
+			failed = true
+			time.Sleep(100 * time.Millisecond)
 		}
 		msgs[i] = m
 	}
@@ -267,7 +320,7 @@ func allowedArchive(o *tasks.Outcome) bool {
 }
 
 // verify compares every message's task and outcome with what the Fake created.
-func verify(t *testing.T, name string, db redistest.DB, insp *asynq.Inspector, fake *proxytest.Fake, msgs []message) *runResult {
+func verify(t *testing.T, name string, insp *asynq.Inspector, fake *proxytest.Fake, msgs []message) *runResult {
 	t.Helper()
 	r := &runResult{name: name, messages: len(msgs), faults: map[proxytest.Fault]int{}}
 	st := fake.Stats()
@@ -374,10 +427,10 @@ func describe(o *tasks.Outcome) string {
 
 // forensics prints, for the first few messages at fault, their ledger entry and every worker
 // log line that names their task ID: enough to see which step let a duplicate or a loss through.
-func forensics(t *testing.T, db redistest.DB, fake *proxytest.Fake, fl *fleet, suspects []message) {
+func forensics(t *testing.T, st store, fake *proxytest.Fake, fl *fleet, suspects []message) {
 	t.Helper()
 	const maxMessages, maxLines = 5, 40
-	rdb := db.Client(t)
+	rdb := st.client(t)
 	files := fl.logFiles()
 	for i, m := range suspects {
 		if i == maxMessages {
