@@ -126,6 +126,8 @@ type store struct {
 	url    string             // REDIS_URL of the workers
 	opt    asynq.RedisConnOpt // the test's own clients
 	client func(t *testing.T) redis.UniversalClient
+	// enqueuer: the producer's options (the HA runs wait for a replica, as the workers do).
+	enqueuer []tasks.EnqueuerOption
 }
 
 func dbStore(db redistest.DB) store {
@@ -186,9 +188,9 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 	if *flagEnqueueOver > 0 {
 		// Producers and workers at once, so that failovers meet both.
 		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
-		msgs = enqueue(t, st.opt)
+		msgs = enqueue(t, st.opt, st.enqueuer...)
 	} else {
-		msgs = enqueue(t, st.opt)
+		msgs = enqueue(t, st.opt, st.enqueuer...)
 		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
 	}
 	progress := newProgress(t, name, insp, api.Fake, fl, len(msgs))
@@ -232,9 +234,9 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 // enqueue is retried with the same idempotency key for up to a minute, as a producer would while
 // Redis fails over; a message counts as accepted once an enqueue succeeds, and a retry that
 // finds its key taken (the failed try went through after all) is accepted too.
-func enqueue(t *testing.T, opt asynq.RedisConnOpt) []message {
+func enqueue(t *testing.T, opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOption) []message {
 	t.Helper()
-	enq := tasks.NewEnqueuer(opt)
+	enq := tasks.NewEnqueuer(opt, enqOpts...)
 	defer enq.Close()
 	ctx := context.Background()
 	msgs := make([]message, *flagMessages)

@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"sync/atomic"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +20,7 @@ import (
 	"github.com/proxyq/proxyq/internal/redisproc"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/internal/testbin"
+	"github.com/proxyq/proxyq/tasks"
 )
 
 // The chaos scenario on a Redis Cluster and on Sentinel, with Redis failing over under it:
@@ -25,7 +28,8 @@ import (
 // while it happens, and every few seconds either a coordinated failover (CLUSTER FAILOVER on a
 // replica; SENTINEL FAILOVER) or a SIGKILLed master (restarted a second after its replica took
 // over, when it rejoins as a replica). The workers wait for one replica before each send
-// (PROXYQ_REDIS_WAIT_REPLICAS=1). Run with `make test-redis-ha`; the -chaos.* flags apply.
+// (PROXYQ_REDIS_WAIT_REPLICAS=1) and the producer after each enqueue (tasks.WaitForReplicas),
+// retrying with the same idempotency key when that fails. Run with `make test-redis-ha`; the -chaos.* flags apply.
 
 // haDefaults are the HA runs' defaults for the flags the command line did not set: smaller than
 // TestChaos's (the HA runs are about Redis, and run twice), enqueues spread over the failovers.
@@ -71,7 +75,8 @@ func TestClusterChaos(t *testing.T) {
 	setHADefaults(t)
 	bin := testbin.Proxyq(t)
 	c := redistest.StartCluster(t)
-	st := store{url: c.URL(), opt: c.ConnOpt(), client: func(t *testing.T) redis.UniversalClient { return c.Client(t) }}
+	st := store{url: c.URL(), opt: c.ConnOpt(), client: func(t *testing.T) redis.UniversalClient { return c.Client(t) },
+		enqueuer: []tasks.EnqueuerOption{tasks.WaitForReplicas(1, 500*time.Millisecond)}}
 	var counts haCounts
 	during := func(stop <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -137,7 +142,7 @@ func TestSentinelChaos(t *testing.T) {
 			SentinelPassword: s.SentinelPassword, Password: s.MasterPassword, DB: db})
 		t.Cleanup(func() { _ = c.Close() })
 		return c
-	}}
+	}, enqueuer: []tasks.EnqueuerOption{tasks.WaitForReplicas(1, 500*time.Millisecond)}}
 	var counts haCounts
 	during := func(stop <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -196,9 +201,14 @@ func reportHA(t *testing.T, r *runResult, counts *haCounts, failoverKind string)
 	for _, path := range r.logs {
 		held += countLines(path, "in-flight mark is not known to be replicated")
 	}
-	t.Logf("\n%s%s\t%d\nmaster SIGKILLs\t%d\nlongest failover\t%s\nsends held back by the replica wait\t%d\n",
-		table(r), failoverKind+"s", counts.failovers.Load(), counts.masterKills.Load(),
-		time.Duration(counts.worst.Load()).Round(time.Millisecond), held)
+	var b bytes.Buffer
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "%ss\t%d\n", failoverKind, counts.failovers.Load())
+	fmt.Fprintf(w, "master SIGKILLs\t%d\n", counts.masterKills.Load())
+	fmt.Fprintf(w, "longest failover (to a new master)\t%s\n", time.Duration(counts.worst.Load()).Round(time.Millisecond))
+	fmt.Fprintf(w, "sends held back by the replica wait\t%d\n", held)
+	_ = w.Flush()
+	t.Logf("\n%s\nRedis:\n%s", table(r), b.String())
 	if counts.failovers.Load() == 0 || counts.masterKills.Load() == 0 {
 		t.Errorf("the run ended before Redis was disrupted both ways (%d failovers, %d master kills): raise -chaos.messages",
 			counts.failovers.Load(), counts.masterKills.Load())

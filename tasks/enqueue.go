@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/replwait"
 )
 
 // Enqueue defaults. They are task options, fixed when the message is enqueued.
@@ -99,11 +102,17 @@ type Enqueuer struct {
 	client *asynq.Client
 	owned  bool
 	now    func() time.Time
+	wait   *replwait.Waiter      // WaitForReplicas (replicas.go); nil: no wait
+	rdb    redis.UniversalClient // its client, closed by Close
 }
 
 // NewEnqueuer returns an Enqueuer with its own asynq client on the given Redis; Close releases it.
-func NewEnqueuer(redis asynq.RedisConnOpt) *Enqueuer {
-	return &Enqueuer{client: asynq.NewClient(redis), owned: true, now: time.Now}
+func NewEnqueuer(redis asynq.RedisConnOpt, opts ...EnqueuerOption) *Enqueuer {
+	e := &Enqueuer{client: asynq.NewClient(redis), owned: true, now: time.Now}
+	for _, o := range opts {
+		o(e, redis)
+	}
+	return e
 }
 
 // NewEnqueuerFromClient returns an Enqueuer on a client the caller owns (Close leaves it open).
@@ -113,6 +122,9 @@ func NewEnqueuerFromClient(c *asynq.Client) *Enqueuer {
 
 // Close closes the asynq client if the Enqueuer created it.
 func (e *Enqueuer) Close() error {
+	if e.rdb != nil {
+		_ = e.rdb.Close()
+	}
 	if e.owned {
 		return e.client.Close()
 	}
@@ -186,12 +198,13 @@ func (e *Enqueuer) enqueue(ctx context.Context, task *asynq.Task, aopts []asynq.
 	info, err := e.client.EnqueueContext(ctx, task, aopts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		id, queue := taskIDAndQueue(aopts)
-		return Result{TaskID: id, Queue: queue, Duplicate: true}, nil
+		// The task found may be one whose own enqueue was not replicated: wait for it too.
+		return Result{TaskID: id, Queue: queue, Duplicate: true}, e.replicated(ctx, queue)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("enqueue: %w", err)
 	}
-	return Result{TaskID: info.ID, Queue: info.Queue}, nil
+	return Result{TaskID: info.ID, Queue: info.Queue}, e.replicated(ctx, info.Queue)
 }
 
 // BatchError reports the entries of a batch that failed validation; nothing was enqueued.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient"
@@ -125,7 +127,7 @@ func TestClusterSlotSafety(t *testing.T) {
 			if _, _, err := l.BeginSend(ctx, kp, id, own.Fence, time.Minute); err != nil {
 				t.Fatal(err)
 			}
-			sid := fmt.Sprintf("KI%032d", i)
+			sid := fmt.Sprintf("KI%032x", 0xC1A1D+i) // not a SID the stub API hands out later
 			if err := l.MarkSent(ctx, kp, id, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); err != nil {
 				t.Fatal(err)
 			}
@@ -164,14 +166,41 @@ func TestClusterSlotSafety(t *testing.T) {
 
 	t.Run("replica wait", func(t *testing.T) {
 		w := newReplicaWait(rdb, 1, 500*time.Millisecond, nil)
-		const n = 200
+		_ = rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ConfigResetStat(ctx).Err() })
+		const n = 500
 		began := time.Now()
 		for i := range n {
 			if err := w.Wait(ctx, LedgerKey(fmt.Sprintf("KP%032d", i), "w")); err != nil {
 				t.Fatal(err)
 			}
 		}
-		t.Logf("replica wait on the cluster: %v per message (SET barrier + WAIT 1 on the key's master)", time.Since(began)/n)
+		took := time.Since(began)
+		// Redis's side, from INFO commandstats on every master: calls and CPU of SET and WAIT.
+		var mu sync.Mutex
+		calls, usec := map[string]int64{}, map[string]int64{}
+		_ = rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			info, err := m.Info(ctx, "commandstats").Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, line := range strings.Split(info, "\n") {
+				for _, cmd := range []string{"set", "wait"} {
+					var c, u int64
+					if _, err := fmt.Sscanf(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=%d,usec=%d", &c, &u); err == nil {
+						calls[cmd] += c
+						usec[cmd] += u
+					}
+				}
+			}
+			return nil
+		})
+		if calls["set"] < n || calls["wait"] < n {
+			t.Fatalf("commandstats: %v calls, want at least %d SET and WAIT", calls, n)
+		}
+		t.Logf("replica wait on the cluster, per message: %v wall (one round trip + replica ack), 2 commands (SET %.2f µs + WAIT %.2f µs of Redis CPU)",
+			took/n, float64(usec["set"])/float64(calls["set"]), float64(usec["wait"])/float64(calls["wait"]))
 	})
 
 	t.Run("handler through asynq", func(t *testing.T) {
@@ -179,7 +208,7 @@ func TestClusterSlotSafety(t *testing.T) {
 		w, err := New(Config{Concurrency: 4, HTTPTimeout: 2 * time.Second, ReconcileSettle: 200 * time.Millisecond,
 			BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DelayedCheckInterval: 50 * time.Millisecond,
 			MaxInFlight: 5, RateLimit: 100, RedisWaitReplicas: 1},
-			Deps{Redis: opt, API: participantStub{api}})
+			Deps{Redis: opt, API: participantStub{api}, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,18 +267,25 @@ func TestClusterSlotSafety(t *testing.T) {
 	log.check(t, "EVALSHA", "WAIT", "HMGET")
 }
 
-
 // participantStub is stubAPI recording the participant of each interaction it creates (the stub
 // files them all under testKP), so that messages spread over participants (and so over
 // cluster slots) reconcile as they would with Twilio.
+// Creates are serialised so that the last one created is this call's.
 type participantStub struct{ *stubAPI }
 
+var participantStubMu sync.Mutex
+
 func (s participantStub) CreateMessageInteraction(ctx context.Context, p proxyclient.CreateParams) (*proxyclient.MessageInteraction, error) {
+	participantStubMu.Lock()
+	defer participantStubMu.Unlock()
+	s.mu.Lock()
+	before := len(s.created)
+	s.mu.Unlock()
 	mi, err := s.stubAPI.CreateMessageInteraction(ctx, p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := len(s.created); n > 0 && s.created[n-1].ParticipantSID == testKP {
-		s.created[n-1].ParticipantSID = p.ParticipantSID
+	if len(s.created) > before { // created (a refused request creates nothing)
+		s.created[before].ParticipantSID = p.ParticipantSID
 	}
 	if mi != nil {
 		mi.ParticipantSID = p.ParticipantSID

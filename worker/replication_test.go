@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/internal/replwait"
 )
 
 // startReplicated starts a master and a replica of it (real redis-servers) and waits until the
@@ -59,8 +60,8 @@ func TestReplicaWaitCoversWritesOfOtherConnections(t *testing.T) {
 		}
 	}
 	t.Logf("Wait (SET barrier + WAIT 1, one round trip): %v per call on loopback", total/rounds)
-	if ttl := master.PTTL(ctx, barrierKey(LedgerKey(testKP, "ma"))).Val(); ttl <= 0 || ttl > barrierTTL {
-		t.Fatalf("barrier TTL %v, want (0, %v]", ttl, barrierTTL)
+	if ttl := master.PTTL(ctx, replwait.BarrierKey(LedgerKey(testKP, "ma"))).Val(); ttl <= 0 || ttl > replwait.BarrierTTL {
+		t.Fatalf("barrier TTL %v, want (0, %v]", ttl, replwait.BarrierTTL)
 	}
 }
 
@@ -119,8 +120,8 @@ func TestBarrierKeySharesTheSlot(t *testing.T) {
 		"plain":                "proxyq:{plain}:replicated",
 		"a{}b":                 "proxyq:{a{}b}:replicated", // empty tag: Redis hashes the whole key
 	} {
-		if got := barrierKey(key); got != want {
-			t.Errorf("barrierKey(%q) = %q, want %q", key, got, want)
+		if got := replwait.BarrierKey(key); got != want {
+			t.Errorf("replwait.BarrierKey(%q) = %q, want %q", key, got, want)
 		}
 	}
 }

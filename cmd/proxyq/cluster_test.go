@@ -46,7 +46,15 @@ func TestClusterEndToEnd(t *testing.T) {
 				msgs[i].key = fmt.Sprintf("cluster-%d", i)
 			}
 		}
-		ids := h.enqueueFile(msgs)
+		// The producer waits for a replica too (PROXYQ_REDIS_WAIT_REPLICAS for enqueue).
+		r := runBinary(t, h.env("PROXYQ_REDIS_WAIT_REPLICAS=1"), "", "enqueue", "--file", writeLines(t, msgs))
+		if r.code != 0 {
+			t.Fatalf("enqueue: exit %d %s", r.code, r.stderr)
+		}
+		ids := strings.Fields(r.stdout)
+		if len(ids) != len(msgs) {
+			t.Fatalf("enqueue printed %d IDs for %d messages", len(ids), len(msgs))
+		}
 		h.waitForState("default", asynq.TaskStateCompleted, 60*time.Second, ids...)
 		sidOfBody := map[string]string{}
 		for _, in := range fake.Fake.Created() {
@@ -65,14 +73,14 @@ func TestClusterEndToEnd(t *testing.T) {
 			t.Errorf("status %s: exit %d\n%s%s", ids[0], r.code, r.stdout, r.stderr)
 		}
 		// Keys already used come back as duplicates: asynq's unique check works per slot.
-		r := h.run("", "enqueue", "--json", "--file", writeLines(t, []message{msgs[0]}))
+		r = h.run("", "enqueue", "--json", "--file", writeLines(t, []message{msgs[0]}))
 		if r.code != 0 || !strings.Contains(r.stdout, `"duplicate":true`) {
 			t.Errorf("re-enqueue: exit %d %s %s", r.code, r.stdout, r.stderr)
 		}
 	})
 
 	t.Run("serve with the dashboard", func(t *testing.T) {
-		p := startServe(t, map[string]string{"REDIS_URL": c.URL(), "PROXYQ_API_TOKENS": serveToken, "PROXYQ_LOG_FORMAT": "json"}, "--dashboard")
+		p := startServe(t, map[string]string{"REDIS_URL": c.URL(), "PROXYQ_API_TOKENS": serveToken, "PROXYQ_LOG_FORMAT": "json", "PROXYQ_REDIS_WAIT_REPLICAS": "1"}, "--dashboard")
 		for _, path := range []string{"/readyz", "/dashboard/api/queues", "/dashboard/api/redis_info"} {
 			a := p.call(t, "GET", path, serveToken, "")
 			if a.status != http.StatusOK {

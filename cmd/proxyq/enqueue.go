@@ -147,7 +147,11 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	enq := tasks.NewEnqueuer(redisOpt)
+	enqOpts, err := m.enqueuerOptionsFromEnv()
+	if err != nil {
+		return err
+	}
+	enq := tasks.NewEnqueuer(redisOpt, enqOpts...)
 	defer enq.Close()
 
 	// Validate every message before Redis is touched: bad input exits 2 with nothing enqueued,

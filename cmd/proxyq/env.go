@@ -251,6 +251,24 @@ func (m *Main) enqueueOptionsFromEnv() ([]tasks.Option, error) {
 	return []tasks.Option{tasks.MaxRetry(maxRetry), tasks.Retention(retention)}, nil
 }
 
+// enqueuerOptionsFromEnv reads PROXYQ_REDIS_WAIT_REPLICAS and PROXYQ_REDIS_WAIT_TIMEOUT for the
+// producers (enqueue, serve): with replicas, an enqueue is reported done only once that many
+// replicas have it, as the worker waits before each POST.
+func (m *Main) enqueuerOptionsFromEnv() ([]tasks.EnqueuerOption, error) {
+	e := m.env()
+	n := e.integer("PROXYQ_REDIS_WAIT_REPLICAS", 0)
+	timeout := e.duration("PROXYQ_REDIS_WAIT_TIMEOUT", worker.DefaultRedisWaitTimeout)
+	switch {
+	case e.err != nil:
+		return nil, e.err
+	case n > 100:
+		return nil, usagef("PROXYQ_REDIS_WAIT_REPLICAS=%d: want 0 to 100", n)
+	case timeout < time.Millisecond || timeout > 2*time.Second:
+		return nil, usagef("PROXYQ_REDIS_WAIT_TIMEOUT=%v: want 1ms to 2s", timeout)
+	}
+	return []tasks.EnqueuerOption{tasks.WaitForReplicas(n, timeout)}, nil
+}
+
 // pingRedis checks that Redis answers within a few seconds, so that commands fail at once
 // with a clear message instead of after the client's retries. It returns an error naming the
 // server (password redacted).

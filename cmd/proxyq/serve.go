@@ -83,6 +83,7 @@ type serveFlags struct {
 type serveSettings struct {
 	api             httpapi.Config
 	redis           asynq.RedisConnOpt
+	enqueuer        []tasks.EnqueuerOption
 	shutdownTimeout time.Duration
 }
 
@@ -135,7 +136,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	// Closed after the HTTP server has shut down (defers run in reverse order).
 	defer rdb.Close()
-	enq := tasks.NewEnqueuer(cfg.redis)
+	enq := tasks.NewEnqueuer(cfg.redis, cfg.enqueuer...)
 	defer enq.Close()
 	insp := asynq.NewInspector(cfg.redis)
 	defer insp.Close()
@@ -263,6 +264,9 @@ func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 		return s, usageError{serveConfigError(err)}
 	}
 	if s.redis, err = m.redisFromEnv(); err != nil {
+		return s, err
+	}
+	if s.enqueuer, err = m.enqueuerOptionsFromEnv(); err != nil {
 		return s, err
 	}
 	return s, nil
