@@ -168,7 +168,7 @@ func (c Config) Validate() error {
 		{c.ReconcilePageSize < 1 || c.ReconcilePageSize > 1000, fmt.Sprintf("ReconcilePageSize must be between 1 and 1000, got %d", c.ReconcilePageSize)},
 		{c.ReconcileSettle < 0, fmt.Sprintf("ReconcileSettle must not be negative, got %v", c.ReconcileSettle)},
 		{c.RedisWaitReplicas < 0 || c.RedisWaitReplicas > 100, fmt.Sprintf("RedisWaitReplicas must be between 0 and 100, got %d", c.RedisWaitReplicas)},
-		{c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 2*time.Second || c.RedisWaitTimeout >= c.HTTPTimeout/2, fmt.Sprintf("RedisWaitTimeout must be between 1ms and 2s and below HTTPTimeout/2, got %v", c.RedisWaitTimeout)},
+		{c.RedisWaitReplicas > 0 && (c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 2*time.Second || c.RedisWaitTimeout >= c.HTTPTimeout/2), fmt.Sprintf("RedisWaitTimeout must be between 1ms and 2s and below HTTPTimeout/2, got %v", c.RedisWaitTimeout)},
 		{c.ReconcileSkew < time.Second, fmt.Sprintf("ReconcileSkew must be at least 1s (Twilio's timestamps have one-second precision), got %v", c.ReconcileSkew)},
 	}
 	for _, ch := range checks {

@@ -183,6 +183,10 @@ func TestConfigRedisWait(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want a RedisWait error", c, err)
 		}
 	}
+	// Without a wait, its timeout does not constrain the shortest HTTP timeout.
+	if err := (Config{HTTPTimeout: time.Second}).WithDefaults().Validate(); err != nil {
+		t.Errorf("HTTPTimeout 1s without a replica wait: %v", err)
+	}
 	if d := (Config{}).WithDefaults(); d.RedisWaitReplicas != 0 || d.RedisWaitTimeout != DefaultRedisWaitTimeout {
 		t.Errorf("defaults: %d %v", d.RedisWaitReplicas, d.RedisWaitTimeout)
 	}
