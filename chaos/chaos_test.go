@@ -185,15 +185,18 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 	grace := shutdownTimeout + httpTimeout + 15*time.Second
 	var msgs []message
 	var fl *fleet
+	var enqErr error
+	enqueued := make(chan struct{})
 	if *flagEnqueueOver > 0 {
-		// Producers and workers at once, so that failovers meet both.
+		// Producers, workers and kills at once, so that failovers meet all of them.
 		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
-		msgs = enqueue(t, st.opt, st.enqueuer...)
+		go func() { defer close(enqueued); msgs, enqErr = enqueueAll(st.opt, st.enqueuer...) }()
 	} else {
 		msgs = enqueue(t, st.opt, st.enqueuer...)
+		close(enqueued)
 		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
 	}
-	progress := newProgress(t, name, insp, api.Fake, fl, len(msgs))
+	progress := newProgress(t, name, insp, api.Fake, fl, *flagMessages)
 
 	// Kills: every 1–4 s one worker at random, restarted after 0.2–1.5 s. The schedule comes
 	// from the seed alone, so both runs get the same one; it is drawn whole even when the
@@ -210,6 +213,10 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 		fl.kill(victim)
 		time.Sleep(pause)
 		fl.start(victim)
+	}
+	<-enqueued
+	if enqErr != nil {
+		t.Fatal(enqErr)
 	}
 	t.Logf("%s: kills done (%d) at %s; draining (up to %s)", name, fl.killCount(), time.Since(began).Round(time.Second), *flagDrain)
 	if !progress.waitDone(*flagDrain) {
@@ -236,6 +243,15 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 // finds its key taken (the failed try went through after all) is accepted too.
 func enqueue(t *testing.T, opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOption) []message {
 	t.Helper()
+	msgs, err := enqueueAll(opt, enqOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// enqueueAll is enqueue returning its error, for a goroutine.
+func enqueueAll(opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOption) ([]message, error) {
 	enq := tasks.NewEnqueuer(opt, enqOpts...)
 	defer enq.Close()
 	ctx := context.Background()
@@ -255,20 +271,20 @@ func enqueue(t *testing.T, opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOpti
 				ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: m.participant, Body: m.body,
 			}, tasks.IdempotencyKey(m.id))
 			if err == nil && res.Duplicate && !failed {
-				t.Fatalf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
+				return nil, fmt.Errorf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
 			}
 			if err == nil {
 				break
 			}
 			if time.Now().After(giveUp) {
-				t.Fatalf("enqueue message %d: %v", i, err)
+				return nil, fmt.Errorf("enqueue message %d: %v", i, err)
 			}
 			failed = true
 			time.Sleep(100 * time.Millisecond)
 		}
 		msgs[i] = m
 	}
-	return msgs
+	return msgs, nil
 }
 
 // progress watches the queue until every message has finished, restarting workers that die

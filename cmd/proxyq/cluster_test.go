@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,6 +150,14 @@ func TestClusterEndToEnd(t *testing.T) {
 	})
 
 	t.Run("dev with REDIS_URL", func(t *testing.T) {
+		// dev runs its own worker against its own fake: the test's worker, on the same queue
+		// but another fake, must not take the demo's messages.
+		_ = w.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-w.exited:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the test's worker did not stop")
+		}
 		p := startInProcess(t, map[string]string{"REDIS_URL": c.URL()}, "dev", "--demo", "10", "--exit-after-demo", "--addr", "127.0.0.1:0")
 		if code := p.wait(t, 90*time.Second); code != exitOK {
 			t.Fatalf("dev on the cluster: exit %d\n%s\n%s", code, p.stdout, tail(p.stderr.String(), 3000))
