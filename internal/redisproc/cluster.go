@@ -130,8 +130,22 @@ func (c *Cluster) withRole(ctx context.Context, role string) []*Server {
 	return out
 }
 
-// ReplicaOf returns a running replica of the given master.
+// ReplicaOf returns a running replica of the given master, waiting up to 10 s for one (a
+// node that just turned replica takes a moment to name its master).
 func (c *Cluster) ReplicaOf(ctx context.Context, master *Server) (*Server, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r := c.replicaOf(ctx, master); r != nil {
+			return r, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("no running replica of %s", master.Addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) replicaOf(ctx context.Context, master *Server) *Server {
 	for _, n := range c.Replicas(ctx) {
 		cl := nodeClient(n.Addr)
 		info, err := cl.Info(ctx, "replication").Result()
@@ -140,11 +154,11 @@ func (c *Cluster) ReplicaOf(ctx context.Context, master *Server) (*Server, error
 			continue
 		}
 		host, port := infoField(info, "master_host"), infoField(info, "master_port")
-		if host+":"+port == master.Addr {
-			return n, nil
+		if host+":"+port == master.Addr && infoField(info, "master_link_status") == "up" {
+			return n
 		}
 	}
-	return nil, fmt.Errorf("no running replica of %s", master.Addr)
+	return nil
 }
 
 // WaitHealthy waits until every running node reports cluster_state:ok with all slots served,
@@ -204,13 +218,32 @@ func (c *Cluster) unhealthy(ctx context.Context) string {
 
 // Failover runs CLUSTER FAILOVER on replica (a coordinated switch: the master stops taking
 // writes until the replica has them all) and waits until it is a master and the cluster is ok.
+// A manual failover that times out (Redis gives it 5 s, e.g. while the master is still
+// learning about its replica) is simply abandoned by Redis: it is asked for again.
 func (c *Cluster) Failover(ctx context.Context, replica *Server) error {
 	cl := nodeClient(replica.Addr)
 	defer cl.Close()
-	if err := cl.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
-		return fmt.Errorf("CLUSTER FAILOVER on %s: %w", replica.Addr, err)
+	for {
+		if role, err := replica.Role(ctx); err == nil && role == "master" {
+			// The last request did go through; the old master then turns replica and syncs.
+			if err := c.waitMaster(ctx, replica); err != nil {
+				return err
+			}
+			return c.WaitHealthy(ctx)
+		}
+		if err := cl.Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+			return fmt.Errorf("CLUSTER FAILOVER on %s: %w", replica.Addr, err)
+		}
+		try, cancel := context.WithTimeout(ctx, 8*time.Second)
+		err := c.waitMaster(try, replica)
+		cancel()
+		if err == nil {
+			return c.WaitHealthy(ctx)
+		}
+		if ctx.Err() != nil {
+			return err
+		}
 	}
-	return c.waitMaster(ctx, replica)
 }
 
 // KillMaster SIGKILLs master and waits until one of its replicas has taken over and the
