@@ -1,6 +1,6 @@
 # The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
 
-.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build
+.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
 # redis-server), a bounded fuzz run of the HTTP request decoder, and the deploy-file validation.
@@ -29,6 +29,13 @@ chaos:
 # Ordered lanes under kills, ambiguous faults, 429s and a Redis crash: order checked per lane.
 chaos-lanes:
 	go test -tags chaos -count=1 -v -timeout 30m -run '^TestChaosLanes$$' ./chaos/
+
+# Redis Cluster and Sentinel, for real: local clusters (6 redis-server, 3 masters + replicas) and
+# Sentinel set-ups (master, replica, 3 redis-sentinel) on loopback ports; slot safety of every
+# script, the end-to-end path, and chaos runs with failovers and killed masters. Needs
+# redis-server, redis-cli and redis-sentinel on PATH. A few minutes.
+test-redis-ha:
+	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
 
 bench:
 	go run ./cmd/proxyq bench

@@ -1,4 +1,4 @@
-//go:build chaos
+//go:build chaos || cluster
 
 package chaos
 
@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/internal/testbin"
@@ -62,6 +64,7 @@ type runResult struct {
 	archivedBy []string // one line per archived message: ID, reason, outcome
 	problems   []string // broken guarantees, one line each (checked for proxyq only)
 	suspects   []message
+	logs       []string // the workers' log files
 }
 
 // The chaos test: proxyq's workers, then the naive handler, in the same scenario; one table.
@@ -117,11 +120,31 @@ func checkOurs(t *testing.T, r *runResult) {
 	}
 }
 
+// store is the Redis a run uses: a private database, or a Redis Cluster or Sentinel set-up
+// (cluster_test.go).
+type store struct {
+	url    string             // REDIS_URL of the workers
+	opt    asynq.RedisConnOpt // the test's own clients
+	client func(t *testing.T) redis.UniversalClient
+	// enqueuer: the producer's options (the HA runs wait for a replica, as the workers do).
+	enqueuer []tasks.EnqueuerOption
+}
+
+func dbStore(db redistest.DB) store {
+	return store{url: db.URL(), opt: db.ConnOpt(), client: func(t *testing.T) redis.UniversalClient { return db.Client(t) }}
+}
+
 // runScenario runs the whole scenario with the given worker program and counts what happened.
 func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult {
-	db := redistest.NewDB(t)
+	return runScenarioOn(t, name, dbStore(redistest.NewDB(t)), argv, extraEnv, nil)
+}
+
+// runScenarioOn is runScenario on st. during, when set, runs from before the enqueue until
+// every message has finished (its stop channel is then closed, and it must return): Redis
+// failovers for the cluster and Sentinel runs.
+func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string, during func(stop <-chan struct{})) *runResult {
 	api := startFake(t, *flagSeed)
-	insp := asynq.NewInspector(db.ConnOpt())
+	insp := asynq.NewInspector(st.opt)
 	t.Cleanup(func() { _ = insp.Close() })
 	logDir := *flagLogDir
 	if logDir == "" {
@@ -132,7 +155,7 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 
 	env := append([]string{
 		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=" + db.URL(),
+		"REDIS_URL=" + st.url,
 		"TWILIO_ACCOUNT_SID=" + accountSID,
 		"TWILIO_AUTH_TOKEN=chaos-token",
 		"PROXYQ_API_BASE_URL=" + api.URL,
@@ -149,11 +172,31 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 		"PROXYQ_LOG_LEVEL=info",
 	}, extraEnv...)
 
+	stopDuring, duringDone := make(chan struct{}), make(chan struct{})
+	if during != nil {
+		go func() { defer close(duringDone); during(stopDuring) }()
+	} else {
+		close(duringDone)
+	}
+	endDuring := sync.OnceFunc(func() { close(stopDuring); <-duringDone })
+	t.Cleanup(endDuring)
 	began := time.Now()
-	msgs := enqueue(t, db)
 	// The worker's own shutdown waits up to ShutdownTimeout plus HTTPTimeout and a record timeout.
-	fl := newFleet(t, name, argv, env, logDir, *flagWorkers, shutdownTimeout+httpTimeout+15*time.Second)
-	progress := newProgress(t, name, insp, api.Fake, fl, len(msgs))
+	grace := shutdownTimeout + httpTimeout + 15*time.Second
+	var msgs []message
+	var fl *fleet
+	var enqErr error
+	enqueued := make(chan struct{})
+	if *flagEnqueueOver > 0 {
+		// Producers, workers and kills at once, so that failovers meet all of them.
+		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
+		go func() { defer close(enqueued); msgs, enqErr = enqueueAll(st.opt, st.enqueuer...) }()
+	} else {
+		msgs = enqueue(t, st.opt, st.enqueuer...)
+		close(enqueued)
+		fl = newFleet(t, name, argv, env, logDir, *flagWorkers, grace)
+	}
+	progress := newProgress(t, name, insp, api.Fake, fl, *flagMessages)
 
 	// Kills: every 1–4 s one worker at random, restarted after 0.2–1.5 s. The schedule comes
 	// from the seed alone, so both runs get the same one; it is drawn whole even when the
@@ -171,28 +214,45 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 		time.Sleep(pause)
 		fl.start(victim)
 	}
+	<-enqueued
+	if enqErr != nil {
+		t.Fatal(enqErr)
+	}
 	t.Logf("%s: kills done (%d) at %s; draining (up to %s)", name, fl.killCount(), time.Since(began).Round(time.Second), *flagDrain)
 	if !progress.waitDone(*flagDrain) {
 		t.Logf("%s: not every message finished within -chaos.drain=%s", name, *flagDrain)
 	}
 	wall := time.Since(began)
+	endDuring()
 	fl.stopAll()
 
-	r := verify(t, name, db, insp, api.Fake, msgs)
-	r.kills, r.wall, r.restarts = fl.killCount(), wall, progress.restarts
+	r := verify(t, name, insp, api.Fake, msgs)
+	r.kills, r.wall, r.restarts, r.logs = fl.killCount(), wall, progress.restarts, fl.logFiles()
 	for _, u := range fl.unexpectedExits() {
 		t.Logf("%s: %s", name, u)
 	}
 	if name == "proxyq" && len(r.suspects) > 0 {
-		forensics(t, db, api.Fake, fl, r.suspects)
+		forensics(t, st, api.Fake, fl, r.suspects)
 	}
 	return r
 }
 
-// enqueue puts the messages on the queue with unique bodies, task IDs chaos-NNNN.
-func enqueue(t *testing.T, db redistest.DB) []message {
+// enqueue puts the messages on the queue with unique bodies, task IDs chaos-NNNN. A failed
+// enqueue is retried with the same idempotency key for up to a minute, as a producer would while
+// Redis fails over; a message counts as accepted once an enqueue succeeds, and a retry that
+// finds its key taken (the failed try went through after all) is accepted too.
+func enqueue(t *testing.T, opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOption) []message {
 	t.Helper()
-	enq := tasks.NewEnqueuer(db.ConnOpt())
+	msgs, err := enqueueAll(opt, enqOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// enqueueAll is enqueue returning its error, for a goroutine.
+func enqueueAll(opt asynq.RedisConnOpt, enqOpts ...tasks.EnqueuerOption) ([]message, error) {
+	enq := tasks.NewEnqueuer(opt, enqOpts...)
 	defer enq.Close()
 	ctx := context.Background()
 	msgs := make([]message, *flagMessages)
@@ -202,18 +262,29 @@ func enqueue(t *testing.T, db redistest.DB) []message {
 			participant: fmt.Sprintf("KP%032x", 0xC4A0500+i%*flagParticipants),
 			body:        fmt.Sprintf("chaos message %05d of %d", i, len(msgs)),
 		}
-		res, err := enq.Enqueue(ctx, tasks.Payload{
-			ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: m.participant, Body: m.body,
-		}, tasks.IdempotencyKey(m.id))
-		if err != nil {
-			t.Fatalf("enqueue message %d: %v", i, err)
+		if *flagEnqueueOver > 0 {
+			time.Sleep(*flagEnqueueOver / time.Duration(len(msgs)))
 		}
-		if res.Duplicate {
-			t.Fatalf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
+		giveUp := time.Now().Add(time.Minute)
+		for failed := false; ; {
+			res, err := enq.Enqueue(ctx, tasks.Payload{
+				ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: m.participant, Body: m.body,
+			}, tasks.IdempotencyKey(m.id))
+			if err == nil && res.Duplicate && !failed {
+				return nil, fmt.Errorf("enqueue message %d: task ID %s already taken on a flushed database", i, m.id)
+			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(giveUp) {
+				return nil, fmt.Errorf("enqueue message %d: %v", i, err)
+			}
+			failed = true
+			time.Sleep(100 * time.Millisecond)
 		}
 		msgs[i] = m
 	}
-	return msgs
+	return msgs, nil
 }
 
 // progress watches the queue until every message has finished, restarting workers that die
@@ -267,7 +338,7 @@ func allowedArchive(o *tasks.Outcome) bool {
 }
 
 // verify compares every message's task and outcome with what the Fake created.
-func verify(t *testing.T, name string, db redistest.DB, insp *asynq.Inspector, fake *proxytest.Fake, msgs []message) *runResult {
+func verify(t *testing.T, name string, insp *asynq.Inspector, fake *proxytest.Fake, msgs []message) *runResult {
 	t.Helper()
 	r := &runResult{name: name, messages: len(msgs), faults: map[proxytest.Fault]int{}}
 	st := fake.Stats()
@@ -374,10 +445,10 @@ func describe(o *tasks.Outcome) string {
 
 // forensics prints, for the first few messages at fault, their ledger entry and every worker
 // log line that names their task ID: enough to see which step let a duplicate or a loss through.
-func forensics(t *testing.T, db redistest.DB, fake *proxytest.Fake, fl *fleet, suspects []message) {
+func forensics(t *testing.T, st store, fake *proxytest.Fake, fl *fleet, suspects []message) {
 	t.Helper()
 	const maxMessages, maxLines = 5, 40
-	rdb := db.Client(t)
+	rdb := st.client(t)
 	files := fl.logFiles()
 	for i, m := range suspects {
 		if i == maxMessages {

@@ -1,4 +1,4 @@
-//go:build chaos
+//go:build chaos || cluster
 
 package chaos
 
@@ -26,6 +26,7 @@ var (
 	flagSeed         = flag.Int64("chaos.seed", 1, "seed of the kill schedule and of the Fake's faults")
 	flagParticipants = flag.Int("chaos.participants", 20, "participants the messages are spread over")
 	flagNaive        = flag.Bool("chaos.naive", true, "also run the naive handler for comparison")
+	flagEnqueueOver  = flag.Duration("chaos.enqueue-over", 0, "spread the enqueues over this long, with the workers already running (0: enqueue everything first)")
 	flagLogDir       = flag.String("chaos.logdir", "", "keep the workers' logs in this folder (default: a temporary one, removed)")
 )
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/replwait"
 )
 
 // Enqueue defaults. They are task options, fixed when the message is enqueued.
@@ -108,17 +110,21 @@ type Enqueuer struct {
 	// grace is how long a reservation whose task does not exist yet is left to its producer
 	// before another producer takes it over (ReservationGrace; tests shorten it).
 	grace time.Duration
-	lanes laneRedis // Redis for ordering lanes (lane.go): rdb, or WithLaneRedis's
+	lanes laneRedis        // Redis for ordering lanes (lane.go): rdb, or WithLaneRedis's
+	wait  *replwait.Waiter // WaitForReplicas (replicas.go); nil: no wait
 }
 
 // NewEnqueuer returns an Enqueuer with its own Redis connection pool; Close releases it.
-func NewEnqueuer(r asynq.RedisConnOpt) *Enqueuer {
+func NewEnqueuer(r asynq.RedisConnOpt, opts ...EnqueuerOption) *Enqueuer {
 	rdb, ok := r.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
 		panic(fmt.Sprintf("tasks: unsupported RedisConnOpt type %T", r))
 	}
 	e := NewEnqueuerFromRedis(rdb)
 	e.owned = true
+	for _, o := range opts {
+		o(e)
+	}
 	return e
 }
 
@@ -272,12 +278,13 @@ func (e *Enqueuer) enqueueTask(ctx context.Context, pr prepared) (Result, error)
 	info, err := e.client.EnqueueContext(ctx, pr.task, pr.aopts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		id, queue := taskIDAndQueue(pr.aopts)
-		return Result{TaskID: id, Queue: queue, Duplicate: true}, nil
+		// The task found may be one whose own enqueue was not replicated: wait for it too.
+		return Result{TaskID: id, Queue: queue, Duplicate: true}, e.replicated(ctx, queue)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("enqueue: %w", err)
 	}
-	return Result{TaskID: info.ID, Queue: info.Queue}, nil
+	return Result{TaskID: info.ID, Queue: info.Queue}, e.replicated(ctx, info.Queue)
 }
 
 // BatchError reports the entries of a batch that failed validation; nothing was enqueued.

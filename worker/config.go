@@ -75,6 +75,14 @@ type Config struct {
 	ReconcileSettle   time.Duration
 	ReconcileSkew     time.Duration
 
+	// RedisWaitReplicas, when above 0, makes every send wait, after the ledger marks it in flight
+	// and before the POST, until that many Redis replicas have the mark (WAIT), so that a failover
+	// to a replica cannot forget a send that went out (see replication.go). RedisWaitTimeout
+	// bounds the wait (default 500ms, at most 2s: below the Redis client's 3s read timeout); a
+	// send whose mark is not acknowledged in time is not made now but retried. Default 0: no wait.
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
+
 	// SendWithin is the deadline of a message whose payload has no send_before, counted from the
 	// first time a worker saw it. Default 1h: a message not sent by then is archived as expired,
 	// never sent hours late.
@@ -105,6 +113,7 @@ const (
 	DefaultReconcileSettle      = 60 * time.Second
 	DefaultReconcileSkew        = 60 * time.Second
 	DefaultSendWithin           = time.Hour
+	DefaultRedisWaitTimeout     = 500 * time.Millisecond
 )
 
 // DefaultQueues returns the default queue priorities.
@@ -127,6 +136,7 @@ func (c Config) WithDefaults() Config {
 	set(&c.ReconcileSettle, DefaultReconcileSettle)
 	set(&c.ReconcileSkew, DefaultReconcileSkew)
 	set(&c.SendWithin, DefaultSendWithin)
+	set(&c.RedisWaitTimeout, DefaultRedisWaitTimeout)
 	set(&c.ShutdownTimeout, 2*c.HTTPTimeout+15*time.Second)
 	set(&c.LedgerTTL, max(DefaultLedgerTTL, c.SendWithin+48*time.Hour))
 	if c.Concurrency == 0 {
@@ -173,6 +183,8 @@ func (c Config) Validate() error {
 		{c.ReconcileMaxPages < 1 || c.ReconcileMaxPages > 100, fmt.Sprintf("ReconcileMaxPages must be between 1 and 100, got %d", c.ReconcileMaxPages)},
 		{c.ReconcilePageSize < 1 || c.ReconcilePageSize > 1000, fmt.Sprintf("ReconcilePageSize must be between 1 and 1000, got %d", c.ReconcilePageSize)},
 		{c.ReconcileSettle < 0, fmt.Sprintf("ReconcileSettle must not be negative, got %v", c.ReconcileSettle)},
+		{c.RedisWaitReplicas < 0 || c.RedisWaitReplicas > 100, fmt.Sprintf("RedisWaitReplicas must be between 0 and 100, got %d", c.RedisWaitReplicas)},
+		{c.RedisWaitReplicas > 0 && (c.RedisWaitTimeout < time.Millisecond || c.RedisWaitTimeout > 2*time.Second || c.RedisWaitTimeout >= c.HTTPTimeout/2), fmt.Sprintf("RedisWaitTimeout must be between 1ms and 2s and below HTTPTimeout/2, got %v", c.RedisWaitTimeout)},
 		{c.ReconcileSkew < time.Second, fmt.Sprintf("ReconcileSkew must be at least 1s (Twilio's timestamps have one-second precision), got %v", c.ReconcileSkew)},
 	}
 	for _, ch := range checks {

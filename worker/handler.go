@@ -44,6 +44,8 @@ type Handler struct {
 	// services (per-Service limits) and accounts (many accounts) are optional; see accounts.go.
 	services *ServiceLimiter
 	accounts Accounts
+	// replicas, when set, holds each POST until its in-flight mark is on Redis replicas (replication.go).
+	replicas *replicaWait
 }
 
 // NewHandler wires a handler. cfg must have passed WithDefaults and Validate; limiter and metrics
@@ -275,6 +277,9 @@ func (r *run) process(ctx context.Context, permit Permit) error {
 // stop signal) gives the message up instead of sending under a lease that may have lapsed.
 func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Time) error {
 	posts := r.posts
+	if err := r.awaitReplicas(ctx, permit); err != nil {
+		return err
+	}
 	if stalled := time.Since(begun); stalled > r.cfg.HTTPTimeout/2 {
 		permit.Release(false)
 		r.release(ctx, attemptNone, nil) // refused if another run took over; then it decides

@@ -78,6 +78,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
 	h.delivery = deps.Delivery
+	h.replicas = newReplicaWait(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout, log)
 	if err := h.wireAccounts(rdb, cfg, deps, log); err != nil {
 		return nil, err
 	}

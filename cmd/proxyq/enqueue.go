@@ -169,7 +169,11 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	defer tr.stop()
 	ctx, span := m.commandSpan(ctx, "enqueue") // TRACEPARENT, when set, is its parent
 	defer span.End()
-	enq := tasks.NewEnqueuer(redisOpt)
+	enqOpts, err := m.enqueuerOptionsFromEnv()
+	if err != nil {
+		return err
+	}
+	enq := tasks.NewEnqueuer(redisOpt, enqOpts...)
 	defer enq.Close()
 
 	// Validate every message before Redis is touched: bad input exits 2 with nothing enqueued,

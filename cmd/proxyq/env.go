@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
@@ -86,28 +87,19 @@ func (e *envReader) float(name string, def float64) float64 {
 	return f
 }
 
-// redisOpt parses a REDIS_URL value: redis://, rediss://, redis-socket:// and
-// redis-sentinel:// as asynq parses them.
+// redisOpt parses a REDIS_URL value: a single server, a Sentinel-managed master or a Redis
+// Cluster (the forms are internal/redisurl's).
 func redisOpt(url string) (asynq.RedisConnOpt, error) {
-	opt, err := asynq.ParseRedisURI(url)
-	if err != nil {
-		return nil, usagef("REDIS_URL=%q: %v (want e.g. redis://host:6379/0, rediss://…, or redis-sentinel://host:26379?master=mymaster)", redactURL(url), err)
+	opt, err := redisurl.Parse(url)
+	var perr *redisurl.Error
+	if errors.As(err, &perr) {
+		return nil, usagef("REDIS_URL=%q: %v (want e.g. %s)", perr.URL, perr.Err, redisurl.Example)
 	}
 	return opt, nil
 }
 
-// redactURL hides a password in a Redis URL for error messages.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return u
-	}
-	return scheme + "://***@" + rest[at+1:]
-}
+// redactURL hides the passwords in a Redis URL for messages.
+func redactURL(u string) string { return redisurl.Redact(u) }
 
 // redisFromEnv reads REDIS_URL (default redis://127.0.0.1:6379/0).
 func (m *Main) redisFromEnv() (asynq.RedisConnOpt, error) {
@@ -188,6 +180,8 @@ func (m *Main) rawWorkerConfigFromEnv() (worker.Config, error) {
 		ReconcileSettle:      e.duration("PROXYQ_RECONCILE_SETTLE", 0),
 		ReconcileSkew:        e.duration("PROXYQ_RECONCILE_SKEW", 0),
 		ReconcileMaxPages:    e.integer("PROXYQ_RECONCILE_MAX_PAGES", 0),
+		RedisWaitReplicas:    e.integer("PROXYQ_REDIS_WAIT_REPLICAS", 0),
+		RedisWaitTimeout:     e.duration("PROXYQ_REDIS_WAIT_TIMEOUT", 0),
 	}
 	if q := e.str("PROXYQ_QUEUES", ""); q != "" {
 		queues, err := worker.ParseQueues(q)
@@ -219,7 +213,8 @@ var workerEnvOf = map[string]string{
 	"PollInterval": "PROXYQ_POLL_INTERVAL", "LaneRecheck": "PROXYQ_LANE_RECHECK", "Queues": "PROXYQ_QUEUES",
 	"ReconcileMaxPages": "PROXYQ_RECONCILE_MAX_PAGES", "ReconcileSettle": "PROXYQ_RECONCILE_SETTLE",
 	"ReconcileSkew": "PROXYQ_RECONCILE_SKEW", "SendWithin": "PROXYQ_SEND_WITHIN",
-	"ShutdownTimeout": "PROXYQ_SHUTDOWN_TIMEOUT",
+	"ShutdownTimeout":   "PROXYQ_SHUTDOWN_TIMEOUT",
+	"RedisWaitReplicas": "PROXYQ_REDIS_WAIT_REPLICAS", "RedisWaitTimeout": "PROXYQ_REDIS_WAIT_TIMEOUT",
 }
 
 var workerFieldPattern = func() *regexp.Regexp {
@@ -255,6 +250,24 @@ func (m *Main) enqueueOptionsFromEnv() ([]tasks.Option, error) {
 		return nil, e.err
 	}
 	return []tasks.Option{tasks.MaxRetry(maxRetry), tasks.Retention(retention)}, nil
+}
+
+// enqueuerOptionsFromEnv reads PROXYQ_REDIS_WAIT_REPLICAS and PROXYQ_REDIS_WAIT_TIMEOUT for the
+// producers (enqueue, serve): with replicas, an enqueue is reported done only once that many
+// replicas have it, as the worker waits before each POST.
+func (m *Main) enqueuerOptionsFromEnv() ([]tasks.EnqueuerOption, error) {
+	e := m.env()
+	n := e.integer("PROXYQ_REDIS_WAIT_REPLICAS", 0)
+	timeout := e.duration("PROXYQ_REDIS_WAIT_TIMEOUT", worker.DefaultRedisWaitTimeout)
+	switch {
+	case e.err != nil:
+		return nil, e.err
+	case n > 100:
+		return nil, usagef("PROXYQ_REDIS_WAIT_REPLICAS=%d: want 0 to 100", n)
+	case timeout < time.Millisecond || timeout > 2*time.Second:
+		return nil, usagef("PROXYQ_REDIS_WAIT_TIMEOUT=%v: want 1ms to 2s", timeout)
+	}
+	return []tasks.EnqueuerOption{tasks.WaitForReplicas(n, timeout)}, nil
 }
 
 // pingRedis checks that Redis answers within a few seconds, so that commands fail at once

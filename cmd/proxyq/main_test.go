@@ -47,6 +47,7 @@ type harness struct {
 	db   redistest.DB
 	fake *proxytest.Server
 	insp *asynq.Inspector
+	url  string // REDIS_URL of the children: db's, or a cluster's (cluster_test.go)
 }
 
 func newHarness(t *testing.T, cfg proxytest.Config) *harness {
@@ -56,7 +57,7 @@ func newHarness(t *testing.T, cfg proxytest.Config) *harness {
 	t.Cleanup(srv.Close)
 	insp := asynq.NewInspector(db.ConnOpt())
 	t.Cleanup(func() { _ = insp.Close() })
-	return &harness{t: t, db: db, fake: srv, insp: insp}
+	return &harness{t: t, db: db, fake: srv, insp: insp, url: db.URL()}
 }
 
 // env is the complete environment of a child process: nothing is inherited but PATH, so the
@@ -64,7 +65,7 @@ func newHarness(t *testing.T, cfg proxytest.Config) *harness {
 func (h *harness) env(extra ...string) []string {
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=" + h.db.URL(),
+		"REDIS_URL=" + h.url,
 		"TWILIO_ACCOUNT_SID=" + testAccountSID,
 		"TWILIO_AUTH_TOKEN=x",
 		"PROXYQ_API_BASE_URL=" + h.fake.URL,

@@ -92,6 +92,7 @@ type serveFlags struct {
 type serveSettings struct {
 	api             httpapi.Config
 	redis           asynq.RedisConnOpt
+	enqueuer        []tasks.EnqueuerOption
 	shutdownTimeout time.Duration
 	callbacks       *delivery.CallbackConfig // nil: the callback route is off
 	delivery        delivery.Config
@@ -151,7 +152,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	// Closed after the HTTP server has shut down (defers run in reverse order).
 	defer rdb.Close()
-	enq := tasks.NewEnqueuer(cfg.redis)
+	enq := tasks.NewEnqueuer(cfg.redis, cfg.enqueuer...)
 	defer enq.Close()
 	insp := asynq.NewInspector(cfg.redis)
 	defer insp.Close()
@@ -307,6 +308,9 @@ func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 		return s, err
 	}
 	if s.delivery, err = m.deliveryConfigFromEnv(); err != nil {
+		return s, err
+	}
+	if s.enqueuer, err = m.enqueuerOptionsFromEnv(); err != nil {
 		return s, err
 	}
 	return s, nil

@@ -30,9 +30,19 @@ type Server struct {
 // "--appendonly", "yes"), in a new temporary folder. It returns an error naming the way out when
 // redis-server is not installed.
 func Start(extra ...string) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
+	return start("redis-server", func(port int, dir string) ([]string, error) {
+		// No diskless-sync delay: a replica started here is in sync at once, not after 5 s.
+		return append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--repl-diskless-sync-delay", "0",
+			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...), nil
+	})
+}
+
+// start runs program (redis-server or redis-sentinel) with the arguments args gives for a free
+// port and a new temporary folder, and waits until it answers.
+func start(program string, args func(port int, dir string) ([]string, error)) (*Server, error) {
+	bin, err := exec.LookPath(program)
 	if err != nil {
-		return nil, errors.New("redis-server not found on PATH: install it (apt-get install -y redis-server)")
+		return nil, fmt.Errorf("%s not found on PATH: install it (apt-get install -y %s)", program, program)
 	}
 	dir, err := os.MkdirTemp("", "proxyq-redis-")
 	if err != nil {
@@ -44,17 +54,16 @@ func Start(extra ...string) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{
-			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-			Dir:  dir,
-			args: append([]string{bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "",
-				"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, extra...),
+		a, err := args(port, dir)
+		if err != nil {
+			return nil, err
 		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, args: append([]string{bin}, a...)}
 		if err := s.Restart(); err == nil {
 			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("redis-server did not become ready; see %s", filepath.Join(dir, "redis.log"))
+	return nil, fmt.Errorf("%s did not become ready; see the log in %s", program, dir)
 }
 
 // Restart starts the server again on the same port and folder, after Kill.
@@ -103,7 +112,9 @@ func waitReady(addr string, within time.Duration) bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		err := c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
+		// An error reply (NOAUTH from a server with a password) is an answer too.
+		var reply redis.Error
+		if err == nil || errors.As(err, &reply) {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -3,6 +3,9 @@ package redistest
 import (
 	"testing"
 
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/proxyq/proxyq/internal/redisproc"
 )
 
@@ -30,4 +33,58 @@ func (p *Process) Restart(tb testing.TB) {
 	if err := p.Server.Restart(); err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
+}
+
+// Cluster is a private Redis Cluster of one test's own (see redisproc.Cluster).
+type Cluster struct {
+	*redisproc.Cluster
+}
+
+// StartCluster starts a Redis Cluster of three masters with one replica each on loopback
+// ports, removed when the test ends. A missing redis-server or redis-cli fails the test with
+// the way out.
+func StartCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	c, err := redisproc.StartCluster(3, 1)
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	tb.Cleanup(c.Close)
+	return &Cluster{c}
+}
+
+// Client returns a cluster client on it, closed when the test ends.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	tb.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// ConnOpt returns asynq's connection option for the cluster.
+func (c *Cluster) ConnOpt() asynq.RedisClusterClientOpt {
+	return asynq.RedisClusterClientOpt{Addrs: c.Addrs()}
+}
+
+// Sentinel is a private Sentinel set-up of one test's own (see redisproc.Sentinel).
+type Sentinel struct {
+	*redisproc.Sentinel
+}
+
+// StartSentinel starts one master, one replica and three sentinels on loopback ports,
+// removed when the test ends.
+func StartSentinel(tb testing.TB, o redisproc.SentinelOptions) *Sentinel {
+	tb.Helper()
+	s, err := redisproc.StartSentinel(o)
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return &Sentinel{s}
+}
+
+// ConnOpt returns asynq's connection option for database db of the sentinels' master.
+func (s *Sentinel) ConnOpt(db int) asynq.RedisFailoverClientOpt {
+	return asynq.RedisFailoverClientOpt{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs(),
+		SentinelPassword: s.SentinelPassword, Password: s.MasterPassword, DB: db}
 }
