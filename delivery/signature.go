@@ -31,6 +31,23 @@ func (s StaticToken) AuthToken(accountSID string) (string, bool) {
 	return s.Token, true
 }
 
+// Tokens is a TokenSource that asks each of its sources in turn (the default account, then the
+// accounts file); nil sources are skipped.
+type Tokens []TokenSource
+
+// AuthToken implements TokenSource: the first source that knows the account answers.
+func (ts Tokens) AuthToken(accountSID string) (string, bool) {
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		if token, ok := t.AuthToken(accountSID); ok {
+			return token, true
+		}
+	}
+	return "", false
+}
+
 // Signature computes X-Twilio-Signature: base64(HMAC-SHA1(token, url + name1 + value1 + …)),
 // names sorted bytewise and, for a repeated name, every value, sorted bytewise, as Twilio's
 // Node and Python helpers compute it. (twilio-go keeps only the first value of a repeated

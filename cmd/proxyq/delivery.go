@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/delivery"
+	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
 )
@@ -81,23 +83,58 @@ func deliveryEnvNames(msg string) string {
 }
 
 // callbackConfigFromEnv reads the callback route's settings. PROXYQ_PUBLIC_URL turns the route
-// on; it then needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (Twilio signs callbacks with the
-// Auth Token, also when REST calls use an API key). nil: the route is off.
-func (m *Main) callbackConfigFromEnv() (*delivery.CallbackConfig, error) {
+// on; it then needs an Auth Token to check X-Twilio-Signature (Twilio signs callbacks with the
+// account's Auth Token, also when REST calls use an API key): TWILIO_ACCOUNT_SID +
+// TWILIO_AUTH_TOKEN for the default account, and the auth_token of each account in
+// PROXYQ_ACCOUNTS_FILE (accts, nil when unset). nil: the route is off.
+func (m *Main) callbackConfigFromEnv(accts *accounts.Registry) (*delivery.CallbackConfig, error) {
 	e := m.env()
 	public := e.str("PROXYQ_PUBLIC_URL", "")
 	if public == "" {
 		return nil, nil
 	}
+	var tokens delivery.Tokens
 	account, token := e.str("TWILIO_ACCOUNT_SID", ""), e.str("TWILIO_AUTH_TOKEN", "")
-	if account == "" || token == "" {
-		return nil, usagef("PROXYQ_PUBLIC_URL enables Twilio's status callbacks (POST %s), which need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to check X-Twilio-Signature: Twilio signs callbacks with the account's Auth Token, also when REST calls use TWILIO_API_KEY", delivery.CallbackPath)
+	if account != "" && token != "" {
+		tokens = append(tokens, delivery.StaticToken{AccountSID: account, Token: token})
 	}
-	cfg := delivery.CallbackConfig{PublicURL: public, Tokens: delivery.StaticToken{AccountSID: account, Token: token}}
+	if accts != nil && anyAuthToken(accts) {
+		tokens = append(tokens, accts)
+	}
+	if len(tokens) == 0 {
+		return nil, usagef("PROXYQ_PUBLIC_URL enables Twilio's status callbacks (POST %s), which need an Auth Token to check X-Twilio-Signature: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or an auth_token per account in PROXYQ_ACCOUNTS_FILE; Twilio signs callbacks with the account's Auth Token, also when REST calls use an API key (TWILIO_API_KEY)", delivery.CallbackPath)
+	}
+	cfg := delivery.CallbackConfig{PublicURL: public, Tokens: tokens}
 	if err := cfg.Validate(); err != nil {
 		return nil, usagef("PROXYQ_PUBLIC_URL=%q: %v", public, err)
 	}
 	return &cfg, nil
+}
+
+// anyAuthToken reports whether the accounts file gives at least one account's Auth Token.
+func anyAuthToken(accts *accounts.Registry) bool {
+	for _, sid := range accts.Accounts() {
+		if _, ok := accts.AuthToken(sid); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// accountMessages fetches a Message with the credentials of the account it belongs to: an
+// account of the accounts file, else the default client.
+type accountMessages struct {
+	def   delivery.MessageAPI
+	accts *accounts.Registry
+}
+
+func (a accountMessages) FetchMessage(ctx context.Context, accountSID, messageSID string) (*proxyclient.Message, error) {
+	if a.accts != nil {
+		if c, ok := a.accts.Client(accountSID); ok {
+			return c.FetchMessage(ctx, accountSID, messageSID)
+		}
+	}
+	return a.def.FetchMessage(ctx, accountSID, messageSID)
 }
 
 // accountLimiter adapts the worker's shared account limiter to delivery.Limiter. The worker

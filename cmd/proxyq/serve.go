@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/httpapi"
@@ -95,7 +96,10 @@ type serveSettings struct {
 	enqueuer        []tasks.EnqueuerOption
 	shutdownTimeout time.Duration
 	callbacks       *delivery.CallbackConfig // nil: the callback route is off
-	delivery        delivery.Config
+	// knownAccount and accounts come from PROXYQ_ACCOUNTS_FILE (nil when unset).
+	knownAccount func(string) bool
+	accounts     *accounts.Registry
+	delivery     delivery.Config
 }
 
 func runServe(ctx context.Context, m *Main, args []string) error {
@@ -174,14 +178,10 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 
 	// Refuse messages for accounts no worker can send for, when the accounts file is readable
 	// here; it is watched like the worker's, so a rotation applies to both.
-	known, accts, err := m.knownAccount()
-	if err != nil {
-		return err
+	if cfg.accounts != nil {
+		m.watchAccounts(ctx, cfg.accounts, log.Named("accounts"))
 	}
-	if accts != nil {
-		m.watchAccounts(ctx, accts, log.Named("accounts"))
-	}
-	cfg.api.KnownAccount = known
+	cfg.api.KnownAccount = cfg.knownAccount
 
 	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
 	if err != nil {
@@ -304,7 +304,10 @@ func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 	if s.redis, err = m.redisFromEnv(); err != nil {
 		return s, err
 	}
-	if s.callbacks, err = m.callbackConfigFromEnv(); err != nil {
+	if s.knownAccount, s.accounts, err = m.knownAccount(); err != nil {
+		return s, err
+	}
+	if s.callbacks, err = m.callbackConfigFromEnv(s.accounts); err != nil {
 		return s, err
 	}
 	if s.delivery, err = m.deliveryConfigFromEnv(); err != nil {

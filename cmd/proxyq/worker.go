@@ -134,7 +134,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return usageError{err}
 	}
 	limits := &accountLimiter{}
-	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(api), limits)
+	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(accountMessages{def: api, accts: accts}), limits)
 	if err != nil {
 		return usageError{err}
 	}
