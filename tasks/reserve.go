@@ -202,7 +202,9 @@ func (e *Enqueuer) enqueueKeyed(ctx context.Context, pr prepared) (Result, error
 		age := time.Duration(nowMs-holder.reservedAt) * time.Millisecond
 		switch {
 		case exists:
-			return Result{TaskID: pr.key, Queue: holder.queue, Duplicate: true}, nil
+			// The task found may be one whose own enqueue was not replicated (a retry after
+			// ErrNotReplicated): wait for it too, as enqueueTask does.
+			return Result{TaskID: pr.key, Queue: holder.queue, Duplicate: true}, e.replicated(ctx, holder.queue)
 		case holder.committed || age >= e.grace:
 			// The message is gone, or its producer never enqueued it: take the key over (the
 			// script only does so if the holder is still the one we looked at).

@@ -118,7 +118,7 @@ func TestClusterEndToEnd(t *testing.T) {
 			t.Fatalf("POST scheduled: %d %s", a.status, a.body)
 		}
 		ledger := worker.NewLedger(c.Client(t), time.Hour)
-		own, err := ledger.AcquireToSend(context.Background(), sid("KP", 0x5e0+3), guarded, time.Minute, worker.SendIntent{Lease: time.Minute, SendWithin: time.Hour})
+		own, err := ledger.AcquireToSend(context.Background(), tasks.DefaultQueue, guarded, time.Minute, worker.SendIntent{Lease: time.Minute, SendWithin: time.Hour})
 		if err != nil || !own.Began {
 			t.Fatalf("mark in flight: %+v %v", own, err)
 		}
