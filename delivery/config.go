@@ -8,7 +8,7 @@ import (
 
 // Defaults, documented on the Config fields.
 const (
-	DefaultIndexTTL      = 8 * 24 * time.Hour
+	DefaultIndexTTL      = 72 * time.Hour
 	DefaultPendingTTL    = time.Hour
 	DefaultPendingMax    = 100000
 	DefaultPollAfter     = 15 * time.Minute
@@ -25,7 +25,8 @@ const (
 // Config is the delivery service's configuration. Zero durations mean their default.
 type Config struct {
 	// IndexTTL is how long the interaction → message index lives: at least the retention of a
-	// completed message (PROXYQ_RETENTION, 72h by default). Default 8 days.
+	// completed message (PROXYQ_RETENTION, 72h by default): a callback can update a record only
+	// while asynq keeps the task. Default 72h.
 	IndexTTL time.Duration
 	// PendingTTL is how long a callback for an interaction not recorded yet is kept, waiting for
 	// the send to be recorded (by its POST's answer or by reconciliation). Default 1h.
