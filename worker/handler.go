@@ -125,9 +125,6 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
 	traceMessage(r.span, p)
-	if r.api, err = h.clientFor(p); err != nil {
-		return r.unknownAccount(err)
-	}
 	if p.OrderingKey != "" {
 		// Its lane first: a message that must wait takes no permit and no ledger lease.
 		return r.inLane(ctx, r.send)
@@ -135,9 +132,14 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 	return r.send(ctx)
 }
 
-// send is the rest of handle, for a message whose turn it is.
+// send is the rest of handle, for a message whose turn it is. A message for an account with no
+// credentials ends here (archived), after its turn, so that its lane hands on at once.
 func (r *run) send(ctx context.Context) error {
 	h, p, id := r.Handler, r.p, r.id
+	var err error
+	if r.api, err = h.clientFor(p); err != nil {
+		return r.unknownAccount(err)
+	}
 	permit, err := r.acquirePermit(ctx)
 	if err != nil {
 		return r.limited(ctx, err)
