@@ -367,15 +367,22 @@ func TestLaneEndsHandOnAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An account this worker has no credentials for: archived at its turn, the lane goes on.
+	noAccount := lanePayload(kp, "E", "end-1b-unknown-account")
+	noAccount.AccountSID = fmt.Sprintf("AC%032d", 77)
+	unknownAccount, err := r.enq.Enqueue(ctx, noAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.enq.Enqueue(ctx, lanePayload(kp, "E", "end-2-sent")); err != nil {
 		t.Fatal(err)
 	}
 	began := time.Now()
 	waitFor(t, 20*time.Second, func() bool { return len(r.createdBodies("end-")) == 1 })
 	if took := time.Since(began); took > 10*time.Second {
-		t.Errorf("the lane took %v to get past two failed heads", took)
+		t.Errorf("the lane took %v to get past three failed heads", took)
 	}
-	for _, id := range []string{outOfRetries.TaskID, permanent.TaskID} {
+	for _, id := range []string{outOfRetries.TaskID, permanent.TaskID, unknownAccount.TaskID} {
 		if st := r.state(t, id); st != "archived" {
 			t.Errorf("%s is %s, want archived", id, st)
 		}
