@@ -164,14 +164,20 @@ func (c *Cluster) replicaOf(ctx context.Context, master *Server) *Server {
 // WaitHealthy waits until every running node reports cluster_state:ok with all slots served,
 // knows every node, and every running replica's link to its master is up.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
-	var last string
+	return waitHealthy(ctx, "cluster", c.unhealthy)
+}
+
+// waitHealthy asks unhealthy every 100ms until it answers "" (healthy), or ctx ends: then the
+// error names what and its last reason.
+func waitHealthy(ctx context.Context, what string, unhealthy func(context.Context) string) error {
 	for {
-		if last = c.unhealthy(ctx); last == "" {
+		last := unhealthy(ctx)
+		if last == "" {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster not healthy: %s", last)
+			return fmt.Errorf("%s not healthy: %s", what, last)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -174,17 +174,7 @@ func (s *Sentinel) Master(ctx context.Context) (*Server, error) {
 // WaitHealthy waits until every sentinel names the same running master, which says it is a
 // master with a replica in sync, and knows the replica and the two other sentinels.
 func (s *Sentinel) WaitHealthy(ctx context.Context) error {
-	var last string
-	for {
-		if last = s.unhealthy(ctx); last == "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("sentinel set-up not healthy: %s", last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return waitHealthy(ctx, "sentinel set-up", s.unhealthy)
 }
 
 func (s *Sentinel) unhealthy(ctx context.Context) string {
