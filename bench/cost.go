@@ -30,11 +30,12 @@ type redisStats struct {
 	ScriptUsec int64            // usec of EVAL/EVALSHA alone (includes the commands they ran)
 	CPUUsec    int64            // used_cpu_user + used_cpu_sys of the Redis process
 	PerCommand map[string]int64 // calls by command
+	UsecByCmd  map[string]int64 // usec by command
 }
 
 // readStats reads INFO commandstats and INFO cpu.
 func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
-	s := redisStats{PerCommand: map[string]int64{}}
+	s := redisStats{PerCommand: map[string]int64{}, UsecByCmd: map[string]int64{}}
 	info, err := rdb.Info(ctx, "commandstats", "cpu").Result()
 	if err != nil {
 		return s, fmt.Errorf("redis INFO: %w", err)
@@ -73,6 +74,7 @@ func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
 			s.ScriptUsec += usec
 		}
 		s.PerCommand[name] = calls
+		s.UsecByCmd[name] = usec
 	}
 	s.CPUUsec = int64(cpu * 1e6)
 	return s, sc.Err()
@@ -80,10 +82,11 @@ func readStats(ctx context.Context, rdb *redis.Client) (redisStats, error) {
 
 func (s redisStats) sub(o redisStats) redisStats {
 	d := redisStats{Calls: s.Calls - o.Calls, Usec: s.Usec - o.Usec, ScriptUsec: s.ScriptUsec - o.ScriptUsec,
-		CPUUsec: s.CPUUsec - o.CPUUsec, PerCommand: map[string]int64{}}
+		CPUUsec: s.CPUUsec - o.CPUUsec, PerCommand: map[string]int64{}, UsecByCmd: map[string]int64{}}
 	for k, v := range s.PerCommand {
 		if n := v - o.PerCommand[k]; n != 0 {
 			d.PerCommand[k] = n
+			d.UsecByCmd[k] = s.UsecByCmd[k] - o.UsecByCmd[k]
 		}
 	}
 	return d
@@ -219,9 +222,9 @@ func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o
 	}
 	c := sideCost{stats: after.sub(before), memory: mem1 - mem0, keys: keys, n: n, elapsed: doneAt.Sub(began)}
 	c.stats.Calls -= polls // the benchmark's own ZCARDs
-	b.logf("scenario 7: %s: %.1f commands/msg, %.1f µs/msg (scripts %.1f), Redis CPU %.1f µs/msg, %d B/msg held; calls: %v; keys: %v B in %v",
+	b.logf("scenario 7: %s: %.1f commands/msg, %.1f µs/msg (scripts %.1f), Redis CPU %.1f µs/msg, %d B/msg held; calls: %v; usec: %v; keys: %v B in %v",
 		side, float64(c.stats.Calls)/float64(n), float64(c.stats.Usec)/float64(n), float64(c.stats.ScriptUsec)/float64(n),
-		float64(c.stats.CPUUsec)/float64(n), c.memory/int64(n), c.stats.PerCommand, keys.Bytes, keys.Keys)
+		float64(c.stats.CPUUsec)/float64(n), c.memory/int64(n), c.stats.PerCommand, c.stats.UsecByCmd, keys.Bytes, keys.Keys)
 	return c, nil
 }
 

@@ -27,22 +27,24 @@ func (l *commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (l *commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			l.add(c)
-		}
+		l.add(cmds...) // one round trip, one entry
 		return next(ctx, cmds)
 	}
 }
-func (l *commandLog) add(cmd redis.Cmder) {
+func (l *commandLog) add(cmds ...redis.Cmder) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var parts []string
-	for _, a := range cmd.Args() {
-		if s, ok := a.(string); ok {
-			parts = append(parts, s)
+	var line []string
+	for _, cmd := range cmds {
+		var parts []string
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok {
+				parts = append(parts, s)
+			}
 		}
+		line = append(line, strings.Join(parts, " "))
 	}
-	l.cmds = append(l.cmds, strings.Join(parts, " "))
+	l.cmds = append(l.cmds, strings.Join(line, " | "))
 }
 func (l *commandLog) reset() []string {
 	l.mu.Lock()
@@ -87,6 +89,10 @@ func TestUnorderedMessageMakesNoLaneRoundTrip(t *testing.T) {
 	}
 	if len(cmds) > 2 {
 		t.Errorf("unordered message took %d Redis round trips, want ≤ 2 (take+begin, record): %v", len(cmds), cmds)
+	}
+	// A fresh message is taken without a script: HSETNX of its first ledger entry (beginFresh).
+	if len(cmds) == 0 || !strings.HasPrefix(cmds[0], "hsetnx ") {
+		t.Errorf("a fresh message's first command is %q, want its ledger entry's HSETNX", cmds)
 	}
 }
 

@@ -33,7 +33,10 @@ import (
 // Ownership is a lease with a fencing number. Acquire hands out the next fence when nobody holds a
 // live lease; every later write names its fence and is refused if another run has taken the message
 // since (ErrLostOwnership). Times are Redis's own clock (TIME inside the scripts), so workers with
-// skewed clocks agree on who holds a lease.
+// skewed clocks agree on who holds a lease — with one exception, the common case: a message no
+// run has touched yet gets its first entry (fence 1, in flight) from one HSETNX carrying this
+// process's clock, with a few seconds of slack on its lease (beginFresh). That saves a script
+// per message, and assumes what asynq's own task leases assume: clocks within seconds.
 //
 // Attempt states:
 //
@@ -117,7 +120,7 @@ type Ownership struct {
 	Gone bool
 
 	Fence     int64
-	Attempt   string    // attempt state when acquired: none or unknown
+	Attempt   string    // attempt state when acquired: none or unknown (in_flight when Began)
 	StartedAt time.Time // start of the last POST, for unknown
 	FirstSeen time.Time // when a worker first took this message
 	Posts     int       // POSTs made so far (including the one begun, with Began)
@@ -199,6 +202,11 @@ func (l *Ledger) AcquireToSend(ctx context.Context, queue, taskID string, lease 
 }
 
 func (l *Ledger) acquire(ctx context.Context, queue, taskID string, lease time.Duration, intent SendIntent) (*Ownership, error) {
+	if intent.Lease > 0 {
+		if own, err := l.beginFresh(ctx, queue, taskID, intent); own != nil || err != nil {
+			return own, err
+		}
+	}
 	var sendBefore int64
 	if !intent.SendBefore.IsZero() {
 		sendBefore = intent.SendBefore.UnixMilli()
@@ -232,6 +240,57 @@ func (l *Ledger) acquire(ctx context.Context, queue, taskID string, lease time.D
 		Now:       msTime(res[6]),
 		Began:     res[7] == "1",
 	}, nil
+}
+
+// freshLeaseSlack lengthens the lease of a fresh message's first entry (written with this
+// process's clock, not Redis's) beyond the send lease: skew between the two clocks could
+// otherwise shorten the lease other runs see. A longer lease only delays the takeover after a
+// crash; a shorter one could let a second run send while the first POST is in flight.
+const freshLeaseSlack = 5 * time.Second
+
+// beginFresh is AcquireToSend's common case in one command without a script: a message that
+// no run has touched yet (no ledger field) gets its first entry, already in flight with fence 1,
+// by HSETNX. It returns nil, nil when the message has a ledger already (a later run: the script
+// decides) or its deadline has passed (the script archives it).
+//
+// HSETNX cannot refuse to create the hash, so HEXISTS of asynq's state field goes in the same
+// pipeline: a task deleted while this run was on its way has no state, and the stray field is
+// removed again (a task ID is never reused, so nothing else can own that hash).
+//
+// Times here are this process's clock, as in asynq's own task leases; the lease gets
+// freshLeaseSlack on top to absorb clock skew. Every later write uses Redis's clock.
+func (l *Ledger) beginFresh(ctx context.Context, queue, taskID string, intent SendIntent) (*Ownership, error) {
+	now := time.Now()
+	deadline := intent.SendBefore
+	if deadline.IsZero() {
+		deadline = now.Add(intent.SendWithin)
+	}
+	if !now.Before(deadline) {
+		return nil, nil
+	}
+	ms := now.UnixMilli()
+	entry := fmt.Sprintf("%s:1:%d:%d:%d:1", attemptCode[attemptInFlight], ms+(intent.Lease+freshLeaseSlack).Milliseconds(), ms, ms)
+	key := LedgerKey(queue, taskID)
+	var created, exists *redis.BoolCmd
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		created = p.HSetNX(ctx, key, ledgerField, entry)
+		exists = p.HExists(ctx, key, "state")
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("send ledger: acquire: %w", err)
+	}
+	switch {
+	case !created.Val():
+		return nil, nil
+	case !exists.Val():
+		if err := l.rdb.HDel(ctx, key, ledgerField).Err(); err != nil {
+			return nil, fmt.Errorf("send ledger: remove the entry of a deleted task: %w", err)
+		}
+		return &Ownership{Gone: true}, nil
+	}
+	at := time.UnixMilli(ms).UTC()
+	return &Ownership{Fence: 1, Attempt: attemptInFlight, StartedAt: at, FirstSeen: at, Posts: 1, Now: at, Began: true}, nil
 }
 
 // beginScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] lease ms.

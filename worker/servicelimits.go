@@ -228,10 +228,12 @@ type ServiceLimiter struct {
 	lim   ServiceLimits
 	rates ServiceRates
 	log   *zap.Logger
-	gauge *prometheus.GaugeVec
+	gauge  *prometheus.GaugeVec
+	unused prometheus.Counter
 
 	mu      sync.Mutex
-	factors map[string]int64 // account/service → last factor seen (per mille)
+	factors map[string]int64     // account/service → last factor seen (per mille)
+	pools   map[string]*slotPool // Service endpoint key → slots reserved ahead (serviceslots.go)
 }
 
 // NewServiceLimiter returns the limiter, or nil when lim.Off. rates (the accounts file) and
@@ -251,12 +253,19 @@ func NewServiceLimiter(rdb redis.UniversalClient, lim ServiceLimits, rates Servi
 		Name: "proxyq_service_limit_factor",
 		Help: "Adaptive share (0..1] of a Proxy Service's rate limit in force; lowered by 429/80621 for that Service, restored gradually.",
 	}, []string{"account", "service"})
+	unused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "proxyq_service_slots_unused_total",
+		Help: "Per-Service slots this process reserved ahead of demand and did not use in time (they still count in the Service's window).",
+	})
 	if reg != nil {
-		if err := reg.Register(g); err != nil {
-			return nil, fmt.Errorf("service limiter metrics: %w", err)
+		for _, c := range []prometheus.Collector{g, unused} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("service limiter metrics: %w", err)
+			}
 		}
 	}
-	return &ServiceLimiter{rdb: rdb, lim: lim, rates: rates, log: log, gauge: g, factors: map[string]int64{}}, nil
+	return &ServiceLimiter{rdb: rdb, lim: lim, rates: rates, log: log, gauge: g, unused: unused,
+		factors: map[string]int64{}, pools: map[string]*slotPool{}}, nil
 }
 
 // MaxWait is the configured in-process wait bound (0 when limits are off).
@@ -287,29 +296,57 @@ func serviceTag(account, service string) string {
 
 // reserveScript: KEYS[1] the endpoint's ZSET, KEYS[2] the Service's adaptive hash.
 // ARGV[1] limit per window at factor 1, ARGV[2] recovery step ms, ARGV[3] window ms (margin
-// included), ARGV[4] max wait ms, ARGV[5] member, ARGV[6] adaptive TTL ms, ARGV[7] least gap
-// between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms).
-// Returns {reserved 0|1, wait ms, factor, factor before recovery or -1, reserved time ms}.
+// included), ARGV[4] max wait ms, ARGV[5] member prefix, ARGV[6] adaptive TTL ms, ARGV[7] least
+// gap between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms), ARGV[8] how
+// many consecutive requests to reserve (a batch; members are the prefix and 1…count).
+// Returns {reserved count, wait ms of the first (when none was reserved), factor, factor before
+// recovery or -1, Redis's now ms, reserved time ms of each}.
+//
+// The batch's j-th request is placed as a lone request would be after the j-1 before it; it
+// needs the reservation `limit` places back, which is either in the window already (one ZRANGE
+// fetches every such one the batch needs) or one of the batch's own. The batch stops at the
+// first request that would wait longer than the bound.
 var reserveScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[6])` + luaRecover + `
 local limit = math.max(1, math.floor(tonumber(ARGV[1]) * f / 1000))
 local win = tonumber(ARGV[3])
+local maxwait = tonumber(ARGV[4])
 local gap = tonumber(ARGV[7]) / f
+local want = tonumber(ARGV[8])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
 local n = redis.call('ZCARD', KEYS[1])
-local at = now
-if n > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  at = math.max(at, tonumber(last[2]) + gap)
+local last = nil
+if n > 0 then last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) end
+local back = {}
+local first = n - limit
+if first + want > 0 and first < n then
+  local got = redis.call('ZRANGE', KEYS[1], math.max(first, 0), math.min(first + want - 1, n - 1), 'WITHSCORES')
+  for i = 2, #got, 2 do back[#back + 1] = tonumber(got[i]) end
 end
-if n >= limit then
-  local kth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-  at = math.max(at, tonumber(kth[2]) + win)
+local times, add = {}, {}
+local wait0 = 0
+for j = 0, want - 1 do
+  local at = now
+  if last then at = math.max(at, last + gap) end
+  local k = first + j
+  if k >= 0 then
+    local kth
+    if k < n then kth = back[k - math.max(first, 0) + 1] else kth = times[k - n + 1] end
+    at = math.max(at, kth + win)
+  end
+  local wait = math.ceil(at - now)
+  if j == 0 then wait0 = wait end
+  if wait > maxwait then break end
+  times[#times + 1] = at
+  add[#add + 1] = at
+  add[#add + 1] = ARGV[5] .. (j + 1)
+  last = at
 end
-local wait = math.ceil(at - now)
-if wait > tonumber(ARGV[4]) then return {0, wait, f, prev, 0} end
-redis.call('ZADD', KEYS[1], at, ARGV[5])
-redis.call('PEXPIRE', KEYS[1], wait + win + 1000)
-return {1, wait, f, prev, math.floor(at)}
+local out = {#times, wait0, f, prev, now}
+if #times == 0 then return out end
+redis.call('ZADD', KEYS[1], unpack(add))
+redis.call('PEXPIRE', KEYS[1], math.ceil(times[#times] - now) + win + 1000)
+for _, at in ipairs(times) do out[#out + 1] = math.floor(at) end
+return out
 `)
 
 // Acquire reserves one request on (account, service, endpoint) and sleeps until its time,
@@ -357,37 +394,85 @@ func (r *Reservation) Departed() {
 	}
 }
 
-// Reserve is Acquire returning the reservation, for Departed.
+// Reserve is Acquire returning the reservation, for Departed. It hands out a slot this process
+// reserved ahead when one is due within maxWait (serviceslots.go); otherwise it reserves, in one
+// script, this request's slot and as many more as this process's demand will use within
+// batchHorizon, and as many as other requests are waiting for.
 func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration) (*Reservation, error) {
 	if l == nil {
 		return nil, nil
 	}
+	tag := serviceTag(account, service)
+	key := tag + string(ep)
+	pool := l.pool(key)
+	maxWait = max(maxWait, 0)
+	pool.called(time.Now())
+	for {
+		s, fill, wait := pool.take(time.Now(), maxWait)
+		switch {
+		case s != nil:
+			return l.await(ctx, &Reservation{l: l, key: key, member: s.member, atMs: s.atMs, slot: s.local})
+		case wait != nil:
+			select { // another request's batch is being reserved: it reserves for us too
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		rsv, err := l.reserveBatch(ctx, account, service, ep, maxWait, pool, fill)
+		if err != nil || rsv != nil {
+			return rsv, err
+		}
+	}
+}
+
+// reserveBatch runs reserveScript for count slots (fill), keeps all but the first in the pool and
+// waits for the first. It returns nil, nil when a concurrent caller should look at the pool again.
+func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration, pool *slotPool, count int) (*Reservation, error) {
 	rate := l.RateFor(account, service)
 	limit := int64(math.Max(1, math.Floor(rate*l.lim.Window.Seconds())))
 	// The least gap between two requests: 1/burst rate, the burst scaled to this Service's rate.
 	burst := l.lim.BurstRate * rate / l.lim.Rate
 	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
+	count = max(1, min(count, int(limit/10)))
 	tag := serviceTag(account, service)
-	member := randomSuffix() + randomSuffix()
+	prefix := randomSuffix() + randomSuffix() + "-"
 	// Bounded on its own: with Redis down, go-redis would redial for many seconds, and a run
 	// stuck here outlives asynq's lease on the message (which then waits for asynq's recoverer).
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
 	res, err := reserveScript.Run(rctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
 		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
-		max(maxWait, 0).Milliseconds(), member, adaptiveTTL.Milliseconds(), gapMicros).Int64Slice()
+		maxWait.Milliseconds(), prefix, adaptiveTTL.Milliseconds(), gapMicros, count).Int64Slice()
+	returned := time.Now()
 	if err != nil {
+		pool.filled(nil)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("service limiter: %w", err)
 	}
 	l.observe(account, service, res[2], res[3], "recovered: no 429 for a while")
-	wait := time.Duration(res[1]) * time.Millisecond
 	if res[0] == 0 {
+		pool.filled(nil)
+		wait := time.Duration(res[1]) * time.Millisecond
 		return nil, &LimitedError{RetryIn: max(wait, time.Millisecond), Reason: "Service " + service + " " + string(ep) + " rate", Service: service}
 	}
-	rsv := &Reservation{l: l, key: tag + string(ep), member: member, atMs: res[4], slot: time.Now().Add(max(wait, 0))}
+	redisNow := res[4]
+	slots := make([]reservedSlot, 0, res[0])
+	for i, at := range res[5:] {
+		slots = append(slots, reservedSlot{atMs: at, member: prefix + strconv.Itoa(i+1),
+			local: returned.Add(time.Duration(at-redisNow) * time.Millisecond)})
+	}
+	pool.filled(slots[1:])
+	s := slots[0]
+	return l.await(ctx, &Reservation{l: l, key: tag + string(ep), member: s.member, atMs: s.atMs, slot: s.local})
+}
+
+// await sleeps until the reservation's time.
+func (l *ServiceLimiter) await(ctx context.Context, rsv *Reservation) (*Reservation, error) {
+	wait := time.Until(rsv.slot)
 	if wait <= 0 {
 		return rsv, nil
 	}

@@ -3,7 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,5 +171,155 @@ func TestServiceLimiterThrottle(t *testing.T) {
 	var le *LimitedError
 	if err := l.Acquire(ctx, testAcct, ksA, EndpointCreate, 0); !errors.As(err, &le) {
 		t.Fatalf("6th at half rate: %v, want refused", err)
+	}
+}
+
+// Concurrent requests for one Service share reservation scripts (serviceslots.go): each still
+// gets a reservation of its own in the window, in far fewer round trips.
+func TestServiceLimiterBatchesConcurrentDemand(t *testing.T) {
+	t.Parallel()
+	l, rdb, hook := newTestServiceLimiter(t, ServiceLimits{Rate: 1e6}, nil)
+	ctx := context.Background()
+	if err := l.Acquire(ctx, testAcct, ksA, EndpointCreate, time.Second); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	hook.n.Store(0)
+	const workers, each = 40, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				errs <- l.Acquire(ctx, testAcct, ksA, EndpointCreate, time.Second)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	scripts := hook.n.Load()
+	if scripts > workers*each/2 {
+		t.Errorf("%d acquisitions ran %d scripts, want at most half as many (batched)", workers*each, scripts)
+	}
+	if n := rdb.ZCard(ctx, serviceTag(testAcct, ksA)+"create").Val(); n < workers*each+1 {
+		t.Errorf("reservations in the window = %d, want at least %d (one per request)", n, workers*each+1)
+	}
+	t.Logf("%d acquisitions, %d scripts", workers*each, scripts)
+}
+
+// Batches never put more than the limit into a window: departures of many concurrent
+// requests, measured here, stay within `limit` per window+margin.
+func TestServiceLimiterBatchesKeepTheWindow(t *testing.T) {
+	t.Parallel()
+	const limit = 50 // a burst of 50 spaced 20ms apart, then the window
+	lim := ServiceLimits{Rate: limit, Window: time.Second, Margin: 50 * time.Millisecond}
+	l, _, hook := newTestServiceLimiter(t, lim, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	var mu sync.Mutex
+	var left []time.Time
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				rsv, err := l.Reserve(ctx, testAcct, ksA, EndpointCreate, 2*time.Second)
+				if err != nil {
+					continue // refused (retry later) or out of time
+				}
+				mu.Lock()
+				left = append(left, rsv.slot)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(left, func(a, b time.Time) int { return a.Compare(b) })
+	if len(left) < 2*limit {
+		t.Fatalf("%d requests left in 2.5s, want at least %d (two windows)", len(left), 2*limit)
+	}
+	window := lim.Window + lim.Margin
+	for i := limit; i < len(left); i++ {
+		if d := left[i].Sub(left[i-limit]); d < window-5*time.Millisecond {
+			t.Fatalf("requests %d and %d left %v apart: %d in less than a window of %v", i-limit, i, d, limit+1, window)
+		}
+	}
+	t.Logf("%d requests, %d commands", len(left), hook.n.Load())
+}
+
+// A slot reserved ahead is handed out only until lateTolerance after its time; a stale one is
+// given up and counted, never used late.
+func TestSlotPoolGivesUpStaleSlots(t *testing.T) {
+	t.Parallel()
+	var unused int
+	p := &slotPool{unused: func(n int) { unused += n }}
+	now := time.Now()
+	_, fill, wait := p.take(now, time.Second)
+	if fill != 1 || wait != nil {
+		t.Fatalf("empty pool: fill %d, wait %v; want the caller to reserve 1", fill, wait)
+	}
+	p.filled([]reservedSlot{
+		{member: "old", local: now.Add(-2 * lateTolerance)},
+		{member: "due", local: now.Add(-lateTolerance / 2)},
+		{member: "later", local: now.Add(time.Second)},
+	})
+	s, _, _ := p.take(now, 100*time.Millisecond)
+	if s == nil || s.member != "due" || unused != 1 {
+		t.Fatalf("took %+v with %d given up, want the due slot and the stale one given up", s, unused)
+	}
+	// The later slot is beyond this caller's wait bound: it reserves its own.
+	if s, fill, _ := p.take(now, 100*time.Millisecond); s != nil || fill < 1 {
+		t.Fatalf("took %+v (fill %d), want a fill: the remaining slot is beyond the wait bound", s, fill)
+	}
+}
+
+// One script reserving a batch places each request as lone requests would be placed: the
+// (limit+1)-th a window after the first, including when both are in the same batch.
+func TestServiceReserveScriptBatch(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.NewDB(t).Client(t)
+	ctx := context.Background()
+	keys := []string{"proxyq:{svc:t}:create", "proxyq:{svc:t}:adaptive"}
+	// limit 5, window 1000ms, wait bound 5s, gap 1ms (1000µs).
+	run := func(count int) []int64 {
+		res, err := reserveScript.Run(ctx, rdb, keys, 5, 5000, 1000, 5000, "m"+strconv.Itoa(count)+"-", 60000, 1000, count).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(res[0]) != len(res[5:]) {
+			t.Fatalf("script says %d reserved, returned %d times", res[0], len(res[5:]))
+		}
+		return res[5:]
+	}
+	first := run(3)  // three at once
+	second := run(9) // two more fill the window, the next five wait for the first five
+	if len(first) != 3 || len(second) != 9 {
+		t.Fatalf("reserved %d and %d, want 3 and 9", len(first), len(second))
+	}
+	all := append(first, second...)
+	for i := 1; i < len(all); i++ {
+		if all[i] < all[i-1]+1 {
+			t.Errorf("slot %d at %d, less than the gap after %d", i, all[i], all[i-1])
+		}
+	}
+	for i := 5; i < len(all); i++ {
+		if all[i] < all[i-5]+1000 {
+			t.Errorf("slot %d at %d: within a window of slot %d (%d): 6 in one window", i, all[i], i-5, all[i-5])
+		}
+	}
+	if n := rdb.ZCard(ctx, keys[0]).Val(); n != 12 {
+		t.Errorf("reservations = %d, want 12", n)
+	}
+	// A wait bound cuts the batch at the first slot beyond it.
+	res, err := reserveScript.Run(ctx, rdb, keys, 5, 5000, 1000, 10, "cut-", 60000, 1000, 4).Int64Slice()
+	if err != nil || res[0] != 0 || res[1] <= 10 {
+		t.Fatalf("batch beyond the wait bound = %v, %v; want none reserved and the wait of the first", res, err)
 	}
 }
