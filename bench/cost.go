@@ -123,6 +123,13 @@ func keyClass(key string) string {
 	return "other"
 }
 
+// A key that expires within transientTTL (the per-Service windows: window + margin + 1s) is
+// not memory held while messages are retained: it is reported on its own row.
+const (
+	transientTTL   = time.Minute
+	classTransient = "transient"
+)
+
 // keyMemory sums MEMORY USAGE by key class and notes each class's longest TTL.
 type keyMemory struct {
 	Bytes map[string]int64
@@ -140,9 +147,12 @@ func scanMemory(ctx context.Context, rdb *redis.Client) (keyMemory, error) {
 			continue // gone since the scan
 		}
 		c := keyClass(key)
+		ttl, err := rdb.PTTL(ctx, key).Result()
+		if err == nil && ttl > 0 && ttl <= transientTTL {
+			c = classTransient
+		}
 		m.Bytes[c] += n
 		m.Keys[c]++
-		ttl, err := rdb.TTL(ctx, key).Result()
 		if err == nil && m.TTL[c] >= 0 {
 			if ttl < 0 {
 				m.TTL[c] = -1
@@ -293,8 +303,10 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	calls := func(s sideCost) float64 { return per(s.stats.Calls) }
 	held := func(s sideCost) float64 {
 		var sum int64
-		for _, v := range s.keys.Bytes {
-			sum += v
+		for c, v := range s.keys.Bytes {
+			if c != classTransient {
+				sum += v
+			}
 		}
 		return per(sum)
 	}
@@ -317,8 +329,13 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 			Proxyq: per(p.stats.ScriptUsec), Peer: per(q.stats.ScriptUsec), Ratio: per(p.stats.ScriptUsec) / per(q.stats.ScriptUsec)},
 		{Scenario: 7, Measure: "… Redis process CPU (INFO cpu, user+sys: includes network I/O)", Unit: "µs",
 			Proxyq: per(p.stats.CPUUsec), Peer: per(q.stats.CPUUsec), Ratio: per(p.stats.CPUUsec) / per(q.stats.CPUUsec)},
-		{Scenario: 7, Measure: "… Redis memory held per completed message while retained (MEMORY USAGE of every key / messages)", Unit: "bytes",
+		{Scenario: 7, Measure: "… Redis memory held per completed message while retained (MEMORY USAGE of every key that outlives a minute / messages)", Unit: "bytes",
 			Proxyq: pm, Peer: qm, Ratio: pm / qm, Target: "proxyq ≤ 1024", Met: met(pm <= 1024)},
+		{Scenario: 7, Measure: "… of it asynq's task hash (the outcome record included) and asynq's other keys", Unit: "bytes",
+			Proxyq: per(p.keys.Bytes["asynq task hash"] + p.keys.Bytes["asynq other"]), Peer: per(q.keys.Bytes["asynq task hash"] + q.keys.Bytes["asynq other"]),
+			Ratio: float64(p.keys.Bytes["asynq task hash"]+p.keys.Bytes["asynq other"]) / float64(q.keys.Bytes["asynq task hash"]+q.keys.Bytes["asynq other"])},
+		{Scenario: 7, Measure: fmt.Sprintf("… transient, not counted above: keys expiring within %v (per-Service windows), per message of this burst", transientTTL), Unit: "bytes",
+			Proxyq: per(p.keys.Bytes[classTransient]), Peer: per(q.keys.Bytes[classTransient]), Ratio: nan},
 		{Scenario: 7, Measure: fmt.Sprintf("… of it kept by proxyq beyond asynq's task (claims, ledger; %s)", ttlText), Unit: "bytes",
 			Proxyq: after, Peer: nan, Ratio: nan},
 		{Scenario: 7, Measure: fmt.Sprintf("… memory held per completed message with hash-max-listpack-value %d (README, Sizing)", listpackValue), Unit: "bytes",
