@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	run := map[int]func(context.Context) ([]Row, error){
 		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6,
 		7: b.scenario7, 8: b.scenario8,
-		9: b.scenario9, // lanes.go
+		9:  b.scenario9,  // lanes.go
 		10: b.scenario10, // servicelimits.go
 	}
 	for _, s := range scenarios {

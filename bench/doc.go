@@ -43,7 +43,7 @@
 //  9. Ordered lanes (lanes.go), proxyq only: the hand-off from one message of a lane being
 //     recorded to the next one's POST (p50, p99), and throughput of 1,000 lanes × 10 messages
 //     against the same messages without ordering keys.
-// 10. Twilio's per-Service limit (servicelimits.go): the fake caps each Service at 30/s over a
+//  10. Twilio's per-Service limit (servicelimits.go): the fake caps each Service at 30/s over a
 //     5 s window (80621) and the account's concurrency; three proxyq processes with the defaults
 //     beside three naive peers send to two Services: 429s received and each Service's rate.
 //

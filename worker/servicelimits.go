@@ -224,10 +224,10 @@ type ServiceRates interface {
 // ServiceLimiter enforces per-Service limits through Redis. A nil *ServiceLimiter (limits
 // off) grants everything. Safe for concurrent use.
 type ServiceLimiter struct {
-	rdb   redis.UniversalClient
-	lim   ServiceLimits
-	rates ServiceRates
-	log   *zap.Logger
+	rdb    redis.UniversalClient
+	lim    ServiceLimits
+	rates  ServiceRates
+	log    *zap.Logger
 	gauge  *prometheus.GaugeVec
 	unused prometheus.Counter
 

@@ -123,10 +123,10 @@ func TestRouteOf(t *testing.T) {
 		t.Errorf("RouteOf = %q, want %q", got, want)
 	}
 	for path, want := range map[string]string{
-		"/v1/message-interactions":          "/v1/message-interactions",
-		"/v1/message-interactions:batch":    "/v1/message-interactions:batch",
+		"/v1/message-interactions":           "/v1/message-interactions",
+		"/v1/message-interactions:batch":     "/v1/message-interactions:batch",
 		"/v1/message-interactions/ride-8812": "/v1/message-interactions/{id}",
-		"/v1/other/secret":                  "/v1/…",
+		"/v1/other/secret":                   "/v1/…",
 	} {
 		if got := apiRoute(path); got != want {
 			t.Errorf("apiRoute(%q) = %q, want %q", path, got, want)
