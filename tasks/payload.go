@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -226,34 +227,75 @@ var payloadKeys = func() map[string]bool {
 // may take the first value instead, so both are refused here. Syntax errors are left for the
 // decoder to report.
 func checkKeys(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil
+	i := skipSpace(data, 0)
+	if i >= len(data) {
+		return nil // empty: Decode reports it
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if data[i] != '{' {
 		return &ValidationError{Field: "payload", Rule: "must be a JSON object"}
 	}
-	seen := make(map[string]bool, len(payloadKeys))
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
+	// One pass over the bytes (every worker run decodes its payload, so this is on the hot
+	// path): the object's own keys are the strings at depth 1 followed by a colon. Malformed
+	// JSON is left to Decode, which reports it precisely.
+	var seen [16]string
+	n, depth := 0, 0
+	for i < len(data) {
+		switch c := data[i]; c {
+		case '"':
+			end := stringEnd(data, i)
+			if end < 0 {
+				return nil
+			}
+			if depth == 1 {
+				if j := skipSpace(data, end+1); j < len(data) && data[j] == ':' {
+					key := string(data[i+1 : end])
+					if strings.IndexByte(key, '\\') >= 0 && json.Unmarshal(data[i:end+1], &key) != nil {
+						return nil
+					}
+					if !payloadKeys[key] {
+						return &ValidationError{Field: key, Rule: "is not a known key"}
+					}
+					if slices.Contains(seen[:n], key) {
+						return &ValidationError{Field: key, Rule: "must appear only once"}
+					}
+					if n < len(seen) {
+						seen[n] = key
+						n++
+					}
+				}
+			}
+			i = end + 1
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return nil // the object's end: anything after it is Decode's to refuse
+			}
 		}
-		key, _ := tok.(string)
-		switch {
-		case !payloadKeys[key]:
-			return &ValidationError{Field: key, Rule: "is not a known key"}
-		case seen[key]:
-			return &ValidationError{Field: key, Rule: "must appear only once"}
-		}
-		seen[key] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil
-		}
+		i++
 	}
 	return nil
+}
+
+// stringEnd returns the index of the quote closing the JSON string opening at data[i], or -1.
+func stringEnd(data []byte, i int) int {
+	for j := i + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			j++
+		case '"':
+			return j
+		}
+	}
+	return -1
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // jsonProblem turns encoding/json's errors into field-level validation errors.

@@ -22,9 +22,14 @@ func TestEnqueueWaitsForReplicas(t *testing.T) {
 	replica := redistest.StartProcess(t, "--replicaof", host, port)
 	rc := redis.NewClient(&redis.Options{Addr: replica.Addr})
 	defer rc.Close()
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr})
+	defer mc.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if info, _ := rc.Info(context.Background(), "replication").Result(); strings.Contains(info, "master_link_status:up") {
+		// In sync on both sides: the master counts the replica for WAIT once it is online.
+		info, _ := rc.Info(context.Background(), "replication").Result()
+		minfo, _ := mc.Info(context.Background(), "replication").Result()
+		if strings.Contains(info, "master_link_status:up") && strings.Contains(minfo, "state=online") {
 			break
 		}
 		if time.Now().After(deadline) {

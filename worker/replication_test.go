@@ -26,7 +26,9 @@ func startReplicated(t *testing.T) (master, replica *redis.Client, replicaProc *
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		info, err := replica.Info(context.Background(), "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
+		minfo, _ := master.Info(context.Background(), "replication").Result()
+		// In sync on both sides: the master counts the replica for WAIT once it is online.
+		if err == nil && strings.Contains(info, "master_link_status:up") && strings.Contains(minfo, "state=online") {
 			return master, replica, r
 		}
 		if time.Now().After(deadline) {
