@@ -194,10 +194,22 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode,
 			Err: fmt.Errorf("%w: body exceeds %d bytes", errBadContent, maxSuccessBody)}
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := decodeJSON(data, out); err != nil {
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: err}
 	}
 	return nil
+}
+
+// bodyDecoder is implemented by answers that decode themselves in one pass: json.Unmarshal of
+// a type with an UnmarshalJSON method scans the body once to find the value and again inside
+// the method, and this runs once per message sent.
+type bodyDecoder interface{ decodeBody(data []byte) error }
+
+func decodeJSON(data []byte, out any) error {
+	if d, ok := out.(bodyDecoder); ok {
+		return d.decodeBody(data)
+	}
+	return json.Unmarshal(data, out)
 }
 
 // unwrapURLError drops net/http's *url.Error wrapper, whose text quotes the whole URL

@@ -45,7 +45,10 @@ type MessageInteraction struct {
 // UnmarshalJSON decodes Twilio's representation. Dates are read leniently (RFC 3339,
 // else RFC 1123) and an unreadable date becomes the zero time rather than an error: a
 // create that succeeded must not look failed because of a date format.
-func (m *MessageInteraction) UnmarshalJSON(b []byte) error {
+func (m *MessageInteraction) UnmarshalJSON(b []byte) error { return m.decodeBody(b) }
+
+// decodeBody is UnmarshalJSON, called directly for a create's answer (client.go, decodeJSON).
+func (m *MessageInteraction) decodeBody(b []byte) error {
 	type plain MessageInteraction // no methods: avoids recursion
 	var w struct {
 		plain
