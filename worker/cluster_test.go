@@ -29,23 +29,57 @@ type slotLog struct {
 	mu        sync.Mutex
 	counts    map[string]int
 	crossSlot []string
+	// scripts counts EVAL/EVALSHA by their first key, so that a test can tell which scripts ran.
+	scripts map[string]int
 }
 
-func (l *slotLog) note(cmd redis.Cmder) {
+// crossSlotErr says whether err is Redis refusing keys of more than one slot: CROSSSLOT for a
+// command's declared keys, and (Redis 7) a script touching a key it did not declare in another
+// slot, or one held by another node.
+func crossSlotErr(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, s := range []string{"CROSSSLOT", "cross slot", "do not hash to the same slot", "non local key"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *slotLog) note(cmd redis.Cmder, cluster bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	name := strings.ToUpper(cmd.Name())
 	l.counts[name]++
-	if err := cmd.Err(); err != nil && (strings.Contains(err.Error(), "CROSSSLOT") || strings.Contains(err.Error(), "cross slot")) {
+	// Scripts are counted once per run: on the cluster client (each command also passes a
+	// node's client), and not the EVALSHA that found the script missing (EVAL follows).
+	if args := cmd.Args(); cluster && (name == "EVAL" || name == "EVALSHA") && len(args) > 3 &&
+		(cmd.Err() == nil || errors.Is(cmd.Err(), redis.Nil)) {
+		if l.scripts == nil {
+			l.scripts = map[string]int{}
+		}
+		l.scripts[fmt.Sprint(args[3])]++
+	}
+	if err := cmd.Err(); crossSlotErr(err) {
 		l.crossSlot = append(l.crossSlot, fmt.Sprintf("%v: %v", cmd.Args(), err))
 	}
+}
+
+// scriptRuns is how many scripts ran with key as their first key.
+func (l *slotLog) scriptRuns(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.scripts[key]
 }
 
 func (l *slotLog) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (l *slotLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		l.note(cmd)
+		l.note(cmd, true)
 		return err
 	}
 }
@@ -53,7 +87,28 @@ func (l *slotLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, c := range cmds {
-			l.note(c)
+			l.note(c, true)
+		}
+		return err
+	}
+}
+
+// nodeLog is the slotLog's hook on the cluster's per-node clients.
+type nodeLog struct{ l *slotLog }
+
+func (n nodeLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (n nodeLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		n.l.note(cmd, false)
+		return err
+	}
+}
+func (n nodeLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			n.l.note(c, false)
 		}
 		return err
 	}
@@ -90,7 +145,7 @@ func (o hookedOpt) MakeRedisClient() any {
 	c := o.RedisClusterClientOpt.MakeRedisClient().(*redis.ClusterClient)
 	c.AddHook(o.log)
 	// Per-node clients are made lazily; the hook must reach MasterForKey's too.
-	c.OnNewNode(func(n *redis.Client) { n.AddHook(o.log) })
+	c.OnNewNode(func(n *redis.Client) { n.AddHook(nodeLog{o.log}) })
 	return c
 }
 
@@ -104,6 +159,27 @@ func TestClusterSlotSafety(t *testing.T) {
 	rdb := opt.MakeRedisClient().(*redis.ClusterClient)
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
+
+	t.Run("the hook sees cross-slot errors", func(t *testing.T) {
+		// Declared keys of two slots (CROSSSLOT), and a script reaching an undeclared key of
+		// another slot (Redis 7's own wording): both must be caught, then forgotten.
+		errs := []error{
+			rdb.MGet(ctx, "proxyq:{a}:x", "proxyq:{b}:x").Err(),
+			rdb.Eval(ctx, "return redis.call('GET', 'proxyq:{b}:x')", []string{"proxyq:{a}:x"}).Err(),
+		}
+		for _, err := range errs {
+			if !crossSlotErr(err) {
+				t.Errorf("not recognised as cross-slot: %v", err)
+			}
+		}
+		log.mu.Lock()
+		caught := len(log.crossSlot)
+		log.crossSlot = nil
+		log.mu.Unlock()
+		if caught < len(errs) {
+			t.Fatalf("the hook caught %d cross-slot errors of %d", caught, len(errs))
+		}
+	})
 
 	t.Run("ledger", func(t *testing.T) {
 		l := NewLedger(rdb, time.Hour)
@@ -266,6 +342,411 @@ func TestClusterSlotSafety(t *testing.T) {
 		}
 	})
 
+	t.Run("idempotency keys across queues", func(t *testing.T) {
+		// The reservation (proxyq:{idem:<key>}) and each queue's asynq keys are three slots:
+		// reserve, commit, the holder check and a take-over all run on the cluster.
+		enq := tasks.NewEnqueuer(opt)
+		defer enq.Close()
+		insp := asynq.NewInspector(opt)
+		defer insp.Close()
+		p := tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: fmt.Sprintf("KP%032d", 7), Body: "once"}
+		const key = "cluster-across-queues"
+		reservation := func() string {
+			t.Helper()
+			v, err := rdb.Get(ctx, tasks.ReservationKey(key)).Result()
+			if err != nil {
+				t.Fatalf("reservation of %s: %v", key, err)
+			}
+			return v
+		}
+		r1, err := enq.Enqueue(ctx, p, tasks.Queue("xq-a"), tasks.IdempotencyKey(key), tasks.ProcessIn(time.Hour))
+		if err != nil || r1.Duplicate || r1.Queue != "xq-a" || r1.TaskID != key {
+			t.Fatalf("first enqueue: %+v %v", r1, err)
+		}
+		if v := reservation(); !strings.HasPrefix(v, "c|") || !strings.HasSuffix(v, "|xq-a") {
+			t.Fatalf("reservation after the first enqueue: %q, want committed on xq-a", v)
+		}
+		r2, err := enq.Enqueue(ctx, p, tasks.Queue("xq-b"), tasks.IdempotencyKey(key), tasks.ProcessIn(time.Hour))
+		if err != nil || !r2.Duplicate || r2.Queue != "xq-a" {
+			t.Fatalf("same key on another queue: %+v %v, want the duplicate on xq-a", r2, err)
+		}
+		if n, err := rdb.Exists(ctx, "asynq:{xq-b}:t:"+key).Result(); err != nil || n != 0 {
+			t.Fatalf("a second message was enqueued on xq-b (%v)", err)
+		}
+		// The message is gone (deleted): its committed reservation is taken over by the next one.
+		if err := insp.DeleteTask("xq-a", key); err != nil {
+			t.Fatal(err)
+		}
+		r3, err := enq.Enqueue(ctx, p, tasks.Queue("xq-b"), tasks.IdempotencyKey(key), tasks.ProcessIn(time.Hour))
+		if err != nil || r3.Duplicate || r3.Queue != "xq-b" {
+			t.Fatalf("after the holder is gone: %+v %v, want a new message on xq-b", r3, err)
+		}
+		if v := reservation(); !strings.HasPrefix(v, "c|") || !strings.HasSuffix(v, "|xq-b") {
+			t.Fatalf("reservation after the take-over: %q, want committed on xq-b", v)
+		}
+		// reserve+commit; reserve (finds the holder); reserve (finds it), reserve (takes over)+commit.
+		if n := log.scriptRuns(tasks.ReservationKey(key)); n != 6 {
+			t.Fatalf("%d reservation scripts ran, want 6", n)
+		}
+	})
+
+	t.Run("ordered lanes through asynq", func(t *testing.T) {
+		// Lanes on four queues (each queue's lanes share its slot; the queues spread over the
+		// masters), two lanes each, 5 messages a lane: placed at enqueue (batches and single
+		// enqueues interleaved), sent one at a time in enqueue order by a real worker.
+		queues := []string{"lane-a", "lane-b", "lane-c", "lane-d"}
+		masters := map[string]bool{}
+		for _, q := range queues {
+			m, err := rdb.MasterForKey(ctx, tasks.LaneKey(q, "k"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			masters[m.Options().Addr] = true
+		}
+		if len(masters) < 2 {
+			t.Fatalf("the lane queues all live on one master (%v): pick other names", masters)
+		}
+		api := &orderStub{participantStub: participantStub{&stubAPI{}}}
+		// Interaction SIDs the handler subtest's stub has not handed out (and claimed) already.
+		api.creates.Store(10000)
+		qs := map[string]int{}
+		for _, q := range queues {
+			qs[q] = 1
+		}
+		w, err := New(Config{Concurrency: 8, HTTPTimeout: 2 * time.Second, BackoffBase: 50 * time.Millisecond,
+			BackoffMax: 200 * time.Millisecond, DelayedCheckInterval: 50 * time.Millisecond, PollInterval: 10 * time.Millisecond,
+			ReconcileSettle: 200 * time.Millisecond, LaneRecheck: 300 * time.Millisecond, Queues: qs},
+			Deps{Redis: opt, API: api, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		enq := tasks.NewEnqueuer(opt)
+		defer enq.Close()
+		insp := asynq.NewInspector(opt)
+		defer insp.Close()
+		const perLane = 5
+		lanesOf := []string{"k-1", "k-2"}
+		msg := func(q, key string, n int) tasks.Message {
+			return tasks.Message{
+				Payload: tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: fmt.Sprintf("KP%032d", n%3),
+					Body: fmt.Sprintf("%s|%s|%d", q, key, n), OrderingKey: key},
+				Options: []tasks.Option{tasks.Queue(q)},
+			}
+		}
+		var ids []string
+		// Messages 0-1 of every lane in one batch (one place script per queue), 2 alone, 3-4 in
+		// a second batch; the worker starts after the first batch, so later ones queue behind.
+		var first, second []tasks.Message
+		for _, q := range queues {
+			for _, k := range lanesOf {
+				first = append(first, msg(q, k, 0), msg(q, k, 1))
+				second = append(second, msg(q, k, 3), msg(q, k, 4))
+			}
+		}
+		res, err := enq.EnqueueBatch(ctx, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			ids = append(ids, r.TaskID)
+		}
+		for _, q := range queues {
+			if n, err := rdb.ZCard(ctx, tasks.LaneKey(q, "k-1")).Result(); err != nil || n != 2 {
+				t.Fatalf("lane %s/k-1 after the batch: %d places, %v", q, n, err)
+			}
+		}
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer w.Shutdown()
+		for _, q := range queues {
+			for _, k := range lanesOf {
+				m := msg(q, k, 2)
+				r, err := enq.Enqueue(ctx, m.Payload, m.Options...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, r.TaskID)
+			}
+		}
+		res, err = enq.EnqueueBatch(ctx, second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res {
+			ids = append(ids, r.TaskID)
+		}
+		total := len(queues) * len(lanesOf) * perLane
+		if len(ids) != total {
+			t.Fatalf("%d enqueued, want %d", len(ids), total)
+		}
+		deadline := time.Now().Add(90 * time.Second)
+		for _, id := range ids {
+			for {
+				st, err := tasks.Lookup(ctx, insp, id)
+				if err == nil && st.State == "completed" {
+					if st.Outcome == nil || st.Outcome.State != tasks.OutcomeSent {
+						t.Fatalf("%s: outcome %+v", id, st.Outcome)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s not completed: %+v %v", id, st, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		bodies := api.sent()
+		if len(bodies) != total {
+			t.Fatalf("%d creates for %d messages: %v", len(bodies), total, bodies)
+		}
+		next := map[string]int{}
+		for _, b := range bodies {
+			i := strings.LastIndex(b, "|")
+			lane, n := b[:i], b[i+1:]
+			if want := fmt.Sprint(next[lane]); n != want {
+				t.Fatalf("lane %s: message %s created when %s was next; order %v", lane, n, want, bodies)
+			}
+			next[lane]++
+		}
+		// Every lane emptied and tidied (its info hash deleted with its last message).
+		for _, q := range queues {
+			for _, k := range lanesOf {
+				if n, err := rdb.Exists(ctx, tasks.LaneKey(q, k), tasks.LaneInfoKey(q, k)).Result(); err != nil || n != 0 {
+					t.Fatalf("lane %s/%s left %d keys: %v", q, k, n, err)
+				}
+			}
+		}
+		for _, q := range queues {
+			// 3 place scripts (two batches, one single enqueue), a turn and a leave per message.
+			if n := log.scriptRuns(tasks.LaneKey(q, "k-1")); n < 3+2*perLane {
+				t.Fatalf("%d lane scripts ran on %s/k-1, want at least %d", n, q, 3+2*perLane)
+			}
+		}
+	})
+
+	t.Run("lane turn, leave and wake", func(t *testing.T) {
+		// The worker-side scripts on their own, with asynq's states set as asynq would: a head
+		// goes, a follower waits and is woken from the retry set by the head's leave, and a
+		// follower still running at the leave is woken later by the wake script.
+		const q, key = "lane-direct", "direct"
+		enq := tasks.NewEnqueuer(opt)
+		defer enq.Close()
+		var ids []string
+		for i := range 3 {
+			r, err := enq.Enqueue(ctx, tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: testKP,
+				Body: fmt.Sprint(i), OrderingKey: key}, tasks.Queue(q), tasks.ProcessIn(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, r.TaskID)
+		}
+		prefix := "asynq:{" + q + "}:"
+		state := func(id string) string {
+			t.Helper()
+			s, err := rdb.HGet(ctx, prefix+"t:"+id, "state").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		// toRetry moves a task to asynq's retry set, as asynq does with a run told to wait.
+		toRetry := func(id string) {
+			t.Helper()
+			if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, prefix+"scheduled", id)
+				p.ZAdd(ctx, prefix+"retry", redis.Z{Score: float64(time.Now().Add(time.Hour).Unix()), Member: id})
+				p.HSet(ctx, prefix+"t:"+id, "state", "retry")
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pending := func(id string) bool {
+			t.Helper()
+			l, err := rdb.LRange(ctx, prefix+"pending", 0, -1).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range l {
+				if x == id {
+					return true
+				}
+			}
+			return false
+		}
+		grace := tasks.LaneEnqueueGrace
+		if tr, err := tasks.LaneTurn(ctx, rdb, q, key, ids[0], grace); err != nil || !tr.Go {
+			t.Fatalf("head's turn: %+v %v", tr, err)
+		}
+		tr, err := tasks.LaneTurn(ctx, rdb, q, key, ids[1], grace)
+		if err != nil || tr.Go || tr.Ahead != 1 || tr.Head != ids[0] || tr.HeadState != "scheduled" {
+			t.Fatalf("follower's turn: %+v %v", tr, err)
+		}
+		st := &tasks.Status{ID: ids[1], Queue: q, State: "retry"}
+		st.Message.OrderingKey = key
+		if err := tasks.ReadLane(ctx, rdb, st); err != nil || st.Lane.Position != 2 || st.Lane.Length != 3 || st.Lane.Head != ids[0] {
+			t.Fatalf("ReadLane: %+v %v", st.Lane, err)
+		}
+		toRetry(ids[1])
+		lv, err := tasks.LeaveLane(ctx, rdb, q, key, ids[0], grace)
+		if err != nil || !lv.Removed || lv.Head != ids[1] || lv.HeadState != "woken" {
+			t.Fatalf("head leaves: %+v %v", lv, err)
+		}
+		if s := state(ids[1]); s != "pending" || !pending(ids[1]) {
+			t.Fatalf("woken follower is %s, in pending list %v", s, pending(ids[1]))
+		}
+		if tr, err := tasks.LaneTurn(ctx, rdb, q, key, ids[1], grace); err != nil || !tr.Go {
+			t.Fatalf("woken follower's turn: %+v %v", tr, err)
+		}
+		if tr, err := tasks.LaneTurn(ctx, rdb, q, key, ids[2], grace); err != nil || tr.Go || tr.Head != ids[1] {
+			t.Fatalf("third's turn: %+v %v", tr, err)
+		}
+		// The third is still running (being told to wait) when the second ends.
+		if err := rdb.HSet(ctx, prefix+"t:"+ids[2], "state", "active").Err(); err != nil {
+			t.Fatal(err)
+		}
+		lv, err = tasks.LeaveLane(ctx, rdb, q, key, ids[1], grace)
+		if err != nil || !lv.Removed || lv.Head != ids[2] || lv.HeadState != "active" {
+			t.Fatalf("second leaves: %+v %v", lv, err)
+		}
+		if s, err := tasks.WakeLaneHead(ctx, rdb, q, key, ids[2]); err != nil || s != "active" {
+			t.Fatalf("wake a running head: %q %v", s, err)
+		}
+		toRetry(ids[2])
+		if s, err := tasks.WakeLaneHead(ctx, rdb, q, key, ids[2]); err != nil || s != "woken" {
+			t.Fatalf("wake a sleeping head: %q %v", s, err)
+		}
+		if s := state(ids[2]); s != "pending" || !pending(ids[2]) {
+			t.Fatalf("woken head is %s, in pending list %v", s, pending(ids[2]))
+		}
+		if s, err := tasks.WakeLaneHead(ctx, rdb, q, key, ids[0]); err != nil || s != "" {
+			t.Fatalf("wake a message that left: %q %v", s, err)
+		}
+		if tr, err := tasks.LaneTurn(ctx, rdb, q, key, ids[2], grace); err != nil || !tr.Go {
+			t.Fatalf("last one's turn: %+v %v", tr, err)
+		}
+		if lv, err := tasks.LeaveLane(ctx, rdb, q, key, ids[2], grace); err != nil || !lv.Removed || lv.Head != "" {
+			t.Fatalf("last one leaves: %+v %v", lv, err)
+		}
+		if n, err := rdb.Exists(ctx, tasks.LaneKey(q, key), tasks.LaneInfoKey(q, key)).Result(); err != nil || n != 0 {
+			t.Fatalf("empty lane left %d keys: %v", n, err)
+		}
+	})
+
+	t.Run("service window", func(t *testing.T) {
+		const acct = "AC00000000000000000000000000000001"
+		// 3 requests per 3 s window, at most one per 333 ms: the 4th within the window is refused.
+		lim, err := NewServiceLimiter(rdb, ServiceLimits{Rate: 1, Window: 3 * time.Second, Margin: time.Millisecond, BurstRate: 3,
+			MaxWait: time.Second}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := range 6 { // Services spread over the slots
+			wg.Add(1)
+			go func(svc string) {
+				defer wg.Done()
+				for j := range 3 {
+					if _, err := lim.Reserve(ctx, acct, svc, EndpointCreate, 2*time.Second); err != nil {
+						t.Errorf("%s: request %d refused: %v", svc, j, err)
+						return
+					}
+				}
+				var le *LimitedError
+				if _, err := lim.Reserve(ctx, acct, svc, EndpointCreate, 0); !errors.As(err, &le) || le.RetryIn <= 0 || le.Service != svc {
+					t.Errorf("%s: 4th request in the window: %v, want a LimitedError", svc, err)
+				}
+				if n, err := rdb.ZCard(ctx, serviceTag(acct, svc)+string(EndpointCreate)).Result(); err != nil || n != 3 {
+					t.Errorf("%s: %d reservations in the window, want 3 (%v)", svc, n, err)
+				}
+			}(fmt.Sprintf("KS%032x", 0x5e0+i))
+		}
+		wg.Wait()
+
+		// A 429 for a Service halves its factor: its window then holds one request (3 × ½).
+		svcT := fmt.Sprintf("KS%032x", 0x7a0)
+		lim.Throttled(acct, svcT)
+		if f := lim.Factor(acct, svcT); f != 0.5 {
+			t.Fatalf("factor after a 429: %v, want 0.5", f)
+		}
+		if f, err := rdb.HGet(ctx, serviceTag(acct, svcT)+"adaptive", "factor").Result(); err != nil || f != "500" {
+			t.Fatalf("adaptive factor in Redis: %q %v", f, err)
+		}
+		if _, err := lim.Reserve(ctx, acct, svcT, EndpointCreate, 0); err != nil {
+			t.Fatalf("first request after the 429: %v", err)
+		}
+		var le *LimitedError
+		if _, err := lim.Reserve(ctx, acct, svcT, EndpointCreate, time.Second); !errors.As(err, &le) {
+			t.Fatalf("second request after the 429: %v, want refused (unthrottled it would wait 333ms)", err)
+		}
+
+		// A request leaving late moves its reservation to when it left.
+		svcD := fmt.Sprintf("KS%032x", 0xde0)
+		rsv, err := lim.Reserve(ctx, acct, svcD, EndpointCreate, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		rsv.Departed()
+		if at, err := rdb.ZScore(ctx, rsv.key, rsv.member).Result(); err != nil || int64(at) < rsv.atMs+50 {
+			t.Fatalf("late departure: reservation at %v (reserved %d), %v; want moved ≥ 100ms later", at, rsv.atMs, err)
+		}
+
+		// Batches: one script reserves 8 consecutive slots of a Service at Twilio's default
+		// limits; the next 7 requests take them without another script.
+		def, err := NewServiceLimiter(rdb, ServiceLimits{}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcB := fmt.Sprintf("KS%032x", 0xba0)
+		key := serviceTag(acct, svcB) + string(EndpointCreate)
+		pool := def.pool(key)
+		if s, fill, wait := pool.take(time.Now(), time.Second); s != nil || wait != nil || fill < 1 {
+			t.Fatalf("fresh pool: %v %d %v", s, fill, wait)
+		}
+		first, err := def.reserveBatch(ctx, acct, svcB, EndpointCreate, time.Second, pool, 8)
+		if err != nil || first == nil {
+			t.Fatalf("batch: %v %v", first, err)
+		}
+		if n, err := rdb.ZCard(ctx, key).Result(); err != nil || n != 8 {
+			t.Fatalf("a batch of 8 reserved %d (%v)", n, err)
+		}
+		runs := log.scriptRuns(key)
+		if runs != 1 {
+			t.Fatalf("%d scripts reserved the batch, want 1", runs)
+		}
+		members := map[string]bool{first.member: true}
+		for range 7 {
+			r, err := def.Reserve(ctx, acct, svcB, EndpointCreate, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			members[r.member] = true
+		}
+		if len(members) != 8 {
+			t.Fatalf("%d distinct slots handed out, want 8", len(members))
+		}
+		if n := log.scriptRuns(key); n != runs {
+			t.Fatalf("%d more scripts for slots reserved ahead", n-runs)
+		}
+		zs, err := rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(zs); i++ { // at most 150/s: ≥ 6.67ms apart
+			if d := zs[i].Score - zs[i-1].Score; d < 6 {
+				t.Fatalf("slots %d and %d only %vms apart: %v", i-1, i, d, zs)
+			}
+		}
+		if err := def.AcquireRead(ctx, acct, svcB, EndpointList); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := rdb.ZCard(ctx, serviceTag(acct, svcB)+string(EndpointList)).Result(); err != nil || n != 1 {
+			t.Fatalf("list reservations %d (%v)", n, err)
+		}
+	})
+
 	log.check(t, "EVALSHA", "WAIT", "GET")
 }
 
@@ -293,4 +774,27 @@ func (s participantStub) CreateMessageInteraction(ctx context.Context, p proxycl
 		mi.ParticipantSID = p.ParticipantSID
 	}
 	return mi, err
+}
+
+// orderStub records the body of each interaction created, in creation order.
+type orderStub struct {
+	participantStub
+	mu     sync.Mutex
+	bodies []string
+}
+
+func (s *orderStub) CreateMessageInteraction(ctx context.Context, p proxyclient.CreateParams) (*proxyclient.MessageInteraction, error) {
+	mi, err := s.participantStub.CreateMessageInteraction(ctx, p)
+	if err == nil {
+		s.mu.Lock()
+		s.bodies = append(s.bodies, p.Body)
+		s.mu.Unlock()
+	}
+	return mi, err
+}
+
+func (s *orderStub) sent() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.bodies...)
 }

@@ -1,0 +1,335 @@
+//go:build cluster
+
+package delivery
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// slotLog is a go-redis hook (as worker/cluster_test.go's) that counts every command, counts
+// scripts by their first key, and keeps every error saying a command or script touched keys of
+// more than one slot, so that an error a caller only logs still fails the test.
+type slotLog struct {
+	mu        sync.Mutex
+	counts    map[string]int
+	scripts   map[string]int
+	crossSlot []string
+}
+
+func (l *slotLog) note(cmd redis.Cmder, cluster bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	name := strings.ToUpper(cmd.Name())
+	l.counts[name]++
+	// Scripts are counted once per run: on the cluster client (each command also passes a
+	// node's client), and not the EVALSHA that found the script missing (EVAL follows).
+	if args := cmd.Args(); cluster && (name == "EVAL" || name == "EVALSHA") && len(args) > 3 &&
+		(cmd.Err() == nil || errors.Is(cmd.Err(), redis.Nil)) {
+		l.scripts[fmt.Sprint(args[3])]++
+	}
+	if err := cmd.Err(); err != nil {
+		for _, s := range []string{"CROSSSLOT", "cross slot", "do not hash to the same slot", "non local key"} {
+			if strings.Contains(err.Error(), s) {
+				l.crossSlot = append(l.crossSlot, fmt.Sprintf("%v: %v", cmd.Args(), err))
+				break
+			}
+		}
+	}
+}
+
+func (l *slotLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (l *slotLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		l.note(cmd, true)
+		return err
+	}
+}
+func (l *slotLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			l.note(c, true)
+		}
+		return err
+	}
+}
+
+// nodeLog is the slotLog's hook on the cluster's per-node clients.
+type nodeLog struct{ l *slotLog }
+
+func (n nodeLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (n nodeLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		n.l.note(cmd, false)
+		return err
+	}
+}
+func (n nodeLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			n.l.note(c, false)
+		}
+		return err
+	}
+}
+
+func (l *slotLog) scriptRuns(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.scripts[key]
+}
+
+func (l *slotLog) check(t *testing.T, want ...string) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.crossSlot {
+		t.Errorf("cross-slot: %s", c)
+	}
+	for _, w := range want {
+		if l.counts[w] == 0 {
+			t.Errorf("no %s ran: the test no longer exercises what it claims", w)
+		}
+	}
+	names := make([]string, 0, len(l.counts))
+	for n, c := range l.counts {
+		names = append(names, fmt.Sprintf("%s=%d", n, c))
+	}
+	sort.Strings(names)
+	t.Logf("commands: %s", strings.Join(names, " "))
+}
+
+// clusterEnv is env (helpers_test.go) on a Redis Cluster: messages on queues spread over the
+// slots, their interactions (proxyq:{ki:…}) over others.
+type clusterEnv struct {
+	t    *testing.T
+	rdb  *redis.ClusterClient
+	cli  *asynq.Client
+	insp *asynq.Inspector
+	n    int
+}
+
+// message enqueues a task on queue and writes a sent outcome as its result, as the worker does.
+func (e *clusterEnv) message(queue string) (string, string, *tasks.Outcome) {
+	t := e.t
+	t.Helper()
+	e.n++
+	info, err := e.cli.Enqueue(asynq.NewTask(tasks.TypeSendInteraction, []byte(`{}`)), asynq.Queue(queue), asynq.ProcessIn(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now().UTC().Add(-time.Second).Truncate(time.Millisecond)
+	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: fmt.Sprintf("KI%032x", 0xc1000+e.n), OutboundStatus: "queued",
+		OutboundResourceSID: fmt.Sprintf("SM%032x", 0xc1000+e.n), Attempts: 1, SentAt: &sent, RecordedAt: sent}
+	data, _ := json.Marshal(o)
+	if err := e.rdb.HSet(context.Background(), taskKey(queue, info.ID), "result", data).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return info.ID, o.InteractionSID, o
+}
+
+func (e *clusterEnv) outcome(queue, id string) *tasks.Outcome {
+	e.t.Helper()
+	info, err := e.insp.GetTaskInfo(queue, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	o, err := tasks.ParseOutcome(info.Result)
+	if err != nil || o == nil {
+		e.t.Fatalf("outcome of %s: %v %v", id, o, err)
+	}
+	return o
+}
+
+// Every script of the package (early, record, claim, drain) and the timeline's optimistic
+// transaction run on a real Redis Cluster without a cross-slot error, and do their job: callbacks
+// reach the outcome record, early ones are applied at record, polls are claimed and applied,
+// expired early callbacks are drained, and a missing error code is fetched. Run with
+// `go test -tags cluster ./delivery/`.
+func TestClusterSlotSafety(t *testing.T) {
+	c := redistest.StartCluster(t)
+	log := &slotLog{counts: map[string]int{}, scripts: map[string]int{}}
+	rdb := c.Client(t)
+	rdb.AddHook(log)
+	rdb.OnNewNode(func(n *redis.Client) { n.AddHook(nodeLog{log}) })
+	ctx := context.Background()
+	e := &clusterEnv{t: t, rdb: rdb, cli: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
+
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	s, err := New(Config{PollAfter: time.Minute, PollEvery: time.Minute, MaxAge: time.Hour, PendingTTL: time.Minute,
+		WebhookURL: "http://127.0.0.1:1/hook", WebhookSecret: secret}, rdb, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := newCallbackClient(t, s)
+	queues := []string{"dq-0", "dq-1", "dq-2", "dq-3", "dq-4", "dq-5"}
+
+	// Callbacks after the record: the early script finds the index and the timeline is updated
+	// in a WATCH/MULTI transaction on the task's slot; a final status unschedules the poll and
+	// announces the change (a webhook task on the message's queue).
+	type msg struct{ q, id, ki string }
+	var after []msg
+	for _, q := range queues {
+		id, ki, o := e.message(q)
+		s.Recorded(ctx, q, id, testAccount, o)
+		if n, err := rdb.Exists(ctx, indexKey(ki)).Result(); err != nil || n != 1 {
+			t.Fatalf("%s not indexed: %v", ki, err)
+		}
+		if _, err := rdb.ZScore(ctx, pollKey, ki).Result(); err != nil {
+			t.Fatalf("%s not scheduled for a poll: %v", ki, err)
+		}
+		after = append(after, msg{q, id, ki})
+	}
+	for _, m := range after {
+		for _, st := range []string{"sent", "delivered", "sent"} {
+			if code := cb.post(cb.params(m.ki, st), ""); code != http.StatusOK {
+				t.Fatalf("%s %s: %d", m.ki, st, code)
+			}
+		}
+		o := e.outcome(m.q, m.id)
+		if o.OutboundStatus != StatusDelivered || !o.Final || o.DeliveredAt == nil ||
+			!slices.Equal(statuses(o), []string{"queued", "sent", "delivered"}) {
+			t.Fatalf("%s after callbacks: %+v", m.ki, o)
+		}
+		if _, err := rdb.ZScore(ctx, pollKey, m.ki).Result(); err != redis.Nil {
+			t.Fatalf("%s final but still scheduled for a poll: %v", m.ki, err)
+		}
+		if _, err := e.insp.GetTaskInfo(m.q, webhookID(m.q, m.id, StatusDelivered)); err != nil {
+			t.Fatalf("%s: no webhook task for delivered: %v", m.ki, err)
+		}
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultAccepted)); n != float64(2*len(after)) {
+		t.Fatalf("accepted callbacks %v, want %d", n, 2*len(after))
+	}
+
+	// Callbacks before the record: kept by the early script, applied by the record script.
+	var early []msg
+	for _, q := range queues[:3] {
+		id, ki, o := e.message(q)
+		for _, st := range []string{"sent", "sending"} {
+			if code := cb.post(cb.params(ki, st), ""); code != http.StatusOK {
+				t.Fatalf("%s early %s: %d", ki, st, code)
+			}
+		}
+		if n, err := rdb.LLen(ctx, earlyList(ki)).Result(); err != nil || n != 2 {
+			t.Fatalf("%s: %d callbacks kept, want 2 (%v)", ki, n, err)
+		}
+		if got := e.outcome(q, id); got.OutboundStatus != "queued" || len(got.StatusHistory) != 0 {
+			t.Fatalf("%s applied before its record: %+v", ki, got)
+		}
+		s.Recorded(ctx, q, id, testAccount, o)
+		got := e.outcome(q, id)
+		if got.OutboundStatus != "sent" || got.Final || !slices.Equal(statuses(got), []string{"queued", "sending", "sent"}) &&
+			!slices.Equal(statuses(got), []string{"queued", "sent", "sending"}) {
+			t.Fatalf("%s after its record: %+v", ki, got)
+		}
+		if n, err := rdb.Exists(ctx, earlyList(ki)).Result(); err != nil || n != 0 {
+			t.Fatalf("%s: early callbacks left behind (%v)", ki, err)
+		}
+		if _, err := rdb.ZScore(ctx, earlyKey, ki).Result(); err != redis.Nil {
+			t.Fatalf("%s: pending expiry left behind (%v)", ki, err)
+		}
+		early = append(early, msg{q, id, ki})
+	}
+
+	// A callback for an interaction never recorded: kept, then drained once its TTL is over.
+	unknown := fmt.Sprintf("KI%032x", 0xdead)
+	if code := cb.post(cb.params(unknown, "delivered"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+
+	// Polls: every message not final is due two minutes on; the claim script takes them, the
+	// fetcher's answers are applied. The early messages: one delivered, one undelivered with its
+	// code, one unchanged (the fetcher answers "sent").
+	f := &fakeFetcher{status: map[string]Update{
+		fmt.Sprintf("SM%032x", 0xc1000+len(after)+1): {Status: StatusDelivered},
+		fmt.Sprintf("SM%032x", 0xc1000+len(after)+2): {Status: StatusUndelivered, ErrorCode: 30006, ErrorMessage: "Landline or unreachable carrier"},
+	}}
+	lim := &countLimiter{}
+	lim.room.Store(1000)
+	w, err := s.NewWorker(f, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now().Add(2 * time.Minute)
+	s.now = func() time.Time { return clock }
+	n, err := w.PollOnce(ctx)
+	if err != nil || n != len(early) {
+		t.Fatalf("poll fetched %d (%v), want %d", n, err, len(early))
+	}
+	if o := e.outcome(early[0].q, early[0].id); o.OutboundStatus != StatusDelivered || !o.Final {
+		t.Fatalf("polled delivered: %+v", o)
+	}
+	if o := e.outcome(early[1].q, early[1].id); o.OutboundStatus != StatusUndelivered || o.DeliveryErrorCode != 30006 {
+		t.Fatalf("polled undelivered: %+v", o)
+	}
+	if o := e.outcome(early[2].q, early[2].id); o.OutboundStatus != "sent" || o.Final {
+		t.Fatalf("polled unchanged: %+v", o)
+	}
+	if sc, err := rdb.ZScore(ctx, pollKey, early[2].ki).Result(); err != nil || int64(sc) != clock.Add(time.Minute).UnixMilli() {
+		t.Fatalf("the unchanged message's next poll: %v %v, want PollEvery on", sc, err)
+	}
+	if z, err := rdb.ZCard(ctx, pollKey).Result(); err != nil || z != 1 {
+		t.Fatalf("%d messages still scheduled, want 1 (%v)", z, err)
+	}
+	if got := counter(t, s.metrics.Callbacks.WithLabelValues(ResultUnknownInteraction)); got != 1 {
+		t.Fatalf("drained early callbacks counted %v, want 1", got)
+	}
+	if n, err := rdb.Exists(ctx, earlyList(unknown)).Result(); err != nil || n != 0 {
+		t.Fatalf("expired early callbacks kept (%v)", err)
+	}
+	s.now = time.Now
+
+	// undelivered without a code (a callback has none): the fetch task, run by the worker's
+	// handler, records the code.
+	id, ki, o := e.message(queues[4])
+	s.Recorded(ctx, queues[4], id, testAccount, o)
+	f.mu.Lock()
+	f.status[o.OutboundResourceSID] = Update{Status: StatusUndelivered, ErrorCode: 30003, ErrorMessage: "Unreachable destination handset"}
+	f.mu.Unlock()
+	if code := cb.post(cb.params(ki, StatusUndelivered), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	info, err := e.insp.GetTaskInfo(queues[4], "dlverr:"+ki)
+	if err != nil {
+		t.Fatalf("no fetch task: %v", err)
+	}
+	if err := w.Handlers()[TypeFetchError].ProcessTask(ctx, asynq.NewTask(TypeFetchError, info.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.outcome(queues[4], id); got.OutboundStatus != StatusUndelivered || got.DeliveryErrorCode != 30003 || !got.Final {
+		t.Fatalf("after the fetch: %+v", got)
+	}
+
+	// The scripts that ran, by their first key.
+	if n := log.scriptRuns(indexKey(after[0].ki)); n < 4 { // record + 3 callbacks
+		t.Errorf("%d record/early scripts on %s, want 4", n, after[0].ki)
+	}
+	if n := log.scriptRuns(pollKey); n < 1 {
+		t.Error("the claim script did not run")
+	}
+	if n := log.scriptRuns(earlyList(unknown)); n != 1 {
+		t.Errorf("the drain script ran %d times, want 1", n)
+	}
+	log.check(t, "EVAL", "EVALSHA", "WATCH", "EXEC", "HSET", "ZADD")
+}
