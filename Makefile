@@ -35,7 +35,7 @@ chaos-lanes:
 # script, the end-to-end path, and chaos runs with failovers and killed masters. Needs
 # redis-server, redis-cli and redis-sentinel on PATH. A few minutes.
 test-redis-ha:
-	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
+	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./delivery/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
 
 bench:
 	go run ./cmd/proxyq bench
