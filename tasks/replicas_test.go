@@ -37,7 +37,9 @@ func TestEnqueueWaitsForReplicas(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	enq := NewEnqueuer(asynq.RedisClientOpt{Addr: master.Addr}, WaitForReplicas(1, 200*time.Millisecond))
+	// A generous bound: a replica just in sync sometimes acknowledges only with its periodic
+	// (1 s) ACK; the stalled case below waits all of it.
+	enq := NewEnqueuer(asynq.RedisClientOpt{Addr: master.Addr}, WaitForReplicas(1, 2*time.Second))
 	defer enq.Close()
 	ctx := context.Background()
 	p := validPayload()
