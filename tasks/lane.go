@@ -31,6 +31,10 @@ import (
 //	                               when the message was last told to wait, i.e. it sleeps in
 //	                               asynq's retry set, or is back at the end of its queue for
 //	                               its own recheck, until woken; removed when woken)
+//	proxyq:{queue}:lanewoken       sorted set, one per queue: task ID → ms, the messages woken
+//	                               to the front of the queue and not yet picked up (their turn
+//	                               check or their leaving removes them; older than an hour:
+//	                               pruned at the next wake)
 //
 // The hash is deleted when the lane empties, so an idle key costs nothing.
 
@@ -65,6 +69,10 @@ func LaneKey(queue, key string) string { return "proxyq:{" + queue + "}:lane:" +
 // LaneInfoKey is the hash of a lane's counter and per-message marks.
 func LaneInfoKey(queue, key string) string { return "proxyq:{" + queue + "}:laneinfo:" + key }
 
+// LaneWokenKey is the sorted set of a queue's messages woken by their lanes and not picked up
+// yet (the scripts derive it from the queue's asynq prefix).
+func LaneWokenKey(queue string) string { return "proxyq:{" + queue + "}:lanewoken" }
+
 // asynqPrefix is asynq's key prefix for a queue (asynq/internal/base.QueueKeyPrefix).
 func asynqPrefix(queue string) string { return "asynq:{" + queue + "}:" }
 
@@ -72,6 +80,10 @@ func asynqPrefix(queue string) string { return "asynq:{" + queue + "}:" }
 // recheck put back at the end of the queue (entries from the back): the search is one Redis
 // scan of up to this many entries, within the script, once per hand-off at most.
 const laneWakeScan = "1000"
+
+// laneWakeRun bounds how many woken messages, not picked up yet, a newly woken one queues
+// behind (the order of wakes is kept up to this many; beyond it the new one goes ahead).
+const laneWakeRun = "64"
 
 // laneLua is shared by the scripts below. KEYS[1] lane, KEYS[2] lane info; ARGV[1] asynq queue
 // prefix. settle drops heads that have ended or vanished and returns the live head; wake moves
@@ -86,10 +98,13 @@ const laneLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local P = ARGV[1]
+-- proxyq:{queue}:lanewoken, from P = 'asynq:{queue}:'.
+local WK = 'proxyq:' .. string.sub(P, 7) .. 'lanewoken'
 local function state(id) return redis.call('HGET', P .. 't:' .. id, 'state') end
 local function drop(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], 'r:' .. id, 'w:' .. id)
+  redis.call('ZREM', WK, id)
 end
 local function settle(me, grace)
   local skipped = 0
@@ -130,8 +145,22 @@ local function wake(head, st)
     local pos = redis.pcall('LPOS', P .. 'pending', head, 'MAXLEN', ` + laneWakeScan + `)
     if type(pos) ~= 'number' or redis.call('LREM', P .. 'pending', 1, head) == 0 then return st end
   end
-  -- The front of the queue (asynq takes from the right): it has waited its turn already.
-  redis.call('RPUSH', P .. 'pending', head)
+  -- The front of the queue (asynq takes from the right): it has waited its turn already. But
+  -- behind the messages woken before it and not picked up yet (the right end of the list), so
+  -- that woken messages go in the order they were woken: pushed straight to the end, a message
+  -- woken while the workers are busy would let every later one pass it.
+  local pend = P .. 'pending'
+  local ahead = {}
+  for i = 1, ` + laneWakeRun + ` do
+    local id = redis.call('LINDEX', pend, -i)
+    if not id or not redis.call('ZSCORE', WK, id) then break end
+    ahead[i] = id
+  end
+  for i = 1, #ahead do redis.call('RPOP', pend) end
+  redis.call('RPUSH', pend, head)
+  for i = #ahead, 1, -1 do redis.call('RPUSH', pend, ahead[i]) end
+  redis.call('ZREMRANGEBYSCORE', WK, '-inf', now - 3600000)
+  redis.call('ZADD', WK, now, head)
   redis.call('HDEL', KEYS[2], 'w:' .. head)
   return 'woken'
 end
@@ -188,6 +217,7 @@ if not redis.call('ZSCORE', KEYS[1], me) then
   joined = 1
 end
 redis.call('HSET', KEYS[2], 'r:' .. me, 0)
+redis.call('ZREM', WK, me)
 local head, st, skipped = settle(me, tonumber(ARGV[3]))
 if head == me then
   redis.call('HDEL', KEYS[2], 'w:' .. me)

@@ -355,6 +355,88 @@ func TestLaneWakesAFollowerBackInItsQueue(t *testing.T) {
 	}
 }
 
+// Woken messages are picked up in the order they were woken, all ahead of the queue's backlog:
+// each goes behind those woken before it that no worker has picked up yet.
+func TestLaneWokenMessagesKeepWakeOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rdb := e.db.Client(t)
+	ctx := context.Background()
+	g := LaneEnqueueGrace
+	heads, followers := map[string]string{}, map[string]string{}
+	for _, key := range []string{"A", "B", "C"} {
+		h, err := e.enq.Enqueue(ctx, laned(key, "head"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := e.enq.Enqueue(ctx, laned(key, "follower"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads[key], followers[key] = h.TaskID, f.TaskID
+		if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, key, f.TaskID, g); turn.Go {
+			t.Fatalf("follower %s: %+v", key, turn)
+		}
+		moveToRetry(t, rdb, DefaultQueue, f.TaskID)
+	}
+	p := asynqPrefix(DefaultQueue)
+	// The heads were picked up: out of the queue. A backlog waits in it.
+	for _, h := range heads {
+		rdb.LRem(ctx, p+"pending", 0, h)
+	}
+	for i := range 3 {
+		if _, err := e.enq.Enqueue(ctx, laned(fmt.Sprint("other", i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave := func(key string) {
+		t.Helper()
+		if lv, err := LeaveLane(ctx, rdb, DefaultQueue, key, heads[key], g); err != nil || lv.HeadState != "woken" {
+			t.Fatalf("leave %s = %+v, %v", key, lv, err)
+		}
+	}
+	front := func(n int) []string {
+		t.Helper()
+		ids, err := rdb.LRange(ctx, p+"pending", int64(-n), -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Reverse(ids) // first out first
+		return ids
+	}
+	leave("A")
+	leave("B")
+	if got, want := front(2), []string{followers["A"], followers["B"]}; !slices.Equal(got, want) {
+		t.Fatalf("front of the queue = %v, want A's then B's follower %v", got, want)
+	}
+	// A worker picks A's follower up (asynq pops the right end) and checks its turn: C's
+	// follower, woken next, queues behind B's, still ahead of the backlog.
+	if id, _ := rdb.RPop(ctx, p+"pending").Result(); id != followers["A"] {
+		t.Fatalf("popped %s", id)
+	}
+	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "A", followers["A"], g); !turn.Go {
+		t.Fatalf("A's follower: %+v", turn)
+	}
+	leave("C")
+	if got, want := front(2), []string{followers["B"], followers["C"]}; !slices.Equal(got, want) {
+		t.Fatalf("front of the queue = %v, want B's then C's follower %v", got, want)
+	}
+	if n, _ := rdb.LLen(ctx, p+"pending").Result(); n != 2+3 {
+		t.Errorf("pending holds %d tasks, want 5 (each once)", n)
+	}
+	// Marks: B's and C's followers, not yet picked up; A's went with its turn check.
+	if ids, _ := rdb.ZRange(ctx, LaneWokenKey(DefaultQueue), 0, -1).Result(); len(ids) != 2 || slices.Contains(ids, followers["A"]) {
+		t.Errorf("woken marks = %v, want B's and C's followers", ids)
+	}
+	// A message that ends takes its mark with it.
+	if _, err := LeaveLane(ctx, rdb, DefaultQueue, "B", followers["B"], g); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := rdb.ZScore(ctx, LaneWokenKey(DefaultQueue), followers["B"]).Result(); ok != 0 {
+		t.Errorf("B's follower left its lane but kept its woken mark")
+	}
+}
+
 func TestLaneNeedsRedisAccess(t *testing.T) {
 	t.Parallel()
 	enq := NewEnqueuerFromClient(nil) // the asynq client is never reached
