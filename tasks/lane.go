@@ -91,7 +91,7 @@ const laneWakeRun = "64"
 // set, as asynq's own "run task" does but to the front; or from the back of the queue, where
 // asynq's forwarder put it when its own recheck came due (without this it would wait behind
 // the queue's backlog and behind every message woken after it: the 90–170 ms tail of the
-// scenario 9 hand-off). The pending list is searched from its back for at most wakeScan
+// scenario 9 hand-off). The pending list is searched from its back for at most laneWakeScan
 // entries (LPOS: Redis ≥ 6.0.6; on an older Redis, or further in, it stays where it is and is
 // picked up in queue order). A woken head loses its w: mark, so it is moved once.
 const laneLua = `
