@@ -29,7 +29,12 @@ import (
 //	proxyq:{queue}:laneinfo:<key>  hash: seq (last place given), r:<id> (ms, when the place was
 //	                               taken; 0 once the lane has seen its task exist), w:<id> (ms,
 //	                               when the message was last told to wait, i.e. it sleeps in
-//	                               asynq's retry set until woken)
+//	                               asynq's retry set, or is back at the end of its queue for
+//	                               its own recheck, until woken; removed when woken)
+//	proxyq:{queue}:lanewoken       sorted set, one per queue: task ID → ms, the messages woken
+//	                               to the front of the queue and not yet picked up (their turn
+//	                               check or their leaving removes them; older than an hour:
+//	                               pruned at the next wake)
 //
 // The hash is deleted when the lane empties, so an idle key costs nothing.
 
@@ -64,21 +69,42 @@ func LaneKey(queue, key string) string { return "proxyq:{" + queue + "}:lane:" +
 // LaneInfoKey is the hash of a lane's counter and per-message marks.
 func LaneInfoKey(queue, key string) string { return "proxyq:{" + queue + "}:laneinfo:" + key }
 
+// LaneWokenKey is the sorted set of a queue's messages woken by their lanes and not picked up
+// yet (the scripts derive it from the queue's asynq prefix).
+func LaneWokenKey(queue string) string { return "proxyq:{" + queue + "}:lanewoken" }
+
 // asynqPrefix is asynq's key prefix for a queue (asynq/internal/base.QueueKeyPrefix).
 func asynqPrefix(queue string) string { return "asynq:{" + queue + "}:" }
 
+// laneWakeScan bounds the search of a queue's pending list for a sleeping head that its own
+// recheck put back at the end of the queue (entries from the back): the search is one Redis
+// scan of up to this many entries, within the script, once per hand-off at most.
+const laneWakeScan = "1000"
+
+// laneWakeRun bounds how many woken messages, not picked up yet, a newly woken one queues
+// behind (the order of wakes is kept up to this many; beyond it the new one goes ahead).
+const laneWakeRun = "64"
+
 // laneLua is shared by the scripts below. KEYS[1] lane, KEYS[2] lane info; ARGV[1] asynq queue
 // prefix. settle drops heads that have ended or vanished and returns the live head; wake moves
-// a head that sleeps in the retry set because the lane told it to wait back to its queue, as
-// asynq's own "run task" does, but to the front of the queue.
+// a head that sleeps because the lane told it to wait to the front of its queue: from the retry
+// set, as asynq's own "run task" does but to the front; or from the back of the queue, where
+// asynq's forwarder put it when its own recheck came due (without this it would wait behind
+// the queue's backlog and behind every message woken after it: the 90–170 ms tail of the
+// scenario 9 hand-off). The pending list is searched from its back for at most laneWakeScan
+// entries (LPOS: Redis ≥ 6.0.6; on an older Redis, or further in, it stays where it is and is
+// picked up in queue order). A woken head loses its w: mark, so it is moved once.
 const laneLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local P = ARGV[1]
+-- proxyq:{queue}:lanewoken, from P = 'asynq:{queue}:'.
+local WK = 'proxyq:' .. string.sub(P, 7) .. 'lanewoken'
 local function state(id) return redis.call('HGET', P .. 't:' .. id, 'state') end
 local function drop(id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], 'r:' .. id, 'w:' .. id)
+  redis.call('ZREM', WK, id)
 end
 local function settle(me, grace)
   local skipped = 0
@@ -106,17 +132,37 @@ local function settle(me, grace)
   return false, false, skipped
 end
 local function wake(head, st)
-  if st == 'retry' and redis.call('HEXISTS', KEYS[2], 'w:' .. head) == 1 then
-    if redis.call('ZREM', P .. 'retry', head) == 1 then
-      -- The front of the queue (asynq takes from the right): it has waited its turn already.
-      redis.call('RPUSH', P .. 'pending', head)
-      -- pending_since (ns) as asynq's own forwarder sets it: the queue's latency reads it.
-      redis.call('HSET', P .. 't:' .. head, 'state', 'pending', 'pending_since',
-        t[1] .. string.format('%06d', tonumber(t[2])) .. '000')
-      return 'woken'
-    end
+  if (st ~= 'retry' and st ~= 'pending') or redis.call('HEXISTS', KEYS[2], 'w:' .. head) == 0 then
+    return st
   end
-  return st
+  if st == 'retry' then
+    if redis.call('ZREM', P .. 'retry', head) == 0 then return st end
+    -- pending_since (ns) as asynq's own forwarder sets it: the queue's latency reads it.
+    redis.call('HSET', P .. 't:' .. head, 'state', 'pending', 'pending_since',
+      t[1] .. string.format('%06d', tonumber(t[2])) .. '000')
+  else
+    -- asynq's forwarder pushed it to the back (left) of the queue when its recheck came due.
+    local pos = redis.pcall('LPOS', P .. 'pending', head, 'MAXLEN', ` + laneWakeScan + `)
+    if type(pos) ~= 'number' or redis.call('LREM', P .. 'pending', 1, head) == 0 then return st end
+  end
+  -- The front of the queue (asynq takes from the right): it has waited its turn already. But
+  -- behind the messages woken before it and not picked up yet (the right end of the list), so
+  -- that woken messages go in the order they were woken: pushed straight to the end, a message
+  -- woken while the workers are busy would let every later one pass it.
+  local pend = P .. 'pending'
+  local ahead = {}
+  for i = 1, ` + laneWakeRun + ` do
+    local id = redis.call('LINDEX', pend, -i)
+    if not id or not redis.call('ZSCORE', WK, id) then break end
+    ahead[i] = id
+  end
+  for i = 1, #ahead do redis.call('RPOP', pend) end
+  redis.call('RPUSH', pend, head)
+  for i = #ahead, 1, -1 do redis.call('RPUSH', pend, ahead[i]) end
+  redis.call('ZREMRANGEBYSCORE', WK, '-inf', now - 3600000)
+  redis.call('ZADD', WK, now, head)
+  redis.call('HDEL', KEYS[2], 'w:' .. head)
+  return 'woken'
 end
 local function tidy()
   if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
@@ -171,6 +217,7 @@ if not redis.call('ZSCORE', KEYS[1], me) then
   joined = 1
 end
 redis.call('HSET', KEYS[2], 'r:' .. me, 0)
+redis.call('ZREM', WK, me)
 local head, st, skipped = settle(me, tonumber(ARGV[3]))
 if head == me then
   redis.call('HDEL', KEYS[2], 'w:' .. me)

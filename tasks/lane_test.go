@@ -271,6 +271,172 @@ func TestLaneTurnsLeaveWakeAndSkip(t *testing.T) {
 	}
 }
 
+// backOfQueue does what asynq's forwarder does when a retry comes due: the task goes to the back
+// (left) of its queue.
+func backOfQueue(t *testing.T, rdb redis.UniversalClient, queue, id string) {
+	t.Helper()
+	ctx := context.Background()
+	p := asynqPrefix(queue)
+	if err := rdb.ZRem(ctx, p+"retry", id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb.LRem(ctx, p+"pending", 0, id)
+	rdb.LPush(ctx, p+"pending", id)
+	rdb.HSet(ctx, p+"t:"+id, "state", "pending")
+}
+
+func queueFront(t *testing.T, rdb redis.UniversalClient, queue string) string {
+	t.Helper()
+	id, err := rdb.LIndex(context.Background(), asynqPrefix(queue)+"pending", -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// A follower that was told to wait and whose own recheck has put it back at the end of its
+// queue is moved to the front when its turn comes, not left behind the queue's backlog; one
+// that no worker has seen yet keeps its place in the queue.
+func TestLaneWakesAFollowerBackInItsQueue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rdb := e.db.Client(t)
+	ctx := context.Background()
+	g := LaneEnqueueGrace
+	var ids []string
+	for i := range 3 {
+		r, err := e.enq.Enqueue(ctx, laned("L", fmt.Sprint("m", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.TaskID)
+	}
+	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "L", ids[0], g); !turn.Go {
+		t.Fatalf("head: %+v", turn)
+	}
+	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "L", ids[1], g); turn.Go {
+		t.Fatalf("follower: %+v", turn)
+	}
+	moveToRetry(t, rdb, DefaultQueue, ids[1])
+	// Its recheck comes due: back at the end of the queue, behind a backlog.
+	backOfQueue(t, rdb, DefaultQueue, ids[1])
+	for i := range 5 {
+		if _, err := e.enq.Enqueue(ctx, laned(fmt.Sprint("other", i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lv, err := LeaveLane(ctx, rdb, DefaultQueue, "L", ids[0], g)
+	if err != nil || lv.Head != ids[1] || lv.HeadState != "woken" {
+		t.Fatalf("leave = %+v, %v", lv, err)
+	}
+	if front := queueFront(t, rdb, DefaultQueue); front != ids[1] {
+		t.Errorf("front of the queue is %s, want the woken follower %s", front, ids[1])
+	}
+	p := asynqPrefix(DefaultQueue)
+	if n, _ := rdb.LLen(ctx, p+"pending").Result(); n != 3+5 { // the lane's three (not run here) and the others
+		t.Errorf("pending holds %d tasks, want 8 (each once)", n)
+	}
+	if info := e.taskInfo(t, DefaultQueue, ids[1]); info.State.String() != "pending" {
+		t.Errorf("woken follower is %s, want pending", info.State)
+	}
+	// Woken once: a second wake (another check of the lane) leaves it where it is.
+	if st, err := WakeLaneHead(ctx, rdb, DefaultQueue, "L", ids[1]); err != nil || st != "" {
+		t.Errorf("second wake = %q, %v; want \"\" (not sleeping any more)", st, err)
+	}
+	// ids[2] was never told to wait: when its turn comes it keeps its place in the queue.
+	before, _ := rdb.LRange(ctx, p+"pending", 0, -1).Result()
+	lv, err = LeaveLane(ctx, rdb, DefaultQueue, "L", ids[1], g)
+	if err != nil || lv.Head != ids[2] || lv.HeadState != "pending" {
+		t.Fatalf("leave = %+v, %v", lv, err)
+	}
+	after, _ := rdb.LRange(ctx, p+"pending", 0, -1).Result()
+	if !slices.Equal(before, after) {
+		t.Errorf("a message no worker had seen was moved: %v → %v", before, after)
+	}
+}
+
+// Woken messages are picked up in the order they were woken, all ahead of the queue's backlog:
+// each goes behind those woken before it that no worker has picked up yet.
+func TestLaneWokenMessagesKeepWakeOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rdb := e.db.Client(t)
+	ctx := context.Background()
+	g := LaneEnqueueGrace
+	heads, followers := map[string]string{}, map[string]string{}
+	for _, key := range []string{"A", "B", "C"} {
+		h, err := e.enq.Enqueue(ctx, laned(key, "head"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := e.enq.Enqueue(ctx, laned(key, "follower"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads[key], followers[key] = h.TaskID, f.TaskID
+		if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, key, f.TaskID, g); turn.Go {
+			t.Fatalf("follower %s: %+v", key, turn)
+		}
+		moveToRetry(t, rdb, DefaultQueue, f.TaskID)
+	}
+	p := asynqPrefix(DefaultQueue)
+	// The heads were picked up: out of the queue. A backlog waits in it.
+	for _, h := range heads {
+		rdb.LRem(ctx, p+"pending", 0, h)
+	}
+	for i := range 3 {
+		if _, err := e.enq.Enqueue(ctx, laned(fmt.Sprint("other", i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave := func(key string) {
+		t.Helper()
+		if lv, err := LeaveLane(ctx, rdb, DefaultQueue, key, heads[key], g); err != nil || lv.HeadState != "woken" {
+			t.Fatalf("leave %s = %+v, %v", key, lv, err)
+		}
+	}
+	front := func(n int) []string {
+		t.Helper()
+		ids, err := rdb.LRange(ctx, p+"pending", int64(-n), -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Reverse(ids) // first out first
+		return ids
+	}
+	leave("A")
+	leave("B")
+	if got, want := front(2), []string{followers["A"], followers["B"]}; !slices.Equal(got, want) {
+		t.Fatalf("front of the queue = %v, want A's then B's follower %v", got, want)
+	}
+	// A worker picks A's follower up (asynq pops the right end) and checks its turn: C's
+	// follower, woken next, queues behind B's, still ahead of the backlog.
+	if id, _ := rdb.RPop(ctx, p+"pending").Result(); id != followers["A"] {
+		t.Fatalf("popped %s", id)
+	}
+	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "A", followers["A"], g); !turn.Go {
+		t.Fatalf("A's follower: %+v", turn)
+	}
+	leave("C")
+	if got, want := front(2), []string{followers["B"], followers["C"]}; !slices.Equal(got, want) {
+		t.Fatalf("front of the queue = %v, want B's then C's follower %v", got, want)
+	}
+	if n, _ := rdb.LLen(ctx, p+"pending").Result(); n != 2+3 {
+		t.Errorf("pending holds %d tasks, want 5 (each once)", n)
+	}
+	// Marks: B's and C's followers, not yet picked up; A's went with its turn check.
+	if ids, _ := rdb.ZRange(ctx, LaneWokenKey(DefaultQueue), 0, -1).Result(); len(ids) != 2 || slices.Contains(ids, followers["A"]) {
+		t.Errorf("woken marks = %v, want B's and C's followers", ids)
+	}
+	// A message that ends takes its mark with it.
+	if _, err := LeaveLane(ctx, rdb, DefaultQueue, "B", followers["B"], g); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := rdb.ZScore(ctx, LaneWokenKey(DefaultQueue), followers["B"]).Result(); ok != 0 {
+		t.Errorf("B's follower left its lane but kept its woken mark")
+	}
+}
+
 func TestLaneNeedsRedisAccess(t *testing.T) {
 	t.Parallel()
 	enq := NewEnqueuerFromClient(nil) // the asynq client is never reached

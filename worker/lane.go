@@ -18,9 +18,10 @@ import (
 // A message with an ordering key asks its lane before anything else (limits, ledger): if it is
 // not at the head, it goes back to asynq's retry set with a wait that is not a failure, so it
 // burns no attempt, holds no worker slot and takes no account permit. It is woken at once by
-// the run that ends the message ahead (the leave script moves it from the retry set to its
-// queue), and checks on its own every LaneRecheck (next in line) or 12×LaneRecheck (further
-// back), never later than its deadline.
+// the run that ends the message ahead (the leave script moves it to the front of its queue,
+// from the retry set or from the back of the queue where its own recheck put it, behind the
+// messages woken before it: tasks/lane.go), and checks on its own every LaneRecheck (next in
+// line) or 12×LaneRecheck (further back), never later than its deadline.
 //
 // A message ends — and leaves its lane — when its run returns nil (sent, or re-recorded as
 // sent), when the run archives it (permanent error, expired, outcome unknown for good), or when
