@@ -110,8 +110,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 
 // handle is ProcessTask with the task's identity made explicit, so tests can call it directly.
 //
-// The account permit comes first: on the common path one ledger script then both takes the
-// message and begins its send, so a message costs one ledger round trip before its POST. A run
+// The account permit comes first: on the common path one ledger round trip (an HSETNX for a
+// fresh message, else a script) both takes the message and begins its send. A run
 // that finds reconciliation to do keeps the permit, because listing interactions is a request
 // to the same account.
 func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {

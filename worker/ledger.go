@@ -124,7 +124,7 @@ type Ownership struct {
 	StartedAt time.Time // start of the last POST, for unknown
 	FirstSeen time.Time // when a worker first took this message
 	Posts     int       // POSTs made so far (including the one begun, with Began)
-	Now       time.Time // Redis's clock at acquisition
+	Now       time.Time // Redis's clock at acquisition (this process's for a fresh message)
 	// Began is set by AcquireToSend when the send was begun: Attempt is in_flight, StartedAt
 	// is now and the lease covers the POST.
 	Began bool
