@@ -6,13 +6,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"sort"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,101 +19,6 @@ import (
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// slotLog is a go-redis hook (as worker/cluster_test.go's) that counts every command, counts
-// scripts by their first key, and keeps every error saying a command or script touched keys of
-// more than one slot, so that an error a caller only logs still fails the test.
-type slotLog struct {
-	mu        sync.Mutex
-	counts    map[string]int
-	scripts   map[string]int
-	crossSlot []string
-}
-
-func (l *slotLog) note(cmd redis.Cmder, cluster bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	name := strings.ToUpper(cmd.Name())
-	l.counts[name]++
-	// Scripts are counted once per run: on the cluster client (each command also passes a
-	// node's client), and not the EVALSHA that found the script missing (EVAL follows).
-	if args := cmd.Args(); cluster && (name == "EVAL" || name == "EVALSHA") && len(args) > 3 &&
-		(cmd.Err() == nil || errors.Is(cmd.Err(), redis.Nil)) {
-		l.scripts[fmt.Sprint(args[3])]++
-	}
-	if err := cmd.Err(); err != nil {
-		for _, s := range []string{"CROSSSLOT", "cross slot", "do not hash to the same slot", "non local key"} {
-			if strings.Contains(err.Error(), s) {
-				l.crossSlot = append(l.crossSlot, fmt.Sprintf("%v: %v", cmd.Args(), err))
-				break
-			}
-		}
-	}
-}
-
-func (l *slotLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (l *slotLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		l.note(cmd, true)
-		return err
-	}
-}
-func (l *slotLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		for _, c := range cmds {
-			l.note(c, true)
-		}
-		return err
-	}
-}
-
-// nodeLog is the slotLog's hook on the cluster's per-node clients.
-type nodeLog struct{ l *slotLog }
-
-func (n nodeLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (n nodeLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		n.l.note(cmd, false)
-		return err
-	}
-}
-func (n nodeLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		for _, c := range cmds {
-			n.l.note(c, false)
-		}
-		return err
-	}
-}
-
-func (l *slotLog) scriptRuns(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.scripts[key]
-}
-
-func (l *slotLog) check(t *testing.T, want ...string) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.crossSlot {
-		t.Errorf("cross-slot: %s", c)
-	}
-	for _, w := range want {
-		if l.counts[w] == 0 {
-			t.Errorf("no %s ran: the test no longer exercises what it claims", w)
-		}
-	}
-	names := make([]string, 0, len(l.counts))
-	for n, c := range l.counts {
-		names = append(names, fmt.Sprintf("%s=%d", n, c))
-	}
-	sort.Strings(names)
-	t.Logf("commands: %s", strings.Join(names, " "))
-}
 
 // clusterEnv is env (helpers_test.go) on a Redis Cluster: messages on queues spread over the
 // slots, their interactions (proxyq:{ki:…}) over others.
@@ -168,10 +69,9 @@ func (e *clusterEnv) outcome(queue, id string) *tasks.Outcome {
 // `go test -tags cluster ./delivery/`.
 func TestClusterSlotSafety(t *testing.T) {
 	c := redistest.StartCluster(t)
-	log := &slotLog{counts: map[string]int{}, scripts: map[string]int{}}
+	log := redistest.NewSlotLog()
 	rdb := c.Client(t)
-	rdb.AddHook(log)
-	rdb.OnNewNode(func(n *redis.Client) { n.AddHook(nodeLog{log}) })
+	log.Attach(rdb)
 	ctx := context.Background()
 	e := &clusterEnv{t: t, rdb: rdb, cli: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
 
@@ -322,14 +222,14 @@ func TestClusterSlotSafety(t *testing.T) {
 	}
 
 	// The scripts that ran, by their first key.
-	if n := log.scriptRuns(indexKey(after[0].ki)); n < 4 { // record + 3 callbacks
+	if n := log.ScriptRuns(indexKey(after[0].ki)); n < 4 { // record + 3 callbacks
 		t.Errorf("%d record/early scripts on %s, want 4", n, after[0].ki)
 	}
-	if n := log.scriptRuns(pollKey); n < 1 {
+	if n := log.ScriptRuns(pollKey); n < 1 {
 		t.Error("the claim script did not run")
 	}
-	if n := log.scriptRuns(earlyList(unknown)); n != 1 {
+	if n := log.ScriptRuns(earlyList(unknown)); n != 1 {
 		t.Errorf("the drain script ran %d times, want 1", n)
 	}
-	log.check(t, "EVAL", "EVALSHA", "WATCH", "EXEC", "HSET", "ZADD")
+	log.Check(t, "EVAL", "EVALSHA", "WATCH", "EXEC", "HSET", "ZADD")
 }
