@@ -23,8 +23,8 @@ import (
 // Every worker process shares one budget through Redis.
 //
 // Algorithm: a sliding log with reservations, one Lua script per request or per batch of a
-// busy process's requests (serviceslots.go). Each (account,
-// Service, endpoint) has a sorted set of request times (Redis's clock, ms). A request is
+// busy process's requests (serviceslots.go). Each (account, Service, endpoint) has a sorted
+// set of request times (Redis's clock, ms). A request is
 // given the earliest time T, not before now and not before the last reservation (FIFO), at
 // which the window ending at T holds fewer than limit = rate × window requests, and at
 // least 1/BurstRate after the previous one. If T is within the caller's wait bound the
