@@ -24,7 +24,7 @@ type Config struct {
 	Log io.Writer
 	// Messages overrides the number of messages of scenarios 1, 2, 3, 4 and 6 (0: their own).
 	Messages int
-	// ProfileDir, when set, receives a CPU profile of each in-process side of scenarios 1 and 2
+	// ProfileDir, when set, receives a CPU profile of each side of scenarios 1, 2 and 8
 	// (cpu-<scenario>-<side>.pprof), for `go tool pprof`.
 	ProfileDir string
 	// Quick uses small sizes: a smoke test of the machinery, not a measurement.

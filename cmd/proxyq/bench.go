@@ -23,7 +23,7 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 	messages := fs.Int("messages", 0, "messages per scenario for scenarios 1, 2, 3, 4 and 6 (0: each scenario's default)")
 	quick := fs.Bool("quick", false, "small sizes: a smoke test of the benchmark, not a measurement")
 	redisURL := fs.String("redis", "", "Redis to run on; its database is FLUSHED before every scenario (default: start a private redis-server; REDIS_URL is deliberately not read)")
-	profileDir := fs.String("cpuprofile", "", "directory for CPU profiles of the in-process sides of scenarios 1 and 2")
+	profileDir := fs.String("cpuprofile", "", "directory for CPU profiles of each side of the throughput scenarios (1, 2, 8)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
