@@ -18,6 +18,7 @@ test-go: test-deps
 
 fuzz:
 	go test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=10s ./httpapi/
+	go test -run='^$$' -fuzz=FuzzCheckKeys -fuzztime=10s ./tasks/
 
 validate-deploy:
 	cd deploy/validate && go vet ./... && go test -count=1 ./...

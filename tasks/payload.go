@@ -256,7 +256,8 @@ func checkKeys(data []byte) error {
 			if depth == 1 {
 				if j := skipSpace(data, end+1); j < len(data) && data[j] == ':' {
 					key := string(data[i+1 : end])
-					if strings.IndexByte(key, '\\') >= 0 && json.Unmarshal(data[i:end+1], &key) != nil {
+					// Escapes and invalid UTF-8 are read as encoding/json reads them.
+					if (strings.IndexByte(key, '\\') >= 0 || !utf8.ValidString(key)) && json.Unmarshal(data[i:end+1], &key) != nil {
 						return nil
 					}
 					if !payloadKeys[key] {
