@@ -3,7 +3,8 @@
 .PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
-# redis-server), a bounded fuzz run of the HTTP request decoder, and the deploy-file validation.
+# redis-server), bounded fuzz runs of the HTTP request decoder and of the payload key check, and
+# the deploy-file validation.
 test: test-deps test-go fuzz validate-deploy
 
 # The programs the tests run (redis-server; redis-sentinel and chromium for the tests that
