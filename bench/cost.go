@@ -472,7 +472,10 @@ func (b *bencher) isolateRedis(ctx context.Context) (restore func(), note string
 	nothing := func() {}
 	cpus := runtime.NumCPU()
 	taskset, err := exec.LookPath("taskset")
-	if b.redis.proc == nil || cpus < 2 || err != nil {
+	if b.redis.proc == nil {
+		return nothing, ", on the Redis given with --redis"
+	}
+	if cpus < 2 || err != nil {
 		return nothing, ", Redis sharing the CPUs with the side measured"
 	}
 	rdb := b.redis.client()
