@@ -221,7 +221,7 @@ func (r *Registry) parse(data []byte, old *snapshot) (map[string]*entry, error) 
 		if a.AccountSID != "" {
 			where += " (" + a.AccountSID + ")"
 		}
-		if !validSID("AC", a.AccountSID) {
+		if !proxyclient.ValidSID("AC", a.AccountSID) {
 			return nil, fmt.Errorf("%s: account_sid must match ^AC[0-9a-fA-F]{32}$", where)
 		}
 		if _, dup := out[a.AccountSID]; dup {
@@ -275,7 +275,7 @@ func checkLimits(l *Limits) error {
 		return fmt.Errorf("burst must not be negative, got %d", l.Burst)
 	}
 	for ks, rate := range l.Services {
-		if !validSID("KS", ks) {
+		if !proxyclient.ValidSID("KS", ks) {
 			return fmt.Errorf("services: %q must match ^KS[0-9a-fA-F]{32}$", ks)
 		}
 		if !(rate > 0) || math.IsInf(rate, 0) {
@@ -383,16 +383,4 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 			r.log.Error("accounts file refused; the accounts in force stay", zap.Error(err))
 		}
 	}
-}
-
-func validSID(prefix, s string) bool {
-	if len(s) != 34 || !strings.HasPrefix(s, prefix) {
-		return false
-	}
-	for _, c := range s[2:] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }

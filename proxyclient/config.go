@@ -144,9 +144,9 @@ func (c Config) Validate() error {
 	switch {
 	case c.APIKey == "" && c.AccountSID == "":
 		return invalid("AccountSID", "is required (or APIKey with APISecret)")
-	case c.AccountSID != "" && !validSID("AC", c.AccountSID):
+	case c.AccountSID != "" && !ValidSID("AC", c.AccountSID):
 		return invalid("AccountSID", "must match ^AC[0-9a-fA-F]{32}$")
-	case c.APIKey != "" && !validSID("SK", c.APIKey):
+	case c.APIKey != "" && !ValidSID("SK", c.APIKey):
 		return invalid("APIKey", "must match ^SK[0-9a-fA-F]{32}$")
 	case c.APIKey != "" && c.APISecret == "":
 		return invalid("APISecret", "is required when APIKey is set")
@@ -216,9 +216,9 @@ func validLabel(s string) bool {
 	return true
 }
 
-// validSID reports whether s is prefix followed by 32 hex digits, the shape of every
+// ValidSID reports whether s is prefix followed by 32 hex digits, the shape of every
 // Twilio SID (e.g. ^KS[0-9a-fA-F]{32}$).
-func validSID(prefix, s string) bool {
+func ValidSID(prefix, s string) bool {
 	if len(s) != 34 || s[:2] != prefix {
 		return false
 	}

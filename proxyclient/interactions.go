@@ -146,7 +146,7 @@ func (c *Client) FetchMessageInteraction(ctx context.Context, service, session, 
 	if err := validateParticipantPath(service, session, participant); err != nil {
 		return nil, err
 	}
-	if !validSID("KI", interactionSID) {
+	if !ValidSID("KI", interactionSID) {
 		return nil, invalid("InteractionSID", "must match ^KI[0-9a-fA-F]{32}$")
 	}
 	u := c.resourceURL("Services", service, "Sessions", session, "Participants", participant, "MessageInteractions", interactionSID)
@@ -276,11 +276,11 @@ func canonicalHost(u *url.URL) string {
 
 func validateParticipantPath(service, session, participant string) error {
 	switch {
-	case !validSID("KS", service):
+	case !ValidSID("KS", service):
 		return invalid("ServiceSID", "must match ^KS[0-9a-fA-F]{32}$")
-	case !validSID("KC", session):
+	case !ValidSID("KC", session):
 		return invalid("SessionSID", "must match ^KC[0-9a-fA-F]{32}$")
-	case !validSID("KP", participant):
+	case !ValidSID("KP", participant):
 		return invalid("ParticipantSID", "must match ^KP[0-9a-fA-F]{32}$")
 	}
 	return nil

@@ -105,10 +105,10 @@ func parseErrorCode(raw json.RawMessage) (int, error) {
 // 20404 when the message does not exist in that account), *TransportError, *DecodeError.
 // A read has no side effect: classify its errors with ClassifyRead, not Classify.
 func (c *Client) FetchMessage(ctx context.Context, accountSID, messageSID string) (*Message, error) {
-	if !validSID("AC", accountSID) {
+	if !ValidSID("AC", accountSID) {
 		return nil, invalid("AccountSID", "must match ^AC[0-9a-fA-F]{32}$")
 	}
-	if !validSID("SM", messageSID) && !validSID("MM", messageSID) {
+	if !ValidSID("SM", messageSID) && !ValidSID("MM", messageSID) {
 		return nil, invalid("MessageSID", "must match ^(SM|MM)[0-9a-fA-F]{32}$")
 	}
 	u := joinURL(c.msgBase, messagingAPIVersion, "Accounts", accountSID, "Messages", messageSID+".json")

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/proxyclient"
 )
 
 // Per-Service limits: Twilio's published Proxy limit, on by default.
@@ -167,7 +169,7 @@ func (l ServiceLimits) Validate() error {
 }
 
 func checkServiceRate(ks string, r float64) error {
-	if !validSID("KS", ks) {
+	if !proxyclient.ValidSID("KS", ks) {
 		return fmt.Errorf("%q is not a Service SID (^KS[0-9a-fA-F]{32}$)", ks)
 	}
 	if !(r > 0) || math.IsInf(r, 0) {
@@ -202,18 +204,6 @@ func ParseServiceRates(s string) (map[string]float64, error) {
 		out[ks] = r
 	}
 	return out, nil
-}
-
-func validSID(prefix, s string) bool {
-	if len(s) != 34 || !strings.HasPrefix(s, prefix) {
-		return false
-	}
-	for _, c := range s[2:] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // ServiceRates gives an account's own per-Service rates (the accounts file); ok is false when
