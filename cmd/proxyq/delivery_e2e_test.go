@@ -26,7 +26,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,18 +62,7 @@ func (h *harness) startServeBinary(extraEnv ...string) *serveBin {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("serve log:\n%s", s.log.String())
-		}
-	})
+	stopAtCleanup(t, cmd, exited, "serve", s.log)
 	eventually(t, 15*time.Second, "serve /readyz answering 200", func() bool {
 		select {
 		case <-exited:

@@ -135,6 +135,27 @@ type workerProc struct {
 	code   int // valid once exited is closed
 }
 
+// stopAtCleanup stops a proxyq process when the test ends (SIGTERM, then SIGKILL after 15s)
+// and prints its log if the test failed or E2E_LOGS is set. exited is closed once it exited.
+func stopAtCleanup(t *testing.T, cmd *exec.Cmd, exited <-chan struct{}, name string, log *lockedBuffer) {
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		}
+		if t.Failed() || os.Getenv("E2E_LOGS") != "" {
+			t.Logf("%s log:\n%s", name, log.String())
+		}
+	})
+}
+
 var adminAddrPattern = regexp.MustCompile(`"msg":"admin server listening","addr":"([^"]+)"`)
 
 // startWorker starts a worker and waits until its admin server says it is ready. The worker
@@ -154,20 +175,7 @@ func (h *harness) startWorker(extraEnv ...string) *workerProc {
 		w.code = cmd.ProcessState.ExitCode()
 		close(w.exited)
 	}()
-	t.Cleanup(func() {
-		if !w.hasExited() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-w.exited:
-			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-w.exited
-			}
-		}
-		if t.Failed() || os.Getenv("E2E_LOGS") != "" {
-			t.Logf("worker log:\n%s", w.log.String())
-		}
-	})
+	stopAtCleanup(t, cmd, w.exited, "worker", w.log)
 
 	eventually(t, 15*time.Second, "worker admin server listening", func() bool {
 		if w.hasExited() {

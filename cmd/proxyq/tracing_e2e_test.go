@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -154,18 +153,7 @@ func startServeBinary(t *testing.T, env []string) string {
 		}
 	}()
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("serve log:\n%s", log.String())
-		}
-	})
+	stopAtCleanup(t, cmd, exited, "serve", log)
 	select {
 	case u := <-urls:
 		return u
