@@ -19,7 +19,6 @@ import (
 	"github.com/proxyq/proxyq/tasks"
 )
 
-
 // clusterEnv is env (helpers_test.go) on a Redis Cluster: messages on queues spread over the
 // slots, their interactions (proxyq:{ki:…}) over others.
 type clusterEnv struct {

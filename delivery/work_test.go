@@ -2,8 +2,6 @@ package delivery
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/proxyq/proxyq/internal/webhooktest"
 	"github.com/proxyq/proxyq/proxyclient"
 )
 
@@ -221,7 +219,7 @@ func TestUndeliveredFetchesErrorThenAnnounces(t *testing.T) {
 	}
 	var last Event
 	for i, r := range got {
-		if err := verifyStandardWebhook(secret, r.Header, bodies[i], time.Now()); err != nil {
+		if err := webhooktest.Verify(secret, r.Header, bodies[i], time.Now()); err != nil {
 			t.Fatalf("webhook %d: %v", i, err)
 		}
 		if err := json.Unmarshal(bodies[i], &last); err != nil {
@@ -235,10 +233,10 @@ func TestUndeliveredFetchesErrorThenAnnounces(t *testing.T) {
 		t.Fatalf("last webhook %+v", last.Data)
 	}
 	// A tampered body or a stale timestamp fail the receiver's check.
-	if verifyStandardWebhook(secret, got[1].Header, append([]byte(nil), bodies[0]...), time.Now()) == nil {
+	if webhooktest.Verify(secret, got[1].Header, append([]byte(nil), bodies[0]...), time.Now()) == nil {
 		t.Fatal("a body from another webhook verified")
 	}
-	if verifyStandardWebhook(secret, got[1].Header, bodies[1], time.Now().Add(10*time.Minute)) == nil {
+	if webhooktest.Verify(secret, got[1].Header, bodies[1], time.Now().Add(10*time.Minute)) == nil {
 		t.Fatal("an old timestamp verified")
 	}
 	for _, b := range bodies {
@@ -246,39 +244,6 @@ func TestUndeliveredFetchesErrorThenAnnounces(t *testing.T) {
 			t.Fatal("a message body reached the webhook")
 		}
 	}
-}
-
-// verifyStandardWebhook is the receiver's check, written from the specification and not from
-// the library the sender uses: HMAC-SHA256 keyed with the base64 part of whsec_…, over
-// "id.timestamp.body", base64, compared in constant time against each "v1," signature; the
-// timestamp within 5 minutes.
-func verifyStandardWebhook(secret string, h http.Header, body []byte, now time.Time) error {
-	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
-	if id == "" || ts == "" || sigs == "" {
-		return errors.New("missing headers")
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return err
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
-		return errors.New("timestamp out of tolerance")
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		return err
-	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id + "." + ts + "."))
-	mac.Write(body)
-	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, s := range strings.Fields(sigs) {
-		v, sig, ok := strings.Cut(s, ",")
-		if ok && v == "v1" && hmac.Equal([]byte(sig), []byte(want)) {
-			return nil
-		}
-	}
-	return errors.New("no matching signature")
 }
 
 // A webhook the application refuses is retried by asynq under the same webhook-id and body,
@@ -294,7 +259,7 @@ func TestWebhookRetriedWithSameID(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		defer mu.Unlock()
-		if err := verifyStandardWebhook(secret, r.Header, b, time.Now()); err != nil {
+		if err := webhooktest.Verify(secret, r.Header, b, time.Now()); err != nil {
 			t.Errorf("attempt %d: %v", len(ids), err)
 		}
 		ids, bodies = append(ids, r.Header.Get("webhook-id")), append(bodies, string(b))

@@ -9,11 +9,7 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,6 +28,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/proxyq/proxyq/delivery"
+	"github.com/proxyq/proxyq/internal/webhooktest"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -105,7 +102,7 @@ func newAppReceiver(t *testing.T, secret string) *appReceiver {
 	a := &appReceiver{byID: map[string]delivery.Event{}}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		err := verifyWebhook(secret, r.Header, body, time.Now())
+		err := webhooktest.Verify(secret, r.Header, body, time.Now())
 		var ev delivery.Event
 		if err == nil {
 			err = json.Unmarshal(body, &ev)
@@ -122,36 +119,6 @@ func newAppReceiver(t *testing.T, secret string) *appReceiver {
 	}))
 	t.Cleanup(a.srv.Close)
 	return a
-}
-
-// verifyWebhook checks a Standard Webhooks signature from the specification: HMAC-SHA256
-// keyed with the base64-decoded secret after "whsec_", over "<id>.<timestamp>.<body>",
-// base64, one of the space-separated "v1,<sig>" entries; timestamp within five minutes.
-func verifyWebhook(secret string, h http.Header, body []byte, now time.Time) error {
-	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
-	if id == "" || ts == "" || sigs == "" {
-		return errors.New("missing webhook headers")
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return err
-	}
-	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
-		return errors.New("stale timestamp")
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		return err
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
-	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, s := range strings.Split(sigs, " ") {
-		if v, sig, ok := strings.Cut(s, ","); ok && v == "v1" && hmac.Equal([]byte(sig), []byte(want)) {
-			return nil
-		}
-	}
-	return errors.New("no matching signature")
 }
 
 func TestE2EDeliveryCallbacks(t *testing.T) {
