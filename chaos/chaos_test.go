@@ -153,24 +153,7 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 		t.Fatal(err)
 	}
 
-	env := append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=" + st.url,
-		"TWILIO_ACCOUNT_SID=" + accountSID,
-		"TWILIO_AUTH_TOKEN=chaos-token",
-		"PROXYQ_API_BASE_URL=" + api.URL,
-		"PROXYQ_HTTP_TIMEOUT=" + httpTimeout.String(),
-		"PROXYQ_SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
-		"PROXYQ_RECONCILE_SETTLE=3s",
-		"PROXYQ_BACKOFF_BASE=100ms",
-		"PROXYQ_BACKOFF_MAX=2s",
-		"PROXYQ_DELAYED_CHECK_INTERVAL=200ms",
-		"PROXYQ_POLL_INTERVAL=20ms",
-		fmt.Sprintf("PROXYQ_CONCURRENCY=%d", *flagConcurrency),
-		"PROXYQ_ADMIN_ADDR=off",
-		"PROXYQ_LOG_FORMAT=json",
-		"PROXYQ_LOG_LEVEL=info",
-	}, extraEnv...)
+	env := append(workerEnv(st.url, api.URL, *flagConcurrency), extraEnv...)
 
 	stopDuring, duringDone := make(chan struct{}), make(chan struct{})
 	if during != nil {
@@ -551,4 +534,27 @@ func containsFault(ks []proxytest.Fault, k proxytest.Fault) bool {
 		}
 	}
 	return false
+}
+
+// workerEnv is the environment of a chaos worker process: the Redis and fake API it runs
+// against, short timeouts and backoffs so that a run fits in minutes, JSON logs.
+func workerEnv(redisURL, apiURL string, concurrency int) []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"REDIS_URL=" + redisURL,
+		"TWILIO_ACCOUNT_SID=" + accountSID,
+		"TWILIO_AUTH_TOKEN=chaos-token",
+		"PROXYQ_API_BASE_URL=" + apiURL,
+		"PROXYQ_HTTP_TIMEOUT=" + httpTimeout.String(),
+		"PROXYQ_SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
+		"PROXYQ_RECONCILE_SETTLE=3s",
+		"PROXYQ_BACKOFF_BASE=100ms",
+		"PROXYQ_BACKOFF_MAX=2s",
+		"PROXYQ_DELAYED_CHECK_INTERVAL=200ms",
+		"PROXYQ_POLL_INTERVAL=20ms",
+		fmt.Sprintf("PROXYQ_CONCURRENCY=%d", concurrency),
+		"PROXYQ_ADMIN_ADDR=off",
+		"PROXYQ_LOG_FORMAT=json",
+		"PROXYQ_LOG_LEVEL=info",
+	}
 }

@@ -69,25 +69,7 @@ func TestChaosLanes(t *testing.T) {
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=redis://" + redis.Addr,
-		"TWILIO_ACCOUNT_SID=" + accountSID,
-		"TWILIO_AUTH_TOKEN=chaos-token",
-		"PROXYQ_API_BASE_URL=" + api.URL,
-		"PROXYQ_HTTP_TIMEOUT=" + httpTimeout.String(),
-		"PROXYQ_SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
-		"PROXYQ_RECONCILE_SETTLE=3s",
-		"PROXYQ_BACKOFF_BASE=100ms",
-		"PROXYQ_BACKOFF_MAX=2s",
-		"PROXYQ_DELAYED_CHECK_INTERVAL=200ms",
-		"PROXYQ_POLL_INTERVAL=20ms",
-		"PROXYQ_LANE_RECHECK=1s",
-		fmt.Sprintf("PROXYQ_CONCURRENCY=%d", *flagLaneConcurrency),
-		"PROXYQ_ADMIN_ADDR=off",
-		"PROXYQ_LOG_FORMAT=json",
-		"PROXYQ_LOG_LEVEL=info",
-	}
+	env := append(workerEnv("redis://"+redis.Addr, api.URL, *flagLaneConcurrency), "PROXYQ_LANE_RECHECK=1s")
 
 	began := time.Now()
 	msgs := enqueueLanes(t, conn, badKP)
