@@ -87,14 +87,14 @@ func TestClusterSlotSafety(t *testing.T) {
 				t.Fatal(err)
 			}
 			sid := fmt.Sprintf("KI%032x", 0xC1A1D+i) // not a SID the stub API hands out later
-			if err := l.MarkSent(ctx, q, id, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); err != nil {
+			if err := l.MarkSent(ctx, q, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); err != nil {
 				t.Fatal(err)
 			}
 			makeTask(t, rdb, q, id+"-other")
-			if err := l.MarkSent(ctx, q, id+"-other", 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
+			if err := l.MarkSent(ctx, q, id+"-other", testKP, 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
 				t.Fatalf("MarkSent by another message: %v", err)
 			}
-			by, err := l.ClaimedBy(ctx, []string{sid, "KI-none"})
+			by, err := l.ClaimedBy(ctx, testKP, time.Now(), time.Now(), []string{sid, "KI-none"})
 			if err != nil || by[0] != id || by[1] != "" {
 				t.Fatalf("ClaimedBy: %v %v", by, err)
 			}

@@ -72,7 +72,7 @@ func TestSendGuard(t *testing.T) {
 		}},
 		{name: "sent", maySend: true, setup: func(t *testing.T, kp, id string) {
 			o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI" + kp[2:], Attempts: 1}
-			check(t, ledger.MarkSent(ctx, tasks.DefaultQueue, id, post(t, kp, id), o))
+			check(t, ledger.MarkSent(ctx, tasks.DefaultQueue, id, kp, post(t, kp, id), o))
 		}},
 	}
 	for i, tt := range tests {

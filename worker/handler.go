@@ -419,7 +419,7 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 	}
 	o.SentAt = &sentAt
 	lctx, sp := startStep(ctx, SpanLedgerRecord)
-	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.own.Fence, o)
+	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.p.ParticipantSID, r.own.Fence, o)
 	sp.end(err)
 	if err != nil {
 		if errors.Is(err, ErrClaimed) {

@@ -333,7 +333,7 @@ func TestHandlerIdenticalBodiesAreToldApart(t *testing.T) {
 	if err := f.run(t, "b", testPayload("same")); err != nil {
 		t.Fatal(err)
 	}
-	owners, err := f.h.ledger.ClaimedBy(context.Background(), []string{f.api.created[0].SID, f.api.created[1].SID})
+	owners, err := f.h.ledger.ClaimedBy(context.Background(), testKP, time.Now().Add(-time.Minute), time.Now(), []string{f.api.created[0].SID, f.api.created[1].SID})
 	if err != nil {
 		t.Fatal(err)
 	}

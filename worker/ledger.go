@@ -45,13 +45,19 @@ import (
 //	unknown    a POST may have created the interaction: reconcile before sending again
 //	sent       the interaction exists; asynq's `result` holds the record
 //
-// Claims. Every recorded interaction SID is claimed for its message in its own key,
-// `proxyq:claim:<interaction SID>` (value: the task ID, TTL LedgerTTL), so that reconciliation
-// never adopts another message's interaction. Claims are keyed by the interaction alone — not by
-// queue — so one participant's messages in several queues see each other's claims. On one Redis
-// the claim and the record are one script; in a Redis Cluster (the claim key and the task hash
-// are in different slots) the claim is written (SET NX) before the script records the send: a
-// claim whose record then failed still names its own task, whose next run adopts it.
+// Claims. Every recorded interaction SID is claimed for its message, so that reconciliation
+// never adopts another message's interaction. A claim is one field of a hash per participant
+// and day, `proxyq:{<participant SID>}:claims:<day>` (field: the interaction SID; value: the
+// task ID; day: days since 1970-01-01 UTC on the recording worker's clock). Each hash expires
+// LedgerTTL after its day ends, so every claim lives at least LedgerTTL. Reconciliation only
+// asks about one participant's interactions created since its request started, so it reads
+// that participant's hashes for those few days (one HMGET each). A field of a small hash costs
+// about 80 bytes, against about 150 for a key of its own (README, Redis cost per message).
+// Claims are keyed by participant and interaction — not by queue — so one participant's messages
+// in several queues see each other's claims. On one Redis the claim and the record are one
+// script; in a Redis Cluster (the claims hash and the task hash are in different slots) the
+// claim is written (HSETNX) before the script records the send: a claim whose record then
+// failed still names its own task, whose next run adopts it.
 
 // Attempt states stored in the ledger.
 const (
@@ -85,8 +91,21 @@ func LedgerKey(queue, taskID string) string {
 	return "asynq:{" + queue + "}:t:" + taskID
 }
 
-// claimKey records which task recorded an interaction.
-func claimKey(interactionSID string) string {
+// claimsKey is the hash of one participant's claims made on one day (days since the Unix epoch).
+func claimsKey(participantSID string, day int64) string {
+	return "proxyq:{" + participantSID + "}:claims:" + strconv.FormatInt(day, 10)
+}
+
+const dayMs = int64(24 * time.Hour / time.Millisecond)
+
+// claimDaySlack widens the days reconciliation reads beyond its time range: claims are filed
+// under the recording worker's clock, which may differ from the reader's by seconds.
+const claimDaySlack = time.Minute
+
+// legacyClaimKey is where versions before the per-participant hashes kept one claim per key.
+// Reconciliation still reads them, so that an upgrade keeps the claims made before it; they
+// expire by themselves within LedgerTTL (72h by default) of the upgrade.
+func legacyClaimKey(interactionSID string) string {
 	return "proxyq:claim:" + interactionSID
 }
 
@@ -94,6 +113,7 @@ func claimKey(interactionSID string) string {
 type Ledger struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+	now func() time.Time // files claims under a day; tests move it
 	// splitClaim: the claim is its own command before the record script, because in a Redis
 	// Cluster the claim key and the task hash are in different slots. On one Redis both are
 	// one script: one round trip fewer per message, and no claim is left by a fenced run.
@@ -103,7 +123,7 @@ type Ledger struct {
 // NewLedger returns a ledger whose interaction claims expire ttl after they are made.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 	_, cluster := rdb.(*redis.ClusterClient)
-	return &Ledger{rdb: rdb, ttl: ttl, splitClaim: cluster}
+	return &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster}
 }
 
 // ClaimTTL is how long a claim is kept: reconciliation's horizon.
@@ -382,34 +402,50 @@ redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
 return 'ok'
 `)
 
-// claimSentScript is claim and sentScript in one step, for a single Redis (not a cluster):
-// KEYS[1] task hash, KEYS[2] claim; ARGV[1] fence, ARGV[2] outcome JSON, ARGV[3] task ID,
-// ARGV[4] claim TTL ms. Four commands, as the split form: EVALSHA, HGET, SET NX PX, HSET (and
-// a GET of the owner only when the claim exists).
-var claimSentScript = redis.NewScript(`
-local raw = redis.call('HGET', KEYS[1], 'proxyq')
-if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
-if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) and redis.call('GET', KEYS[2]) ~= ARGV[3] then
+// luaClaim claims field ARGV[1] of the claims hash (the script's last key) for task ARGV[2]
+// unless another task holds it (then returns 'claimed'), and sets the hash to expire at ARGV[3]
+// (ms).
+const luaClaim = `
+local claims = KEYS[#KEYS]
+if redis.call('HSETNX', claims, ARGV[1], ARGV[2]) == 0 and redis.call('HGET', claims, ARGV[1]) ~= ARGV[2] then
   return 'claimed'
 end
-redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
+redis.call('PEXPIREAT', claims, ARGV[3])
+`
+
+// claimScript is the claim alone, for a Redis Cluster: KEYS[1] the claims hash; ARGV[1]
+// interaction SID, ARGV[2] task ID, ARGV[3] expiry ms.
+var claimScript = redis.NewScript(luaClaim + `
 return 'ok'
 `)
 
-// MarkSent claims the outcome's interaction SID for this message and records the outcome as
-// the task's result and the ledger as sent. It returns ErrClaimed when another message already
-// recorded that SID, or ErrLostOwnership. On one Redis this is one script. In a cluster the
-// claim is taken first, by itself: a claim left behind by a run that then lost ownership names
-// this same task, and the run that took over adopts it.
-func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, fence int64, o *tasks.Outcome) error {
+// claimSentScript is the claim and sentScript in one step, for a single Redis (not a cluster):
+// KEYS[1] task hash, KEYS[2] claims hash; ARGV[1] interaction SID, ARGV[2] task ID, ARGV[3]
+// claims expiry ms, ARGV[4] fence, ARGV[5] outcome JSON. Five commands: EVALSHA, HGET, HSETNX,
+// PEXPIREAT, HSET (and an HGET of the owner only when the claim exists).
+var claimSentScript = redis.NewScript(`
+local raw = redis.call('HGET', KEYS[1], 'proxyq')
+if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[4] then return 'fenced' end
+` + luaClaim + `
+redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5])
+return 'ok'
+`)
+
+// MarkSent claims the outcome's interaction SID for this message (a message to participantSID)
+// and records the outcome as the task's result and the ledger as sent. It returns ErrClaimed
+// when another message already recorded that SID, or ErrLostOwnership. On one Redis this is one
+// script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
+// then lost ownership names this same task, and the run that took over adopts it.
+func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome) error {
 	data, err := jsonMarshal(o)
 	if err != nil {
 		return err
 	}
-	key := claimKey(o.InteractionSID)
+	day := l.now().UnixMilli() / dayMs
+	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
 	if !l.splitClaim {
-		res, err := claimSentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID), key},
-			fence, data, taskID, l.ttl.Milliseconds()).Text()
+		res, err := claimSentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID), claims},
+			o.InteractionSID, taskID, expireAt, fence, data).Text()
 		if err != nil {
 			return fmt.Errorf("send ledger: mark sent: %w", err)
 		}
@@ -421,20 +457,14 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, fence int64
 		}
 		return nil
 	}
-	ok, err := l.rdb.SetNX(ctx, key, taskID, l.ttl).Result()
+	res, err := claimScript.Run(ctx, l.rdb, []string{claims}, o.InteractionSID, taskID, expireAt).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: claim: %w", err)
 	}
-	if !ok {
-		owner, err := l.rdb.Get(ctx, key).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("send ledger: read claim: %w", err)
-		}
-		if owner != taskID {
-			return ErrClaimed
-		}
+	if res == "claimed" {
+		return ErrClaimed
 	}
-	res, err := sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data).Text()
+	res, err = sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: mark sent: %w", err)
 	}
@@ -444,16 +474,26 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, fence int64
 	return nil
 }
 
-// ClaimedBy returns the task ID that recorded each of the given interaction SIDs ("" if none).
-// The claims are read in one pipeline (in a cluster, each from its own slot).
-func (l *Ledger) ClaimedBy(ctx context.Context, sids []string) ([]string, error) {
+// ClaimedBy returns the task ID that recorded each of the given interaction SIDs of one
+// participant ("" if none), for interactions recorded between since and until. The claims are
+// read in one pipeline: an HMGET per day of the range, and the claim keys of earlier versions.
+func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, until time.Time, sids []string) ([]string, error) {
 	if len(sids) == 0 {
 		return nil, nil
 	}
-	cmds := make([]*redis.StringCmd, len(sids))
+	first := since.Add(-claimDaySlack).UnixMilli() / dayMs
+	last := until.Add(claimDaySlack).UnixMilli() / dayMs
+	if last < first {
+		last = first
+	}
+	var days []*redis.SliceCmd
+	legacy := make([]*redis.StringCmd, len(sids))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for day := first; day <= last; day++ {
+			days = append(days, p.HMGet(ctx, claimsKey(participantSID, day), sids...))
+		}
 		for i, sid := range sids {
-			cmds[i] = p.Get(ctx, claimKey(sid))
+			legacy[i] = p.Get(ctx, legacyClaimKey(sid))
 		}
 		return nil
 	})
@@ -461,14 +501,21 @@ func (l *Ledger) ClaimedBy(ctx context.Context, sids []string) ([]string, error)
 		return nil, fmt.Errorf("send ledger: read claims: %w", err)
 	}
 	out := make([]string, len(sids))
-	for i, c := range cmds {
-		v, err := c.Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-		case err != nil:
-			return nil, fmt.Errorf("send ledger: read claims: %w", err)
-		default:
+	for i := range sids {
+		for _, d := range days {
+			if v, ok := d.Val()[i].(string); ok && out[i] == "" {
+				out[i] = v
+			}
+		}
+		if v, err := legacy[i].Result(); err == nil && out[i] == "" {
 			out[i] = v
+		} else if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("send ledger: read claims: %w", err)
+		}
+	}
+	for _, d := range days {
+		if d.Err() != nil {
+			return nil, fmt.Errorf("send ledger: read claims: %w", d.Err())
 		}
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -88,10 +89,10 @@ func TestLedgerStateMachine(t *testing.T) {
 	}
 
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1", Attempts: 1}
-	if err := l.MarkSent(ctx, testQ, "t1", own.Fence, o); !errors.Is(err, ErrLostOwnership) {
+	if err := l.MarkSent(ctx, testQ, "t1", testKP, own.Fence, o); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent by the superseded run: err = %v, want ErrLostOwnership", err)
 	}
-	if err := l.MarkSent(ctx, testQ, "t1", next.Fence, o); err != nil {
+	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence, o); err != nil {
 		t.Fatal(err)
 	}
 	done, err := l.Acquire(ctx, testQ, "t1", time.Minute)
@@ -144,13 +145,13 @@ func testClaimsAreExclusive(t *testing.T, split bool) {
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, testQ, "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1"}
-	if err := l.MarkSent(ctx, testQ, "a", a.Fence, o); err != nil {
+	if err := l.MarkSent(ctx, testQ, "a", testKP, a.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkSent(ctx, testQ, "b", b.Fence, o); !errors.Is(err, ErrClaimed) {
+	if err := l.MarkSent(ctx, testQ, "b", testKP, b.Fence, o); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("second message claiming KI1: err = %v, want ErrClaimed", err)
 	}
-	owners, err := l.ClaimedBy(ctx, []string{"KI1", "KI2"})
+	owners, err := l.ClaimedBy(ctx, testKP, time.Now(), time.Now(), []string{"KI1", "KI2"})
 	if err != nil || owners[0] != "a" || owners[1] != "" {
 		t.Fatalf("ClaimedBy = %q, %v; want [a \"\"]", owners, err)
 	}
@@ -238,7 +239,7 @@ func TestLedgerNeverCreatesTheTaskHash(t *testing.T) {
 		t.Fatalf("AcquireToSend on a deleted task = %+v, %v; want Gone, nothing begun", own, err)
 	}
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-deleted"}
-	if err := l.MarkSent(ctx, testQ, "deleted", 1, o); !errors.Is(err, ErrLostOwnership) {
+	if err := l.MarkSent(ctx, testQ, "deleted", testKP, 1, o); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent on a deleted task: err = %v, want ErrLostOwnership", err)
 	}
 	if err := l.Release(ctx, testQ, "deleted", 1, attemptUnknown, o); !errors.Is(err, ErrLostOwnership) {
@@ -329,23 +330,68 @@ func testClaimsSpanQueues(t *testing.T, split bool) {
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, "critical", "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-two-queues"}
-	if err := l.MarkSent(ctx, testQ, "a", a.Fence, o); err != nil {
+	if err := l.MarkSent(ctx, testQ, "a", testKP, a.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkSent(ctx, "critical", "b", b.Fence, o); !errors.Is(err, ErrClaimed) {
+	if err := l.MarkSent(ctx, "critical", "b", testKP, b.Fence, o); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("message in another queue recording the same interaction: err = %v, want ErrClaimed", err)
 	}
 	// A claim left by a run that then lost ownership names its own task: the next run of the
 	// same task may record it.
 	next, _ := l.Acquire(ctx, testQ, "t1", time.Minute)
 	o2 := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-orphan"}
-	if err := l.MarkSent(ctx, testQ, "t1", next.Fence+1, o2); !errors.Is(err, ErrLostOwnership) {
+	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence+1, o2); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent with a stale fence: err = %v, want ErrLostOwnership", err)
 	}
-	if err := l.MarkSent(ctx, testQ, "t1", next.Fence, o2); err != nil {
+	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence, o2); err != nil {
 		t.Fatalf("the owner recording its own earlier claim: %v", err)
 	}
-	if ttl, err := l.rdb.TTL(ctx, claimKey("KI-orphan")).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
-		t.Fatalf("claim TTL = %v, %v; want the ledger's claim TTL (1h)", ttl, err)
+	// The day's hash lives the ledger's claim TTL (1h) after the day ends.
+	day := time.Now().UnixMilli() / dayMs
+	want := time.UnixMilli((day + 1) * dayMs).Add(time.Hour)
+	if ttl, err := l.rdb.PTTL(ctx, claimsKey(testKP, day)).Result(); err != nil || ttl <= 0 || ttl > time.Until(want)+time.Second {
+		t.Fatalf("claims TTL = %v, %v; want until the day's end plus the ledger's claim TTL (1h)", ttl, err)
+	}
+}
+
+// Claims are filed under the day the worker records them, and reconciliation reads every day
+// its time range touches, plus the claims of earlier versions (one key per interaction).
+func TestLedgerClaimsAcrossDays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newTestLedger(t)
+	midnight := time.UnixMilli((time.Now().UnixMilli()/dayMs + 1) * dayMs).UTC() // the next, so that no hash has expired
+	record := func(id, ki string, at time.Time) {
+		t.Helper()
+		makeTask(t, l.rdb, testQ, id)
+		own, err := l.Acquire(ctx, testQ, id, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.now = func() time.Time { return at }
+		if err := l.MarkSent(ctx, testQ, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: ki}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record("before", "KI-before", midnight.Add(-time.Second))
+	record("after", "KI-after", midnight.Add(time.Second))
+	if err := l.rdb.Set(ctx, legacyClaimKey("KI-legacy"), "old", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sids := []string{"KI-before", "KI-after", "KI-legacy", "KI-none"}
+	got, err := l.ClaimedBy(ctx, testKP, midnight.Add(-time.Hour), midnight.Add(time.Hour), sids)
+	if err != nil || !slices.Equal(got, []string{"before", "after", "old", ""}) {
+		t.Fatalf("ClaimedBy over midnight = %q, %v", got, err)
+	}
+	// A claim of the day before is read when the range starts within a minute of midnight
+	// (the slack for workers' clocks).
+	got, err = l.ClaimedBy(ctx, testKP, midnight.Add(30*time.Second), midnight.Add(time.Hour), sids)
+	if err != nil || got[0] != "before" {
+		t.Fatalf("ClaimedBy from just after midnight = %q, %v; want the day before's claim too", got, err)
+	}
+	// Another participant's claims are not this one's.
+	got, err = l.ClaimedBy(ctx, "KP-other", midnight.Add(-time.Hour), midnight.Add(time.Hour), sids[:2])
+	if err != nil || !slices.Equal(got, []string{"", ""}) {
+		t.Fatalf("ClaimedBy for another participant = %q, %v", got, err)
 	}
 }

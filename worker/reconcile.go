@@ -54,7 +54,9 @@ func (r *run) findCandidates(ctx context.Context, taskID string, p tasks.Payload
 		for i, m := range matches {
 			sids[i] = m.SID
 		}
-		owners, err := h.ledger.ClaimedBy(ctx, sids)
+		// Claims of these interactions were made after they were created, so no earlier than
+		// the matching rule's earliest creation time, and at the latest just now.
+		owners, err := h.ledger.ClaimedBy(ctx, p.ParticipantSID, attemptStart.Add(-h.cfg.ReconcileSkew), h.now(), sids)
 		if err != nil {
 			return reconcileResult{}, err
 		}
