@@ -140,7 +140,7 @@ func TestComposeRedis(t *testing.T) {
 		t.Errorf("image = %q, want redis:7", s.Image)
 	}
 	// Each flag must be directly followed by its value.
-	for flag, value := range map[string]string{"--appendonly": "yes", "--maxmemory-policy": "noeviction"} {
+	for flag, value := range map[string]string{"--appendonly": "yes", "--maxmemory-policy": "noeviction", "--hash-max-listpack-value": "1024"} {
 		i := slices.Index(s.Command, flag)
 		if i < 0 || i+1 >= len(s.Command) || s.Command[i+1] != value {
 			t.Errorf("command %q lacks %s %s", s.Command, flag, value)
