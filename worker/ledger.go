@@ -500,6 +500,11 @@ func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, un
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("send ledger: read claims: %w", err)
 	}
+	for _, d := range days {
+		if d.Err() != nil {
+			return nil, fmt.Errorf("send ledger: read claims: %w", d.Err())
+		}
+	}
 	out := make([]string, len(sids))
 	for i := range sids {
 		for _, d := range days {
@@ -511,11 +516,6 @@ func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, un
 			out[i] = v
 		} else if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("send ledger: read claims: %w", err)
-		}
-	}
-	for _, d := range days {
-		if d.Err() != nil {
-			return nil, fmt.Errorf("send ledger: read claims: %w", d.Err())
 		}
 	}
 	return out, nil
