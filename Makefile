@@ -36,7 +36,7 @@ chaos-lanes:
 # Sentinel set-ups (master, replica, 3 redis-sentinel) on loopback ports; slot safety of every
 # script, the end-to-end path, and chaos runs with failovers and killed masters. Needs
 # redis-server, redis-cli and redis-sentinel on PATH. A few minutes.
-test-redis-ha:
+test-redis-ha: test-deps
 	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./delivery/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
 
 bench:
