@@ -103,8 +103,8 @@ type run struct {
 func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	id, _ := asynq.GetTaskID(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
-	ctx, endSpan := startAttempt(ctx, t, id, queue)
-	defer func() { endSpan(err) }()
+	ctx, span := startAttempt(ctx, t, id, queue)
+	defer func() { endAttempt(span, err) }()
 	return h.handle(ctx, id, queue, t)
 }
 
@@ -124,7 +124,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
 	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
-	traceMessage(r.span, p)
+	traceMessage(r.span, &r.p)
 	if p.OrderingKey != "" {
 		// Its lane first: a message that must wait takes no permit and no ledger lease.
 		return r.inLane(ctx, r.send)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -61,22 +62,56 @@ const (
 
 func tracer() trace.Tracer { return otel.Tracer(TracerName) }
 
-// startAttempt starts the span of one run of a message, in the trace its headers carry.
-func startAttempt(ctx context.Context, t *asynq.Task, id, queue string) (context.Context, func(error)) {
+// Tracing off costs next to nothing. Until a program installs a tracer provider
+// (otel.SetTracerProvider), the global one is OpenTelemetry's default, whose spans record
+// nothing; yet otel.Tracer takes a lock and a map lookup, and span options and attribute lists
+// are built, for every span of every run. So while the default is in place, spans start from
+// a tracer looked up once and with no attributes, and a span that does not record (the API's
+// contract: it drops whatever is set on it) is given none. A span that records all the same
+// (Go auto-instrumentation hooks the default's spans) gets its attributes once started.
+// With a provider installed, every span starts exactly as before, attributes and all.
+var (
+	defaultTracerProvider = otel.GetTracerProvider()
+	defaultTracer         = sync.OnceValue(func() trace.Tracer { return defaultTracerProvider.Tracer(TracerName) })
+	// attemptKind is startAttempt's option list when tracing is off, built once.
+	attemptKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+)
+
+// tracingOff reports whether the global tracer provider is still OpenTelemetry's default.
+// (Comparing interfaces cannot panic here: the default's dynamic type is a pointer.)
+func tracingOff() bool { return otel.GetTracerProvider() == defaultTracerProvider }
+
+// startAttempt starts the span of one run of a message, in the trace its headers carry; the
+// caller ends it with endAttempt.
+func startAttempt(ctx context.Context, t *asynq.Task, id, queue string) (context.Context, trace.Span) {
 	retried, _ := asynq.GetRetryCount(ctx)
 	ctx = tasks.ContextFromHeaders(ctx, t.Headers())
-	ctx, span := tracer().Start(ctx, SpanAttempt, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+	if tracingOff() {
+		ctx, span := defaultTracer().Start(ctx, SpanAttempt, attemptKind...)
+		if span.IsRecording() {
+			span.SetAttributes(attemptAttrs(id, queue, retried)...)
+		}
+		return ctx, span
+	}
+	return tracer().Start(ctx, SpanAttempt, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attemptAttrs(id, queue, retried)...))
+}
+
+func attemptAttrs(id, queue string, retried int) []attribute.KeyValue {
+	return []attribute.KeyValue{
 		attribute.String("messaging.system", "asynq"),
 		attribute.String("messaging.operation.type", "process"),
 		attribute.String("messaging.destination.name", queue),
 		attribute.String("messaging.message.id", id),
 		AttrRetryCount.Int(retried),
-	))
-	return ctx, func(err error) { endAttempt(span, err) }
+	}
 }
 
 // endAttempt records what asynq is told and ends the run's span.
 func endAttempt(span trace.Span, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	var rl *retryLater
 	switch {
 	case err == nil:
@@ -112,13 +147,19 @@ func safeDescription(err error) string {
 }
 
 // traceMessage puts the message's SIDs on the run's span.
-func traceMessage(span trace.Span, p tasks.Payload) {
+func traceMessage(span trace.Span, p *tasks.Payload) {
+	if !span.IsRecording() {
+		return
+	}
 	span.SetAttributes(AttrServiceSID.String(p.ServiceSID), AttrSessionSID.String(p.SessionSID),
 		AttrParticipantSID.String(p.ParticipantSID))
 }
 
 // traceOutcome puts an attempt's outcome on the run's span (called with its log line).
 func traceOutcome(span trace.Span, outcome, interactionSID string, posts int, err error) {
+	if !span.IsRecording() {
+		return
+	}
 	span.SetAttributes(AttrOutcome.String(outcome), AttrAttempt.Int(posts))
 	if interactionSID != "" {
 		span.SetAttributes(AttrInteractionSID.String(interactionSID))
@@ -132,6 +173,9 @@ func traceOutcome(span trace.Span, outcome, interactionSID string, posts int, er
 // traceResult marks the moment the outcome record is written, with the record's fields that
 // are safe to show (not its error text).
 func traceResult(span trace.Span, o *tasks.Outcome) {
+	if !span.IsRecording() {
+		return
+	}
 	attrs := []attribute.KeyValue{attribute.String("proxyq.outcome.state", string(o.State)), AttrAttempt.Int(o.Attempts),
 		attribute.Bool("proxyq.outcome.reconciled", o.Reconciled)}
 	if o.InteractionSID != "" {
@@ -147,12 +191,23 @@ func traceResult(span trace.Span, o *tasks.Outcome) {
 type step struct{ span trace.Span }
 
 func startStep(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, step) {
+	if tracingOff() {
+		ctx, span := defaultTracer().Start(ctx, name)
+		if span.IsRecording() {
+			span.SetAttributes(attrs...)
+		}
+		return ctx, step{span}
+	}
 	ctx, span := tracer().Start(ctx, name, trace.WithAttributes(attrs...))
 	return ctx, step{span}
 }
 
 // end ends the step; err marks it failed, except an account limit, which is an answer.
 func (s step) end(err error, attrs ...attribute.KeyValue) {
+	if !s.span.IsRecording() {
+		s.span.End()
+		return
+	}
 	s.span.SetAttributes(attrs...)
 	var limited *LimitedError
 	switch {
