@@ -2,6 +2,7 @@ package proxyclient
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ type Client struct {
 	user      string
 	secret    string
 	userAgent string
+	// authorization is the Authorization header SetBasicAuth would write for user and
+	// secret, encoded once rather than per request.
+	authorization string
 	// now is the clock for HTTP-date Retry-After values; tests replace it.
 	now func() time.Time
 }
@@ -86,6 +90,7 @@ func New(cfg Config) (*Client, error) {
 	} else {
 		c.user, c.secret = cfg.AccountSID, cfg.AuthToken
 	}
+	c.authorization = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.user+":"+c.secret))
 	c.userAgent = "proxyq/" + Version
 	if ua := strings.TrimSpace(cfg.UserAgent); ua != "" {
 		c.userAgent += " " + ua
@@ -163,7 +168,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 	if err != nil {
 		return &TransportError{Method: method, Path: path, Err: fmt.Errorf("%w: %w", errInvalidURL, unwrapURLError(err))}
 	}
-	req.SetBasicAuth(c.user, c.secret)
+	req.Header.Set("Authorization", c.authorization) // req.SetBasicAuth(c.user, c.secret)
 	req.Header.Set("User-Agent", c.userAgent)
 	req.Header.Set("Accept", "application/json")
 	if form != nil {
@@ -186,7 +191,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 		return newError(method, path, resp, data, c.now(), c.cfg.MaxRetryAfter)
 	}
 
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxSuccessBody+1))
+	data, err := readBody(resp.Body, maxSuccessBody+1, resp.ContentLength)
 	if err != nil {
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: unwrapURLError(err)}
 	}
@@ -198,6 +203,29 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: err}
 	}
 	return nil
+}
+
+// readBody is io.ReadAll(io.LimitReader(r, limit)), reading into one buffer of the announced
+// size (Content-Length; -1 when unknown) instead of growing one from 512 bytes.
+func readBody(r io.Reader, limit, size int64) ([]byte, error) {
+	lr := &io.LimitedReader{R: r, N: limit}
+	if size < 0 || size >= limit {
+		return io.ReadAll(lr)
+	}
+	b := make([]byte, 0, size+1) // +1: the read that finds EOF needs room, or it would grow b
+	for {
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+		if len(b) == cap(b) { // longer than announced: grow as io.ReadAll does
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // bodyDecoder is implemented by answers that decode themselves in one pass: json.Unmarshal of
