@@ -469,10 +469,12 @@ func (r *run) release(ctx context.Context, attempt string, o *tasks.Outcome) {
 func (r *run) logOutcome(outcome, interactionSID string, latency time.Duration, err error, note string) {
 	r.metrics.Attempts.WithLabelValues(outcome).Inc()
 	traceOutcome(r.span, outcome, interactionSID, r.posts, err)
-	fields := []zap.Field{
+	// Room for every field below: one allocation, where growing from five took two.
+	fields := make([]zap.Field, 0, 12)
+	fields = append(fields,
 		zap.String("task_id", r.id), zap.String("queue", r.queue), zap.String("participant_sid", r.p.ParticipantSID),
 		zap.String("outcome", outcome), zap.Int("attempt", r.posts),
-	}
+	)
 	if interactionSID != "" {
 		fields = append(fields, zap.String("interaction_sid", interactionSID))
 	}
