@@ -69,6 +69,9 @@ func tracer() trace.Tracer { return otel.Tracer(TracerName) }
 // a tracer looked up once and with no attributes, and a span that does not record (the API's
 // contract: it drops whatever is set on it) is given none. A span that records all the same
 // (Go auto-instrumentation hooks the default's spans) gets its attributes once started.
+// The run's own span is always started (only starting it tells whether it records); a step
+// under a run's span that does not record starts none, since its span would only repeat the
+// parent's span context, which the step's context carries already.
 // With a provider installed, every span starts exactly as before, attributes and all.
 var (
 	defaultTracerProvider = otel.GetTracerProvider()
@@ -187,11 +190,17 @@ func traceResult(span trace.Span, o *tasks.Outcome) {
 	span.AddEvent("proxyq.outcome_recorded", trace.WithAttributes(attrs...))
 }
 
-// step is the span of one step of a run (limiter wait, a ledger script, reconciliation).
+// step is the span of one step of a run (limiter wait, a ledger script, reconciliation); a
+// zero step has none.
 type step struct{ span trace.Span }
 
 func startStep(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, step) {
 	if tracingOff() {
+		if !trace.SpanFromContext(ctx).IsRecording() {
+			// Nothing records (the run's span would, were its spans hooked): the step's span
+			// would only carry its parent's span context, which ctx already carries.
+			return ctx, step{}
+		}
 		ctx, span := defaultTracer().Start(ctx, name)
 		if span.IsRecording() {
 			span.SetAttributes(attrs...)
@@ -204,6 +213,9 @@ func startStep(ctx context.Context, name string, attrs ...attribute.KeyValue) (c
 
 // end ends the step; err marks it failed, except an account limit, which is an answer.
 func (s step) end(err error, attrs ...attribute.KeyValue) {
+	if s.span == nil {
+		return // not started (startStep)
+	}
 	if !s.span.IsRecording() {
 		s.span.End()
 		return
