@@ -139,9 +139,9 @@ func joinURL(base *url.URL, segments ...string) *url.URL {
 // do sends one request and decodes a 2xx JSON body into out. It returns *Error,
 // *TransportError or *DecodeError.
 func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Values, out any) error {
-	path := u.EscapedPath()
+	// u.EscapedPath() names the request in errors only: computed where one is returned.
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return &TransportError{Method: method, Path: path, Err: fmt.Errorf("%w: need an absolute http or https URL", errInvalidURL)}
+		return &TransportError{Method: method, Path: u.EscapedPath(), Err: fmt.Errorf("%w: need an absolute http or https URL", errInvalidURL)}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.HTTPTimeout)
@@ -166,7 +166,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return &TransportError{Method: method, Path: path, Err: fmt.Errorf("%w: %w", errInvalidURL, unwrapURLError(err))}
+		return &TransportError{Method: method, Path: u.EscapedPath(), Err: fmt.Errorf("%w: %w", errInvalidURL, unwrapURLError(err))}
 	}
 	req.Header.Set("Authorization", c.authorization) // req.SetBasicAuth(c.user, c.secret)
 	req.Header.Set("User-Agent", c.userAgent)
@@ -177,7 +177,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &TransportError{Method: method, Path: path, Err: unwrapURLError(err), RequestWritten: written.Load()}
+		return &TransportError{Method: method, Path: u.EscapedPath(), Err: unwrapURLError(err), RequestWritten: written.Load()}
 	}
 	defer func() {
 		// Drain a little so the connection can be reused, then close.
@@ -188,19 +188,19 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, form url.Val
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// A failed read still leaves the status, which is what classification needs.
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-		return newError(method, path, resp, data, c.now(), c.cfg.MaxRetryAfter)
+		return newError(method, u.EscapedPath(), resp, data, c.now(), c.cfg.MaxRetryAfter)
 	}
 
 	data, err := readBody(resp.Body, maxSuccessBody+1, resp.ContentLength)
 	if err != nil {
-		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: unwrapURLError(err)}
+		return &DecodeError{Method: method, Path: u.EscapedPath(), StatusCode: resp.StatusCode, Err: unwrapURLError(err)}
 	}
 	if len(data) > maxSuccessBody {
-		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode,
+		return &DecodeError{Method: method, Path: u.EscapedPath(), StatusCode: resp.StatusCode,
 			Err: fmt.Errorf("%w: body exceeds %d bytes", errBadContent, maxSuccessBody)}
 	}
 	if err := decodeJSON(data, out); err != nil {
-		return &DecodeError{Method: method, Path: path, StatusCode: resp.StatusCode, Err: err}
+		return &DecodeError{Method: method, Path: u.EscapedPath(), StatusCode: resp.StatusCode, Err: err}
 	}
 	return nil
 }
