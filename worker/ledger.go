@@ -113,14 +113,15 @@ func legacyClaimKey(interactionSID string) string {
 type Ledger struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
-	now func() time.Time // files claims under a day; tests move it
-	// splitClaim: the claim is its own command before the record script, because in a Redis
-	// Cluster the claim key and the task hash are in different slots. On one Redis both are
+	now func() time.Time // this process's clock: a fresh message's first entry, the claims' day
+	// splitClaim: the claim is its own script before the record script, because in a Redis
+	// Cluster the claims hash and the task hash are in different slots. On one Redis both are
 	// one script: one round trip fewer per message, and no claim is left by a fenced run.
 	splitClaim bool
 }
 
-// NewLedger returns a ledger whose interaction claims expire ttl after they are made.
+// NewLedger returns a ledger whose interaction claims are kept ttl after the day they are made
+// ends.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 	_, cluster := rdb.(*redis.ClusterClient)
 	return &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster}
@@ -280,7 +281,7 @@ const freshLeaseSlack = 5 * time.Second
 // Times here are this process's clock, as in asynq's own task leases; the lease gets
 // freshLeaseSlack on top to absorb clock skew. Every later write uses Redis's clock.
 func (l *Ledger) beginFresh(ctx context.Context, queue, taskID string, intent SendIntent) (*Ownership, error) {
-	now := time.Now()
+	now := l.now()
 	deadline := intent.SendBefore
 	if deadline.IsZero() {
 		deadline = now.Add(intent.SendWithin)
