@@ -428,12 +428,13 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
 	count = max(1, min(count, int(limit/10)))
 	tag := serviceTag(account, service)
+	key := tag + string(ep)
 	prefix := randomSuffix() + randomSuffix() + "-"
 	// Bounded on its own: with Redis down, go-redis would redial for many seconds, and a run
 	// stuck here outlives asynq's lease on the message (which then waits for asynq's recoverer).
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
-	res, err := reserveScript.Run(rctx, l.rdb, []string{tag + string(ep), tag + "adaptive"},
+	res, err := reserveScript.Run(rctx, l.rdb, []string{key, tag + "adaptive"},
 		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
 		maxWait.Milliseconds(), prefix, adaptiveTTL.Milliseconds(), gapMicros, count).Int64Slice()
 	returned := time.Now()
@@ -458,7 +459,7 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 	}
 	pool.filled(slots[1:])
 	s := slots[0]
-	return l.await(ctx, &Reservation{l: l, key: tag + string(ep), member: s.member, atMs: s.atMs, slot: s.local})
+	return l.await(ctx, &Reservation{l: l, key: key, member: s.member, atMs: s.atMs, slot: s.local})
 }
 
 // await sleeps until the reservation's time.
