@@ -118,8 +118,6 @@ func keyClass(key string) string {
 		return "asynq other"
 	case strings.Contains(key, ":claim"):
 		return "proxyq claims"
-	case strings.Contains(key, ":ledger:"):
-		return "proxyq ledger"
 	case strings.HasPrefix(key, "proxyq:"):
 		return "proxyq other"
 	}
@@ -315,7 +313,7 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	pc, qc := calls(p), calls(q)
 	pu, qu := per(p.stats.Usec), per(q.stats.Usec)
 	pm, qm := held(p), held(q)
-	after := per(p.keys.Bytes["proxyq claims"] + p.keys.Bytes["proxyq ledger"])
+	after := per(p.keys.Bytes["proxyq claims"])
 	perDay := func(held, beyond float64) float64 { return ((held-beyond)*retention + beyond*claimLife) * 1e6 / 1e9 }
 	measure := fmt.Sprintf("Redis per message, %d msgs, concurrency %d, defaults (no limits), commandstats reset after the enqueue, cheapest of %d%s:", n, c, b.z.repeats, isolated)
 	return []Row{

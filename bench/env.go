@@ -27,7 +27,7 @@ const (
 	serviceSID = "KS00000000000000000000000000be0c01"
 	sessionSID = "KC00000000000000000000000000be0c01"
 	queueName  = tasks.DefaultQueue
-	// participants spreads messages over this many participants (ledger keys are per participant).
+	// participants spreads messages over this many participants (claims are a hash per participant and day).
 	participants = 64
 )
 
