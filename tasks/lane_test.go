@@ -19,6 +19,20 @@ func laned(key, body string) Payload {
 	return p
 }
 
+// enqueueLane enqueues n messages on lane key (bodies m0, m1, …) and returns their task IDs.
+func enqueueLane(t *testing.T, e *env, key string, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		r, err := e.enq.Enqueue(context.Background(), laned(key, fmt.Sprint("m", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.TaskID)
+	}
+	return ids
+}
+
 func laneOrder(t *testing.T, rdb redis.UniversalClient, queue, key string) []string {
 	t.Helper()
 	ids, err := rdb.ZRange(context.Background(), LaneKey(queue, key), 0, -1).Result()
@@ -207,14 +221,7 @@ func TestLaneTurnsLeaveWakeAndSkip(t *testing.T) {
 	e := newEnv(t)
 	rdb := e.db.Client(t)
 	ctx := context.Background()
-	var ids []string
-	for i := range 4 {
-		r, err := e.enq.Enqueue(ctx, laned("L", fmt.Sprint("m", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.TaskID)
-	}
+	ids := enqueueLane(t, e, "L", 4)
 	g := LaneEnqueueGrace
 	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "L", ids[0], g); !turn.Go {
 		t.Fatalf("head: %+v", turn)
@@ -303,14 +310,7 @@ func TestLaneWakesAFollowerBackInItsQueue(t *testing.T) {
 	rdb := e.db.Client(t)
 	ctx := context.Background()
 	g := LaneEnqueueGrace
-	var ids []string
-	for i := range 3 {
-		r, err := e.enq.Enqueue(ctx, laned("L", fmt.Sprint("m", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.TaskID)
-	}
+	ids := enqueueLane(t, e, "L", 3)
 	if turn, _ := LaneTurn(ctx, rdb, DefaultQueue, "L", ids[0], g); !turn.Go {
 		t.Fatalf("head: %+v", turn)
 	}
