@@ -142,11 +142,10 @@ func indent(data []byte) string {
 	return b.String()
 }
 
-// FormatResult shows a proxyq outcome record (tasks.Outcome) as indented JSON led by a
-// "summary" line in words (see Summary), e.g. "sent, 1 attempt". The record's
-// own keys follow in their original order, including any this version does not know. Results
-// of other task types, or results that are not an outcome record, get asynqmon's default
-// rendering.
+// FormatResult shows a proxyq outcome record (tasks.Outcome, kept compact in Redis) as indented
+// JSON with its documented keys, led by a "summary" line in words (see Summary), e.g. "sent, 1
+// attempt". Results of other task types, or results that are not an outcome record, get
+// asynqmon's default rendering.
 func FormatResult(taskType string, result []byte) string {
 	// asynqmon's task-details view passes an empty task type (asynqmon v0.7.2,
 	// conversion_helpers.go), so "" is read as "maybe ours" and the record's state decides.
@@ -157,14 +156,15 @@ func FormatResult(taskType string, result []byte) string {
 	if err != nil || o == nil || !knownState[o.State] {
 		return asynqmon.DefaultResultFormatter.FormatResult(taskType, result)
 	}
-	trimmed := bytes.TrimSpace(result)
+	record, err := json.Marshal(o)
+	if err != nil {
+		return asynqmon.DefaultResultFormatter.FormatResult(taskType, result)
+	}
 	var b bytes.Buffer
 	b.WriteString(`{"summary":`)
 	b.Write(quote(Summary(o)))
-	if rest := bytes.TrimSpace(trimmed[1:]); len(rest) > 0 && rest[0] != '}' {
-		b.WriteByte(',')
-	}
-	b.Write(trimmed[1:])
+	b.WriteByte(',')
+	b.Write(record[1:])
 	return indent(b.Bytes())
 }
 

@@ -127,10 +127,10 @@ func compact(s string) string {
 func TestFormatResult(t *testing.T) {
 	t.Parallel()
 	sentAt := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	sent, _ := json.Marshal(tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdef",
+	sent, _ := tasks.EncodeOutcome(&tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdef",
 		OutboundResourceSID: "SM0123456789abcdef0123456789abcdef", OutboundStatus: "queued", Attempts: 1, SentAt: &sentAt, RecordedAt: sentAt})
-	reconciled, _ := json.Marshal(tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KIffff", Attempts: 2, Reconciled: true, RecordedAt: sentAt})
-	failed, _ := json.Marshal(tasks.Outcome{State: tasks.OutcomeFailed, ErrorCode: 20404, HTTPStatus: 404, Error: "The requested resource was not found", Attempts: 1, RecordedAt: sentAt})
+	reconciled, _ := tasks.EncodeOutcome(&tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KIffff", Attempts: 2, Reconciled: true, RecordedAt: sentAt})
+	failed, _ := tasks.EncodeOutcome(&tasks.Outcome{State: tasks.OutcomeFailed, ErrorCode: 20404, HTTPStatus: 404, Error: "The requested resource was not found", Attempts: 1, RecordedAt: sentAt})
 	tests := []struct {
 		name, taskType string
 		in             []byte
@@ -143,7 +143,10 @@ func TestFormatResult(t *testing.T) {
 		{"details view", "", sent, []string{`"summary": "sent, 1 attempt"`, `"interaction_sid"`}},
 		{"reconciled", tasks.TypeSendInteraction, reconciled, []string{`"summary": "sent (found by reconciliation), 2 attempts"`, `"reconciled": true`}},
 		{"failed", "", failed, []string{`"summary": "failed: Twilio 20404 (HTTP 404), not retried"`, `"error": "The requested resource was not found"`}},
-		{"unknown keys kept", "", []byte(`{"state":"sent","interaction_sid":"KI1","attempts":1,"future_key":"v"}`), []string{`"future_key": "v"`, `"summary": "sent, 1 attempt"`}},
+		{"sent at", "", sent, []string{`"sent_at": "2030-01-02T03:04:05Z"`, `"recorded_at": "2030-01-02T03:04:05Z"`}},
+		// Records written before the compact form read the same.
+		{"long form", "", []byte(`{"state":"sent","interaction_sid":"KI1","attempts":1,"recorded_at":"2030-01-02T03:04:05.5Z"}`),
+			[]string{`"summary": "sent, 1 attempt"`, `"interaction_sid": "KI1"`, `"recorded_at": "2030-01-02T03:04:05.5Z"`}},
 		{"other type untouched", "other:type", sent, []string{string(sent)}},
 		{"not an outcome", "", []byte(`{"hello":"world"}`), []string{`{"hello":"world"}`}},
 		{"empty", tasks.TypeSendInteraction, nil, []string{"non-printable bytes"}},

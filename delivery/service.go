@@ -207,9 +207,9 @@ type result struct {
 
 // apply folds ups into the outcome record of ref, atomically: WATCH the task's hash, read
 // "result", fold, write it back in MULTI/EXEC, and start again when another writer (a second
-// serve replica, a poll, the worker) got there first. Keys other than the timeline's are kept
-// byte for byte, so fields this package does not know survive. Then, outside the
-// transaction: metrics, status webhooks, the error fetch, and the poll's removal when final.
+// serve replica, a poll, the worker) got there first. Keys this version does not know survive
+// (tasks.PatchOutcome). Then, outside the transaction: metrics, status webhooks, the error
+// fetch, and the poll's removal when final.
 func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source string) (result, error) {
 	key := taskKey(ref.Queue, ref.TaskID)
 	var res result
@@ -224,22 +224,18 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 			if err != nil {
 				return err
 			}
-			var fields map[string]json.RawMessage
-			var o tasks.Outcome
-			if err := json.Unmarshal([]byte(raw), &fields); err != nil {
-				return fmt.Errorf("delivery: outcome record of %s is not JSON: %w", ref.TaskID, err)
-			}
-			if err := json.Unmarshal([]byte(raw), &o); err != nil {
+			o, err := tasks.ParseOutcome([]byte(raw))
+			if err != nil {
 				return fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
 			}
-			if o.State != tasks.OutcomeSent || o.InteractionSID != ref.KI {
+			if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID != ref.KI {
 				// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
 				return errGone
 			}
 			best := Unchanged
 			for _, u := range ups {
 				prev, prevFinal := o.OutboundStatus, o.Final
-				c := applyUpdate(&o, u)
+				c := applyUpdate(o, u)
 				if o.OutboundStatus != prev || o.Final != prevFinal {
 					res.reached = append(res.reached, o.OutboundStatus)
 				}
@@ -250,17 +246,11 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 					best = c
 				}
 			}
-			res.change, res.outcome = best, o
+			res.change, res.outcome = best, *o
 			if best == Unchanged {
 				return nil
 			}
-			setField(fields, "outbound_status", o.OutboundStatus)
-			setField(fields, "status_history", o.StatusHistory)
-			setField(fields, "delivered_at", o.DeliveredAt)
-			setField(fields, "final", o.Final)
-			setField(fields, "delivery_error_code", o.DeliveryErrorCode)
-			setField(fields, "delivery_error", o.DeliveryError)
-			data, err := json.Marshal(fields)
+			data, err := tasks.PatchOutcome([]byte(raw), o)
 			if err != nil {
 				return err
 			}
@@ -279,39 +269,6 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 	}
 	s.after(ctx, ref, res, source)
 	return res, nil
-}
-
-// setField sets or, for a zero value, removes a key of the record (the omitempty convention).
-func setField(fields map[string]json.RawMessage, name string, v any) {
-	switch x := v.(type) {
-	case string:
-		if x == "" {
-			delete(fields, name)
-			return
-		}
-	case int:
-		if x == 0 {
-			delete(fields, name)
-			return
-		}
-	case bool:
-		if !x {
-			delete(fields, name)
-			return
-		}
-	case *time.Time:
-		if x == nil {
-			delete(fields, name)
-			return
-		}
-	case []tasks.StatusEvent:
-		if len(x) == 0 {
-			delete(fields, name)
-			return
-		}
-	}
-	data, _ := json.Marshal(v)
-	fields[name] = data
 }
 
 // after runs the consequences of a committed change: only the process whose transaction

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +219,14 @@ func TestEnqueuePending(t *testing.T) {
 	}
 	if res.TaskID == "" || res.Queue != DefaultQueue || res.Duplicate {
 		t.Fatalf("Enqueue() = %+v", res)
+	}
+	// Without an idempotency key the ID is ours: 26 lowercase letters and digits (README, Redis
+	// cost per message), unique.
+	if !regexp.MustCompile(`^[a-z2-7]{26}$`).MatchString(res.TaskID) {
+		t.Errorf("task ID %q, want 26 characters of a-z 2-7", res.TaskID)
+	}
+	if again, err := e.enq.Enqueue(ctx, p); err != nil || again.TaskID == res.TaskID {
+		t.Errorf("second Enqueue() = %+v, %v; want a new task ID", again, err)
 	}
 	info := e.taskInfo(t, DefaultQueue, res.TaskID)
 	if info.State != asynq.TaskStatePending || info.Type != TypeSendInteraction {

@@ -2,8 +2,6 @@ package tasks
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -536,15 +534,4 @@ func (p *lanePlaces) release(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	releaseFailed(rctx, p.rdb, e)
-}
-
-// newTaskID is a random task ID for a message with an ordering key and no idempotency key: its
-// ID must be known before the enqueue, to take its place first. Same shape as asynq's (UUID v4).
-func newTaskID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

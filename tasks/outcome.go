@@ -2,7 +2,12 @@ package tasks
 
 import (
 	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
 	"time"
+
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 // Outcome states written by the worker.
@@ -16,9 +21,10 @@ const (
 	OutcomeUnknown = "unknown"
 )
 
-// Outcome is the record the worker writes as the asynq task result (JSON), read by the asynq
-// dashboard, `proxyq status` and the HTTP API. New keys may be added; existing ones keep their
-// meaning.
+// Outcome is the record the worker writes as the asynq task result, read by the asynq
+// dashboard, `proxyq status` and the HTTP API, which show it as JSON with these keys. Redis keeps
+// it in a compact form (EncodeOutcome, ParseOutcome). New keys may be added; existing ones keep
+// their meaning.
 type Outcome struct {
 	State               string     `json:"state"`                           // one of the Outcome* constants
 	InteractionSID      string     `json:"interaction_sid,omitempty"`       // KI…
@@ -49,14 +55,156 @@ type StatusEvent struct {
 	At     time.Time `json:"at"`
 }
 
-// ParseOutcome decodes an outcome record; an empty result yields nil, nil.
+// The outcome record is stored in Redis (asynq's task result) in a compact form: the same
+// fields under short keys, times in Unix milliseconds. Every completed message keeps its record
+// for the retention period, and under Redis's default hash-max-listpack-value the record's
+// length decides the allocation of asynq's whole task hash: the compact form (≈ 150 B for a
+// sent message, against ≈ 250 B with the long keys) keeps a message under 1 KB of Redis.
+// Everything people read (HTTP API, `proxyq status --json`, the dashboard, Go's Outcome) shows
+// the long keys; ParseOutcome reads both forms, so records written before the compact form
+// still read.
+type storedOutcome struct {
+	State               string        `json:"s"`
+	InteractionSID      string        `json:"ki,omitempty"`
+	OutboundStatus      string        `json:"os,omitempty"`
+	OutboundResourceSID string        `json:"sm,omitempty"`
+	Attempts            int           `json:"n"`
+	SentAt              int64         `json:"sa,omitempty"`
+	Reconciled          bool          `json:"rc,omitempty"`
+	ErrorCode           int           `json:"ec,omitempty"`
+	HTTPStatus          int           `json:"hs,omitempty"`
+	Error               string        `json:"e,omitempty"`
+	RecordedAt          int64         `json:"ra"`
+	StatusHistory       []storedEvent `json:"h,omitempty"`
+	DeliveredAt         int64         `json:"da,omitempty"`
+	Final               bool          `json:"f,omitempty"`
+	DeliveryErrorCode   int           `json:"dc,omitempty"`
+	DeliveryError       string        `json:"de,omitempty"`
+}
+
+type storedEvent struct {
+	Status string `json:"s"`
+	At     int64  `json:"t"`
+}
+
+// storedKeys are the keys of storedOutcome, and longKeys those of Outcome: PatchOutcome drops
+// both from the record it rewrites and keeps any other key (one a newer version added).
+var storedKeys, longKeys = jsonKeys(storedOutcome{}), jsonKeys(Outcome{})
+
+// EncodeOutcome returns o as it is stored in Redis: the compact form (see storedOutcome).
+// Times are kept to the millisecond. segmentio's encoder (every sent message writes one
+// record) writes what encoding/json writes, TestEncodeOutcomeAsEncodingJSON checks.
+func EncodeOutcome(o *Outcome) ([]byte, error) {
+	s := compact(o)
+	return fastjson.Marshal(&s)
+}
+
+func compact(o *Outcome) storedOutcome {
+	s := storedOutcome{
+		State: o.State, InteractionSID: o.InteractionSID, OutboundStatus: o.OutboundStatus,
+		OutboundResourceSID: o.OutboundResourceSID, Attempts: o.Attempts, SentAt: unixMilli(o.SentAt),
+		Reconciled: o.Reconciled, ErrorCode: o.ErrorCode, HTTPStatus: o.HTTPStatus, Error: o.Error,
+		RecordedAt: o.RecordedAt.UnixMilli(), DeliveredAt: unixMilli(o.DeliveredAt), Final: o.Final,
+		DeliveryErrorCode: o.DeliveryErrorCode, DeliveryError: o.DeliveryError,
+	}
+	if o.RecordedAt.IsZero() {
+		s.RecordedAt = 0
+	}
+	if len(o.StatusHistory) > 0 {
+		s.StatusHistory = make([]storedEvent, len(o.StatusHistory))
+		for i, e := range o.StatusHistory {
+			s.StatusHistory[i] = storedEvent{Status: e.Status, At: e.At.UnixMilli()}
+		}
+	}
+	return s
+}
+
+// ParseOutcome decodes a stored outcome record, compact or long; an empty result yields nil, nil.
+// Times come back in UTC.
 func ParseOutcome(result []byte) (*Outcome, error) {
 	if len(result) == 0 {
 		return nil, nil
 	}
-	var o Outcome
-	if err := json.Unmarshal(result, &o); err != nil {
+	var s storedOutcome
+	if err := json.Unmarshal(result, &s); err != nil {
 		return nil, err
 	}
-	return &o, nil
+	if s.State == "" {
+		// The long form, written before the compact one (or by hand).
+		var o Outcome
+		if err := json.Unmarshal(result, &o); err != nil {
+			return nil, err
+		}
+		return &o, nil
+	}
+	o := &Outcome{
+		State: s.State, InteractionSID: s.InteractionSID, OutboundStatus: s.OutboundStatus,
+		OutboundResourceSID: s.OutboundResourceSID, Attempts: s.Attempts, SentAt: fromMilli(s.SentAt),
+		Reconciled: s.Reconciled, ErrorCode: s.ErrorCode, HTTPStatus: s.HTTPStatus, Error: s.Error,
+		DeliveredAt: fromMilli(s.DeliveredAt), Final: s.Final,
+		DeliveryErrorCode: s.DeliveryErrorCode, DeliveryError: s.DeliveryError,
+	}
+	if s.RecordedAt != 0 {
+		o.RecordedAt = time.UnixMilli(s.RecordedAt).UTC()
+	}
+	for _, e := range s.StatusHistory {
+		o.StatusHistory = append(o.StatusHistory, StatusEvent{Status: e.Status, At: time.UnixMilli(e.At).UTC()})
+	}
+	return o, nil
+}
+
+// PatchOutcome returns the stored record with o's fields in the compact form, keeping any key of
+// stored that this version does not know, so a record written by a newer worker keeps what it
+// added when an older process (a callback, a poll) updates its timeline.
+func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
+	data, err := EncodeOutcome(o)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(stored, &fields); err != nil {
+		return nil, err
+	}
+	var extra []string
+	for k := range fields {
+		if !storedKeys[k] && !longKeys[k] {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) == 0 {
+		return data, nil
+	}
+	slices.Sort(extra)
+	out := data[:len(data)-1] // without its closing brace
+	for _, k := range extra {
+		name, _ := json.Marshal(k)
+		out = append(append(append(append(out, ','), name...), ':'), fields[k]...)
+	}
+	return append(out, '}'), nil
+}
+
+func unixMilli(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMilli(ms int64) *time.Time {
+	if ms == 0 {
+		return nil
+	}
+	t := time.UnixMilli(ms).UTC()
+	return &t
+}
+
+// jsonKeys lists the JSON keys of a struct's fields.
+func jsonKeys(v any) map[string]bool {
+	keys := map[string]bool{}
+	t := reflect.TypeOf(v)
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		keys[name] = true
+	}
+	return keys
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -78,7 +77,7 @@ func (r *run) unknownAccount(err error) error {
 	o := &tasks.Outcome{State: tasks.OutcomeFailed, Error: reason, RecordedAt: r.now().UTC()}
 	traceResult(r.span, o)
 	if w := r.task.ResultWriter(); w != nil {
-		if data, err := json.Marshal(o); err == nil {
+		if data, err := tasks.EncodeOutcome(o); err == nil {
 			if _, err := w.Write(data); err != nil {
 				r.log.Warn("could not write task result", zap.String("task_id", r.id), zap.Error(err))
 			}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	fastjson "github.com/segmentio/encoding/json"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
@@ -508,12 +507,4 @@ func jitter(d time.Duration) time.Duration {
 		return 0
 	}
 	return time.Duration(rand.Int64N(int64(d)))
-}
-
-// jsonMarshal encodes an outcome record for the task's result. Every sent message writes one;
-// segmentio's encoder writes what encoding/json writes (TestOutcomeJSONAsEncodingJSON) in a
-// third of the time.
-func jsonMarshal(o *tasks.Outcome) (string, error) {
-	data, err := fastjson.Marshal(o)
-	return string(data), err
 }

@@ -374,10 +374,10 @@ func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64,
 	if !ok || attempt == attemptSent || attempt == attemptInFlight {
 		return fmt.Errorf("send ledger: release with attempt %q", attempt)
 	}
-	data := ""
+	var data []byte
 	if o != nil {
 		var err error
-		if data, err = jsonMarshal(o); err != nil {
+		if data, err = tasks.EncodeOutcome(o); err != nil {
 			return err
 		}
 	}
@@ -438,7 +438,7 @@ return 'ok'
 // script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
 // then lost ownership names this same task, and the run that took over adopts it.
 func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome) error {
-	data, err := jsonMarshal(o)
+	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
 		return err
 	}

@@ -217,8 +217,11 @@ func TestE2ETracingAcrossProcesses(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, 30*time.Second, "the worker's sent attempts exported in both traces", func() bool {
-		return sentIn(cliTrace) && sentIn(httpTrace)
+	// Each process exports in its own batches: wait for the last span of each (serve's request
+	// span ends after its answer, which can be after the worker sent).
+	eventually(t, 30*time.Second, "the worker's sent attempts and serve's request span exported", func() bool {
+		return sentIn(cliTrace) && sentIn(httpTrace) &&
+			len(find(rcv.trace(httpTrace), "proxyq-serve", "POST /v1/message-interactions")) > 0
 	})
 
 	attempts := 0

@@ -1,0 +1,154 @@
+package tasks
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+var outcomeCases = func() map[string]*Outcome {
+	at := time.Date(2026, 12, 1, 13, 50, 47, 392320914, time.UTC)
+	sec := at.Truncate(time.Second)
+	return map[string]*Outcome{
+		"sent": {State: OutcomeSent, InteractionSID: "KI00000000000000000000000000000001", OutboundStatus: "queued",
+			OutboundResourceSID: "SM00000000000000000000000000000001", Attempts: 1, SentAt: &sec, RecordedAt: at},
+		"reconciled, delivered": {State: OutcomeSent, InteractionSID: "KI1", OutboundStatus: "delivered", Attempts: 2,
+			Reconciled: true, SentAt: &sec, RecordedAt: at, DeliveredAt: &at, Final: true,
+			StatusHistory: []StatusEvent{{Status: "queued", At: sec}, {Status: "delivered", At: at}}},
+		"failed, text needing escapes": {State: OutcomeFailed, Attempts: 1, ErrorCode: 21610, HTTPStatus: 400,
+			Error: "Attempt to send to unsubscribed recipient <+1 555> & \"friends\" \\ café \u2028 \x01", RecordedAt: at},
+		"undelivered": {State: OutcomeSent, InteractionSID: "KI2", OutboundStatus: "undelivered", Final: true,
+			DeliveryErrorCode: 30003, DeliveryError: "Unreachable destination handset", RecordedAt: at.In(time.FixedZone("X", 3600))},
+		"unknown, nothing recorded yet": {State: OutcomeUnknown, Attempts: 3, Error: "timeout"},
+	}
+}()
+
+// The stored record is written by segmentio's encoder (every sent message writes one); it must
+// write exactly what encoding/json writes.
+func TestEncodeOutcomeAsEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for name, o := range outcomeCases {
+		s := compact(o)
+		want, err := json.Marshal(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeOutcome(o)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%s: EncodeOutcome = %s, %v\nencoding/json writes %s", name, got, err, want)
+		}
+	}
+}
+
+// What is stored reads back as what was written, times to the millisecond and in UTC.
+func TestOutcomeRoundTrip(t *testing.T) {
+	t.Parallel()
+	ms := func(t time.Time) time.Time { return t.Truncate(time.Millisecond).UTC() }
+	for name, o := range outcomeCases {
+		data, err := EncodeOutcome(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseOutcome(data)
+		if err != nil {
+			t.Fatalf("%s: ParseOutcome(%s): %v", name, data, err)
+		}
+		want := *o
+		if !o.RecordedAt.IsZero() {
+			want.RecordedAt = ms(o.RecordedAt)
+		}
+		for _, p := range []**time.Time{&want.SentAt, &want.DeliveredAt} {
+			if *p != nil {
+				t := ms(**p)
+				*p = &t
+			}
+		}
+		want.StatusHistory = nil
+		for _, e := range o.StatusHistory {
+			want.StatusHistory = append(want.StatusHistory, StatusEvent{Status: e.Status, At: ms(e.At)})
+		}
+		if !reflect.DeepEqual(got, &want) {
+			t.Errorf("%s: stored %s\nread back %+v\nwant      %+v", name, data, got, &want)
+		}
+		// Reading the record and storing it again changes nothing (delivery rewrites it often).
+		again, _ := EncodeOutcome(got)
+		if string(again) != string(data) {
+			t.Errorf("%s: stored again as %s, first %s", name, again, data)
+		}
+	}
+}
+
+// Under Redis's default hash-max-listpack-value, asynq's task hash is a hashtable and the
+// record is one allocation of its own: up to 156 bytes it takes jemalloc's 160-byte class. The
+// long keys took 250 bytes, one class up from 256 (README, Redis cost per message).
+func TestOutcomeStoredSize(t *testing.T) {
+	t.Parallel()
+	data, err := EncodeOutcome(outcomeCases["sent"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 156 {
+		t.Errorf("a sent message's record takes %d bytes, more than 156: %s", len(data), data)
+	}
+	want := `{"s":"sent","ki":"KI00000000000000000000000000000001","os":"queued","sm":"SM00000000000000000000000000000001","n":1,"sa":1796133047000,"ra":1796133047392}`
+	if string(data) != want {
+		t.Errorf("stored\n%s\nwant (README, Outcome record)\n%s", data, want)
+	}
+}
+
+// Records written before the compact form (long keys, RFC 3339 times) still read.
+func TestParseOutcomeLongForm(t *testing.T) {
+	t.Parallel()
+	o, err := ParseOutcome([]byte(`{"state":"sent","interaction_sid":"KI1","outbound_status":"delivered","attempts":1,` +
+		`"sent_at":"2026-11-25T14:02:11Z","recorded_at":"2026-11-25T14:02:11.532123Z",` +
+		`"status_history":[{"status":"delivered","at":"2026-11-25T14:02:15Z"}],"final":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.State != OutcomeSent || o.InteractionSID != "KI1" || o.SentAt == nil || o.SentAt.Unix() != 1795615331 ||
+		o.RecordedAt.Nanosecond() != 532123000 || len(o.StatusHistory) != 1 || !o.Final {
+		t.Errorf("ParseOutcome(long form) = %+v", o)
+	}
+	for _, bad := range []string{`{"s":`, `[1]`, `{"s":"sent","ra":"yesterday"}`} {
+		if _, err := ParseOutcome([]byte(bad)); err == nil {
+			t.Errorf("ParseOutcome(%s): no error", bad)
+		}
+	}
+	if o, err := ParseOutcome(nil); o != nil || err != nil {
+		t.Errorf("ParseOutcome(nil) = %v, %v; want nil, nil", o, err)
+	}
+}
+
+// PatchOutcome rewrites every key it knows, in the compact form (also when the record was in the
+// long one), and keeps keys a newer version added.
+func TestPatchOutcome(t *testing.T) {
+	t.Parallel()
+	o := outcomeCases["sent"]
+	stored, _ := EncodeOutcome(o)
+	newer := append(stored[:len(stored)-1:len(stored)-1], `,"zz":{"a":1},"aa":"x"}`...)
+	long, _ := json.Marshal(o)
+	for name, tc := range map[string]struct {
+		stored []byte
+		extra  string
+	}{
+		"compact":                {stored, ""},
+		"long form":              {long, ""},
+		"keys of a newer writer": {newer, `,"aa":"x","zz":{"a":1}`},
+	} {
+		changed := *o
+		changed.OutboundStatus, changed.Final = "delivered", true
+		got, err := PatchOutcome(tc.stored, &changed)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, _ := EncodeOutcome(&changed)
+		want = append(want[:len(want)-1], tc.extra+"}"...)
+		if string(got) != string(want) {
+			t.Errorf("%s: PatchOutcome = %s\nwant %s", name, got, want)
+		}
+	}
+	if _, err := PatchOutcome([]byte("not json"), o); err == nil {
+		t.Error("PatchOutcome of a record that is not JSON: no error")
+	}
+}
