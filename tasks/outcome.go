@@ -55,7 +55,7 @@ type StatusEvent struct {
 	At     time.Time `json:"at"`
 }
 
-// The outcome record is stored in Redis (asynq's task result) in a compact form: the same
+// storedOutcome is the outcome record as Redis keeps it (asynq's task result): Outcome's
 // fields under short keys, times in Unix milliseconds. Every completed message keeps its record
 // for the retention period, and under Redis's default hash-max-listpack-value the record's
 // length decides the allocation of asynq's whole task hash: the compact form (≈ 150 B for a
