@@ -91,7 +91,8 @@ func TestBrowser(t *testing.T) {
 		if want := "/dashboard/queues/default/tasks/" + taskID; path != want {
 			t.Errorf("task page path = %q, want %q", path, want)
 		}
-		for _, want := range []string{"completed", `"sent, 1 attempt"`, "[redacted: ", participantKP} {
+		// The record is kept compact in Redis; the page shows its documented keys.
+		for _, want := range []string{"completed", `"sent, 1 attempt"`, `"interaction_sid"`, `"recorded_at"`, "[redacted: ", participantKP} {
 			if !strings.Contains(text, want) {
 				t.Errorf("task page lacks %q:\n%s", want, text)
 			}
