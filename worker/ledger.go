@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -122,29 +123,36 @@ type Ledger struct {
 	// record) on one Redis: go-redis's async autopipeliner puts the commands of all the
 	// process's concurrent runs in shared pipelines, so each costs a fraction of a round trip
 	// (README, Redis cost per message). Each run still waits for its own replies before it
-	// acts: the mark is in Redis before the POST. nil on a Cluster, where rdb does.
-	autopipe *redis.AutoPipeliner
+	// acts: the mark is in Redis before the POST. It returns nil on a Cluster, where rdb does.
+	// Made on first use, so a ledger that only reads (`proxyq status`, serve's send guard)
+	// starts none.
+	autopipe func() *redis.AutoPipeliner
 }
 
 // NewLedger returns a ledger whose interaction claims are kept ttl after the day they are made
 // ends.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 	_, cluster := rdb.(*redis.ClusterClient)
-	l := &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster}
+	l := &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster,
+		autopipe: func() *redis.AutoPipeliner { return nil }}
 	if c, ok := rdb.(*redis.Client); ok {
-		// Closed with the client. Its defaults: one ordered stream of batches, no waiting for
-		// a batch to fill (a lone command goes at once).
-		if ap, err := c.AsyncAutoPipeline(); err == nil {
-			l.autopipe = ap
-		}
+		l.autopipe = sync.OnceValue(func() *redis.AutoPipeliner {
+			// Closed with the client. Its defaults: one ordered stream of batches, no waiting
+			// for a batch to fill (a lone command goes at once).
+			ap, err := c.AsyncAutoPipeline()
+			if err != nil {
+				return nil
+			}
+			return ap
+		})
 	}
 	return l
 }
 
 // perMessage returns where a message's own commands go: the autopipeliner, else rdb.
 func (l *Ledger) perMessage() redis.Scripter {
-	if l.autopipe != nil {
-		return l.autopipe
+	if ap := l.autopipe(); ap != nil {
+		return ap
 	}
 	return l.rdb
 }
@@ -152,8 +160,8 @@ func (l *Ledger) perMessage() redis.Scripter {
 // oneTrip sends fn's commands in one round trip (queued on the autopipeliner, or as a
 // pipeline); each command's reply and error are read from the command afterwards.
 func (l *Ledger) oneTrip(ctx context.Context, fn func(redis.Cmdable)) {
-	if l.autopipe != nil {
-		fn(l.autopipe)
+	if ap := l.autopipe(); ap != nil {
+		fn(ap)
 		return
 	}
 	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
