@@ -81,6 +81,7 @@ func TestQuickRunReportsEveryRow(t *testing.T) {
 		{7, "commands with both account limits", true, true, false},
 		{7, "Redis CPU with both account limits", true, true, false},
 		{8, "fake in another process", true, true, false},
+		{8, "one dequeue loop", true, true, false},
 		{9, "hand-off", true, false, false},
 		{9, "hand-off", true, false, false},
 		{9, "lanes × ", true, false, false},

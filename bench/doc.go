@@ -39,7 +39,8 @@
 //     per message, and the part proxyq keeps outside asynq's task. proxyq runs with the defaults
 //     (no limits), then once more with both account limits on to price them. Best of 3 by usec.
 //  8. Scenario 1 with the fake in another process (`proxyq bench --child --side fake`), so that
-//     the fake's CPU is not the worker's, and proxyq with its defaults (no account limits).
+//     the fake's CPU is not the worker's, and proxyq with its defaults (no account limits,
+//     two dequeue loops); a second row runs proxyq with one dequeue loop, as the peer has.
 //  9. Ordered lanes (lanes.go), proxyq only: the hand-off from one message of a lane being
 //     recorded to the next one's POST (p50, p99), and throughput of 1,000 lanes × 10 messages
 //     against the same messages without ordering keys.

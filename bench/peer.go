@@ -122,6 +122,8 @@ type proxyqOptions struct {
 	// 1–6 has no per-Service cap and all their messages go to one Service, so the limiter runs
 	// (its Redis cost is measured) without ever holding a message back.
 	ServiceRate float64
+	// DequeueLoops is worker.Config's (0: proxyq's default).
+	DequeueLoops int
 }
 
 // newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
@@ -139,6 +141,7 @@ func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*wo
 		// more dequeue round trip per message when the first queue tried is empty.
 		Queues:        map[string]int{tasks.DefaultQueue: 1},
 		Concurrency:   o.Concurrency,
+		DequeueLoops:  o.DequeueLoops,
 		MaxInFlight:   o.MaxInFlight,
 		RateLimit:     o.RateLimit,
 		ServiceLimits: worker.ServiceLimits{Rate: cmp.Or(o.ServiceRate, ampleServiceRate)},

@@ -34,7 +34,11 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 	fake.reset()
 	enq := tasks.NewEnqueuer(b.redis.opt)
 	defer enq.Close()
-	run := fmt.Sprintf("s%d-%s", scenario, side)
+	name := side
+	if side == sideProxyq && o.DequeueLoops > 0 {
+		name = fmt.Sprintf("%s-%dloop", side, o.DequeueLoops)
+	}
+	run := fmt.Sprintf("s%d-%s", scenario, name)
 	if err := enqueueAll(ctx, enq, run, n); err != nil {
 		return 0, err
 	}
@@ -52,7 +56,7 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 	}
 	rdb := b.redis.client()
 	defer rdb.Close()
-	stopProfile, err := b.profile(fmt.Sprintf("cpu-%d-%s.pprof", scenario, side))
+	stopProfile, err := b.profile(fmt.Sprintf("cpu-%d-%s.pprof", scenario, name))
 	if err != nil {
 		return 0, err
 	}
@@ -68,7 +72,7 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 		return 0, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
 	}
 	rate := float64(n) / doneAt.Sub(began).Seconds()
-	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)", scenario, side, rate, n, concurrency)
+	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)", scenario, name, rate, n, concurrency)
 	return rate, nil
 }
 

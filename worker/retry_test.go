@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,8 +58,11 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	d := Config{}.WithDefaults()
-	if d.ShutdownTimeout != 45*time.Second || d.PollInterval != 20*time.Millisecond || d.Concurrency != 50 {
+	if d.ShutdownTimeout != 45*time.Second || d.PollInterval != 20*time.Millisecond || d.Concurrency != 50 || d.DequeueLoops != 2 {
 		t.Fatalf("defaults = %+v", d)
+	}
+	if one := (Config{Concurrency: 1}).WithDefaults(); one.DequeueLoops != 1 {
+		t.Fatalf("Concurrency 1 gets %d dequeue loops by default, want 1 (a loop needs a handler)", one.DequeueLoops)
 	}
 	cases := []struct {
 		name string
@@ -66,6 +70,8 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"concurrency", func(c *Config) { c.Concurrency = -1 }, "Concurrency must be between 1 and 10000"},
+		{"dequeue loops", func(c *Config) { c.DequeueLoops = 17 }, "DequeueLoops must be between 1 and 16 and at most Concurrency (50), got 17"},
+		{"dequeue loops above concurrency", func(c *Config) { c.Concurrency, c.DequeueLoops = 3, 4 }, "at most Concurrency (3), got 4"},
 		{"http timeout", func(c *Config) { c.HTTPTimeout = 500 * time.Millisecond }, "HTTPTimeout must be at least 1s"},
 		{"shutdown shorter than a request", func(c *Config) { c.ShutdownTimeout = 16 * time.Second }, "ShutdownTimeout must be at least HTTPTimeout+5s"},
 		{"queue priority", func(c *Config) { c.Queues = map[string]int{"default": 0} }, `priority of "default" must be at least 1`},
@@ -84,6 +90,24 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want it to say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestShareSplitsConcurrencyEvenly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n, loops int
+		want     []int
+	}{{50, 2, []int{25, 25}}, {5, 3, []int{2, 2, 1}}, {1, 1, []int{1}}, {7, 7, []int{1, 1, 1, 1, 1, 1, 1}}} {
+		var got []int
+		sum := 0
+		for i := range tc.loops {
+			got = append(got, share(tc.n, tc.loops, i))
+			sum += got[i]
+		}
+		if !slices.Equal(got, tc.want) || sum != tc.n {
+			t.Errorf("share(%d, %d, i) = %v, want %v", tc.n, tc.loops, got, tc.want)
+		}
 	}
 }
 

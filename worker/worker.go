@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,10 +35,10 @@ type Deps struct {
 	Accounts AccountSource
 }
 
-// Worker is one process's pool: an asynq server running the send handler.
+// Worker is one process's pool: Config.DequeueLoops asynq servers running the send handler.
 type Worker struct {
 	cfg      Config
-	srv      *asynq.Server
+	servers  []*asynq.Server
 	handler  *Handler
 	rdb      redis.UniversalClient
 	metrics  *Metrics
@@ -83,19 +84,35 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{cfg: cfg, handler: h, rdb: rdb, metrics: metrics, log: log, tasks: deps.Tasks}
-	w.srv = asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              cfg.Concurrency,
-		Queues:                   cfg.Queues,
-		StrictPriority:           cfg.StrictPriority,
-		RetryDelayFunc:           cfg.retryDelay,
-		IsFailure:                isFailure,
-		ShutdownTimeout:          cfg.ShutdownTimeout,
-		TaskCheckInterval:        cfg.PollInterval,
-		DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
-		Logger:                   log.Named("asynq").Sugar(),
-		LogLevel:                 asynq.WarnLevel,
-	})
+	// Each server is one dequeue loop (Config.DequeueLoops); the ones after the first are for
+	// backlogs, so they poll an idle queue slowly.
+	for i := range cfg.DequeueLoops {
+		poll := cfg.PollInterval
+		if i > 0 {
+			poll = max(poll, DequeueLoopIdlePoll)
+		}
+		w.servers = append(w.servers, asynq.NewServerFromRedisClient(rdb, asynq.Config{
+			Concurrency:              share(cfg.Concurrency, cfg.DequeueLoops, i),
+			Queues:                   cfg.Queues,
+			StrictPriority:           cfg.StrictPriority,
+			RetryDelayFunc:           cfg.retryDelay,
+			IsFailure:                isFailure,
+			ShutdownTimeout:          cfg.ShutdownTimeout,
+			TaskCheckInterval:        poll,
+			DelayedTaskCheckInterval: cfg.DelayedCheckInterval,
+			Logger:                   log.Named("asynq").Sugar(),
+			LogLevel:                 asynq.WarnLevel,
+		}))
+	}
 	return w, nil
+}
+
+// share is loop i's part of n handlers split between loops: as even as it can be.
+func share(n, loops, i int) int {
+	if i < n%loops {
+		return n/loops + 1
+	}
+	return n / loops
 }
 
 // Handler returns the send handler (for wiring into another asynq server, or tests).
@@ -108,11 +125,16 @@ func (w *Worker) Start() error {
 	for typ, h := range w.tasks {
 		mux.Handle(typ, h)
 	}
-	if err := w.srv.Start(mux); err != nil {
-		return fmt.Errorf("worker: start: %w", err)
+	for i, srv := range w.servers {
+		if err := srv.Start(mux); err != nil {
+			for _, started := range w.servers[:i] {
+				started.Shutdown()
+			}
+			return fmt.Errorf("worker: start: %w", err)
+		}
 	}
 	w.metrics.Up.Set(1)
-	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Any("queues", w.cfg.Queues),
+	w.log.Info("worker started", zap.Int("concurrency", w.cfg.Concurrency), zap.Int("dequeue_loops", w.cfg.DequeueLoops), zap.Any("queues", w.cfg.Queues),
 		zap.Duration("http_timeout", w.cfg.HTTPTimeout), zap.Duration("shutdown_timeout", w.cfg.ShutdownTimeout),
 		zap.Int("max_in_flight", w.cfg.MaxInFlight), zap.Float64("rate_limit", w.cfg.RateLimit))
 	return nil
@@ -125,7 +147,11 @@ func (w *Worker) Shutdown() {
 	w.stopping.Store(true)
 	w.metrics.Up.Set(0)
 	began := time.Now()
-	w.srv.Shutdown()
+	var stopped sync.WaitGroup // side by side: in turn, each would take up to ShutdownTimeout
+	for _, srv := range w.servers {
+		stopped.Go(srv.Shutdown)
+	}
+	stopped.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.HTTPTimeout+recordTimeout)
 	defer cancel()
 	if err := w.handler.WaitForSends(ctx); err != nil {

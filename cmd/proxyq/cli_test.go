@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -333,6 +334,9 @@ func TestWorkerConfigErrors(t *testing.T) {
 		{"bad base url", map[string]string{"PROXYQ_API_BASE_URL": "proxy.example"}, nil, exitUsage, []string{"PROXYQ_API_BASE_URL must be an absolute"}},
 		{"malformed duration", map[string]string{"PROXYQ_HTTP_TIMEOUT": "15"}, nil, exitUsage, []string{`PROXYQ_HTTP_TIMEOUT="15"`}},
 		{"concurrency out of range", map[string]string{"PROXYQ_CONCURRENCY": "20000"}, nil, exitUsage, []string{"PROXYQ_CONCURRENCY must be between 1 and 10000"}},
+		{"more dequeue loops than handlers", map[string]string{"PROXYQ_DEQUEUE_LOOPS": "3"}, []string{"--concurrency", "2"}, exitUsage,
+			[]string{"PROXYQ_DEQUEUE_LOOPS must be between 1 and 16 and at most --concurrency (2), got 3"}},
+		{"malformed dequeue loops", map[string]string{"PROXYQ_DEQUEUE_LOOPS": "two"}, nil, exitUsage, []string{`PROXYQ_DEQUEUE_LOOPS="two"`}},
 		{"shutdown shorter than a request", map[string]string{"PROXYQ_SHUTDOWN_TIMEOUT": "10s"}, nil, exitUsage,
 			[]string{"PROXYQ_SHUTDOWN_TIMEOUT must be at least PROXYQ_HTTP_TIMEOUT+5s"}},
 		{"flag named instead of variable", map[string]string{"PROXYQ_SHUTDOWN_TIMEOUT": "20s"}, []string{"--http-timeout", "30s"}, exitUsage,
@@ -425,6 +429,20 @@ func TestWorkerInProcess(t *testing.T) {
 	if n := srv.Fake.CreatesForBody("in-process"); n != 1 {
 		t.Errorf("created %d times, want once", n)
 	}
+	// Two dequeue loops by default: two asynq servers of this process share --concurrency.
+	servers, err := insp.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shares []int
+	for _, s := range servers {
+		if s.PID == os.Getpid() {
+			shares = append(shares, s.Concurrency)
+		}
+	}
+	if !slices.Equal(shares, []int{2, 2}) {
+		t.Errorf("asynq servers of this process have concurrency %v, want [2 2] (--concurrency 4, two dequeue loops)", shares)
+	}
 	cancel()
 	select {
 	case code := <-done:
@@ -434,7 +452,7 @@ func TestWorkerInProcess(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not return within 30s of cancellation")
 	}
-	if !strings.Contains(stderr.String(), `"concurrency":4`) {
+	if !strings.Contains(stderr.String(), `"concurrency":4,"dequeue_loops":2`) {
 		t.Errorf("--concurrency 4 not in effect; log:\n%s", stderr.String())
 	}
 }

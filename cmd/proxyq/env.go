@@ -165,6 +165,7 @@ func (m *Main) rawWorkerConfigFromEnv() (worker.Config, error) {
 	e := m.env()
 	cfg := worker.Config{
 		Concurrency:          e.integer("PROXYQ_CONCURRENCY", 0),
+		DequeueLoops:         e.integer("PROXYQ_DEQUEUE_LOOPS", 0),
 		HTTPTimeout:          e.duration("PROXYQ_HTTP_TIMEOUT", 0),
 		ShutdownTimeout:      e.duration("PROXYQ_SHUTDOWN_TIMEOUT", 0),
 		PollInterval:         e.duration("PROXYQ_POLL_INTERVAL", 0),
@@ -207,7 +208,7 @@ func finishWorkerConfig(cfg worker.Config, flagOf map[string]string) (worker.Con
 // workerEnvOf maps worker.Config fields to their environment variables.
 var workerEnvOf = map[string]string{
 	"BackoffBase": "PROXYQ_BACKOFF_BASE", "BackoffMax": "PROXYQ_BACKOFF_MAX",
-	"Concurrency": "PROXYQ_CONCURRENCY", "DelayedCheckInterval": "PROXYQ_DELAYED_CHECK_INTERVAL",
+	"Concurrency": "PROXYQ_CONCURRENCY", "DequeueLoops": "PROXYQ_DEQUEUE_LOOPS", "DelayedCheckInterval": "PROXYQ_DELAYED_CHECK_INTERVAL",
 	"HTTPTimeout": "PROXYQ_HTTP_TIMEOUT", "LimiterMaxWait": "PROXYQ_LIMITER_MAX_WAIT",
 	"MaxInFlight": "PROXYQ_MAX_IN_FLIGHT", "RateLimit": "PROXYQ_RATE_LIMIT", "RateBurst": "PROXYQ_RATE_BURST",
 	"PollInterval": "PROXYQ_POLL_INTERVAL", "LaneRecheck": "PROXYQ_LANE_RECHECK", "Queues": "PROXYQ_QUEUES",
