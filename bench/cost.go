@@ -414,21 +414,12 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 	defer rf.close()
 	fake := &fakeAPI{URL: rf.URL} // no reset: every run's bodies are its own
 	c := b.z.s1Concurrency
-	oneLoop := proxyqOptions{DequeueLoops: 1}
-	var p, p1, q float64
-	for range b.z.repeats { // the three in turn, so that a slow spell of the machine hits all
-		for _, run := range []struct {
-			side string
-			o    proxyqOptions
-			best *float64
-		}{{sideProxyq, proxyqOptions{}, &p}, {sidePeer, proxyqOptions{}, &q}, {sideProxyq, oneLoop, &p1}} {
-			rate, err := b.throughput(ctx, 8, run.side, fake, b.z.s1Messages, c, run.o)
-			if err != nil {
-				return nil, err
-			}
-			*run.best = max(*run.best, rate)
-		}
+	best, err := b.bestOf(ctx, 8, fake, b.z.s1Messages, c,
+		contender{sideProxyq, proxyqOptions{}}, contender{sidePeer, proxyqOptions{}}, contender{sideProxyq, proxyqOptions{DequeueLoops: 1}})
+	if err != nil {
+		return nil, err
 	}
+	p, q, p1 := best[0], best[1], best[2]
 	what := fmt.Sprintf("throughput, 0ms API latency, fake in another process, concurrency %d, best of %d", c, b.z.repeats)
 	return []Row{
 		{Scenario: 8, Measure: what + fmt.Sprintf(" (proxyq: defaults, %d dequeue loops; no account limits)", worker.DefaultDequeueLoops),

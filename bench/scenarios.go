@@ -79,18 +79,33 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 // compare runs both sides in turn, z.repeats times, and returns each side's best throughput:
 // the machine may be shared, and a run slowed by someone else says nothing about the code.
 func (b *bencher) compare(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, o proxyqOptions) (proxyq, peer float64, err error) {
-	for range b.z.repeats {
-		p, err := b.throughput(ctx, scenario, sideProxyq, fake, n, concurrency, o)
-		if err != nil {
-			return 0, 0, err
-		}
-		q, err := b.throughput(ctx, scenario, sidePeer, fake, n, concurrency, o)
-		if err != nil {
-			return 0, 0, err
-		}
-		proxyq, peer = max(proxyq, p), max(peer, q)
+	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{sideProxyq, o}, contender{sidePeer, o})
+	if err != nil {
+		return 0, 0, err
 	}
-	return proxyq, peer, nil
+	return best[0], best[1], nil
+}
+
+// contender is one pool a comparison runs: a side, and proxyq's options for it.
+type contender struct {
+	side string
+	o    proxyqOptions
+}
+
+// bestOf runs the contenders in turn, z.repeats times, so that a slow spell of the machine hits
+// them all, and returns each one's best throughput, in the order given.
+func (b *bencher) bestOf(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, cs ...contender) ([]float64, error) {
+	best := make([]float64, len(cs))
+	for range b.z.repeats {
+		for i, c := range cs {
+			rate, err := b.throughput(ctx, scenario, c.side, fake, n, concurrency, c.o)
+			if err != nil {
+				return nil, err
+			}
+			best[i] = max(best[i], rate)
+		}
+	}
+	return best, nil
 }
 
 // profile starts a CPU profile into ProfileDir/name, if profiling was asked for.
