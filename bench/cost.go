@@ -287,7 +287,7 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 			}
 		}
 	}
-	// Memory once more with asynq's task hashes stored as listpacks (the README's sizing advice):
+	// Memory once more with asynq's task hashes stored as listpacks (docs/performance.md, Sizing):
 	// the task's msg field is longer than Redis's default hash-max-listpack-value of 64 bytes,
 	// which makes every task hash a hashtable.
 	lp, lq, err := b.listpackCost(ctx, fake, n, c)
@@ -336,7 +336,7 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 			Proxyq: per(p.keys.Bytes[classTransient]), Peer: nan, Ratio: nan},
 		{Scenario: 7, Measure: "… of it kept by proxyq beyond asynq's task (claims: a field of a hash per participant and day)", Unit: "bytes",
 			Proxyq: after, Peer: nan, Ratio: nan},
-		{Scenario: 7, Measure: fmt.Sprintf("… memory held per completed message with hash-max-listpack-value %d (README, Sizing)", listpackValue), Unit: "bytes",
+		{Scenario: 7, Measure: fmt.Sprintf("… memory held per completed message with hash-max-listpack-value %d (see Sizing)", listpackValue), Unit: "bytes",
 			Proxyq: held(lp), Peer: held(lq), Ratio: held(lp) / held(lq), Target: "proxyq ≤ 1024", Met: met(held(lp) <= 1024)},
 		{Scenario: 7, Measure: fmt.Sprintf("… commands with both account limits on (MAX_IN_FLIGHT=%d, RATE_LIMIT=1e6)", b.z.s1MaxInFlight), Unit: "commands",
 			Proxyq: calls(lim), Peer: qc, Ratio: calls(lim) / qc},
@@ -429,7 +429,7 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 	}, nil
 }
 
-// listpackValue is the hash-max-listpack-value the README recommends for asynq's task hashes.
+// listpackValue is the hash-max-listpack-value docs/performance.md recommends for asynq's task hashes.
 const listpackValue = 1024
 
 // listpackCost runs each side once with hash-max-listpack-value set to listpackValue, and puts

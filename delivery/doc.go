@@ -2,7 +2,7 @@
 // status. httpapi only routes Twilio's status callbacks here, and the worker only calls
 // Recorded after it records a send and runs this package's tasks and sweeper.
 //
-// The trip (see README "Delivery status"):
+// The trip (see docs/delivery-status.md):
 //
 //	Twilio ──signed POST to the Service's callback_url──▶ CallbackHandler (X-Twilio-Signature)
 //	       ▼

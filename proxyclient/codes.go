@@ -86,7 +86,7 @@ type CodeInfo struct {
 	// MayBeInProgress: Twilio says an identical request is still being processed, so the
 	// interaction may appear later; the caller should reconcile before sending again.
 	MayBeInProgress bool
-	// Why is the reason for the handling, for the README table and operators.
+	// Why is the reason for the handling, for the docs table (docs/limits.md) and operators.
 	Why string
 }
 
@@ -103,7 +103,7 @@ const (
 )
 
 // codeTable is the classification of every code Twilio's reference lists for Proxy message
-// interactions. README.md has the same table (a test keeps them equal).
+// interactions. docs/limits.md has the same table (TestCodeTableInDocs keeps them equal).
 var codeTable = []CodeInfo{
 	{Code: 20429, Meaning: "too many concurrent requests on the account", Handling: HandlingRetryLater, Scope: ScopeAccount,
 		Why: "Twilio: a 429 was not processed and is always safe to retry; slows the account"},
@@ -143,7 +143,7 @@ var codeIndex = func() map[int]CodeInfo {
 	return m
 }()
 
-// Codes returns the classification table, in the README's order.
+// Codes returns the classification table, in the order of docs/limits.md.
 func Codes() []CodeInfo { return append([]CodeInfo(nil), codeTable...) }
 
 // LookupCode returns the rule for a Twilio error code.

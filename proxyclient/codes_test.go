@@ -75,10 +75,11 @@ func TestCodeClassification(t *testing.T) {
 	}
 }
 
-// TestCodeTableInREADME keeps the README's classification table equal to Codes().
-func TestCodeTableInREADME(t *testing.T) {
+// TestCodeTableInDocs keeps the classification table of docs/limits.md ("Twilio error codes")
+// equal to Codes().
+func TestCodeTableInDocs(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../README.md")
+	data, err := os.ReadFile("../docs/limits.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,10 +90,10 @@ func TestCodeTableInREADME(t *testing.T) {
 	}
 	for _, c := range proxyclient.Codes() {
 		if h := got[fmt.Sprint(c.Code)]; h != c.Handling.String() {
-			t.Errorf("README row for %d says %q, the code says %q", c.Code, h, c.Handling)
+			t.Errorf("docs/limits.md row for %d says %q, the code says %q", c.Code, h, c.Handling)
 		}
 	}
 	if len(got) != len(proxyclient.Codes()) {
-		t.Errorf("README has %d code rows, Codes() has %d", len(got), len(proxyclient.Codes()))
+		t.Errorf("docs/limits.md has %d code rows, Codes() has %d", len(got), len(proxyclient.Codes()))
 	}
 }

@@ -220,8 +220,8 @@ func TestEnqueuePending(t *testing.T) {
 	if res.TaskID == "" || res.Queue != DefaultQueue || res.Duplicate {
 		t.Fatalf("Enqueue() = %+v", res)
 	}
-	// Without an idempotency key the ID is ours: 26 lowercase letters and digits (README, Redis
-	// cost per message), unique.
+	// Without an idempotency key the ID is ours: 26 lowercase letters and digits (docs/performance.md,
+	// Redis cost per message), unique.
 	if !regexp.MustCompile(`^[a-z2-7]{26}$`).MatchString(res.TaskID) {
 		t.Errorf("task ID %q, want 26 characters of a-z 2-7", res.TaskID)
 	}

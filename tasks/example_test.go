@@ -7,7 +7,7 @@ import (
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// The messages below are the ones the README documents for producers; this example keeps them
+// The messages below are the ones docs/producing.md documents for producers; this example keeps them
 // from drifting.
 func ExamplePayload_Validate() {
 	p := tasks.Payload{

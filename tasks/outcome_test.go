@@ -81,7 +81,7 @@ func TestOutcomeRoundTrip(t *testing.T) {
 
 // Under Redis's default hash-max-listpack-value, asynq's task hash is a hashtable and the
 // record is one allocation of its own: up to 156 bytes it takes jemalloc's 160-byte class. The
-// long keys took 250 bytes, one class up from 256 (README, Redis cost per message).
+// long keys took 250 bytes, one class up from 256 (docs/performance.md, Redis cost per message).
 func TestOutcomeStoredSize(t *testing.T) {
 	t.Parallel()
 	data, err := EncodeOutcome(outcomeCases["sent"])
@@ -93,7 +93,7 @@ func TestOutcomeStoredSize(t *testing.T) {
 	}
 	want := `{"s":"sent","ki":"KI00000000000000000000000000000001","os":"queued","sm":"SM00000000000000000000000000000001","n":1,"sa":1796133047000,"ra":1796133047392}`
 	if string(data) != want {
-		t.Errorf("stored\n%s\nwant (README, Outcome record)\n%s", data, want)
+		t.Errorf("stored\n%s\nwant (docs/producing.md, Outcome record)\n%s", data, want)
 	}
 }
 

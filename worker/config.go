@@ -10,7 +10,7 @@ import (
 
 // Config is the worker's policy. The zero value of every field means "use the default" (see
 // WithDefaults); Validate says precisely what is wrong with a value that was set. cmd/proxyq maps
-// each field to an environment variable, listed in the README.
+// each field to an environment variable, listed in docs/configuration.md.
 type Config struct {
 	// BackoffBase and BackoffMax shape the retry delay after a failed attempt: exponential from
 	// BackoffBase, full jitter, capped at BackoffMax. Defaults 1s and 5m. A Retry-After from

@@ -41,7 +41,7 @@
 // reconciled. On the common path a fresh message costs one pipelined round trip to take it and
 // begin its send (HSETNX, HEXISTS) and one script to claim and record it, beyond asynq's own
 // dequeue and completion (on a Redis Cluster the claim is a script of its own): 7 Redis
-// commands, against asynq's 15 (README, Redis cost per message).
+// commands, against asynq's 15 (docs/performance.md, Redis cost per message).
 //
 // Tracing (tracing.go): each run is a proxyq.attempt span in the trace the task's headers carry
 // (the producer's), with spans for the limiter wait, the ledger scripts, reconciliation and the

@@ -282,7 +282,7 @@ func TestLaneCancelledAndDeletedHeadsAreSkipped(t *testing.T) {
 	}
 	// The follower's next check skips the cancelled head (its task was seen by earlier checks)
 	// and sees the second head's task: only then is a deleted task known to be gone rather
-	// than still being enqueued (README: a head the lane never saw waits out 15 s).
+	// than still being enqueued (docs/lanes.md: a head the lane never saw waits out 15 s).
 	waitFor(t, 5*time.Second, func() bool {
 		st, err := tasks.Lookup(ctx, r.insp, third.TaskID)
 		return err == nil && strings.Contains(st.LastError, "head "+deleted.TaskID+" is scheduled")

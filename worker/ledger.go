@@ -53,7 +53,7 @@ import (
 // LedgerTTL after its day ends, so every claim lives at least LedgerTTL. Reconciliation only
 // asks about one participant's interactions created since its request started, so it reads
 // that participant's hashes for those few days (one HMGET each). A field of a small hash costs
-// about 80 bytes, against about 150 for a key of its own (README, Redis cost per message).
+// about 80 bytes, against about 150 for a key of its own (docs/performance.md, Redis cost per message).
 // Claims are keyed by participant and interaction — not by queue — so one participant's messages
 // in several queues see each other's claims. On one Redis the claim and the record are one
 // script; in a Redis Cluster (the claims hash and the task hash are in different slots) the
@@ -122,7 +122,7 @@ type Ledger struct {
 	// autopipe carries the two round trips every message makes (the in-flight mark, the
 	// record) on one Redis: go-redis's async autopipeliner puts the commands of all the
 	// process's concurrent runs in shared pipelines, so each costs a fraction of a round trip
-	// (README, Redis cost per message). Each run still waits for its own replies before it
+	// (docs/performance.md, Redis cost per message). Each run still waits for its own replies before it
 	// acts: the mark is in Redis before the POST. It returns nil on a Cluster, where rdb does.
 	// Made on first use, so a ledger that only reads (`proxyq status`, serve's send guard)
 	// starts none.

@@ -3,7 +3,7 @@
 // serve), status, the dashboard and dev all reach the same Redis the same way: a single server,
 // a Sentinel-managed master, or a Redis Cluster.
 //
-// Forms (the README's "Redis Cluster and Sentinel" section is the user-facing copy):
+// Forms (docs/operations.md, "Redis Cluster and Sentinel", is the user-facing copy):
 //
 //	redis://[[USER]:PASSWORD@]HOST[:6379][/DB][?dial_timeout=5s&read_timeout=3s&write_timeout=3s&pool_size=N]
 //	rediss://…                                     the same over TLS

@@ -1,8 +1,8 @@
 // Package replwait makes a Redis write wait for replicas: after it returns, the master that
 // holds a given key has had every write made before the call acknowledged by a number of
 // replicas. The worker uses it between the ledger's in-flight mark and the POST, the producers
-// after an enqueue, so that a failover to a replica cannot forget either (see the README's
-// "Replication lag and the send guarantee").
+// after an enqueue, so that a failover to a replica cannot forget either (see
+// docs/operations.md, "Replication lag and the send guarantee").
 //
 // WAIT counts only the writes of the connection it runs on, and the write to cover was made on
 // whichever pooled connection ran it. So Wait pipelines, on one connection of the key's master, a
