@@ -40,6 +40,9 @@ type CodeInfo struct {
 	Why string
 	// Source is where the code's meaning was read.
 	Source string
+	// Confirmed is true when Source was read for this table; false marks a rule carried over
+	// from proxyclient's table without reading its page again.
+	Confirmed bool
 }
 
 // codeTable is the one classification of the Twilio codes a Conversations message create can
@@ -49,19 +52,19 @@ type CodeInfo struct {
 // retried, a 5xx reconciled, a 4xx archived).
 var codeTable = []CodeInfo{
 	{Code: 20429, Meaning: "too many concurrent requests on the account", Handling: proxyclient.HandlingRetryLater, Scope: ScopeAccount,
-		Why: "Twilio: a 429 was not processed and is always safe to retry; slows the account", Source: "https://www.twilio.com/docs/api/errors/20429"},
+		Why: "Twilio: a 429 was not processed and is always safe to retry; slows the account", Source: "https://www.twilio.com/docs/api/errors/20429", Confirmed: true},
 	{Code: 20503, Meaning: "service temporarily unavailable", Handling: proxyclient.HandlingTransient,
-		Why: "Twilio: try again a few times with exponential back-off", Source: "https://www.twilio.com/docs/api/errors/20503"},
+		Why: "Twilio: try again a few times with exponential back-off", Source: "https://www.twilio.com/docs/api/errors/20503", Confirmed: true},
 	{Code: 20003, Meaning: "authentication or permission failure", Handling: proxyclient.HandlingPermanent,
-		Why: "wrong or revoked credentials: no retry helps this message", Source: "https://www.twilio.com/docs/api/errors/20003"},
+		Why: "wrong or revoked credentials: no retry helps this message", Source: "proxyclient code table (Twilio's generic authentication code)"},
 	{Code: 20404, Meaning: "resource not found (conversation or Conversation Service)", Handling: proxyclient.HandlingPermanent,
-		Why: "the conversation (or the Service in the path) does not exist in this account", Source: "https://www.twilio.com/docs/api/errors/20404"},
+		Why: "the conversation (or the Service in the path) does not exist in this account", Source: "https://www.twilio.com/docs/api/errors/20404", Confirmed: true},
 	{Code: 50350, Meaning: "conversation not found", Handling: proxyclient.HandlingPermanent,
-		Why: "the CH SID does not exist under this account; it never will", Source: "https://www.twilio.com/docs/api/errors/50350"},
+		Why: "the CH SID does not exist under this account; it never will", Source: "https://www.twilio.com/docs/api/errors/50350", Confirmed: true},
 	{Code: 50377, Meaning: "conversation is closed", Handling: proxyclient.HandlingPermanent,
-		Why: "a closed conversation is final and cannot be reactivated", Source: "https://www.twilio.com/docs/api/errors/50377"},
+		Why: "a closed conversation is final and cannot be reactivated", Source: "https://www.twilio.com/docs/api/errors/50377", Confirmed: true},
 	{Code: 50416, Meaning: "participant and proxy address pair already in use", Handling: proxyclient.HandlingConfiguration,
-		Why: "an SMS address and Twilio number pair is bound to another active conversation: an operator must close or remove the other one", Source: "https://www.twilio.com/docs/api/errors/50416"},
+		Why: "an SMS address and Twilio number pair is bound to another active conversation: an operator must close or remove the other one", Source: "https://www.twilio.com/docs/api/errors/50416", Confirmed: true},
 }
 
 var codeIndex = func() map[int]CodeInfo {
