@@ -79,14 +79,14 @@ type Delivery struct {
 // the zero time (a created message must not look failed because of a date format).
 func (m *Message) UnmarshalJSON(b []byte) error {
 	var w struct {
-		SID             string    `json:"sid"`
-		AccountSID      string    `json:"account_sid"`
-		ConversationSID string    `json:"conversation_sid"`
-		ChatServiceSID  *string   `json:"chat_service_sid"`
-		Index           *int64    `json:"index"`
-		Author          *string   `json:"author"`
-		ParticipantSID  *string   `json:"participant_sid"`
-		Attributes      *string   `json:"attributes"`
+		SID             string  `json:"sid"`
+		AccountSID      string  `json:"account_sid"`
+		ConversationSID string  `json:"conversation_sid"`
+		ChatServiceSID  *string `json:"chat_service_sid"`
+		Index           *int64  `json:"index"`
+		Author          *string `json:"author"`
+		ParticipantSID  *string `json:"participant_sid"`
+		Attributes      *string `json:"attributes"`
 		Media           []struct {
 			SID string `json:"sid"`
 		} `json:"media"`
