@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +117,59 @@ func TestCodesTableComplete(t *testing.T) {
 	for _, want := range []int{20429, 20503, 20404, 50350, 50377, 50416} {
 		if c, ok := conversations.LookupCode(want); !ok || !c.Confirmed {
 			t.Errorf("code %d missing or not confirmed", want)
+		}
+	}
+}
+
+// TestDocTableMatchesCodes keeps the package doc's table equal to Codes.
+func TestDocTableMatchesCodes(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[int]bool{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if f := strings.Fields(strings.TrimPrefix(line, "//")); len(f) > 1 && len(f[0]) == 5 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				rows[n] = true
+			}
+		}
+	}
+	for _, c := range conversations.Codes() {
+		if !rows[c.Code] {
+			t.Errorf("code %d is not in doc.go's table", c.Code)
+		}
+		delete(rows, c.Code)
+	}
+	for n := range rows {
+		t.Errorf("doc.go's table has %d, which Codes has not", n)
+	}
+}
+
+func TestRetryAfterForms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		header string
+		want   time.Duration
+	}{
+		{"3", 3 * time.Second},
+		{time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat), 90 * time.Second},
+		{"86400", 5 * time.Minute}, // capped by MaxRetryAfter
+		{"soon", 0},
+		{"0", 0},
+	}
+	for _, tt := range tests {
+		srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", tt.header)
+			w.WriteHeader(429)
+			_, _ = w.Write([]byte(`{"code": 20429, "message": "Too Many Requests", "status": 429}`))
+		}))
+		_, err := newClient(t, srv.URL+basePath, nil).CreateMessage(context.Background(),
+			conversations.CreateParams{Conversation: conversations.Conversation{ConversationSID: testCH}, Body: "x"})
+		got, _ := conversations.RetryAfter(err)
+		if d := got - tt.want; d < -2*time.Second || d > 2*time.Second { // HTTP-date has second precision
+			t.Errorf("Retry-After %q: %v, want %v", tt.header, got, tt.want)
 		}
 	}
 }

@@ -39,8 +39,8 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // exerciseClient makes every kind of request the client can make, on both the default and a
-// named Conversation Service, with every create parameter and header value proxyq sends. It
-// returns the first error; seen is the list of operations that succeeded.
+// named Conversation Service, with every create parameter and header value proxyq sends, and
+// fails the test at the first error. messageSID names a message to fetch and list receipts of.
 func exerciseClient(t *testing.T, c *conversations.Client, messageSID func(conversations.Conversation) string) {
 	t.Helper()
 	ctx := context.Background()

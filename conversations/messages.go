@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -131,17 +132,17 @@ type Receipt struct {
 // UnmarshalJSON decodes Twilio's receipt JSON; nulls become zero values.
 func (r *Receipt) UnmarshalJSON(b []byte) error {
 	var w struct {
-		SID               string  `json:"sid"`
-		AccountSID        string  `json:"account_sid"`
-		ConversationSID   string  `json:"conversation_sid"`
-		ChatServiceSID    *string `json:"chat_service_sid"`
-		MessageSID        string  `json:"message_sid"`
-		ParticipantSID    *string `json:"participant_sid"`
-		ChannelMessageSID *string `json:"channel_message_sid"`
-		Status            *string `json:"status"`
-		ErrorCode         *int    `json:"error_code"`
-		DateCreated       *string `json:"date_created"`
-		DateUpdated       *string `json:"date_updated"`
+		SID               string          `json:"sid"`
+		AccountSID        string          `json:"account_sid"`
+		ConversationSID   string          `json:"conversation_sid"`
+		ChatServiceSID    *string         `json:"chat_service_sid"`
+		MessageSID        string          `json:"message_sid"`
+		ParticipantSID    *string         `json:"participant_sid"`
+		ChannelMessageSID *string         `json:"channel_message_sid"`
+		Status            *string         `json:"status"`
+		ErrorCode         json.RawMessage `json:"error_code"`
+		DateCreated       *string         `json:"date_created"`
+		DateUpdated       *string         `json:"date_updated"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
@@ -150,10 +151,35 @@ func (r *Receipt) UnmarshalJSON(b []byte) error {
 		ChatServiceSID: deref(w.ChatServiceSID), MessageSID: w.MessageSID, ParticipantSID: deref(w.ParticipantSID),
 		ChannelMessageSID: deref(w.ChannelMessageSID), Status: deref(w.Status),
 		DateCreated: parseTime(w.DateCreated), DateUpdated: parseTime(w.DateUpdated)}
-	if w.ErrorCode != nil {
-		r.ErrorCode = *w.ErrorCode
+	code, err := parseErrorCode(w.ErrorCode)
+	if err != nil {
+		return err
 	}
+	r.ErrorCode = code
 	return nil
+}
+
+// parseErrorCode reads error_code: null, a number or (as some Twilio answers have it) a string
+// of digits. Anything else is an error: a delivery error that cannot be read must not look
+// like "no error".
+func parseErrorCode(raw json.RawMessage) (int, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" {
+		return 0, nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, err
+		}
+		if s == "" {
+			return 0, nil
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, &json.UnmarshalTypeError{Value: "error_code", Type: reflect.TypeFor[int](), Field: "error_code"}
+	}
+	return n, nil
 }
 
 func deref(s *string) string {

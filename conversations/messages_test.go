@@ -160,7 +160,8 @@ func TestReceiptsAndFetch(t *testing.T) {
 	t.Parallel()
 	const receipts = `{"meta":{"page":0,"page_size":50,"next_page_url":null,"key":"delivery_receipts"},"delivery_receipts":[
 	 {"sid":"DYaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","conversation_sid":"CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","message_sid":"IMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","channel_message_sid":"SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","status":"failed","error_code":3000,"participant_sid":"MBaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","date_created":"2016-03-24T20:37:57Z","date_updated":"2016-03-24T20:37:57Z","url":"https://conversations.twilio.com/v1/x"},
-	 {"sid":"DYbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","conversation_sid":"CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","message_sid":"IMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","channel_message_sid":null,"status":"delivered","error_code":null,"participant_sid":null,"date_created":"2016-03-24T20:37:57Z","date_updated":null,"url":null}]}`
+	 {"sid":"DYbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb","account_sid":"ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","conversation_sid":"CHaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","message_sid":"IMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","channel_message_sid":null,"status":"delivered","error_code":null,"participant_sid":null,"date_created":"2016-03-24T20:37:57Z","date_updated":null,"url":null},
+	 {"sid":"DYcccccccccccccccccccccccccccccccc","message_sid":"IMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","status":"undelivered","error_code":"30003"}]}`
 	srv := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case basePath + "/v1/Services/" + testIS + "/Conversations/" + testCH + "/Messages/" + testIM + "/Receipts":
@@ -179,7 +180,7 @@ func TestReceiptsAndFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rp.Receipts) != 2 || rp.Receipts[0].Status != "failed" || rp.Receipts[0].ErrorCode != 3000 ||
+	if len(rp.Receipts) != 3 || rp.Receipts[2].ErrorCode != 30003 || rp.Receipts[0].Status != "failed" || rp.Receipts[0].ErrorCode != 3000 ||
 		rp.Receipts[0].ChannelMessageSID != "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" || rp.Receipts[1].ErrorCode != 0 || rp.Receipts[1].ParticipantSID != "" {
 		t.Errorf("receipts = %+v", rp.Receipts)
 	}

@@ -270,3 +270,56 @@ func contains(xs []string, s string) bool {
 	}
 	return false
 }
+
+func TestConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	srv := start(t, convtest.Config{MaxConcurrentPerAccount: 1})
+	if err := srv.Fake.Inject(proxytest.FaultHangAfterCreate, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hung := make(chan struct{})
+	go func() {
+		defer close(hung)
+		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/Conversations/"+ch+"/Messages", strings.NewReader("Body=x"))
+		req.SetBasicAuth(account, secret)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(srv.Fake.Messages(account, "", ch)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	st, m := call(t, "POST", srv.URL+"/v1/Conversations/"+ch+"/Messages", url.Values{"Body": {"y"}}, nil)
+	if st != 429 || m["code"] != float64(20429) {
+		t.Errorf("beyond the limit: %d %v", st, m)
+	}
+	cancel()
+	<-hung
+	if n := len(srv.Fake.Messages(account, "", ch)); n != 1 {
+		t.Errorf("stored %d, want only the hung one", n)
+	}
+}
+
+func TestWebhookSignedWithCreatorsToken(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t)
+	srv, err := convtest.NewServer(convtest.Config{Delivery: convtest.DeliveryConfig{URL: rc.url, Delay: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	call(t, "POST", srv.URL+"/v1/Conversations/"+ch+"/Messages", url.Values{"Body": {"x"}}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Fake.WaitDelivery(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.got) != 1 || rc.forged != 0 {
+		t.Errorf("got %d webhooks, %d forged", len(rc.got), rc.forged)
+	}
+}

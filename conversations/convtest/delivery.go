@@ -60,8 +60,9 @@ type DeliveryConfig struct {
 	// SigningURL is the URL the X-Twilio-Signature is computed over (the public URL behind a
 	// proxy); default URL.
 	SigningURL string
-	// AuthToken signs the webhooks. Default: the secret of Credentials[account], else none
-	// (then webhooks are not sent and counted as skipped).
+	// AuthToken signs the webhooks. Default: the secret of Credentials[account], else the
+	// secret an AC… user created the message with; an API-key create with neither gets no
+	// webhooks (recorded in Callbacks with an error).
 	AuthToken string
 	// Delay between status steps. Default 50ms.
 	Delay time.Duration
@@ -167,6 +168,9 @@ func (f *Fake) startDelivery(m *Message, o Outcome) {
 	token := cfg.AuthToken
 	if token == "" && f.cfg.Credentials != nil {
 		token = f.cfg.Credentials[m.AccountSID]
+	}
+	if token == "" {
+		token = m.signingToken
 	}
 	f.pending.Add(1)
 	go func() {

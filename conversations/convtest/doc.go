@@ -23,6 +23,8 @@
 //   - Lists: Order asc (default) or desc, case-insensitive; PageSize 1–100 for messages and
 //     1–50 for receipts (default 50); paging by the opaque PageToken in next_page_url, which is
 //     null on the last page. Receipts are {"delivery_receipts":[…],"meta":{…}}.
+//   - Twilio's per-account concurrency limit (Config.MaxConcurrentPerAccount): a request beyond
+//     it is answered 429 code 20429 at once and not processed.
 //   - CloseConversation makes creates answer 400 code 50377; MarkConversationUnknown makes
 //     every request on the conversation answer 404 code 20404.
 //
@@ -41,8 +43,8 @@
 // message's Outcome (ScriptDelivery, else Default): delivered, delivered → read, undelivered
 // (30003) or failed (30008). With URL, each change is POSTed form-encoded with the parameters
 // in DeliveryParams and the headers X-Twilio-Signature (proxytest.CallbackSignature: base64
-// HMAC-SHA1 over SigningURL and the sorted parameters, keyed by AuthToken or the account's
-// secret in Credentials), I-Twilio-Idempotency-Token and Content-Type. Duplicates posts each
+// HMAC-SHA1 over SigningURL and the sorted parameters, keyed by AuthToken, else the account's
+// secret in Credentials, else the secret an AC… user created the message with), I-Twilio-Idempotency-Token and Content-Type. Duplicates posts each
 // webhook twice; OutOfOrder holds a message's webhooks and posts them newest first. Callbacks
 // and WaitDelivery let tests see them. Close ends every simulation.
 package convtest

@@ -45,6 +45,9 @@ type Config struct {
 	HangLimit time.Duration
 	// Delivery simulates what happens to each message's SMS and posts onDeliveryUpdated.
 	Delivery DeliveryConfig
+	// MaxConcurrentPerAccount is Twilio's per-account concurrency limit: a request beyond it is
+	// answered 429 code 20429 at once and not processed. 0 means no limit.
+	MaxConcurrentPerAccount int
 }
 
 // Fake is an in-process fake of the Conversations v1 message endpoints. Use NewServer, or
@@ -64,6 +67,7 @@ type Fake struct {
 	unknown map[convKey]bool
 	stats   Stats
 	plans   []Outcome
+	active  map[string]int // requests in progress per account
 	pending sync.WaitGroup // delivery goroutines
 	cbs     []Callback
 }
@@ -83,6 +87,8 @@ type Message struct {
 	WebhookEnabled string
 	DateCreated    time.Time
 	Receipts       []*Receipt
+
+	signingToken string // the Auth Token an AC user created it with: signs its webhooks
 }
 
 // Receipt is one recipient's delivery receipt.
@@ -115,7 +121,7 @@ func New(cfg Config) (*Fake, error) {
 	return &Fake{cfg: cfg, done: make(chan struct{}),
 		rng:   mrand.New(mrand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		convs: map[convKey]*conversation{}, bySID: map[string]*Message{},
-		closed: map[convKey]bool{}, unknown: map[convKey]bool{},
+		closed: map[convKey]bool{}, unknown: map[convKey]bool{}, active: map[string]int{},
 		stats: Stats{Faults: map[string]int{}}}, nil
 }
 
@@ -323,7 +329,19 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := convKey{account, rt.service, rt.conversation}
 	f.mu.Lock()
 	unknown, closed := f.unknown[key], f.closed[key]
+	if limit := f.cfg.MaxConcurrentPerAccount; limit > 0 && f.active[account] >= limit {
+		f.stats.Faults["concurrency-limit"]++
+		f.mu.Unlock()
+		writeError(w, http.StatusTooManyRequests, 20429, "Too Many Requests")
+		return
+	}
+	f.active[account]++
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active[account]--
+		f.mu.Unlock()
+	}()
 	if unknown {
 		writeError(w, http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
 		return
@@ -429,6 +447,9 @@ func (f *Fake) create(w http.ResponseWriter, r *http.Request, key convKey) {
 	case proxytest.Fault500BeforeCreate:
 		writeError(w, http.StatusInternalServerError, 20500, "Internal Server Error")
 		return
+	}
+	if u, secret, _ := r.BasicAuth(); validSID("AC", u) {
+		m.signingToken = secret
 	}
 	f.store(key, m)
 	switch fault {
