@@ -30,11 +30,10 @@ package tasks
 // reconciled exactly. A producer key "proxyq" is refused at enqueue with a clear error rather
 // than silently replaced (the worker's merge lets the stamp win anyway).
 //
-// Enqueue: Enqueuer's paths (Enqueue, EnqueueBatch, the key reservation and lane places) are
-// written for Payload today; carrying ConversationPayload through them is phase 2 (prepare
-// takes a message that knows its type, encoding, ordering key and deadline). Until then this
-// file gives the contract: the type, the payload, Validate, DecodeConversation, Encode and
-// Task.
+// Enqueue: Enqueuer.EnqueueConversation and PrepareConversation (conversation_enqueue.go) give
+// a Conversations message the key reservation, lane places, send_within and tracing of Enqueue,
+// over the same internals. EnqueueBatch, IntentOfTask and Differences (the same-message rule)
+// still know Proxy payloads only: folding both types into one prepare is phase 2's.
 
 import (
 	"bytes"
