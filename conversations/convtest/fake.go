@@ -39,7 +39,7 @@ type Config struct {
 	// AccountSID is reported as account_sid for API-key users (an AC user is its own account).
 	// Default "AC" + 32 zeros.
 	AccountSID string
-	// Seed seeds the RNG of random faults and SIDs' order-independent parts.
+	// Seed seeds the RNG that draws random faults (SetFaultRates), so a seed gives one sequence.
 	Seed uint64
 	// HangLimit bounds hang-after-create (then 504 with a gateway's HTML). Default 2m.
 	HangLimit time.Duration
