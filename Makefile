@@ -1,6 +1,6 @@
 # The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
 
-.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha
+.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha prism-conversations
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
 # redis-server), bounded fuzz runs of the HTTP request decoder, the payload key check and the
@@ -43,6 +43,11 @@ chaos-lanes:
 # redis-server, redis-cli and redis-sentinel on PATH. A few minutes.
 test-redis-ha: test-deps
 	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./delivery/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
+
+# Prism mocking Twilio's published Conversations v1 description accepts every request the
+# Conversations client makes (needs node; npx fetches @stoplight/prism-cli 5). Not in make test.
+prism-conversations:
+	./scripts/prism-conversations.sh
 
 bench:
 	go run ./cmd/proxyq bench
