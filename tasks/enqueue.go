@@ -260,7 +260,10 @@ func (e *Enqueuer) Enqueue(ctx context.Context, p Payload, opts ...Option) (Resu
 		return Result{}, err
 	}
 	res, err := e.enqueue(ctx, pr)
-	if err != nil {
+	if err != nil || res.Duplicate {
+		// Nothing of ours was enqueued. A duplicate's message keeps the place it took when it
+		// was enqueued (in its own queue's lane, which may not be this one): this place would
+		// otherwise hold the lane behind an "enqueuing" head for LaneEnqueueGrace.
 		places.release(ctx, 0)
 	}
 	return res, err
@@ -338,8 +341,8 @@ func (e *Enqueuer) EnqueueBatch(ctx context.Context, msgs []Message) (_ []Result
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
 			results[i], errs[i] = e.enqueue(ctx, ready[i])
-			if errs[i] != nil {
-				places.release(ctx, i)
+			if errs[i] != nil || results[i].Duplicate {
+				places.release(ctx, i) // as in Enqueue
 			}
 		}(i)
 	}

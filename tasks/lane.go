@@ -271,9 +271,10 @@ func reserveLanes(ctx context.Context, rdb redis.UniversalClient, entries []lane
 	return added, nil
 }
 
-// releaseFailed gives back the place of a message whose enqueue returned an error, unless its
-// task exists after all (the error hid a success). Best effort: a place left behind is skipped
-// by the lane once LaneEnqueueGrace has passed.
+// releaseFailed gives back the place of a message whose enqueue returned an error or found
+// its idempotency key in use, unless its task exists on the place's queue after all (the error
+// hid a success, or the key's message is on this queue and the place is its own). Best effort:
+// a place left behind is skipped by the lane once LaneEnqueueGrace has passed.
 func releaseFailed(ctx context.Context, rdb redis.UniversalClient, e laneEntry) {
 	_ = leaveScript.Run(ctx, rdb, []string{LaneKey(e.queue, e.key), LaneInfoKey(e.queue, e.key)},
 		asynqPrefix(e.queue), e.id, LaneEnqueueGrace.Milliseconds(), "1").Err()
@@ -482,7 +483,8 @@ func (e *Enqueuer) WithLaneRedis(rdb redis.UniversalClient) *Enqueuer {
 	return e
 }
 
-// lanePlaces remembers the places a batch took, to give back those whose enqueue failed.
+// lanePlaces remembers the places a batch took, to give back those whose enqueue failed or was
+// a duplicate.
 type lanePlaces struct {
 	rdb     redis.UniversalClient
 	entries map[int]laneEntry // by message index; only newly taken places
@@ -525,7 +527,7 @@ func (e *Enqueuer) takeLanePlaces(ctx context.Context, msgs []Message, opts func
 	return places, nil
 }
 
-// release gives back message i's place after its enqueue failed.
+// release gives back message i's place after its enqueue failed or was a duplicate.
 func (p *lanePlaces) release(ctx context.Context, i int) {
 	e, ok := p.entries[i]
 	if !ok {

@@ -204,6 +204,61 @@ func TestLaneFailedEnqueueLeavesNoGap(t *testing.T) {
 	}
 }
 
+// TestLaneDuplicateOnAnotherQueueGivesItsPlaceBack reproduces issue 20 item 4: an idempotency
+// key that already names a message on queue "a", sent again to queue "b" with an ordering key,
+// took a place in b's lane before the key's reservation answered Duplicate, and never gave it
+// back: the lane's next message then waited LaneEnqueueGrace behind an "enqueuing" head that
+// would never exist. Both Enqueue and EnqueueBatch must leave b's lane as if the duplicate had
+// not been sent.
+func TestLaneDuplicateOnAnotherQueueGivesItsPlaceBack(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		enqueue func(context.Context, *Enqueuer, Payload, ...Option) (Result, error)
+	}{
+		{"Enqueue", func(ctx context.Context, e *Enqueuer, p Payload, o ...Option) (Result, error) {
+			return e.Enqueue(ctx, p, o...)
+		}},
+		{"EnqueueBatch", func(ctx context.Context, e *Enqueuer, p Payload, o ...Option) (Result, error) {
+			res, err := e.EnqueueBatch(ctx, []Message{{Payload: p, Options: o}})
+			if len(res) != 1 {
+				return Result{}, fmt.Errorf("%d results, %v", len(res), err)
+			}
+			return res[0], err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			rdb := e.db.Client(t)
+			ctx := context.Background()
+			msg := laned("L", "once")
+			if _, err := e.enq.Enqueue(ctx, msg, IdempotencyKey("k-1"), Queue("a")); err != nil {
+				t.Fatal(err)
+			}
+			dup, err := tc.enqueue(ctx, e.enq, msg, IdempotencyKey("k-1"), Queue("b"))
+			if err != nil || !dup.Duplicate || dup.Queue != "a" || dup.TaskID != "k-1" {
+				t.Fatalf("re-send to queue b = %+v, %v; want a duplicate of k-1 on queue a", dup, err)
+			}
+			if got := laneOrder(t, rdb, "b", "L"); len(got) != 0 {
+				t.Fatalf("lane L on queue b = %v after the duplicate, want empty", got)
+			}
+			next, err := tc.enqueue(ctx, e.enq, laned("L", "next"), Queue("b"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			turn, err := LaneTurn(ctx, rdb, "b", "L", next.TaskID, LaneEnqueueGrace)
+			if err != nil || !turn.Go || turn.Skipped != 0 {
+				t.Fatalf("turn of the lane's next message = %+v, %v; want go at once, nothing to skip", turn, err)
+			}
+			// The original keeps its place in its own queue's lane.
+			if got := laneOrder(t, rdb, "a", "L"); !slices.Equal(got, []string{"k-1"}) {
+				t.Errorf("lane L on queue a = %v, want [k-1]", got)
+			}
+		})
+	}
+}
+
 // moveToRetry puts a pending task in the retry set, as asynq does with a run that asked to wait.
 func moveToRetry(t *testing.T, rdb redis.UniversalClient, queue, id string) {
 	t.Helper()

@@ -563,16 +563,20 @@ func TestClusterSlotSafety(t *testing.T) {
 			t.Fatalf("second request after the 429: %v, want refused (unthrottled it would wait 333ms)", err)
 		}
 
-		// A request leaving late moves its reservation to when it left.
+		// A request leaving late gives its reservation back and takes a new slot, one script
+		// on the Service's slot.
 		svcD := fmt.Sprintf("KS%032x", 0xde0)
 		rsv, err := lim.Reserve(ctx, acct, svcD, EndpointCreate, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
-		rsv.Departed()
-		if at, err := rdb.ZScore(ctx, rsv.key, rsv.member).Result(); err != nil || int64(at) < rsv.atMs+50 {
-			t.Fatalf("late departure: reservation at %v (reserved %d), %v; want moved ≥ 100ms later", at, rsv.atMs, err)
+		again, err := rsv.Departing(ctx, time.Second)
+		if err != nil || again.member == rsv.member || again.atMs < rsv.atMs+50 {
+			t.Fatalf("late departure: %+v, %v; want a new slot ≥ 100ms after %d", again, err, rsv.atMs)
+		}
+		if _, err := rdb.ZScore(ctx, rsv.key, rsv.member).Result(); !errors.Is(err, redis.Nil) {
+			t.Fatalf("late departure: the late reservation is still counted (%v)", err)
 		}
 
 		// Batches: one script reserves 8 consecutive slots of a Service at Twilio's default

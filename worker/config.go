@@ -47,7 +47,10 @@ type Config struct {
 	LedgerTTL time.Duration
 
 	// LimiterMaxWait bounds how long one run waits in-process for an account slot before it
-	// hands the message back to the queue (not counted as a failed attempt). Default 2s.
+	// hands the message back to the queue (not counted as a failed attempt). Default 2s. While
+	// per-Service limits are on it is at most their window (ServiceLimits.Window, 5s): the run
+	// waits holding its create's Service slot, and a slot the window has passed by the time
+	// the run comes back was counted for a request that was not made, and must be taken again.
 	LimiterMaxWait time.Duration
 
 	// MaxInFlight caps concurrent requests to Twilio per account across every worker process
@@ -181,6 +184,7 @@ func (c Config) Validate() error {
 		bad bool
 		msg string
 	}
+	serviceWindow := c.ServiceLimits.WithDefaults().Window
 	checks := []check{
 		{c.Concurrency < 1 || c.Concurrency > 10000, fmt.Sprintf("Concurrency must be between 1 and 10000, got %d", c.Concurrency)},
 		{c.DequeueLoops < 1 || c.DequeueLoops > 16 || c.DequeueLoops > c.Concurrency, fmt.Sprintf("DequeueLoops must be between 1 and 16 and at most Concurrency (%d), got %d", c.Concurrency, c.DequeueLoops)},
@@ -193,6 +197,7 @@ func (c Config) Validate() error {
 		{c.SendWithin < time.Second, fmt.Sprintf("SendWithin must be at least 1s, got %v", c.SendWithin)},
 		{c.LedgerTTL < c.SendWithin+24*time.Hour, fmt.Sprintf("LedgerTTL must be at least SendWithin+24h (%v), got %v", c.SendWithin+24*time.Hour, c.LedgerTTL)},
 		{c.LimiterMaxWait < 0, fmt.Sprintf("LimiterMaxWait must not be negative, got %v", c.LimiterMaxWait)},
+		{!c.ServiceLimits.Off && c.LimiterMaxWait > serviceWindow, fmt.Sprintf("LimiterMaxWait must be at most the per-Service window ServiceWindow (%v) while per-Service limits are on: a run waits for its account slot holding its Service slot, which the window must still count when the run comes back; got %v", serviceWindow, c.LimiterMaxWait)},
 		{c.MaxInFlight < 0, fmt.Sprintf("MaxInFlight must not be negative, got %d", c.MaxInFlight)},
 		{!(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 0), fmt.Sprintf("RateLimit must be a finite number, 0 or more, got %v", c.RateLimit)},
 		{c.RateBurst < 0, fmt.Sprintf("RateBurst must not be negative, got %d", c.RateBurst)},

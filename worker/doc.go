@@ -16,6 +16,9 @@
 //     wait; an earlier request's outcome unknown → reconcile (reconcile.go); deadline passed →
 //     archived as expired;
 //  4. POST the MessageInteraction on a context detached from asynq's, bounded by HTTPTimeout;
+//     just before it, a run that was held up since its limits (reconciliation, replica wait)
+//     takes its Service slot again and extends its account slot's lease, or goes back to the
+//     queue unsent: a create always leaves inside its Service window and under its account cap;
 //  5. classify the answer (proxyclient.Classify) and record the interaction's claim, the ledger
 //     and the outcome record (asynq's task result) in one script; tell asynq done, retry after d,
 //     or archive (retry.go).

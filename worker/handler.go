@@ -95,6 +95,9 @@ type run struct {
 	own   *Ownership
 	posts int
 	span  trace.Span // the run's span (tracing.go); a no-op one when tracing is off
+	// slot is the create's place in its Service's window (nil: per-Service limits off), taken
+	// with the account permit and checked again just before the POST (departing).
+	slot *Reservation
 }
 
 // ProcessTask handles one message: decode, account limits, ledger (reconcile if needed,
@@ -112,7 +115,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 // The account permit comes first: on the common path one ledger round trip (an HSETNX for a
 // fresh message, else a script) both takes the message and begins its send. A run
 // that finds reconciliation to do keeps the permit, because listing interactions is a request
-// to the same account.
+// to the same account; just before its POST it takes its Service slot again and extends the
+// permit's lease if reconciliation used them up (departing).
 func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {
 	p, err := tasks.Decode(t.Payload())
 	if err != nil {
@@ -179,13 +183,20 @@ func (r *run) send(ctx context.Context) error {
 	return r.process(ctx, permit)
 }
 
-// acquirePermit waits for the account's limits, at most LimiterMaxWait and never past the
+// limiterWait is how long a run may wait for its limits: LimiterMaxWait, never past the
 // payload's deadline.
-func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
+func (r *run) limiterWait() time.Duration {
 	maxWait := r.cfg.LimiterMaxWait
 	if r.p.SendBefore != nil {
 		maxWait = max(0, min(maxWait, time.Until(*r.p.SendBefore)))
 	}
+	return maxWait
+}
+
+// acquirePermit waits for the message's Service slot and the account's limits, within
+// limiterWait.
+func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
+	maxWait := r.limiterWait()
 	waitStart := r.now()
 	// The Service's budget first: it holds nothing, while an account slot held during that
 	// wait would keep other Services' messages from being sent.
@@ -199,7 +210,7 @@ func (r *run) acquirePermit(ctx context.Context) (Permit, error) {
 	permit, err := r.limiter.Acquire(lctx, r.api.AccountKey(), r.id, max(0, maxWait-r.now().Sub(waitStart)))
 	sp.end(err)
 	if err == nil {
-		rsv.Departed() // a wait for the account moves the Service reservation to when it really goes
+		r.slot = rsv
 		r.refreshClient()
 	}
 	r.metrics.LimiterWait.Observe(r.now().Sub(waitStart).Seconds())
@@ -281,6 +292,9 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	if err := r.awaitReplicas(ctx, permit); err != nil {
 		return err
 	}
+	if err := r.departing(ctx, permit); err != nil {
+		return err
+	}
 	if stalled := time.Since(begun); stalled > r.cfg.HTTPTimeout/2 {
 		permit.Release(false)
 		r.release(ctx, attemptNone, nil) // refused if another run took over; then it decides
@@ -352,6 +366,35 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		return &retryLater{After: wait, Failure: true,
 			Err: fmt.Errorf("outcome unknown, will reconcile before any resend: %w", err)}
 	}
+}
+
+// departing makes the run's limits hold for a POST leaving now. Between the limits and the
+// POST came the ledger, perhaps reconciliation (up to HTTPTimeout+5s) and a replica wait: a
+// Service slot left behind is given back and a new one taken (Reservation.Departing), and an
+// account slot whose lease was used up is extended to cover the POST and its release. When
+// either cannot be had the message is given up unsent (ledger back to none, permit returned)
+// and comes back later, not as a failed attempt.
+func (r *run) departing(ctx context.Context, permit Permit) error {
+	slot, err := r.slot.Departing(ctx, min(r.limiterWait(), r.services.MaxWait()))
+	if err == nil {
+		r.slot = slot
+		err = permit.Extend(ctx, r.cfg.HTTPTimeout+time.Second) // the POST, and the release after it
+	}
+	if err == nil {
+		return nil
+	}
+	permit.Release(false)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	r.release(rctx, attemptNone, nil) // refused if another run took over; then it decides
+	var limited *LimitedError
+	if errors.As(err, &limited) {
+		r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+		traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
+		return &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/20+10*time.Millisecond), Err: err}
+	}
+	r.log.Warn("not sent: the limits could not be renewed for the request; will retry", zap.String("task_id", r.id), zap.Error(err))
+	return &retryLater{After: time.Second, Err: fmt.Errorf("not sent: %w", err)}
 }
 
 // reconcile decides, after a request whose answer we never saw, whether it created the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -32,8 +33,10 @@ import (
 // In-flight cap. Acquire runs one Lua script: drop members whose lease has expired, admit when
 // ZCARD is below the effective cap, ZADD the holder with its lease expiry. Release is ZREM. The
 // lease (AccountLimits.Lease, default 30s, longer than the 15s HTTP timeout) is what gives back a
-// slot held by a process that was SIGKILLed mid-request, after a bounded time. Every time is
-// Redis's own clock (TIME inside the script), so processes with skewed clocks agree.
+// slot held by a process that was SIGKILLed mid-request, after a bounded time. A run that
+// reconciles before its POST can use up that lease first: it extends it (Permit.Extend, one
+// more command, only when less than its request needs is left). Every time is Redis's own
+// clock (TIME inside the script), so processes with skewed clocks agree.
 //
 // asynq's x/rate Semaphore has the same design, but it cannot be used here: it is built on
 // go-redis v8 (github.com/go-redis/redis/v8), and asynq v0.26 hands out go-redis v9 clients, so
@@ -233,6 +236,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, f, prev, n + 1}
 `)
 
+// extendScript: KEYS[1] in-flight ZSET. ARGV[1] member, ARGV[2] new lease ms from now.
+// Returns 1 when the member's lease had not run out and now runs to now + ARGV[2], else 0 (the
+// slot is no longer the member's to extend: it may have been given to another request).
+var extendScript = redis.NewScript(luaNow + `
+local held = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+if held <= now then return 0 end
+local lease = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
+return 1
+`)
+
 // throttleScript records a 429: KEYS[1] in-flight ZSET, KEYS[2] adaptive hash. ARGV[1] member to
 // release ("" for none), ARGV[2] recovery step ms, ARGV[3] decrease gap ms, ARGV[4] adaptive TTL
 // ms. It halves the factor unless it was halved less than the gap ago (floor 100), and restarts
@@ -300,7 +315,8 @@ func (l *AccountLimiter) Acquire(ctx context.Context, account, holder string, ma
 			return nil, err
 		}
 		if admitted {
-			return &permit{l: l, s: s, member: member, since: time.Now()}, nil
+			now := time.Now()
+			return &permit{l: l, s: s, member: member, since: now, until: now.Add(l.limOf(s).Lease)}, nil
 		}
 		remaining := time.Until(deadline)
 		var sleep time.Duration
@@ -392,7 +408,36 @@ type permit struct {
 	s        *accountState
 	member   string
 	since    time.Time
+	until    time.Time // when its lease ends, on this process's clock (a little after Redis's)
 	released atomic.Bool
+}
+
+// extendSlack covers the difference between a permit's lease end as this process reckons it
+// (from when Acquire returned) and as Redis does (from when the script ran).
+const extendSlack = time.Second
+
+// errSlotLost is Extend's answer when the slot's lease had run out.
+var errSlotLost = errors.New("account limiter: the in-flight slot's lease ran out before the request; it may be another request's now")
+
+// Extend implements Permit. Without an in-flight cap nothing is held and it does nothing; with
+// one it costs a Redis command only when less than d (and extendSlack) of the lease is left,
+// and then restarts the lease for max(d, Lease) from now.
+func (p *permit) Extend(ctx context.Context, d time.Duration) error {
+	lim := p.l.limOf(p.s)
+	if lim.MaxInFlight == 0 || time.Until(p.until) >= d+extendSlack {
+		return nil
+	}
+	lease := max(d, lim.Lease)
+	asked := time.Now()
+	ok, err := extendScript.Run(ctx, p.l.rdb, []string{inflightKey(p.s.name)}, p.member, lease.Milliseconds()).Int()
+	switch {
+	case err != nil:
+		return fmt.Errorf("account limiter: extend the in-flight slot: %w", err)
+	case ok != 1:
+		return errSlotLost
+	}
+	p.until = asked.Add(lease)
+	return nil
 }
 
 // Release implements Permit: it frees the slot, wakes a local waiter, and on a 429 slows the

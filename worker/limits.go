@@ -17,6 +17,12 @@ type Limiter interface {
 
 // Permit is permission for one request. Release must be called once the request has ended.
 type Permit interface {
+	// Extend makes sure the permission lasts at least d from now. A slot is leased from
+	// Acquire for about one request; a run that does other work first (reconciliation, which
+	// may take the HTTP timeout and more) calls Extend just before its request. It returns an
+	// error when the permission was lost meanwhile (its lease ran out, so another request may
+	// hold the slot): the request must not be made under it.
+	Extend(ctx context.Context, d time.Duration) error
 	// Release frees the slot. rateLimited says Twilio answered 429, which slows the whole
 	// account down.
 	Release(rateLimited bool)
@@ -46,4 +52,5 @@ func (NoLimit) Acquire(context.Context, string, string, time.Duration) (Permit, 
 
 type noPermit struct{}
 
-func (noPermit) Release(bool) {}
+func (noPermit) Extend(context.Context, time.Duration) error { return nil }
+func (noPermit) Release(bool)                                {}

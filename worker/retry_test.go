@@ -80,6 +80,11 @@ func TestConfigValidate(t *testing.T) {
 		{"pages", func(c *Config) { c.ReconcileMaxPages = 1000 }, "ReconcileMaxPages must be between 1 and 100"},
 		{"rate", func(c *Config) { c.RateLimit = -1 }, "RateLimit must be a finite number"},
 		{"rate NaN", func(c *Config) { c.RateLimit = math.NaN() }, "RateLimit must be a finite number"},
+		// Issue 20 item 3: no upper bound let a run wait past its Service slot's window.
+		{"limiter wait beyond the Service window", func(c *Config) { c.LimiterMaxWait = 5*time.Second + time.Millisecond },
+			"LimiterMaxWait must be at most the per-Service window ServiceWindow (5s) while per-Service limits are on"},
+		{"limiter wait beyond a shorter window", func(c *Config) { c.LimiterMaxWait, c.ServiceLimits.Window = 3*time.Second, 2*time.Second },
+			"ServiceWindow (2s)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,6 +95,15 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want it to say %q", err, tc.want)
 			}
 		})
+	}
+	for _, ok := range []Config{
+		{LimiterMaxWait: 5 * time.Second},
+		{LimiterMaxWait: 8 * time.Second, ServiceLimits: ServiceLimits{Window: 10 * time.Second}},
+		{LimiterMaxWait: time.Minute, ServiceLimits: ServiceLimits{Off: true}},
+	} {
+		if err := ok.WithDefaults().Validate(); err != nil {
+			t.Errorf("LimiterMaxWait %v with %+v: %v", ok.LimiterMaxWait, ok.ServiceLimits, err)
+		}
 	}
 }
 

@@ -36,10 +36,17 @@ import (
 //
 // Bursts: after a quiet spell a Service may send its whole window at once, at most BurstRate
 // per second (default 150/s: Twilio's "bursts up to 150"); BurstRate = Rate paces requests
-// evenly instead. Bursts of several Services can queue at the account's concurrency cap;
-// a request that leaves more than 25 ms after its reserved time moves its reservation to
-// when it really left (Reservation.Departed, one more command), so the next window is
-// computed from real departures and such queueing cannot push requests into it.
+// evenly instead.
+//
+// Departure: the slot is reserved before the account's limits and the send ledger, and on
+// some runs reconciliation, the ledger or a replica wait come between it and the POST (up to
+// the HTTP timeout and more). A request that would leave more than 25 ms (lateTolerance)
+// after its reserved time gives its reservation back and takes a new slot, in one script,
+// just before the POST (Reservation.Departing); when none is due within the wait bound it is
+// not sent now. So every create leaves within 25 ms of a reservation the window counts, which
+// the margin absorbs. Moving the late reservation to its real departure instead would put it
+// into windows that later reservations were already computed without, and once the window has
+// passed it, the trimmed reservation would count in no window at all.
 //
 // Why not GCRA (go-redis/redis_rate, used for the account rate)? GCRA with rate r and
 // burst b admits b + r·t requests in any span t: with r = 30/s and b = 150 that is 300 in a
@@ -289,7 +296,8 @@ func serviceTag(account, service string) string {
 // ARGV[1] limit per window at factor 1, ARGV[2] recovery step ms, ARGV[3] window ms (margin
 // included), ARGV[4] max wait ms, ARGV[5] member prefix, ARGV[6] adaptive TTL ms, ARGV[7] least
 // gap between two requests at factor 1, µs (so ARGV[7]/factor is the gap in ms), ARGV[8] how
-// many consecutive requests to reserve (a batch; members are the prefix and 1…count).
+// many consecutive requests to reserve (a batch; members are the prefix and 1…count), ARGV[9]
+// a reservation to give back first (a late one taken again; "" or absent for none).
 // Returns {reserved count, wait ms of the first (when none was reserved), factor, factor before
 // recovery or -1, Redis's now ms, reserved time ms of each}.
 //
@@ -303,6 +311,7 @@ local win = tonumber(ARGV[3])
 local maxwait = tonumber(ARGV[4])
 local gap = tonumber(ARGV[7]) / f
 local want = tonumber(ARGV[8])
+if ARGV[9] and ARGV[9] ~= '' then redis.call('ZREM', KEYS[1], ARGV[9]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
 local n = redis.call('ZCARD', KEYS[1])
 local last = nil
@@ -349,8 +358,8 @@ func (l *ServiceLimiter) Acquire(ctx context.Context, account, service string, e
 	return err
 }
 
-// lateTolerance is how late a request may leave after its reserved time before Departed moves
-// its reservation: below it the margin absorbs the difference.
+// lateTolerance is how late a request may leave after its reserved time before Departing takes
+// a new slot for it: below it the margin absorbs the difference.
 const lateTolerance = 25 * time.Millisecond
 
 // reserveTimeout bounds one reservation's round trip to Redis.
@@ -358,34 +367,41 @@ const reserveTimeout = 2 * time.Second
 
 // Reservation is a request's place in its Service's window.
 type Reservation struct {
-	l      *ServiceLimiter
-	key    string
-	member string
-	atMs   int64     // reserved time, Redis clock (ms)
-	slot   time.Time // the same instant on this process's clock
+	l                *ServiceLimiter
+	account, service string
+	ep               Endpoint
+	key              string
+	member           string
+	atMs             int64     // reserved time, Redis clock (ms)
+	slot             time.Time // the same instant on this process's clock
 }
 
-// Departed says the request is leaving now. When that is later than its reserved time (it
-// waited for an account slot), the reservation is moved to now, so that the window's later
-// reservations are computed from when requests really reached Twilio, not from when they
-// were meant to: a request delayed past the margin would otherwise land in the next window at
-// Twilio. One more Redis command, only for a request more than 25ms late. Nil-safe.
-func (r *Reservation) Departed() {
-	if r == nil {
-		return
-	}
-	late := time.Since(r.slot)
-	if late <= lateTolerance {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	if err := r.l.rdb.ZAddXX(ctx, r.key, redis.Z{Score: float64(r.atMs + late.Milliseconds()), Member: r.member}).Err(); err != nil {
-		r.l.log.Warn("service limiter: could not move a late reservation", zap.String("key", r.key), zap.Error(err))
-	}
+func (l *ServiceLimiter) reservation(account, service string, ep Endpoint, s reservedSlot) *Reservation {
+	return &Reservation{l: l, account: account, service: service, ep: ep, key: serviceTag(account, service) + string(ep),
+		member: s.member, atMs: s.atMs, slot: s.local}
 }
 
-// Reserve is Acquire returning the reservation, for Departed. It hands out a slot this process
+// Departing is called just before the request leaves. A reservation whose time is at most
+// lateTolerance ago is what the request leaves under. A later one no longer says when the
+// request reaches Twilio (the run waited for its account, reconciled, waited for the ledger
+// or replicas), and once the window has passed it, it counts in no window: it is given back
+// and a new slot taken in the same script, waiting at most maxWait for it. It returns the
+// reservation to leave under; or a *LimitedError when no slot is due within maxWait (the late
+// one is given back all the same: nothing is to be sent now), ctx's error, or a Redis error.
+// Nil-safe: a nil reservation (limits off) departs as it is.
+func (r *Reservation) Departing(ctx context.Context, maxWait time.Duration) (*Reservation, error) {
+	if r == nil || time.Since(r.slot) <= lateTolerance {
+		return r, nil
+	}
+	l := r.l
+	slots, err := l.runReserve(ctx, r.account, r.service, r.ep, max(maxWait, 0), 1, r.member)
+	if err != nil {
+		return nil, err
+	}
+	return l.await(ctx, l.reservation(r.account, r.service, r.ep, slots[0]))
+}
+
+// Reserve is Acquire returning the reservation, for Departing. It hands out a slot this process
 // reserved ahead when one is due within maxWait (serviceslots.go); otherwise it reserves, in one
 // script, this request's slot and as many more as this process's demand will use within
 // batchHorizon, and as many as other requests are waiting for.
@@ -402,7 +418,7 @@ func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, e
 		s, fill, wait := pool.take(time.Now(), maxWait)
 		switch {
 		case s != nil:
-			return l.await(ctx, &Reservation{l: l, key: key, member: s.member, atMs: s.atMs, slot: s.local})
+			return l.await(ctx, l.reservation(account, service, ep, *s))
 		case wait != nil:
 			select { // another request's batch is being reserved: it reserves for us too
 			case <-wait:
@@ -421,6 +437,20 @@ func (l *ServiceLimiter) Reserve(ctx context.Context, account, service string, e
 // reserveBatch runs reserveScript for count slots (fill), keeps all but the first in the pool and
 // waits for the first. It returns nil, nil when a concurrent caller should look at the pool again.
 func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration, pool *slotPool, count int) (*Reservation, error) {
+	slots, err := l.runReserve(ctx, account, service, ep, maxWait, count, "")
+	if err != nil {
+		pool.filled(nil)
+		return nil, err
+	}
+	pool.filled(slots[1:])
+	return l.await(ctx, l.reservation(account, service, ep, slots[0]))
+}
+
+// runReserve runs reserveScript for up to count consecutive slots of (account, service, ep),
+// after giving back the reservation member drop ("" for none). It returns at least one slot;
+// a *LimitedError when the first is not due within maxWait (nothing reserved); ctx's error; or
+// a Redis error.
+func (l *ServiceLimiter) runReserve(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration, count int, drop string) ([]reservedSlot, error) {
 	rate := l.RateFor(account, service)
 	limit := int64(math.Max(1, math.Floor(rate*l.lim.Window.Seconds())))
 	// The least gap between two requests: 1/burst rate, the burst scaled to this Service's rate.
@@ -436,10 +466,9 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 	defer cancel()
 	res, err := reserveScript.Run(rctx, l.rdb, []string{key, tag + "adaptive"},
 		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
-		maxWait.Milliseconds(), prefix, adaptiveTTL.Milliseconds(), gapMicros, count).Int64Slice()
+		maxWait.Milliseconds(), prefix, adaptiveTTL.Milliseconds(), gapMicros, count, drop).Int64Slice()
 	returned := time.Now()
 	if err != nil {
-		pool.filled(nil)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -447,7 +476,6 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 	}
 	l.observe(account, service, res[2], res[3], "recovered: no 429 for a while")
 	if res[0] == 0 {
-		pool.filled(nil)
 		wait := time.Duration(res[1]) * time.Millisecond
 		return nil, &LimitedError{RetryIn: max(wait, time.Millisecond), Reason: "Service " + service + " " + string(ep) + " rate", Service: service}
 	}
@@ -457,9 +485,7 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 		slots = append(slots, reservedSlot{atMs: at, member: prefix + strconv.Itoa(i+1),
 			local: returned.Add(time.Duration(at-redisNow) * time.Millisecond)})
 	}
-	pool.filled(slots[1:])
-	s := slots[0]
-	return l.await(ctx, &Reservation{l: l, key: key, member: s.member, atMs: s.atMs, slot: s.local})
+	return slots, nil
 }
 
 // await sleeps until the reservation's time.

@@ -68,7 +68,10 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	metrics := NewMetrics(deps.Registerer)
 	limiter := deps.Limiter
 	if limiter == nil {
-		// A slot's lease must outlast the request it covers, or a slow request frees its slot early.
+		// A slot's lease must outlast the request it covers, or a slow request frees its slot
+		// early; and outlast reconciliation (HTTPTimeout+5s) with the ledger and replica waits
+		// around it, so that a run that reconciled still holds the slot when it extends the
+		// lease for its POST (Permit.Extend).
 		var err error
 		lim := AccountLimits{MaxInFlight: cfg.MaxInFlight, Rate: cfg.RateLimit, Burst: cfg.RateBurst,
 			Lease: max(DefaultSlotLease, cfg.HTTPTimeout+recordTimeout)}

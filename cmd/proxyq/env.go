@@ -216,6 +216,7 @@ var workerEnvOf = map[string]string{
 	"ReconcileSkew": "PROXYQ_RECONCILE_SKEW", "SendWithin": "PROXYQ_SEND_WITHIN",
 	"ShutdownTimeout":   "PROXYQ_SHUTDOWN_TIMEOUT",
 	"RedisWaitReplicas": "PROXYQ_REDIS_WAIT_REPLICAS", "RedisWaitTimeout": "PROXYQ_REDIS_WAIT_TIMEOUT",
+	"ServiceWindow": "PROXYQ_SERVICE_WINDOW", // named by checks that compare with it
 }
 
 var workerFieldPattern = func() *regexp.Regexp {

@@ -235,11 +235,12 @@ func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, s
 		}
 		wcfg.HTTPTimeout, flagOf["HTTPTimeout"] = f.httpTimeout, "--http-timeout"
 	}
-	wcfg, err = finishWorkerConfig(wcfg, flagOf)
-	if err != nil {
+	// The Service limits first: the worker's checks read their window.
+	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
-	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
+	wcfg, err = finishWorkerConfig(wcfg, flagOf)
+	if err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
 
