@@ -217,11 +217,10 @@ func (s *Service) applyCallback(ctx context.Context, ref msgRef, signer string, 
 	return ResultDuplicateOrStale, nil
 }
 
-// wrongAccount logs and counts n callbacks signed by another account than ref's: someone
-// holding one account's Auth Token named an interaction of another account. Only the
-// callback path counts them (callbacks result="wrong_account"); the caller changes nothing.
+// wrongAccount logs n callbacks signed by another account than ref's: someone holding one
+// account's Auth Token named an interaction of another account. The caller changes nothing
+// and counts them (callbacks result="wrong_account").
 func (s *Service) wrongAccount(ref msgRef, signer string, n int) {
-	s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(n))
 	s.log.Warn("callback refused: signed by another account than the interaction's",
 		zap.String("interaction_sid", ref.KI), zap.String("account_sid", ref.AccountSID),
 		zap.String("signed_by", signer), zap.Int("callbacks", n))

@@ -197,6 +197,7 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	}
 	if refused > 0 {
 		s.wrongAccount(ref, refusedSigner, refused)
+		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
 	}
 	// Applied (or refused): only now are they let go. Two keys in different slots, one round
 	// trip; this replaces the drain the script used to do, so the count of round trips is the
