@@ -31,7 +31,8 @@ type CallbackConfig struct {
 	// strips), e.g. https://proxyq.example.com: the signature covers the URL Twilio used,
 	// which TLS terminators and proxies hide from the server.
 	PublicURL string
-	// Tokens gives the Auth Token of the account named in interactionAccountSid.
+	// Tokens gives the Auth Token of the account named in interactionAccountSid. That account
+	// is then the only one whose interactions the callback may change.
 	Tokens TokenSource
 	// MaxBodyBytes (default 64 KiB) and Timeout (the Redis work of one callback, default 10s).
 	MaxBodyBytes int64
@@ -60,7 +61,8 @@ func (c CallbackConfig) Validate() error {
 // CallbackHandler returns the http.Handler of POST CallbackPath. It is public (Twilio cannot
 // send a bearer token): every request must carry a valid X-Twilio-Signature, else 403 and
 // nothing changes. A signed callback gets 200 whether or not its interaction is known yet
-// (unknown ones are kept for PendingTTL); only a Redis failure answers 503.
+// (unknown ones are kept for PendingTTL, unless they cannot be ours), and whether or not it
+// may change it (see HandleCallback); only a Redis failure answers 503.
 func (s *Service) CallbackHandler(cfg CallbackConfig) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
