@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -38,8 +39,14 @@ func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome) er
 	if r.delivery == nil || o == nil {
 		return nil
 	}
+	// The interaction's account: Twilio's answer names it; a run that found the message sent
+	// has the payload's account, or for the default account its client's Account SID (with
+	// an API key alone, "": the hook uses TWILIO_ACCOUNT_SID).
 	if accountSID == "" {
-		accountSID = r.p.AccountSID // "" for the default account: the hook knows it
+		accountSID = r.p.AccountSID
+	}
+	if k := r.Handler.api.AccountKey(); accountSID == "" && proxyclient.ValidSID("AC", k) {
+		accountSID = k
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()

@@ -83,7 +83,7 @@ func TestDeliveryHookOnEveryRecordedSend(t *testing.T) {
 		reconciled bool
 	}{{"m1", false}, {"m2", true}, {"m1", false}} {
 		c := calls[i]
-		if c.id != want.id || c.queue != "default" || c.o.State != tasks.OutcomeSent || c.o.InteractionSID == "" ||
+		if c.id != want.id || c.queue != "default" || c.account != f.api.AccountKey() || c.o.State != tasks.OutcomeSent || c.o.InteractionSID == "" ||
 			c.o.Reconciled != want.reconciled || c.o.OutboundResourceSID == "" {
 			t.Errorf("call %d: %+v, want %s reconciled=%v", i, c, want.id, want.reconciled)
 		}
