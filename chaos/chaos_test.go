@@ -65,6 +65,13 @@ type runResult struct {
 	problems   []string // broken guarantees, one line each (checked for proxyq only)
 	suspects   []message
 	logs       []string // the workers' log files
+
+	// Delivery status (delivery_test.go), for proxyq's own run.
+	delivery        bool
+	final           int // sent, with the final delivery status the Fake gave the SMS
+	notFinal        int // sent, without a final delivery status
+	wrongFinal      int // sent, final, but not the Fake's status
+	callbacksFailed int // callbacks the Fake gave up posting
 }
 
 // The chaos test: proxyq's workers, then the naive handler, in the same scenario; one table.
@@ -106,6 +113,9 @@ func checkOurs(t *testing.T, r *runResult) {
 	for _, line := range r.archivedBy {
 		t.Logf("archived: %s", line)
 	}
+	if r.delivery && (r.notFinal != 0 || r.wrongFinal != 0) {
+		t.Errorf("proxyq: %d sent messages without a final delivery status, %d with a wrong one; want 0", r.notFinal, r.wrongFinal)
+	}
 	if r.duplicates != 0 || r.lost != 0 || r.unfinished != 0 || r.unknown != 0 {
 		t.Errorf("proxyq: %d duplicated (%d extra SMS), %d lost, %d unfinished, %d unknown creates; want all 0",
 			r.duplicates, r.extraSMS, r.lost, r.unfinished, r.unknown)
@@ -144,6 +154,9 @@ func runScenario(t *testing.T, name string, argv, extraEnv []string) *runResult 
 // failovers for the cluster and Sentinel runs.
 func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string, during func(stop <-chan struct{})) *runResult {
 	api := startFake(t, *flagSeed)
+	if name == "proxyq" {
+		startCallbacks(t, st, api.Fake)
+	}
 	insp := asynq.NewInspector(st.opt)
 	t.Cleanup(func() { _ = insp.Close() })
 	logDir := *flagLogDir
@@ -210,6 +223,9 @@ func runScenarioOn(t *testing.T, name string, st store, argv, extraEnv []string,
 	fl.stopAll()
 
 	r := verify(t, name, insp, api.Fake, msgs)
+	if name == "proxyq" {
+		verifyDelivery(t, r, insp, api.Fake, msgs)
+	}
 	r.kills, r.wall, r.restarts, r.logs = fl.killCount(), wall, progress.restarts, fl.logFiles()
 	for _, u := range fl.unexpectedExits() {
 		t.Logf("%s: %s", name, u)
@@ -509,6 +525,18 @@ func table(runs ...*runResult) string {
 	row("archived", num(func(r *runResult) int { return r.archived }))
 	row("unfinished", num(func(r *runResult) int { return r.unfinished }))
 	row("creates at the fake", num(func(r *runResult) int { return r.creates }))
+	deliveryRow := func(f func(r *runResult) int) func(r *runResult) string {
+		return func(r *runResult) string {
+			if !r.delivery {
+				return "-"
+			}
+			return fmt.Sprint(f(r))
+		}
+	}
+	row("sent, final delivery status", deliveryRow(func(r *runResult) int { return r.final }))
+	row("sent, no final delivery status", deliveryRow(func(r *runResult) int { return r.notFinal }))
+	row("sent, wrong final status", deliveryRow(func(r *runResult) int { return r.wrongFinal }))
+	row("callbacks the fake gave up on", deliveryRow(func(r *runResult) int { return r.callbacksFailed }))
 	kinds := make([]proxytest.Fault, 0)
 	for _, r := range present {
 		for k, n := range r.faults {
@@ -543,7 +571,7 @@ func workerEnv(redisURL, apiURL string, concurrency int) []string {
 		"PATH=" + os.Getenv("PATH"),
 		"REDIS_URL=" + redisURL,
 		"TWILIO_ACCOUNT_SID=" + accountSID,
-		"TWILIO_AUTH_TOKEN=chaos-token",
+		"TWILIO_AUTH_TOKEN=" + authToken,
 		"PROXYQ_API_BASE_URL=" + apiURL,
 		"PROXYQ_HTTP_TIMEOUT=" + httpTimeout.String(),
 		"PROXYQ_SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),

@@ -37,7 +37,12 @@
 // (CreatesForBody == 1) and nothing else was created; every task ended completed, or archived
 // for an allowed reason (the only one possible in this scenario is "expired", and then nothing
 // may have been created); every recorded outcome (tasks.Outcome, the task result) names the
-// interaction SID the Fake created for that body. It prints messages, kills, duplicates, lost
+// interaction SID the Fake created for that body. Delivery status is on in proxyq's run
+// (delivery_test.go): the Fake posts signed status callbacks for every SMS, the first before
+// the create is answered, to the callback route served in the test process on the run's
+// Redis, and every message recorded as sent must end with the final status the Fake gave it
+// (from callbacks alone: polling starts after 15 minutes), whatever kill or fault came between
+// its send and its recording. It prints messages, kills, duplicates, lost
 // messages, outcomes found by reconciliation, archived tasks, faults served by kind and wall
 // time. On a failure it prints, for the first messages at fault, the workers' log lines for
 // their task IDs, their send-ledger entries and what the Fake created for them.

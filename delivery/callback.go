@@ -31,7 +31,8 @@ type CallbackConfig struct {
 	// strips), e.g. https://proxyq.example.com: the signature covers the URL Twilio used,
 	// which TLS terminators and proxies hide from the server.
 	PublicURL string
-	// Tokens gives the Auth Token of the account named in interactionAccountSid.
+	// Tokens gives the Auth Token of the account named in interactionAccountSid. That account
+	// is then the only one whose interactions the callback may change.
 	Tokens TokenSource
 	// MaxBodyBytes (default 64 KiB) and Timeout (the Redis work of one callback, default 10s).
 	MaxBodyBytes int64
@@ -60,7 +61,8 @@ func (c CallbackConfig) Validate() error {
 // CallbackHandler returns the http.Handler of POST CallbackPath. It is public (Twilio cannot
 // send a bearer token): every request must carry a valid X-Twilio-Signature, else 403 and
 // nothing changes. A signed callback gets 200 whether or not its interaction is known yet
-// (unknown ones are kept for PendingTTL); only a Redis failure answers 503.
+// (unknown ones are kept for PendingTTL, unless they cannot be ours), and whether or not it
+// may change it (see HandleCallback); only a Redis failure answers 503.
 func (s *Service) CallbackHandler(cfg CallbackConfig) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -128,28 +130,31 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// HandleCallback records a callback whose signature was checked, and returns its result
-// (one of the Result* constants). The error is non-nil only when Redis failed.
+// HandleCallback records a callback whose signature was checked with the Auth Token of its
+// interactionAccountSid, and returns its result (one of the Result* constants). The error is
+// non-nil only when Redis failed.
+//
+// The signing account is the callback's authority: it applies only to an interaction recorded
+// under that account (ResultWrongAccount otherwise, changing nothing), and an early callback
+// keeps it, so the same check is made when the send is recorded. A callback of an interaction
+// proxyq never creates (neverOurs) is applied if its interaction is indexed — it never is —
+// and otherwise answered without taking room in the early set (ResultNotOurs).
 func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string, error) {
 	ki := params.Get("interactionSid")
 	status := strings.ToLower(strings.TrimSpace(params.Get("outboundResourceStatus")))
 	if ki == "" || status == "" {
 		return ResultIgnored, nil
 	}
+	signer := params.Get("interactionAccountSid")
 	u := Update{Status: status, At: s.now().UTC()}
-	entry, _ := json.Marshal(u)
+	if neverOurs(params) {
+		return s.applyIfIndexed(ctx, ki, signer, u, ResultNotOurs)
+	}
 	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
 		// Full: only a known interaction gets through.
-		ref, err := s.lookup(ctx, ki)
-		if err != nil {
-			return ResultError, err
-		}
-		if ref == nil {
-			s.log.Warn("early callback dropped: too many interactions waiting", zap.String("interaction_sid", ki), zap.Int("pending_max", s.cfg.PendingMax))
-			return ResultDropped, nil
-		}
-		return s.applyCallback(ctx, *ref, u)
+		return s.applyIfIndexed(ctx, ki, signer, u, ResultDropped)
 	}
+	entry, _ := json.Marshal(earlyCallback{Update: u, Signer: signer})
 	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(ki), earlyList(ki)}, string(entry), pendingPerInteraction,
 		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
@@ -168,10 +173,40 @@ func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string
 	if err != nil {
 		return ResultError, err
 	}
-	return s.applyCallback(ctx, *ref, u)
+	return s.applyCallback(ctx, *ref, signer, u)
 }
 
-func (s *Service) applyCallback(ctx context.Context, ref msgRef, u Update) (string, error) {
+// neverOurs reports whether a callback belongs to an interaction proxyq never creates: proxyq
+// creates message interactions towards one participant, which have no inbound leg. A voice
+// interaction, or one with an inbound resource (a participant's message or call that Proxy
+// relays), cannot be one of ours, so it must not take room in the early set, where it would
+// wait PendingTTL for a send that never comes.
+func neverOurs(params url.Values) bool {
+	return strings.EqualFold(strings.TrimSpace(params.Get("interactionType")), "voice") ||
+		params.Get("inboundResourceSid") != ""
+}
+
+// applyIfIndexed applies u when ki is indexed, else returns notIndexed without keeping it.
+func (s *Service) applyIfIndexed(ctx context.Context, ki, signer string, u Update, notIndexed string) (string, error) {
+	ref, err := s.lookup(ctx, ki)
+	if err != nil {
+		return ResultError, err
+	}
+	if ref == nil {
+		if notIndexed == ResultDropped {
+			s.log.Warn("early callback dropped: too many interactions waiting", zap.String("interaction_sid", ki), zap.Int("pending_max", s.cfg.PendingMax))
+		}
+		return notIndexed, nil
+	}
+	return s.applyCallback(ctx, *ref, signer, u)
+}
+
+// applyCallback applies one callback signed by signer's Auth Token to the message of ref.
+func (s *Service) applyCallback(ctx context.Context, ref msgRef, signer string, u Update) (string, error) {
+	if !ref.signedBy(signer) {
+		s.wrongAccount(ref, signer, 1)
+		return ResultWrongAccount, nil
+	}
 	res, err := s.apply(ctx, ref, []Update{u}, "callback")
 	switch {
 	case errors.Is(err, errGone):
@@ -182,4 +217,13 @@ func (s *Service) applyCallback(ctx context.Context, ref msgRef, u Update) (stri
 		return ResultAccepted, nil
 	}
 	return ResultDuplicateOrStale, nil
+}
+
+// wrongAccount logs n callbacks signed by another account than ref's: someone holding one
+// account's Auth Token named an interaction of another account. The caller changes nothing
+// and counts them (callbacks result="wrong_account").
+func (s *Service) wrongAccount(ref msgRef, signer string, n int) {
+	s.log.Warn("callback refused: signed by another account than the interaction's",
+		zap.String("interaction_sid", ref.KI), zap.String("account_sid", ref.AccountSID),
+		zap.String("signed_by", signer), zap.Int("callbacks", n))
 }

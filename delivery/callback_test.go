@@ -315,3 +315,52 @@ func TestReconciledSendWithEarlyCallbacks(t *testing.T) {
 		t.Fatal("a final message was scheduled for a poll")
 	}
 }
+
+// Callbacks of interactions proxyq never creates — a voice interaction, a participant's
+// inbound message that Proxy relays — are answered 200 and counted, but never take room in
+// the early set: they would wait PendingTTL for a send that never comes, and enough of them
+// fill the set so that proxyq's own early callbacks are dropped. One of our messages still
+// takes its callbacks, early or not.
+func TestCallbacksThatCannotMatchAreNotKept(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	ctx := context.Background()
+
+	voice := c.params("KI"+strings.Repeat("7", 32), "completed")
+	voice.Set("interactionType", "Voice")
+	relay := c.params("KI"+strings.Repeat("8", 32), "delivered")
+	relay.Set("inboundResourceSid", "SM"+strings.Repeat("9", 32))
+	relay.Set("inboundResourceStatus", "received")
+	for name, p := range map[string]url.Values{"voice": voice, "inbound relay": relay} {
+		if code := c.post(p, ""); code != http.StatusOK {
+			t.Fatalf("%s: %d, want 200", name, code)
+		}
+	}
+	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultNotOurs)); n != 2 {
+		t.Errorf("not_ours callbacks = %v, want 2", n)
+	}
+	if n, _ := e.rdb.ZCard(ctx, earlyKey).Result(); n != 0 {
+		t.Fatalf("%d interactions in the early set, want 0", n)
+	}
+	for _, ki := range []string{voice.Get("interactionSid"), relay.Get("interactionSid")} {
+		if n, _ := e.rdb.Exists(ctx, earlyList(ki)).Result(); n != 0 {
+			t.Errorf("early callbacks of %s kept", ki)
+		}
+	}
+
+	// Ours: the early one waits, and is applied when the send is recorded.
+	id, ki, o := e.message(t, "default")
+	if code := c.post(c.params(ki, "sent"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	if n, _ := e.rdb.ZCard(ctx, earlyKey).Result(); n != 1 {
+		t.Fatalf("%d interactions in the early set, want 1 (ours)", n)
+	}
+	if err := s.Recorded(ctx, "default", id, testAccount, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
+		t.Fatalf("our early callback was not applied: %+v", got)
+	}
+}

@@ -1,6 +1,7 @@
 // Package delivery owns what becomes of a message after Twilio accepted it: its delivery
 // status. httpapi only routes Twilio's status callbacks here, and the worker only calls
-// Recorded after it records a send and runs this package's tasks and sweeper.
+// Recorded when it records a send or finds it recorded, and runs this package's tasks and
+// sweeper.
 //
 // The trip (see docs/delivery-status.md):
 //
@@ -15,6 +16,15 @@
 //     Token of its interactionAccountSid, over the configured public URL with the query kept
 //     exactly, default port with and without, every value of a repeated parameter, constant-time
 //     compare). Anything else is 403 and changes nothing.
+//   - A signed callback changes only an interaction recorded under the account whose Auth Token
+//     signed it: with one Auth Token per account (the accounts file), one customer's token
+//     cannot set another's statuses. A callback naming another account's interaction is
+//     answered 200 (nothing is revealed) and changes nothing (callbacks
+//     result="wrong_account"); an early callback keeps its signer and is checked the same way
+//     when the send is recorded.
+//   - Callbacks of interactions proxyq never creates — voice, or with an inbound resource (a
+//     participant's message or call that Proxy relays) — are answered 200 and counted
+//     (result="not_ours") without taking room among the early callbacks.
 //   - The timeline never moves back: statuses are ranked accepted|scheduled < queued < sending <
 //     sent < delivery-unknown < delivered|undelivered|failed; the last three are final and never
 //     replaced. A duplicate changes nothing; an older status is added to the history only;
@@ -26,8 +36,13 @@
 //   - A callback that arrives before the send is recorded (its POST's answer still on the way, or
 //     an ambiguous POST reconciled later) is kept for PendingTTL and applied by Recorded, on
 //     whichever path records the send; the index check and the append are one script, and so are
-//     the index write and the drain, so none slips between them. Callbacks still unmatched after
-//     PendingTTL are dropped and counted (callbacks result="unknown_interaction").
+//     the index write and the read of the early list, so none slips between them. The list is
+//     deleted only once applied. Callbacks still unmatched after PendingTTL are dropped and
+//     counted (callbacks result="unknown_interaction").
+//   - Recorded is idempotent and says when it failed; the worker calls it on every run that
+//     finds the send recorded and completes the task only once it succeeded, so every sent
+//     message is indexed and scheduled for its poll (a lost reply, a killed worker or a Redis
+//     error only delay it).
 //   - Every indexed message without a final status is polled after PollAfter, every PollEvery,
 //     bounded per pass, under the account's limits (a pass stops at the first "no room" or 429),
 //     until final or MaxAge, after which it says delivery-unknown. Its Redis cost is one ZADD at

@@ -11,6 +11,8 @@ const (
 	ResultBadSignature       = "bad_signature"       // 403: missing or wrong X-Twilio-Signature
 	ResultUnknownAccount     = "unknown_account"     // 403: no Auth Token for interactionAccountSid
 	ResultIgnored            = "ignored"             // signed, but no outbound status (inbound interactions)
+	ResultNotOurs            = "not_ours"            // signed, for an interaction proxyq never creates (inbound relay, voice): not kept
+	ResultWrongAccount       = "wrong_account"       // signed by another account than the interaction was recorded under: changes nothing
 	ResultDropped            = "dropped"             // early callback refused: PendingMax reached
 	ResultError              = "error"               // Redis failed: 503, Twilio may retry
 )

@@ -46,6 +46,18 @@ type msgRef struct {
 	KI         string `json:"-"`
 }
 
+// signedBy reports whether a callback signed with account's Auth Token may change this
+// message: only the account the interaction was recorded under may.
+func (r msgRef) signedBy(account string) bool { return account != "" && account == r.AccountSID }
+
+// earlyCallback is one entry of an early list: the update and the account whose Auth Token
+// signed it, checked against the message's account when the send is recorded. An entry
+// without a signer (written before the check existed) is refused like a wrong one.
+type earlyCallback struct {
+	Update
+	Signer string `json:"by,omitempty"`
+}
+
 // earlyScript: the index if the interaction is recorded; else keep the callback for later.
 // One script, so a callback never slips between a record's drain and its own append.
 var earlyScript = redis.NewScript(`
@@ -57,12 +69,13 @@ redis.call("PEXPIRE", KEYS[2], ARGV[3])
 return false
 `)
 
-// recordScript writes the index and takes the callbacks that came early.
+// recordScript writes the index and reads the callbacks that came early. It leaves them in
+// place: Recorded deletes them once applied, so a failure in between loses none (a repeated
+// Recorded applies them again, and applying is idempotent). Once the index exists no callback
+// is appended any more (earlyScript), so the list cannot grow behind Recorded's back.
 var recordScript = redis.NewScript(`
 redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-local e = redis.call("LRANGE", KEYS[2], 0, -1)
-if #e > 0 then redis.call("DEL", KEYS[2]) end
-return e
+return redis.call("LRANGE", KEYS[2], 0, -1)
 `)
 
 // claimScript takes up to ARGV[2] messages due for a poll and pushes them to ARGV[3], so that
@@ -113,14 +126,25 @@ func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logge
 // Config returns the service's configuration, defaults applied.
 func (s *Service) Config() Config { return s.cfg }
 
-// Recorded is the worker's hook, called once the ledger has recorded a send and the outcome
-// record is written: it indexes the interaction for IndexTTL, applies the callbacks that came
-// early, and schedules the polling fallback — one round trip in the common case. Errors are
-// logged, never returned: the send is recorded whatever happens here, and the poll or a
-// later callback repairs a missed timeline.
-func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) {
-	if o == nil || o.InteractionSID == "" {
-		return
+// Recorded is the worker's hook, called on every path that finds or makes the ledger say
+// sent (worker.DeliveryHook), after the outcome record is written: it indexes the interaction
+// for IndexTTL, applies the callbacks that came early (those signed by the message's own
+// account; others are counted as wrong_account), and schedules the polling fallback. The
+// common case is one round trip (EVAL and ZADD in one pipeline).
+//
+// It is idempotent, so the worker calls it again whenever a run finds the message sent (a
+// lost MarkSent reply, a worker that died before its call, an earlier call that failed): the
+// index is rewritten, early callbacks are deleted only once applied, the poll entry is added
+// only when missing (ZADD NX: a repeat never postpones a scheduled poll), and a status
+// already in the timeline changes nothing. A message whose record is already final gets no
+// poll entry.
+//
+// The error is non-nil when tracking may not be complete: the worker must then not consider
+// the message done (it retries, and the retry calls Recorded again). A record that is gone
+// or rewritten by a later run is not an error.
+func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
+	if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID == "" {
+		return nil
 	}
 	ref := msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, MessageSID: o.OutboundResourceSID, KI: o.InteractionSID}
 	if ref.AccountSID == "" {
@@ -129,45 +153,64 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	if o.SentAt != nil {
 		ref.SentAt = o.SentAt.Unix()
 	}
+	final := o.Final || IsFinal(o.OutboundStatus)
 	val, _ := json.Marshal(ref)
 	var early *redis.Cmd
 	// EVAL rather than EVALSHA: in a pipeline a missing script cannot be retried, and the
 	// script is short.
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
-		if !s.cfg.PollOff && !IsFinal(o.OutboundStatus) {
-			p.ZAdd(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
+		if !s.cfg.PollOff && !final {
+			p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
 		}
 		return nil
 	})
 	if err != nil {
-		s.log.Error("delivery: could not index the interaction; its callbacks stay pending until the poll finds it",
-			zap.String("task_id", taskID), zap.String("interaction_sid", ref.KI), zap.Error(err))
-		return
+		return fmt.Errorf("delivery: index interaction %s: %w", ref.KI, err)
 	}
 	raw, _ := early.StringSlice()
 	var ups []Update
-	if len(raw) > 0 {
-		_ = s.rdb.ZRem(ctx, earlyKey, ref.KI).Err()
-	}
+	refused, refusedSigner := 0, ""
 	for _, r := range raw {
-		var u Update
-		if json.Unmarshal([]byte(r), &u) == nil {
-			ups = append(ups, u)
+		var e earlyCallback
+		if json.Unmarshal([]byte(r), &e) != nil {
+			continue
 		}
+		if !ref.signedBy(e.Signer) {
+			refused, refusedSigner = refused+1, e.Signer
+			continue
+		}
+		ups = append(ups, e.Update)
 	}
-	if IsFinal(o.OutboundStatus) {
+	if IsFinal(o.OutboundStatus) && !o.Final {
 		// Already final when recorded (a reconciled send found delivered): record it as final
 		// now; no callback may come for it any more.
 		ups = append(ups, Update{Status: o.OutboundStatus, At: o.RecordedAt})
 	}
-	if len(ups) == 0 {
-		return
+	if len(ups) > 0 {
+		if _, err := s.apply(ctx, ref, ups, "early"); err != nil && !errors.Is(err, errGone) {
+			return fmt.Errorf("delivery: apply early callbacks of %s: %w", ref.KI, err)
+		}
 	}
-	if _, err := s.apply(ctx, ref, ups, "early"); err != nil {
-		s.log.Error("delivery: could not apply early callbacks", zap.String("task_id", taskID),
-			zap.String("interaction_sid", ref.KI), zap.Error(err))
+	if len(raw) == 0 {
+		return nil
 	}
+	if refused > 0 {
+		s.wrongAccount(ref, refusedSigner, refused)
+		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
+	}
+	// Applied (or refused): only now are they let go. Two keys in different slots, one round
+	// trip; this replaces the drain the script used to do, so the count of round trips is the
+	// same as before.
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, earlyList(ref.KI))
+		p.ZRem(ctx, earlyKey, ref.KI)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delivery: clear early callbacks of %s: %w", ref.KI, err)
+	}
+	return nil
 }
 
 // lookup returns the message an interaction belongs to, or nil when it is not indexed.

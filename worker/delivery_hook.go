@@ -2,17 +2,61 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// DeliveryHook is told of every send the handler records, after the ledger and the outcome
-// record are written, on either path (the POST's own answer or reconciliation). The delivery
-// package's Service implements it: it indexes the interaction for its status callbacks,
-// applies callbacks that came early, and schedules the polling fallback. It must not fail the
-// send: errors are its own to log.
+// DeliveryHook sets up delivery tracking of a sent message. The delivery package's Service
+// implements it: it indexes the interaction for its status callbacks, applies callbacks that
+// came early, and schedules the polling fallback.
+//
+// The handler calls Recorded on every path that makes or finds the ledger sent: after its own
+// MarkSent (the POST's answer or reconciliation), and on every later run that finds the message
+// already sent — a MarkSent whose reply was lost, a worker that died before its call, a call
+// that failed. So Recorded must be idempotent. It runs on a context detached from the task's
+// (a cancelled task still gets its tracking), bounded by recordTimeout.
+//
+// A non-nil error means tracking may be incomplete. The send itself stands (the ledger says
+// sent, nothing is sent again), but the run does not complete: it returns a retry that is not
+// counted as a failure, and the next run, finding the ledger sent, calls Recorded again. A
+// task is therefore completed only once its tracking is in place.
 type DeliveryHook interface {
-	Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome)
+	Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error
+}
+
+// trackRetryAfter is the wait before a run whose delivery tracking failed runs again.
+const trackRetryAfter = 5 * time.Second
+
+// track calls the delivery hook for a message whose ledger says sent, on a context detached
+// from the task's and bounded by recordTimeout. It returns nil when tracking is in place (or
+// nobody listens), else the retry the run must return.
+func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome) error {
+	if r.delivery == nil || o == nil {
+		return nil
+	}
+	// The interaction's account: Twilio's answer names it; a run that found the message sent
+	// has the payload's account, or for the default account its client's Account SID (with
+	// an API key alone, "": the hook uses TWILIO_ACCOUNT_SID).
+	if accountSID == "" {
+		accountSID = r.p.AccountSID
+	}
+	if k := r.Handler.api.AccountKey(); accountSID == "" && proxyclient.ValidSID("AC", k) {
+		accountSID = k
+	}
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	err := r.delivery.Recorded(tctx, r.queue, r.id, accountSID, o)
+	if err == nil {
+		return nil
+	}
+	r.log.Warn("sent, but delivery tracking is not set up; the next run sets it up (nothing is resent)",
+		zap.String("task_id", r.id), zap.String("queue", r.queue), zap.String("interaction_sid", o.InteractionSID), zap.Error(err))
+	return &retryLater{After: trackRetryAfter + jitter(trackRetryAfter), Err: fmt.Errorf("delivery tracking of sent interaction %s: %w", o.InteractionSID, err)}
 }
 
 // SetDeliveryHook sets the hook of a handler built with NewHandler (tests, benchmarks).

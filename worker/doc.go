@@ -12,7 +12,8 @@
 //     account's limits, both shared by every process through Redis (limiter.go); the message's
 //     account (payload account_sid) chooses the client and the limits (accounts.go);
 //  3. take the message in the send ledger (ledger.go) — in the common case the same script
-//     begins the send; otherwise: already sent → re-record, nothing sent; another run holds it →
+//     begins the send; otherwise: already sent → nothing sent, delivery tracking set up again
+//     (below); another run holds it →
 //     wait; an earlier request's outcome unknown → reconcile (reconcile.go); deadline passed →
 //     archived as expired;
 //  4. POST the MessageInteraction on a context detached from asynq's, bounded by HTTPTimeout;
@@ -23,7 +24,10 @@
 //     and the outcome record (asynq's task result) in one script; tell asynq done, retry after d,
 //     or archive (retry.go).
 //     A recorded send is then handed to the delivery hook (delivery_hook.go), which indexes the
-//     interaction for Twilio's status callbacks.
+//     interaction for Twilio's status callbacks and schedules its poll. Every run that finds
+//     the ledger sent calls the hook again (it is idempotent), and a run whose hook failed asks
+//     for a retry that is not a failure: a task completes only once its send is tracked, even
+//     after a lost MarkSent reply or a worker killed in between.
 //
 // Guarantees. A message is created at Twilio at most once per accepted task: a POST starts only
 // under a fenced ledger lease that outlasts it, and after any answer we did not see (timeout,

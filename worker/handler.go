@@ -169,9 +169,10 @@ func (r *run) send(ctx context.Context) error {
 	case own.Sent:
 		permit.Release(false)
 		// Sent by an earlier run whose asynq bookkeeping did not finish: the outcome is already
-		// the task's result (same hash); send nothing.
+		// the task's result (same hash); send nothing. That run may not have set delivery
+		// tracking up (its MarkSent reply was lost, it died, its hook failed): set it up again.
 		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome kept")
-		return nil
+		return r.track(ctx, "", own.Outcome)
 	case own.BusyFor > 0:
 		permit.Release(false)
 		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
@@ -448,8 +449,13 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 }
 
 // recordSent records an interaction as this message's outcome: its claim, the ledger and the
-// asynq result in one step (the result is what people read; the ledger stops a second send).
+// asynq result in one step (the result is what people read; the ledger stops a second send),
+// then sets delivery tracking up (track). It runs on a context detached from the task's and
+// bounded by recordTimeout: the interaction exists, and a task cancelled now (shutdown, task
+// timeout, on the reconcile path too) must still record it and track it.
 func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction, reconciled bool, latency time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	o := &tasks.Outcome{
 		State: tasks.OutcomeSent, InteractionSID: mi.SID, OutboundStatus: mi.OutboundResourceStatus,
 		OutboundResourceSID: mi.OutboundResourceSID, Attempts: r.posts, Reconciled: reconciled,
@@ -467,22 +473,21 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 		if errors.Is(err, ErrClaimed) {
 			return err
 		}
-		// The interaction exists but is not recorded. The ledger still says in flight (or
-		// unknown), so whichever run comes next reconciles and finds it: no second SMS.
-		r.log.Error("sent but not recorded; the next run will reconcile", zap.String("task_id", r.id),
+		// Not known to be recorded. Either the script did not run — the ledger still says in
+		// flight (or unknown), so whichever run comes next reconciles and finds it: no second
+		// SMS — or it ran and its reply was lost: the next run finds the ledger sent and sets
+		// delivery tracking up (track).
+		r.log.Error("sent but not known to be recorded; the next run will reconcile or find it sent", zap.String("task_id", r.id),
 			zap.String("interaction_sid", mi.SID), zap.Error(err))
 		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent interaction %s: %w", mi.SID, err)}
 	}
 	traceResult(r.span, o)
-	if r.delivery != nil {
-		r.delivery.Recorded(ctx, r.queue, r.id, mi.AccountSID, o)
-	}
 	outcome := outcomeSent
 	if reconciled {
 		outcome = outcomeReconciled
 	}
 	r.logOutcome(outcome, mi.SID, latency, nil, "")
-	return nil
+	return r.track(ctx, mi.AccountSID, o)
 }
 
 func (r *run) expire(ctx context.Context, deadline time.Time) error {

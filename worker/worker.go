@@ -25,7 +25,8 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Limiter overrides the account limiter built from Config (tests, benchmarks).
 	Limiter Limiter
-	// Delivery is told of every recorded send (the delivery package's Service; nil: nobody).
+	// Delivery sets up delivery tracking of every send, on every run that records it or finds
+	// it recorded (the delivery package's Service; nil: nobody). See DeliveryHook.
 	Delivery DeliveryHook
 	// Tasks are more task types this pool runs beside the send (the delivery package's
 	// error fetches and status webhooks), by type name.

@@ -137,13 +137,18 @@ func (a accountMessages) FetchMessage(ctx context.Context, accountSID, messageSI
 	return a.def.FetchMessage(ctx, accountSID, messageSID)
 }
 
-// accountLimiter adapts the worker's shared account limiter to delivery.Limiter. The worker
-// builds its limiter in worker.New, after the delivery handlers are handed to it, so the
-// limiter is set once New has returned and before the pool starts.
+// accountLimiter adapts the worker's shared account limiter to delivery.Limiter: a Message
+// fetch counts against the limits of the account it belongs to, under the same key as that
+// account's sends (its client's AccountKey), so a subaccount's polls use its own cap and a 429
+// on one of them slows that subaccount only. An account not in the accounts file is the
+// default account. The worker builds its limiter in worker.New, after the delivery handlers
+// are handed to it, so the limiter is set once New has returned and before the pool starts.
 type accountLimiter struct {
+	accts *accounts.Registry // nil: one account
+
 	mu      sync.Mutex
 	l       worker.Limiter
-	account string // the limiter's key: the client's AccountKey, as for sends
+	account string // the default account's key: its client's AccountKey, as for sends
 }
 
 func (a *accountLimiter) set(l worker.Limiter, account string) {
@@ -152,14 +157,19 @@ func (a *accountLimiter) set(l worker.Limiter, account string) {
 	a.mu.Unlock()
 }
 
-func (a *accountLimiter) Acquire(ctx context.Context, _ string, maxWait time.Duration) (func(bool), error) {
+func (a *accountLimiter) Acquire(ctx context.Context, accountSID string, maxWait time.Duration) (func(bool), error) {
 	a.mu.Lock()
-	l, account := a.l, a.account
+	l, key := a.l, a.account
 	a.mu.Unlock()
 	if l == nil {
 		return nil, errors.New("account limiter not ready")
 	}
-	p, err := l.Acquire(ctx, account, "delivery", maxWait)
+	if a.accts != nil {
+		if c, ok := a.accts.Client(accountSID); ok {
+			key = c.AccountKey()
+		}
+	}
+	p, err := l.Acquire(ctx, key, "delivery", maxWait)
 	if err != nil {
 		return nil, err
 	}

@@ -133,7 +133,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	limits := &accountLimiter{}
+	limits := &accountLimiter{accts: accts}
 	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(accountMessages{def: api, accts: accts}), limits)
 	if err != nil {
 		return usageError{err}
