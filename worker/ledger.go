@@ -451,6 +451,9 @@ func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64,
 	if res == "fenced" {
 		return ErrLostOwnership
 	}
+	if o != nil && o.ErrorCode != 0 {
+		_ = tasks.CountError(ctx, l.rdb, o.ErrorCode, l.now()) // the console's top errors
+	}
 	return nil
 }
 
