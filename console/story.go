@@ -214,7 +214,7 @@ func webhookEvent(status string, info *asynq.TaskInfo) Event {
 	switch info.State {
 	case asynq.TaskStateCompleted:
 		e.At = info.CompletedAt
-		e.Detail = "your application answered 2xx"
+		e.Detail = "your application answered 2xx" // kept only when webhook tasks have a retention
 	default:
 		e.At = info.LastFailedAt
 		if info.LastErr != "" {
