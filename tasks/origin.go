@@ -34,7 +34,7 @@ import (
 // commands (HSET, PEXPIREAT, SADD, PEXPIREAT); the send path nothing.
 
 // HeaderOrigin is the task header that says when and through what a message was enqueued.
-const HeaderOrigin = "proxyq-origin"
+const HeaderOrigin = "origin"
 
 // LookupDays is how far ahead of today lookups read the buckets: messages whose life ends
 // later (scheduled more than ~3 weeks ahead) are not found by participant or session.

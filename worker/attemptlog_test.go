@@ -100,3 +100,34 @@ func TestAttemptLogIsBounded(t *testing.T) {
 		t.Fatalf("kept %d attempts ending %v, want the last %d", len(log.Attempts), log.Attempts[len(log.Attempts)-1].Start, maxLogRows)
 	}
 }
+
+// A message sent by its first run keeps its log in the outcome record, not in a field of its
+// own (the common case costs no field).
+func TestAttemptLogOfAFirstRunSendIsInTheRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newTestLedger(t)
+	start := time.UnixMilli(1_800_000_000_000).UTC()
+	own, err := l.Acquire(ctx, testQ, "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdea", Attempts: 1, RecordedAt: start}
+	if err := l.MarkSent(ctx, testQ, "a", testKP, own.Fence, o, AttemptEntry(start, 12*time.Millisecond, ResultSent, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if o.AttemptLog != "" {
+		t.Errorf("MarkSent changed the caller's outcome: %+v", o)
+	}
+	if n := l.rdb.HExists(ctx, LedgerKey(testQ, "a"), logField).Val(); n {
+		t.Error("a first-run send has a log field of its own")
+	}
+	log, err := ReadAttemptLog(ctx, l.rdb, testQ, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := LoggedAttempt{Start: start, Took: 12 * time.Millisecond, Result: ResultSent, HTTPStatus: 201}
+	if len(log.Attempts) != 1 || log.Attempts[0] != want {
+		t.Errorf("attempts = %+v, want %+v", log.Attempts, want)
+	}
+}

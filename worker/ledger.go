@@ -466,7 +466,11 @@ var sentScript = redis.NewScript(luaAddLog + `
 local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
 local raw = h[1]
 if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
-redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2], 'pl', addlog(h[2], ARGV[3], ARGV[4]))
+if h[2] then
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2], 'pl', addlog(h[2], ARGV[3], ARGV[4]))
+else
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
+end
 return 'ok'
 `)
 
@@ -499,7 +503,11 @@ local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
 local raw = h[1]
 if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[4] then return 'fenced' end
 ` + luaClaim + `
-redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5], 'pl', addlog(h[2], ARGV[6], ARGV[7]))
+if h[2] then
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5], 'pl', addlog(h[2], ARGV[6], ARGV[7]))
+else
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5])
+end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
   if ARGV[10] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[10]) end
@@ -516,13 +524,21 @@ return 'ok'
 // log entries are added to the attempt log in the same step, and the Message SID is indexed for
 // the console (lookup.go).
 func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome, log ...LogEntry) error {
+	rows, waits := logArgs(log)
+	if rows != "" || waits != "" {
+		// This run's part of the log rides in the record (no field of its own: ~40 bytes less
+		// per message); a message whose earlier runs started field pl gets it there too, and
+		// pl, when present, is the whole log (ReadAttemptLog).
+		withLog := *o
+		withLog.AttemptLog = logValue(waits, rows)
+		o = &withLog
+	}
 	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
 		return err
 	}
 	day := l.now().UnixMilli() / dayMs
 	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
-	rows, waits := logArgs(log)
 	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, expireAt)
 	if !l.splitClaim {
 		res, err := claimSentScript.Run(ctx, l.perMessage(), []string{LedgerKey(queue, taskID), sm.key, claims},

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,7 +16,9 @@ import (
 // The Message SID index: which message created a Message (SM…), for the console's search.
 //
 // One hash per day (the recording worker's clock, as for claims), `proxyq:{sm}:<day>`: field
-// the Message SID, value `<task ID>` or `<task ID>|<queue>` for a queue other than "default".
+// the first 8 bytes of the Message SID's 32 hex digits (64 random bits: a collision needs
+// billions of messages a day, and a lookup checks the message it found against its record),
+// value `<task ID>` or `<task ID>|<queue>` for a queue other than "default".
 // Each day's hash expires LedgerTTL after its day ends, like the claims, so an entry outlives
 // its message's retention (72h by default for both). The hash tag puts a day in one Redis
 // Cluster slot: a lookup reads at most a few days' hashes, one HGET each.
@@ -45,7 +48,7 @@ func (s *sidIndex) entry(day int64, messageSID, queue, taskID string, expireAt i
 	if messageSID == "" {
 		return e
 	}
-	e.field, e.value = messageSID, sidValue(queue, taskID)
+	e.field, e.value = sidField(messageSID), sidValue(queue, taskID)
 	if s.lastDay.Swap(day) != day || s.writes.Add(1)%sidExpireEvery == 0 {
 		e.expireAt = strconv.FormatInt(expireAt, 10)
 	}
@@ -65,6 +68,14 @@ func (e sidEntry) write(ctx context.Context, rdb redis.UniversalClient) {
 		}
 		return nil
 	})
+}
+
+// sidField is the index's field for a Message SID: the first 8 of its 16 bytes.
+func sidField(sid string) string {
+	if b, err := hex.DecodeString(strings.TrimPrefix(sid, "SM")); err == nil && len(sid) == 34 {
+		return string(b[:8])
+	}
+	return sid
 }
 
 func sidValue(queue, taskID string) string {
@@ -88,7 +99,7 @@ func FindByMessageSID(ctx context.Context, rdb redis.UniversalClient, sid string
 	cmds := make([]*redis.StringCmd, 0, days)
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for d := today; d > today-int64(days); d-- {
-			cmds = append(cmds, p.HGet(ctx, sidIndexKey(d), sid))
+			cmds = append(cmds, p.HGet(ctx, sidIndexKey(d), sidField(sid)))
 		}
 		return nil
 	})
