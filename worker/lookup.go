@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/tasks"
 )
 
 // The Message SID index: which message created a Message (SM…), for the console's search.
@@ -79,10 +81,14 @@ func sidField(sid string) string {
 }
 
 func sidValue(queue, taskID string) string {
-	if queue == "default" {
-		return taskID
+	v := taskID
+	if raw, ok := tasks.PackTaskID(taskID); ok {
+		v = raw // a generated ID, as its 16 bytes: a smaller allocation per message
 	}
-	return taskID + "|" + queue
+	if queue == "default" {
+		return v
+	}
+	return v + "|" + queue
 }
 
 // MessageRef names a message: its queue ("" when the index did not say: look in every queue) and
@@ -118,6 +124,7 @@ func FindByMessageSID(ctx context.Context, rdb redis.UniversalClient, sid string
 		if !found {
 			q = "default"
 		}
+		id = tasks.UnpackTaskID(id)
 		return MessageRef{Queue: q, TaskID: id}, true, nil
 	}
 	return MessageRef{}, false, nil
