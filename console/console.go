@@ -20,6 +20,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/worker"
 )
 
 //go:embed templates/*.html
@@ -84,13 +86,15 @@ func (c Config) Validate() error {
 // Console is the operator UI as an http.Handler for its RootPath and below. Safe for
 // concurrent use.
 type Console struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	insp   *asynq.Inspector
-	log    *zap.Logger
-	pages  map[string]*template.Template
-	static http.Handler
-	mux    *http.ServeMux
+	cfg   Config
+	rdb   redis.UniversalClient
+	insp  *asynq.Inspector
+	log   *zap.Logger
+	pages map[string]*template.Template
+	mux   *http.ServeMux
+	// guard refuses to cancel a message whose send may be in flight or done (the ledger's
+	// view, as `proxyq serve` checks before its cancel).
+	guard  func(ctx context.Context, taskID string) error
 	secret []byte // keys the CSRF tokens; per process
 }
 
@@ -118,8 +122,8 @@ func New(cfg Config, rdb redis.UniversalClient, log *zap.Logger) (*Console, erro
 		t := template.Must(template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html"))
 		c.pages[page] = t
 	}
+	c.guard = worker.NewSendGuard(worker.NewLedger(rdb, worker.DefaultLedgerTTL), c.insp)
 	sub, _ := fs.Sub(staticFS, "static")
-	c.static = http.StripPrefix(cfg.RootPath+"/static/", http.FileServerFS(sub))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", c.home)
 	mux.HandleFunc("GET /search", c.search)

@@ -136,6 +136,36 @@ func TestSearchAndSafety(t *testing.T) {
 		}
 	})
 
+	t.Run("cancel a scheduled message", func(t *testing.T) {
+		enq := tasks.NewEnqueuer(r.db.ConnOpt())
+		defer enq.Close()
+		res, err := enq.Enqueue(ctx, tasks.Payload{ServiceSID: serviceSID, SessionSID: sessionSID, ParticipantSID: driverKP, Body: "later"},
+			tasks.ProcessIn(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := get(t, r.base+"/m/"+res.TaskID, opUser, opPassword).body
+		if !strings.Contains(page, `id="cancel"`) {
+			t.Fatalf("a scheduled message's page offers no cancel:\n%s", page)
+		}
+		a := do(t, "POST", r.base+"/action/cancel", opUser, opPassword, "id="+res.TaskID+"&csrf="+between(page, `name="csrf" value="`, `"`))
+		if a.status != http.StatusSeeOther {
+			t.Fatalf("cancel: %d %s", a.status, a.body)
+		}
+		if _, err := tasks.Lookup(ctx, r.insp, res.TaskID); err != tasks.ErrNotFound {
+			t.Errorf("the cancelled message is still there (%v)", err)
+		}
+		if audit := get(t, r.base+"/audit", opUser, opPassword).body; !strings.Contains(audit, res.TaskID) || !strings.Contains(audit, "cancelled") {
+			t.Errorf("the audit log lacks the cancel:\n%s", audit)
+		}
+		// A sent message cannot be cancelled: refused, and said so.
+		page = get(t, r.base+"/m/"+riderKey, opUser, opPassword).body
+		a = do(t, "POST", r.base+"/action/cancel", opUser, opPassword, "id="+riderKey+"&csrf="+between(page, `name="csrf" value="`, `"`))
+		if a.status != http.StatusConflict {
+			t.Errorf("cancel a sent message: %d, want 409", a.status)
+		}
+	})
+
 	t.Run("the home page's live part and filters", func(t *testing.T) {
 		a := get(t, r.base+"/?state=completed&delivery=undelivered&fragment=1", opUser, opPassword)
 		if a.status != 200 || strings.Contains(a.body, "<html") || !strings.Contains(a.body, riderKey) || strings.Contains(a.body, r.driverID) {

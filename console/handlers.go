@@ -483,7 +483,9 @@ func (c *Console) action(w http.ResponseWriter, r *http.Request) {
 		}
 		result = "retried: pending again"
 	case "cancel":
-		_, err = tasks.Cancel(r.Context(), c.insp, msgID)
+		if err = c.guard(r.Context(), msgID); err == nil {
+			_, err = tasks.Cancel(r.Context(), c.insp, msgID)
+		}
 		result = "cancelled: deleted before it was sent"
 	}
 	if err != nil {
