@@ -1,6 +1,6 @@
 # The README's two fresh-machine commands are `go run ./cmd/proxyq dev --demo 50` and `make test`.
 
-.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha prism-conversations
+.PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha prism-conversations console-screenshots
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
 # redis-server), bounded fuzz runs of the HTTP request decoder, the payload key check and the
@@ -54,3 +54,10 @@ bench:
 
 build:
 	CGO_ENABLED=0 go build -trimpath -o proxyq ./cmd/proxyq
+
+# A PNG of each console page (home, a participant's list, a message's story, the archived list,
+# the bulk retry's confirmation, the audit log, a message on a phone-size screen) into docs/img/,
+# taken by the console's browser test in headless Chromium.
+console-screenshots:
+	mkdir -p docs/img
+	PROXYQ_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/img go test -count=1 -run '^TestSupportAgentFlow$$' ./console/

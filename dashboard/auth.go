@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/console"
 )
 
 // realm is what a browser shows in its login prompt.
@@ -18,11 +20,12 @@ const realm = "proxyq dashboard"
 type authenticator struct {
 	user, password, token [sha256.Size]byte
 	basic, bearer         bool
+	readOnly              bool
 	log                   *zap.Logger
 }
 
 func newAuthenticator(cfg Config, log *zap.Logger) *authenticator {
-	a := &authenticator{log: log}
+	a := &authenticator{log: log, readOnly: cfg.ReadOnly}
 	if cfg.User != "" {
 		a.basic = true
 		a.user = sha256.Sum256([]byte(cfg.User))
@@ -71,7 +74,7 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ok, presented := a.check(r)
 		if ok {
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, r.WithContext(console.WithIdentity(r.Context(), a.identity(r))))
 			return
 		}
 		if presented {
@@ -87,5 +90,32 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, "401 Unauthorized: the proxyq dashboard requires credentials", http.StatusUnauthorized)
+	})
+}
+
+// identity is who an authenticated request comes from, for the console's audit log and
+// actions: the Basic user name, or "token" for the bearer token. Every authenticated caller is
+// an operator unless the dashboard is read-only (then a viewer): run a second, read-only
+// dashboard with its own credentials for people who should only look.
+func (a *authenticator) identity(r *http.Request) console.Identity {
+	id := console.Identity{Name: "token", Role: console.RoleOperator}
+	if user, _, ok := r.BasicAuth(); ok {
+		id.Name = user
+	}
+	if a.readOnly {
+		id.Role = console.RoleViewer
+	}
+	return id
+}
+
+// anonymous marks requests to a dashboard running without authentication (AllowNoAuth; or
+// mounted behind another check, as `proxyq serve --dashboard` is behind the API's tokens).
+func anonymous(next http.Handler, readOnly bool) http.Handler {
+	id := console.Identity{Name: "unauthenticated", Role: console.RoleOperator}
+	if readOnly {
+		id.Role = console.RoleViewer
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(console.WithIdentity(r.Context(), id)))
 	})
 }

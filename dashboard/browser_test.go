@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/hibiken/asynq"
 
 	"github.com/proxyq/proxyq/dashboard"
+	"github.com/proxyq/proxyq/internal/browsertest"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
@@ -20,15 +22,15 @@ import (
 	"github.com/proxyq/proxyq/worker"
 )
 
-// TestBrowser drives the dashboard in headless Chromium: a visit without credentials is
-// refused; after logging in (answering the browser's Basic-auth prompt) the queue "default" is
-// listed, a completed message opens from the completed list, and its page shows the
+// TestBrowser drives the dashboard in headless Chromium (chromedp): a visit without
+// credentials is refused; with them the console is the home page and asynqmon answers under
+// /queues/, where a completed message opens from the completed list and its page shows the
 // interaction SID from the outcome record, with the body redacted.
 //
 // The messages are sent by the real worker against the proxytest fake, so the page shows what
 // production would. Set PROXYQ_SCREENSHOT=path.png to keep a screenshot of the task page.
 func TestBrowser(t *testing.T) {
-	bin := findChromium(t)
+	browser := browsertest.Start(t, 60*time.Second, 1400, 1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 
@@ -47,48 +49,47 @@ func TestBrowser(t *testing.T) {
 	t.Cleanup(ts.Close)
 	base := ts.URL + "/dashboard"
 
-	b := startBrowser(t, bin)
-
 	t.Run("refused without credentials", func(t *testing.T) {
-		p := b.newPage(ctx, nil)
-		errText := p.navigate(ctx, base+"/")
+		tab := browsertest.Tab(t, browser, "", "")
 		// Headless Chromium with no one to answer the prompt either fails the navigation
 		// (net::ERR_INVALID_AUTH_CREDENTIALS) or shows the 401 page; both are refusals.
-		if errText == "" && p.status(base+"/") != http.StatusUnauthorized {
-			t.Fatalf("navigation without credentials: errorText %q, status %d; want a refusal", errText, p.status(base+"/"))
+		resp, err := chromedp.RunResponse(tab, chromedp.Navigate(base+"/"))
+		if err == nil && resp.Status != http.StatusUnauthorized {
+			t.Fatalf("navigation without credentials: status %d; want a refusal", resp.Status)
 		}
-		if text := p.text(ctx); strings.Contains(text, "Queues") || strings.Contains(text, "default") {
+		if text := browsertest.Text(t, tab); strings.Contains(text, "proxyq console") || strings.Contains(text, "default") {
 			t.Fatalf("dashboard content shown without credentials:\n%s", text)
 		}
 	})
 
-	t.Run("log in, open a completed task", func(t *testing.T) {
-		p := b.newPage(ctx, &credentials{user, password})
-		if errText := p.navigate(ctx, base+"/"); errText != "" {
-			t.Fatalf("navigate with credentials: %s", errText)
+	t.Run("log in, the console is home, open a completed task in asynqmon", func(t *testing.T) {
+		tab := browsertest.Tab(t, browser, user, password)
+		if err := chromedp.Do(tab, chromedp.Navigate(base+"/")); err != nil {
+			t.Fatalf("navigate with credentials: %v", err)
 		}
-		p.waitFor(ctx, `the queue "default" on the home page`, func(s string) bool {
-			return strings.Contains(s, "Queues") && strings.Contains(s, "default")
+		browsertest.WaitText(t, tab, "the console's home page", func(s string) bool {
+			return strings.Contains(s, "proxyq console") && strings.Contains(s, "Top errors")
 		})
 
-		p.navigate(ctx, base+"/queues/default?status=completed")
-		p.waitFor(ctx, "the completed task in the list", func(s string) bool { return strings.Contains(s, "browser") })
+		if err := chromedp.Do(tab, chromedp.Navigate(base+"/queues/queues/default?status=completed")); err != nil {
+			t.Fatal(err)
+		}
+		browsertest.WaitText(t, tab, "the completed task in asynqmon's list", func(s string) bool { return strings.Contains(s, "browser") })
 		// Open the task as a user would: click its row (the ID cell, not the copy button).
-		var clicked bool
-		if err := p.eval(ctx, `(() => {
+		clicked, err := chromedp.Run(tab, chromedp.Evaluate[bool](`(() => {
 			const row = [...document.querySelectorAll("tbody tr")].find(r => r.innerText.includes("browser"));
 			if (!row) return false;
 			(row.querySelector("th") || row).click();
 			return true;
-		})()`, &clicked); err != nil || !clicked {
+		})()`))
+		if err != nil || !clicked {
 			t.Fatalf("click the completed task's row: clicked=%v err=%v", clicked, err)
 		}
-		text := p.waitFor(ctx, "the task page with the interaction SID", func(s string) bool {
+		text := browsertest.WaitText(t, tab, "the task page with the interaction SID", func(s string) bool {
 			return strings.Contains(s, interactionSID)
 		})
-		var path string
-		_ = p.eval(ctx, "location.pathname", &path)
-		if want := "/dashboard/queues/default/tasks/" + taskID; path != want {
+		path, _ := chromedp.Run(tab, chromedp.Evaluate[string]("location.pathname"))
+		if want := "/dashboard/queues/queues/default/tasks/" + taskID; path != want {
 			t.Errorf("task page path = %q, want %q", path, want)
 		}
 		// The record is kept compact in Redis; the page shows its documented keys.
@@ -101,7 +102,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("task page shows the message body:\n%s", text)
 		}
 
-		png, err := p.screenshot(ctx)
+		png, err := chromedp.Run(tab, chromedp.CaptureScreenshot())
 		if err != nil {
 			t.Fatal(err)
 		}

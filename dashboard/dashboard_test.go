@@ -108,23 +108,23 @@ func TestAuth(t *testing.T) {
 		wantStatus int
 		wantChall  []string // WWW-Authenticate values on 401
 	}{
-		{"no credentials", both, req{"GET", "/api/queues", nil}, 401, []string{`Basic realm="proxyq dashboard", charset="UTF-8"`, `Bearer realm="proxyq dashboard"`}},
+		{"no credentials", both, req{"GET", "/queues/api/queues", nil}, 401, []string{`Basic realm="proxyq dashboard", charset="UTF-8"`, `Bearer realm="proxyq dashboard"`}},
 		{"no credentials on the UI", both, req{"GET", "/", nil}, 401, nil},
 		{"no credentials on a static file", both, req{"GET", "/favicon.ico", nil}, 401, nil},
-		{"wrong password", both, req{"GET", "/api/queues", basic("admin", "wrong")}, 401, nil},
-		{"wrong user", both, req{"GET", "/api/queues", basic("root", "pa55word")}, 401, nil},
-		{"password as prefix", both, req{"GET", "/api/queues", basic("admin", "pa55")}, 401, nil},
-		{"empty basic", both, req{"GET", "/api/queues", basic("", "")}, 401, nil},
-		{"malformed basic", both, req{"GET", "/api/queues", map[string]string{"Authorization": "Basic !!!"}}, 401, nil},
-		{"right basic", both, req{"GET", "/api/queues", basic("admin", "pa55word")}, 200, nil},
-		{"right basic, lower-case scheme", both, req{"GET", "/api/queues", map[string]string{"Authorization": "basic " + base64.StdEncoding.EncodeToString([]byte("admin:pa55word"))}}, 200, nil},
-		{"right bearer", both, req{"GET", "/api/queues", bearer("tok-0123456789")}, 200, nil},
-		{"wrong bearer", both, req{"GET", "/api/queues", bearer("tok-012345678")}, 401, nil},
-		{"token sent as basic password", both, req{"GET", "/api/queues", basic("admin", "tok-0123456789")}, 401, nil},
-		{"unknown scheme", both, req{"GET", "/api/queues", map[string]string{"Authorization": "Digest x"}}, 401, nil},
-		{"bearer when only basic is configured", basicOnly, req{"GET", "/api/queues", bearer("")}, 401, []string{`Basic realm="proxyq dashboard", charset="UTF-8"`}},
-		{"basic when only a token is configured", tokenOnly, req{"GET", "/api/queues", basic("admin", "pa55word")}, 401, []string{`Bearer realm="proxyq dashboard"`}},
-		{"token only, right", tokenOnly, req{"GET", "/api/queues", bearer("tok-0123456789")}, 200, nil},
+		{"wrong password", both, req{"GET", "/queues/api/queues", basic("admin", "wrong")}, 401, nil},
+		{"wrong user", both, req{"GET", "/queues/api/queues", basic("root", "pa55word")}, 401, nil},
+		{"password as prefix", both, req{"GET", "/queues/api/queues", basic("admin", "pa55")}, 401, nil},
+		{"empty basic", both, req{"GET", "/queues/api/queues", basic("", "")}, 401, nil},
+		{"malformed basic", both, req{"GET", "/queues/api/queues", map[string]string{"Authorization": "Basic !!!"}}, 401, nil},
+		{"right basic", both, req{"GET", "/queues/api/queues", basic("admin", "pa55word")}, 200, nil},
+		{"right basic, lower-case scheme", both, req{"GET", "/queues/api/queues", map[string]string{"Authorization": "basic " + base64.StdEncoding.EncodeToString([]byte("admin:pa55word"))}}, 200, nil},
+		{"right bearer", both, req{"GET", "/queues/api/queues", bearer("tok-0123456789")}, 200, nil},
+		{"wrong bearer", both, req{"GET", "/queues/api/queues", bearer("tok-012345678")}, 401, nil},
+		{"token sent as basic password", both, req{"GET", "/queues/api/queues", basic("admin", "tok-0123456789")}, 401, nil},
+		{"unknown scheme", both, req{"GET", "/queues/api/queues", map[string]string{"Authorization": "Digest x"}}, 401, nil},
+		{"bearer when only basic is configured", basicOnly, req{"GET", "/queues/api/queues", bearer("")}, 401, []string{`Basic realm="proxyq dashboard", charset="UTF-8"`}},
+		{"basic when only a token is configured", tokenOnly, req{"GET", "/queues/api/queues", basic("admin", "pa55word")}, 401, []string{`Bearer realm="proxyq dashboard"`}},
+		{"token only, right", tokenOnly, req{"GET", "/queues/api/queues", bearer("tok-0123456789")}, 200, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,7 +176,7 @@ func TestNoAuthNeedsFlagAndWarns(t *testing.T) {
 		t.Fatal("New without credentials or AllowNoAuth succeeded")
 	}
 	base, logs := serve(t, dashboard.Config{AllowNoAuth: true}, db)
-	resp, text := do(t, base, req{"GET", "/api/queues", nil})
+	resp, text := do(t, base, req{"GET", "/queues/api/queues", nil})
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d, want 200: %s", resp.StatusCode, text)
 	}
@@ -209,13 +209,13 @@ func TestReadOnlyAndCrossOrigin(t *testing.T) {
 		r    req
 		want int
 	}{
-		{"read-only refuses pause", ro, req{"POST", "/api/queues/default:pause", creds}, http.StatusMethodNotAllowed},
-		{"read-only refuses delete", ro, req{"DELETE", "/api/queues/default/pending_tasks:delete_all", creds}, http.StatusMethodNotAllowed},
-		{"read-only still reads", ro, req{"GET", "/api/queues/default/pending_tasks", creds}, http.StatusOK},
-		{"cross-site POST refused", rw, req{"POST", "/api/queues/default:pause", with(map[string]string{"Sec-Fetch-Site": "cross-site"})}, http.StatusForbidden},
-		{"foreign Origin refused", rw, req{"POST", "/api/queues/default:pause", with(map[string]string{"Origin": "https://evil.example"})}, http.StatusForbidden},
-		{"unauthenticated POST refused before anything", rw, req{"POST", "/api/queues/default:pause", nil}, http.StatusUnauthorized},
-		{"same-origin POST works", rw, req{"POST", "/api/queues/default:pause", with(map[string]string{"Sec-Fetch-Site": "same-origin"})}, http.StatusNoContent},
+		{"read-only refuses pause", ro, req{"POST", "/queues/api/queues/default:pause", creds}, http.StatusMethodNotAllowed},
+		{"read-only refuses delete", ro, req{"DELETE", "/queues/api/queues/default/pending_tasks:delete_all", creds}, http.StatusMethodNotAllowed},
+		{"read-only still reads", ro, req{"GET", "/queues/api/queues/default/pending_tasks", creds}, http.StatusOK},
+		{"cross-site POST refused", rw, req{"POST", "/queues/api/queues/default:pause", with(map[string]string{"Sec-Fetch-Site": "cross-site"})}, http.StatusForbidden},
+		{"foreign Origin refused", rw, req{"POST", "/queues/api/queues/default:pause", with(map[string]string{"Origin": "https://evil.example"})}, http.StatusForbidden},
+		{"unauthenticated POST refused before anything", rw, req{"POST", "/queues/api/queues/default:pause", nil}, http.StatusUnauthorized},
+		{"same-origin POST works", rw, req{"POST", "/queues/api/queues/default:pause", with(map[string]string{"Sec-Fetch-Site": "same-origin"})}, http.StatusNoContent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,7 +235,7 @@ func TestPayloadViews(t *testing.T) {
 	id := enqueueOne(t, db)
 	for _, show := range []bool{false, true} {
 		base, _ := serve(t, dashboard.Config{Token: "t", RootPath: "/dashboard/", ShowMessageContent: show}, db)
-		for _, path := range []string{"/api/queues/default/pending_tasks", "/api/queues/default/tasks/" + id} {
+		for _, path := range []string{"/queues/api/queues/default/pending_tasks", "/queues/api/queues/default/tasks/" + id} {
 			resp, text := do(t, base, req{"GET", path, bearer("t")})
 			if resp.StatusCode != 200 {
 				t.Fatalf("GET %s: %d %s", path, resp.StatusCode, text)

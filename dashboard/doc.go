@@ -1,7 +1,9 @@
-// Package dashboard serves the asynq web console (github.com/hibiken/asynqmon, embedded as a
-// library) for proxyq's queues, made safe to expose on a network.
+// Package dashboard serves proxyq's operator web UI, made safe to expose on a network: the
+// console (package console: find any message and read its whole story) as its home page, and
+// the asynq web console (github.com/hibiken/asynqmon, embedded as a library) below QueuesPath
+// for queue administration.
 //
-// It owns what asynqmon leaves to its host:
+// It owns what both leave to their host:
 //
 //   - Authentication is on by default: HTTP Basic (User and Password, what browsers prompt
 //     for) and/or a bearer token (Token), both compared in constant time over SHA-256
@@ -9,7 +11,9 @@
 //   - Cross-origin protection for every state-changing request (net/http's
 //     CrossOriginProtection), because browsers attach cached Basic credentials to forged
 //     cross-site requests.
-//   - A read-only mode (asynqmon's: only GET reaches its API).
+//   - A read-only mode (asynqmon's: only GET reaches its API; the console offers and accepts
+//     no action) and the console's roles: an authenticated caller is an operator, or a viewer
+//     when the dashboard is read-only (docs/console.md).
 //   - Payload redaction by default ([RedactPayload]): message bodies and media URLs are
 //     personal data, so the console shows "[redacted: N chars]" and "[redacted: N URLs]" in
 //     their place, with the SIDs and send_before visible. Config.ShowMessageContent shows them.

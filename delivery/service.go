@@ -330,6 +330,7 @@ func (s *Service) after(ctx context.Context, ref msgRef, res result, source stri
 	}
 	if o.DeliveryErrorCode != 0 && hasError(res.applied) {
 		s.metrics.Errors.WithLabelValues(strconv.Itoa(o.DeliveryErrorCode)).Inc()
+		_ = tasks.CountError(ctx, s.rdb, o.DeliveryErrorCode, s.now()) // the console's top errors
 	}
 	if res.change == Advanced && o.OutboundStatus == StatusDelivered && o.DeliveredAt != nil && o.SentAt != nil {
 		s.metrics.CreateDelivered.Observe(max(0, o.DeliveredAt.Sub(*o.SentAt).Seconds()))

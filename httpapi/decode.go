@@ -40,7 +40,7 @@ type message struct {
 // options returns the tasks.Enqueuer options for m, after base (Config.EnqueueOptions).
 func (m message) options(now time.Time, base ...tasks.Option) []tasks.Option {
 	opts := append(make([]tasks.Option, 0, len(base)+3), base...)
-	opts = append(opts, tasks.Queue(m.Queue))
+	opts = append(opts, tasks.Queue(m.Queue), tasks.Via("http"))
 	if m.SendAt != nil && m.SendAt.After(now) {
 		opts = append(opts, tasks.ProcessAt(*m.SendAt))
 	}

@@ -57,6 +57,7 @@ type enqueueOptions struct {
 	sendWithin     time.Duration
 	retention      time.Duration
 	maxRetry       int
+	via            string // through what it was enqueued (origin.go)
 }
 
 // Queue puts the message on the named asynq queue (default "default").
@@ -181,7 +182,8 @@ type prepared struct {
 	intent Intent
 	// life is how long the reservation of key should last: until the task is due, its
 	// deadline, its retention, plus a margin (see reservationTTL).
-	life time.Duration
+	life       time.Duration
+	enqueuedAt time.Time // the batch's instant, in the origin header and the lookups (origin.go)
 }
 
 // prepare is Prepare at a given now, so a batch judges all its messages at one instant.
@@ -235,8 +237,8 @@ func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, 
 	} else if o.processIn > 0 {
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
-	pr := prepared{task: asynq.NewTask(TypeSendInteraction, data), aopts: aopts, key: o.idempotencyKey,
-		intent: Intent{Payload: p, Queue: o.queue}}
+	pr := prepared{task: withOrigin(asynq.NewTask(TypeSendInteraction, data), originHeader(now, o.via)), aopts: aopts,
+		key: o.idempotencyKey, intent: Intent{Payload: p, Queue: o.queue}, enqueuedAt: now}
 	if !o.processAt.IsZero() || o.processIn > 0 {
 		pr.intent.SendAt = sendAt
 	}
@@ -273,6 +275,10 @@ func (e *Enqueuer) enqueue(ctx context.Context, pr prepared) (res Result, err er
 	var endSpan func(Result, error)
 	pr.task, endSpan = startEnqueueSpan(ctx, pr.task, pr.aopts) // the task carries the trace context
 	defer func() { endSpan(res, err) }()
+	// Filed under its participant and session first, so that a message that exists can be found.
+	if err := e.indexMessage(ctx, pr); err != nil {
+		return Result{}, err
+	}
 	if pr.key != "" && e.rdb != nil {
 		return e.enqueueKeyed(ctx, pr) // reserve.go
 	}

@@ -47,6 +47,11 @@ type Outcome struct {
 	Final             bool          `json:"final,omitempty"`               // delivered, undelivered or failed: it no longer changes
 	DeliveryErrorCode int           `json:"delivery_error_code,omitempty"` // the Message's error_code (30003…), for undelivered/failed
 	DeliveryError     string        `json:"delivery_error,omitempty"`      // the Message's error_message
+
+	// AttemptLog is the worker's attempt log of the run that recorded the send, in its own
+	// encoding (worker.ParseAttemptLog), for the console. It is stored (key "l") but not part
+	// of the record's JSON view.
+	AttemptLog string `json:"-"`
 }
 
 // StatusEvent is one entry of Outcome.StatusHistory: a status and when proxyq learned it.
@@ -80,6 +85,7 @@ type storedOutcome struct {
 	Final               bool          `json:"f,omitempty"`
 	DeliveryErrorCode   int           `json:"dc,omitempty"`
 	DeliveryError       string        `json:"de,omitempty"`
+	AttemptLog          string        `json:"l,omitempty"`
 }
 
 type storedEvent struct {
@@ -105,7 +111,7 @@ func compact(o *Outcome) storedOutcome {
 		OutboundResourceSID: o.OutboundResourceSID, Attempts: o.Attempts, SentAt: unixMilli(o.SentAt),
 		Reconciled: o.Reconciled, ErrorCode: o.ErrorCode, HTTPStatus: o.HTTPStatus, Error: o.Error,
 		RecordedAt: o.RecordedAt.UnixMilli(), DeliveredAt: unixMilli(o.DeliveredAt), Final: o.Final,
-		DeliveryErrorCode: o.DeliveryErrorCode, DeliveryError: o.DeliveryError,
+		DeliveryErrorCode: o.DeliveryErrorCode, DeliveryError: o.DeliveryError, AttemptLog: o.AttemptLog,
 	}
 	if o.RecordedAt.IsZero() {
 		s.RecordedAt = 0
@@ -142,7 +148,7 @@ func ParseOutcome(result []byte) (*Outcome, error) {
 		OutboundResourceSID: s.OutboundResourceSID, Attempts: s.Attempts, SentAt: fromMilli(s.SentAt),
 		Reconciled: s.Reconciled, ErrorCode: s.ErrorCode, HTTPStatus: s.HTTPStatus, Error: s.Error,
 		DeliveredAt: fromMilli(s.DeliveredAt), Final: s.Final,
-		DeliveryErrorCode: s.DeliveryErrorCode, DeliveryError: s.DeliveryError,
+		DeliveryErrorCode: s.DeliveryErrorCode, DeliveryError: s.DeliveryError, AttemptLog: s.AttemptLog,
 	}
 	if s.RecordedAt != 0 {
 		o.RecordedAt = time.UnixMilli(s.RecordedAt).UTC()

@@ -84,7 +84,8 @@ func TestEnqueueCarriesTraceContextInHeaders(t *testing.T) {
 	}
 }
 
-// With tracing off (no SDK installed) and no trace in ctx, tasks get no headers at all; with a
+// With tracing off (no SDK installed) and no trace in ctx, tasks get no trace headers (only
+// their origin, origin.go); with a
 // remote parent in ctx (an HTTP request's traceparent, TRACEPARENT), it is passed on as is.
 func TestEnqueueWithoutTracing(t *testing.T) {
 	prev := otel.GetTracerProvider()
@@ -94,8 +95,8 @@ func TestEnqueueWithoutTracing(t *testing.T) {
 	if _, err := e.enq.Enqueue(context.Background(), validPayload(), IdempotencyKey("plain")); err != nil {
 		t.Fatal(err)
 	}
-	if h := e.taskInfo(t, DefaultQueue, "plain").Headers; len(h) != 0 {
-		t.Errorf("task enqueued without any trace got headers %v", h)
+	if h := e.taskInfo(t, DefaultQueue, "plain").Headers; len(h) != 1 || ParseOrigin(h).Via != "go" {
+		t.Errorf("task enqueued without any trace got headers %v, want its origin alone", h)
 	}
 
 	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -98,6 +98,8 @@ type run struct {
 	// slot is the create's place in its Service's window (nil: per-Service limits off), taken
 	// with the account permit and checked again just before the POST (departing).
 	slot *Reservation
+	// logged is what the run's next ledger write adds to the attempt log (attemptlog_run.go).
+	logged []LogEntry
 }
 
 // ProcessTask handles one message: decode, account limits, ledger (reconcile if needed,
@@ -244,6 +246,7 @@ func (r *run) limited(ctx context.Context, err error) error {
 			return r.expire(ctx, deadline)
 		}
 	}
+	r.noteWait(limitedErr)
 	r.release(ctx, own.Attempt, nil)
 	return retry
 }
@@ -314,6 +317,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		Body: r.p.Body, MediaURLs: r.p.MediaURLs,
 	})
 	latency := r.now().Sub(began)
+	r.noteAttempt(began, latency, err)
 	r.metrics.InFlight.Dec()
 	r.metrics.RequestDuration.WithLabelValues("create").Observe(latency.Seconds())
 	cancel()
@@ -416,6 +420,9 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	res, err := r.findCandidates(rctx, r.id, r.p, r.own.StartedAt, r.own.Now)
 	sp.end(err, reconcileAttrs(res)...)
 	cancel()
+	if err == nil {
+		r.note(ReconcileEntry(began, len(res.Candidates), "", res.Truncated))
+	}
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
 		r.release(ctx, attemptUnknown, nil)
@@ -427,6 +434,7 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
 	}
 	for i := range res.Candidates {
+		r.logged = []LogEntry{ReconcileEntry(began, len(res.Candidates), res.Candidates[i].SID, res.Truncated)}
 		err := r.recordSent(ctx, &res.Candidates[i], true, 0)
 		if errors.Is(err, ErrClaimed) {
 			continue // another message of ours adopted it between our list and our claim
@@ -467,7 +475,7 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 	}
 	o.SentAt = &sentAt
 	lctx, sp := startStep(ctx, SpanLedgerRecord)
-	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.p.ParticipantSID, r.own.Fence, o)
+	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.p.ParticipantSID, r.own.Fence, o, r.logged...)
 	sp.end(err)
 	if err != nil {
 		if errors.Is(err, ErrClaimed) {
@@ -504,7 +512,7 @@ func (r *run) release(ctx context.Context, attempt string, o *tasks.Outcome) {
 		traceResult(r.span, o)
 	}
 	lctx, sp := startStep(ctx, SpanLedgerRelease)
-	err := r.ledger.Release(lctx, r.queue, r.id, r.own.Fence, attempt, o)
+	err := r.ledger.Release(lctx, r.queue, r.id, r.own.Fence, attempt, o, r.takeLog()...)
 	sp.end(err)
 	if err != nil && !errors.Is(err, ErrLostOwnership) {
 		// The lease lapses by itself; the next run treats a lapsed in-flight attempt as unknown.

@@ -112,6 +112,7 @@ func (r *run) laneWait(ctx context.Context, turn tasks.Turn) error {
 	if own.Attempt == attemptNone && !own.Now.Before(deadline) {
 		return r.expire(ctx, deadline)
 	}
+	r.note(WaitEntry(WaitLane))
 	r.release(ctx, own.Attempt, nil)
 	return &retryLater{After: min(wait, max(deadline.Sub(own.Now), 10*time.Millisecond)), Err: why}
 }

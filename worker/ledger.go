@@ -127,6 +127,7 @@ type Ledger struct {
 	// Made on first use, so a ledger that only reads (`proxyq status`, serve's send guard)
 	// starts none.
 	autopipe func() *redis.AutoPipeliner
+	sidIndex sidIndex // Message SID → message, for the console (lookup.go)
 }
 
 // NewLedger returns a ledger whose interaction claims are kept ttl after the day they are made
@@ -199,8 +200,10 @@ const luaNow = `local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 
 `
 
 // luaLedger reads the ledger field of KEYS[1] into a, fence, lease, started, first, posts (a is
-// nil when there is no ledger yet; 's' alone once sent), and defines put(), which writes it.
-const luaLedger = `local raw = redis.call('HGET', KEYS[1], 'proxyq')
+// nil when there is no ledger yet; 's' alone once sent) and the attempt log (attemptlog.go) into
+// oldlog, and defines put(), which writes the ledger (and any field/value pairs given).
+const luaLedger = `local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
+local raw, oldlog = h[1], h[2]
 local a, fence, lease, started, first, posts
 if raw then
   a, fence, lease, started, first, posts = string.match(raw, '^(%a):(%d+):(%d+):(%d+):(%d+):(%d+)$')
@@ -412,18 +415,23 @@ func (l *Ledger) Renew(ctx context.Context, queue, taskID string, fence int64, l
 }
 
 // releaseScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] attempt code, ARGV[3] outcome JSON
-// (” : leave the result as it is).
-var releaseScript = redis.NewScript(luaLedger + `
+// (” : leave the result as it is), ARGV[4] attempt-log rows, ARGV[5] waits to count.
+var releaseScript = redis.NewScript(luaLedger + luaAddLog + `
 if fence ~= ARGV[1] then return 'fenced' end
 a, lease = ARGV[2], 0
-if ARGV[3] ~= '' then put('result', ARGV[3]) else put() end
+local extra = {}
+if ARGV[3] ~= '' then table.insert(extra, 'result'); table.insert(extra, ARGV[3]) end
+if ARGV[4] ~= '' or ARGV[5] ~= '' then table.insert(extra, 'pl'); table.insert(extra, addlog(oldlog, ARGV[4], ARGV[5])) end
+put(unpack(extra))
 return 'ok'
 `)
 
 // Release gives the message up with the given attempt state — attemptNone when nothing can have
 // been created, attemptUnknown when the last POST may have created it — and, when o is not nil,
 // records o as the task's result in the same step.
-func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64, attempt string, o *tasks.Outcome) error {
+//
+// log entries (attemptlog.go) are added to the message's attempt log in the same step.
+func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64, attempt string, o *tasks.Outcome, log ...LogEntry) error {
 	code, ok := attemptCode[attempt]
 	if !ok || attempt == attemptSent || attempt == attemptInFlight {
 		return fmt.Errorf("send ledger: release with attempt %q", attempt)
@@ -435,12 +443,16 @@ func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64,
 			return err
 		}
 	}
-	res, err := releaseScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, code, data).Text()
+	rows, waits := logArgs(log)
+	res, err := releaseScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, code, data, rows, waits).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: release: %w", err)
 	}
 	if res == "fenced" {
 		return ErrLostOwnership
+	}
+	if o != nil && o.ErrorCode != 0 {
+		_ = tasks.CountError(ctx, l.rdb, o.ErrorCode, l.now()) // the console's top errors
 	}
 	return nil
 }
@@ -448,12 +460,17 @@ func (l *Ledger) Release(ctx context.Context, queue, taskID string, fence int64,
 // ErrClaimed means the interaction is already recorded by another message of ours.
 var ErrClaimed = errors.New("send ledger: interaction already recorded by another message")
 
-// sentScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] outcome JSON. Three commands: HGET,
-// HSET, and the EVALSHA itself.
-var sentScript = redis.NewScript(`
-local raw = redis.call('HGET', KEYS[1], 'proxyq')
+// sentScript: KEYS[1] task hash; ARGV[1] fence, ARGV[2] outcome JSON, ARGV[3] attempt-log
+// rows, ARGV[4] waits. Three commands: HMGET, HSET, and the EVALSHA itself.
+var sentScript = redis.NewScript(luaAddLog + `
+local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
+local raw = h[1]
 if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
-redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
+if h[2] then
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2], 'pl', addlog(h[2], ARGV[3], ARGV[4]))
+else
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
+end
 return 'ok'
 `)
 
@@ -474,15 +491,27 @@ var claimScript = redis.NewScript(luaClaim + `
 return 'ok'
 `)
 
-// claimSentScript is the claim and sentScript in one step, for a single Redis (not a cluster):
-// KEYS[1] task hash, KEYS[2] claims hash; ARGV[1] interaction SID, ARGV[2] task ID, ARGV[3]
-// claims expiry ms, ARGV[4] fence, ARGV[5] outcome JSON. Five commands: EVALSHA, HGET, HSETNX,
-// PEXPIREAT, HSET (and an HGET of the owner only when the claim exists).
-var claimSentScript = redis.NewScript(`
-local raw = redis.call('HGET', KEYS[1], 'proxyq')
+// claimSentScript is the claim and sentScript in one step, for a single Redis (not a cluster),
+// with the Message SID's lookup entry (lookup.go): KEYS[1] task hash, KEYS[2] Message SID index,
+// KEYS[3] claims hash; ARGV[1] interaction SID, ARGV[2] task ID, ARGV[3] claims expiry ms,
+// ARGV[4] fence, ARGV[5] outcome JSON, ARGV[6] attempt-log rows, ARGV[7] waits, ARGV[8]
+// Message SID ("" for none), ARGV[9] its index entry, ARGV[10] the index's expiry ms (0: leave
+// it). Six commands: EVALSHA, HMGET, HSETNX, PEXPIREAT, HSET, HSET of the index (and an HGET of
+// the owner only when the claim exists, a PEXPIREAT of the index once a day per process).
+var claimSentScript = redis.NewScript(luaAddLog + `
+local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
+local raw = h[1]
 if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[4] then return 'fenced' end
 ` + luaClaim + `
-redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5])
+if h[2] then
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5], 'pl', addlog(h[2], ARGV[6], ARGV[7]))
+else
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5])
+end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
+  if ARGV[10] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[10]) end
+end
 return 'ok'
 `)
 
@@ -491,16 +520,29 @@ return 'ok'
 // when another message already recorded that SID, or ErrLostOwnership. On one Redis this is one
 // script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
 // then lost ownership names this same task, and the run that took over adopts it.
-func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome) error {
+//
+// log entries are added to the attempt log in the same step, and the Message SID is indexed for
+// the console (lookup.go).
+func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome, log ...LogEntry) error {
+	rows, waits := logArgs(log)
+	if rows != "" || waits != "" {
+		// This run's part of the log rides in the record (no field of its own: ~40 bytes less
+		// per message); a message whose earlier runs started field pl gets it there too, and
+		// pl, when present, is the whole log (ReadAttemptLog).
+		withLog := *o
+		withLog.AttemptLog = logValue(waits, rows)
+		o = &withLog
+	}
 	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
 		return err
 	}
 	day := l.now().UnixMilli() / dayMs
 	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
+	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, expireAt)
 	if !l.splitClaim {
-		res, err := claimSentScript.Run(ctx, l.perMessage(), []string{LedgerKey(queue, taskID), claims},
-			o.InteractionSID, taskID, expireAt, fence, data).Text()
+		res, err := claimSentScript.Run(ctx, l.perMessage(), []string{LedgerKey(queue, taskID), sm.key, claims},
+			o.InteractionSID, taskID, expireAt, fence, data, rows, waits, sm.field, sm.value, sm.expireAt).Text()
 		if err != nil {
 			return fmt.Errorf("send ledger: mark sent: %w", err)
 		}
@@ -519,13 +561,16 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	if res == "claimed" {
 		return ErrClaimed
 	}
-	res, err = sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data).Text()
+	res, err = sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data, rows, waits).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: mark sent: %w", err)
 	}
 	if res == "fenced" {
 		return ErrLostOwnership
 	}
+	// In a cluster the index is in another slot: its own write, after the record. Losing it
+	// loses a console lookup by Message SID, never the send.
+	sm.write(ctx, l.rdb)
 	return nil
 }
 

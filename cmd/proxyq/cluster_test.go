@@ -82,12 +82,12 @@ func TestClusterEndToEnd(t *testing.T) {
 
 	t.Run("serve with the dashboard", func(t *testing.T) {
 		p := startServe(t, map[string]string{"REDIS_URL": c.URL(), "PROXYQ_API_TOKENS": serveToken, "PROXYQ_LOG_FORMAT": "json", "PROXYQ_REDIS_WAIT_REPLICAS": "1"}, "--dashboard")
-		for _, path := range []string{"/readyz", "/dashboard/api/queues", "/dashboard/api/redis_info"} {
+		for _, path := range []string{"/readyz", "/dashboard/queues/api/queues", "/dashboard/queues/api/redis_info"} {
 			a := p.call(t, "GET", path, serveToken, "")
 			if a.status != http.StatusOK {
 				t.Errorf("GET %s: %d %.300s", path, a.status, a.body)
 			}
-			if path == "/dashboard/api/redis_info" && !strings.Contains(string(a.body), `"cluster":true`) {
+			if path == "/dashboard/queues/api/redis_info" && !strings.Contains(string(a.body), `"cluster":true`) {
 				t.Errorf("the dashboard does not see a cluster: %.300s", a.body)
 			}
 		}
@@ -138,7 +138,7 @@ func TestClusterEndToEnd(t *testing.T) {
 		p := startInProcess(t, map[string]string{"REDIS_URL": c.URL(), "PROXYQ_DASHBOARD_USER": "ops", "PROXYQ_DASHBOARD_PASSWORD": "pw"},
 			"dashboard", "--addr", "127.0.0.1:0")
 		host := p.waitOutput(t, dashboardURLLine, 15*time.Second)[1]
-		for path, want := range map[string]string{"/readyz": "ready", "/api/queues": `"queue":"default"`, "/api/redis_info": `"cluster":true`} {
+		for path, want := range map[string]string{"/readyz": "ready", "/queues/api/queues": `"queue":"default"`, "/queues/api/redis_info": `"cluster":true`} {
 			r := request(t, "GET", host+path, basicAuth("ops", "pw"))
 			if r.status != 200 || !strings.Contains(r.body, want) {
 				t.Errorf("dashboard GET %s: %d %.300s, want 200 with %s", path, r.status, r.body, want)

@@ -20,8 +20,9 @@ import (
 const defaultDashboardAddr = ":8080"
 
 const dashboardDoc = `
-Serves the asynq web console (asynqmon) for the queues in REDIS_URL: queue sizes, pending,
-retrying, archived and completed messages, and each message's outcome record.
+Serves the proxyq console for the queues in REDIS_URL: find any message by ID, idempotency key,
+KI, SM, KP or KC and read its whole story (docs/console.md); asynqmon's queue administration
+is under /queues/.
 
 Authentication is required: set PROXYQ_DASHBOARD_USER and PROXYQ_DASHBOARD_PASSWORD (HTTP Basic:
 the browser asks), and/or PROXYQ_DASHBOARD_TOKEN (Authorization: Bearer, for scripts and

@@ -42,12 +42,12 @@ func TestDashboardCommand(t *testing.T) {
 		{"healthz without credentials", "GET", "/healthz", nil, 200, "ok"},
 		{"readyz without credentials", "GET", "/readyz", nil, 200, "ready"},
 		{"UI without credentials", "GET", "/ops/", nil, 401, ""},
-		{"API without credentials", "GET", "/ops/api/queues", nil, 401, ""},
-		{"API with wrong password", "GET", "/ops/api/queues", basicAuth("ops", "pass word 2"), 401, ""},
-		{"API with credentials", "GET", "/ops/api/queues", creds, 200, `"queue":"default"`},
+		{"API without credentials", "GET", "/ops/queues/api/queues", nil, 401, ""},
+		{"API with wrong password", "GET", "/ops/queues/api/queues", basicAuth("ops", "pass word 2"), 401, ""},
+		{"API with credentials", "GET", "/ops/queues/api/queues", creds, 200, `"queue":"default"`},
 		{"UI with credentials", "GET", "/ops/", creds, 200, "<html"},
-		{"payload redacted", "GET", "/ops/api/queues/default/pending_tasks", creds, 200, "[redacted: 24 chars]"},
-		{"read-only", "POST", "/ops/api/queues/default:pause", creds, 405, "read-only"},
+		{"payload redacted", "GET", "/ops/queues/api/queues/default/pending_tasks", creds, 200, "[redacted: 24 chars]"},
+		{"read-only", "POST", "/ops/queues/api/queues/default:pause", creds, 405, "read-only"},
 		{"root redirects", "GET", "/", nil, 302, ""},
 		{"root path without slash redirects", "GET", "/ops", nil, 302, ""},
 	}
@@ -76,8 +76,8 @@ func TestDashboardCommandNoAuthFlag(t *testing.T) {
 	db := redistest.NewDB(t)
 	p := startInProcess(t, map[string]string{"REDIS_URL": db.URL()}, "dashboard", "--addr", "127.0.0.1:0", "--insecure-no-auth", "--show-message-content")
 	m := p.waitOutput(t, dashboardURLLine, 10*time.Second)
-	if r := request(t, "GET", m[1]+"/api/queues", nil); r.status != 200 {
-		t.Errorf("GET /api/queues without credentials under --insecure-no-auth = %d, want 200", r.status)
+	if r := request(t, "GET", m[1]+"/queues/api/queues", nil); r.status != 200 {
+		t.Errorf("GET /queues/api/queues without credentials under --insecure-no-auth = %d, want 200", r.status)
 	}
 	if code := p.stop(t); code != exitOK {
 		t.Fatalf("exit %d", code)

@@ -519,7 +519,7 @@ loop:
 	s.print(r.out, stopped)
 	ds := summarizeDeliveries(insp, msgs)
 	ds.print(r.out)
-	fmt.Fprintf(r.out, "\nSee them in the dashboard: %s/queues/default?status=completed (and ?status=archived)\n", url)
+	fmt.Fprintf(r.out, "\nSee them in the console: %s/?state=completed (and ?state=archived; search any ID, KP… or KC…)\n", url)
 	switch {
 	case s.duplicates > 0:
 		return fmt.Errorf("demo: %d messages were created more than once at the fake: this is a bug, please report it", s.duplicates)

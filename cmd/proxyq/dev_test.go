@@ -292,12 +292,12 @@ func TestDevServesEverything(t *testing.T) {
 		if r := request(t, "GET", base+"/", nil); r.status != http.StatusUnauthorized {
 			t.Errorf("GET / without credentials = %d, want 401", r.status)
 		}
-		if r := request(t, "GET", base+"/api/queues", basicAuth(user, password+"x")); r.status != http.StatusUnauthorized {
-			t.Errorf("GET /api/queues with a wrong password = %d, want 401", r.status)
+		if r := request(t, "GET", base+"/queues/api/queues", basicAuth(user, password+"x")); r.status != http.StatusUnauthorized {
+			t.Errorf("GET /queues/api/queues with a wrong password = %d, want 401", r.status)
 		}
-		r := request(t, "GET", base+"/api/queues", basicAuth(user, password))
+		r := request(t, "GET", base+"/queues/api/queues", basicAuth(user, password))
 		if r.status != 200 {
-			t.Fatalf("GET /api/queues = %d %s", r.status, r.body)
+			t.Fatalf("GET /queues/api/queues = %d %s", r.status, r.body)
 		}
 		var q struct {
 			Queues []struct {
@@ -322,7 +322,7 @@ func TestDevServesEverything(t *testing.T) {
 			t.Errorf("dashboard lists no default queue: %s", r.body)
 		}
 		// Payloads are redacted in dev too.
-		r = request(t, "GET", base+"/api/queues/default/completed_tasks", basicAuth(user, password))
+		r = request(t, "GET", base+"/queues/api/queues/default/completed_tasks", basicAuth(user, password))
 		if r.status != 200 || strings.Contains(r.body, "your driver") || !strings.Contains(r.body, "[redacted: ") {
 			t.Errorf("completed tasks view is not redacted: %d %s", r.status, tail(r.body, 600))
 		}
@@ -454,11 +454,11 @@ func TestDevTokenFromEnv(t *testing.T) {
 	if strings.Contains(p.stdout.String(), "dev-token-123") {
 		t.Errorf("the token was printed")
 	}
-	if r := request(t, "GET", m[1]+"/api/queues", map[string]string{"Authorization": "Bearer dev-token-123"}); r.status != 200 {
-		t.Errorf("GET /api/queues with the token = %d", r.status)
+	if r := request(t, "GET", m[1]+"/queues/api/queues", map[string]string{"Authorization": "Bearer dev-token-123"}); r.status != 200 {
+		t.Errorf("GET /queues/api/queues with the token = %d", r.status)
 	}
-	if r := request(t, "GET", m[1]+"/api/queues", basicAuth("admin", "")); r.status != 401 {
-		t.Errorf("GET /api/queues with basic auth = %d, want 401", r.status)
+	if r := request(t, "GET", m[1]+"/queues/api/queues", basicAuth("admin", "")); r.status != 401 {
+		t.Errorf("GET /queues/api/queues with basic auth = %d, want 401", r.status)
 	}
 	if code := p.stop(t); code != exitOK {
 		t.Fatalf("exit %d, want 0", code)

@@ -152,6 +152,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
+	base = append(base, tasks.Via("cli"))
 	if f.set["queue"] {
 		base = append(base, tasks.Queue(f.queue))
 	}

@@ -212,9 +212,9 @@ func TestServeEndToEnd(t *testing.T) {
 			{"GET", "/v1/openapi.json", serveToken, http.StatusOK},
 			{"GET", "/v1/openapi.json", serveFileToken, http.StatusOK},
 			{"GET", "/dashboard/", "", http.StatusUnauthorized},
-			{"GET", "/dashboard/api/queues", "", http.StatusUnauthorized},
+			{"GET", "/dashboard/queues/api/queues", "", http.StatusUnauthorized},
 			{"GET", "/dashboard/", serveToken, http.StatusOK},
-			{"GET", "/dashboard/api/queues", serveFileToken, http.StatusOK},
+			{"GET", "/dashboard/queues/api/queues", serveFileToken, http.StatusOK},
 			{"GET", "/metrics", "", http.StatusUnauthorized},
 			{"GET", "/metrics", serveToken, http.StatusOK},
 		} {

@@ -1,0 +1,242 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// A message's origin and its lookups by participant and session, for the console.
+//
+// Origin. Every task the Enqueuer makes carries the header HeaderOrigin: `<enqueued at, Unix ms
+// in base 36> <via>`, via being "go" (this package, the default), "cli" (`proxyq enqueue`) or
+// "http" / "http:<token label>" (`proxyq serve`), as the caller says with the Via option. asynq
+// keeps headers in the task message: no Redis command of its own, ~20 bytes.
+//
+// Lookups. The Enqueuer files each new message under its participant and its session before
+// enqueuing it (so a message that exists is always findable), bucketed by the day its
+// reservation of the message's life ends — when it is due or its deadline, plus its retention and
+// a margin (reservationTTL) — so that every bucket expires by itself at the end of that day, after
+// every message in it:
+//
+//	proxyq:{<KP>}:m:<day>   HASH  field task ID, value `<first enqueued at, ms base 36>[|<queue>]`
+//	proxyq:{<KC>}:p:<day>   SET   the session's participant SIDs with a message in that bucket
+//
+// A lookup reads the buckets from today to LookupDays ahead (one pipeline, one slot per key:
+// Cluster-safe), never the keyspace. It costs the enqueue one pipelined round trip of four
+// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT); the send path nothing.
+
+// HeaderOrigin is the task header that says when and through what a message was enqueued.
+const HeaderOrigin = "origin"
+
+// LookupDays is how far ahead of today lookups read the buckets: messages whose life ends
+// later (scheduled more than ~3 weeks ahead) are not found by participant or session.
+const LookupDays = 24
+
+// Via says through what the message was enqueued: "go" (default), "cli", "http" or
+// "http:<label>". It is shown by the console; spaces are replaced.
+func Via(via string) Option {
+	return func(o *enqueueOptions) { o.via = strings.ReplaceAll(via, " ", "_") }
+}
+
+func participantIndexKey(kp string, day int64) string {
+	return "proxyq:{" + kp + "}:m:" + strconv.FormatInt(day, 10)
+}
+
+func sessionIndexKey(kc string, day int64) string {
+	return "proxyq:{" + kc + "}:p:" + strconv.FormatInt(day, 10)
+}
+
+const indexDayMs = int64(24 * time.Hour / time.Millisecond)
+
+// originHeader is the header value of a message enqueued at now through via.
+func originHeader(now time.Time, via string) string {
+	if via == "" {
+		via = "go"
+	}
+	return strconv.FormatInt(now.UnixMilli(), 36) + " " + via
+}
+
+// withOrigin returns task with the origin header added.
+func withOrigin(task *asynq.Task, value string) *asynq.Task {
+	headers := make(map[string]string, len(task.Headers())+1)
+	for k, v := range task.Headers() {
+		headers[k] = v
+	}
+	headers[HeaderOrigin] = value
+	return asynq.NewTaskWithHeaders(task.Type(), task.Payload(), headers)
+}
+
+// Origin is a message's origin as its header says.
+type Origin struct {
+	EnqueuedAt time.Time
+	Via        string // "go", "cli", "http" or "http:<label>"; "" when the header is absent
+}
+
+// ParseOrigin reads the origin header from a task's headers (zero Origin without it).
+func ParseOrigin(headers map[string]string) Origin {
+	v, ok := headers[HeaderOrigin]
+	if !ok {
+		return Origin{}
+	}
+	at, via, _ := strings.Cut(v, " ")
+	ms, err := strconv.ParseInt(at, 36, 64)
+	if err != nil {
+		return Origin{Via: via}
+	}
+	return Origin{EnqueuedAt: time.UnixMilli(ms).UTC(), Via: via}
+}
+
+// indexMessage files a message under its participant and session (see above).
+func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
+	if e.rdb == nil {
+		return nil
+	}
+	id, queue := taskIDAndQueue(pr.aopts)
+	p := pr.intent.Payload
+	now := pr.enqueuedAt
+	day := (now.UnixMilli() + pr.life.Milliseconds()) / indexDayMs
+	expireAt := time.UnixMilli((day + 1) * indexDayMs)
+	value := strconv.FormatInt(now.UnixMilli(), 36)
+	if queue != DefaultQueue {
+		value += "|" + queue
+	}
+	_, err := e.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		kp, kc := participantIndexKey(p.ParticipantSID, day), sessionIndexKey(p.SessionSID, day)
+		pl.HSetNX(ctx, kp, id, value) // a duplicate enqueue keeps the first one's time
+		pl.PExpireAt(ctx, kp, expireAt)
+		pl.SAdd(ctx, kc, p.ParticipantSID)
+		pl.PExpireAt(ctx, kc, expireAt)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("enqueue: file the message under its participant: %w", err)
+	}
+	return nil
+}
+
+// Indexed is one message found by participant or session.
+type Indexed struct {
+	TaskID     string
+	Queue      string
+	EnqueuedAt time.Time
+}
+
+// ByParticipant returns the messages enqueued for participant kp that may still exist, newest
+// first: at most limit of them after skipping offset. total is how many the index holds. The
+// tasks themselves may be gone (deleted); callers look each one up.
+func ByParticipant(ctx context.Context, rdb redis.UniversalClient, kp string, now time.Time, offset, limit int) (_ []Indexed, total int, err error) {
+	all, err := byParticipants(ctx, rdb, []string{kp}, now)
+	if err != nil {
+		return nil, 0, err
+	}
+	return page(all, offset, limit), len(all), nil
+}
+
+// BySession returns the messages enqueued in session kc that may still exist, newest first, as
+// ByParticipant does.
+func BySession(ctx context.Context, rdb redis.UniversalClient, kc string, now time.Time, offset, limit int) (_ []Indexed, total int, err error) {
+	today := now.UnixMilli() / indexDayMs
+	cmds := make([]*redis.StringSliceCmd, 0, LookupDays)
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for d := today; d <= today+LookupDays; d++ {
+			cmds = append(cmds, p.SMembers(ctx, sessionIndexKey(kc, d)))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, fmt.Errorf("session index: %w", err)
+	}
+	seen := map[string]bool{}
+	var kps []string
+	for _, c := range cmds {
+		for _, kp := range c.Val() {
+			if !seen[kp] {
+				seen[kp] = true
+				kps = append(kps, kp)
+			}
+		}
+	}
+	all, err := byParticipants(ctx, rdb, kps, now)
+	if err != nil {
+		return nil, 0, err
+	}
+	return page(all, offset, limit), len(all), nil
+}
+
+func byParticipants(ctx context.Context, rdb redis.UniversalClient, kps []string, now time.Time) ([]Indexed, error) {
+	if len(kps) == 0 {
+		return nil, nil
+	}
+	today := now.UnixMilli() / indexDayMs
+	var cmds []*redis.MapStringStringCmd
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, kp := range kps {
+			for d := today; d <= today+LookupDays; d++ {
+				cmds = append(cmds, p.HGetAll(ctx, participantIndexKey(kp, d)))
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("participant index: %w", err)
+	}
+	byID := map[string]Indexed{}
+	for _, c := range cmds {
+		for id, v := range c.Val() {
+			at, queue, found := strings.Cut(v, "|")
+			if !found {
+				queue = DefaultQueue
+			}
+			ms, _ := strconv.ParseInt(at, 36, 64)
+			byID[id] = Indexed{TaskID: id, Queue: queue, EnqueuedAt: time.UnixMilli(ms).UTC()}
+		}
+	}
+	out := make([]Indexed, 0, len(byID))
+	for _, m := range byID {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].EnqueuedAt.Equal(out[j].EnqueuedAt) {
+			return out[i].EnqueuedAt.After(out[j].EnqueuedAt)
+		}
+		return out[i].TaskID < out[j].TaskID
+	})
+	return out, nil
+}
+
+func page(all []Indexed, offset, limit int) []Indexed {
+	if offset >= len(all) {
+		return nil
+	}
+	return all[offset:min(len(all), offset+limit)]
+}
+
+// PackTaskID returns a task ID generated by the Enqueuer (26 characters of base 32) as its 16
+// bytes after a NUL marker, for indexes that store many of them; ok is false for any other ID
+// (an idempotency key), which is kept as it is. UnpackTaskID reverses it.
+func PackTaskID(id string) (string, bool) {
+	if len(id) != 26 {
+		return "", false
+	}
+	b, err := taskIDEncoding.DecodeString(id)
+	if err != nil || len(b) != 16 || taskIDEncoding.EncodeToString(b) != id {
+		return "", false
+	}
+	return "\x00" + string(b), true
+}
+
+// UnpackTaskID returns the task ID a packed (PackTaskID) or plain value names.
+func UnpackTaskID(v string) string {
+	if len(v) == 17 && v[0] == 0 {
+		return taskIDEncoding.EncodeToString([]byte(v[1:]))
+	}
+	return v
+}

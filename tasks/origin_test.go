@@ -1,0 +1,57 @@
+package tasks
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A message is filed under its participant and session when it is enqueued, with its origin;
+// lookups list a participant's or a session's messages newest first, and duplicates once.
+func TestOriginAndLookups(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rdb := e.enq.rdb
+	p1, p2 := validPayload(), validPayload()
+	p2.ParticipantSID = "KP" + "ffffffffffffffffffffffffffffffff"
+	first, err := e.enq.Enqueue(ctx, p1, IdempotencyKey("order-8812-eta"), Via("cli"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	second, err := e.enq.Enqueue(ctx, p2, Queue("other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.enq.Enqueue(ctx, p1, IdempotencyKey("order-8812-eta"), Via("cli")); err != nil { // a duplicate
+		t.Fatal(err)
+	}
+	if o := ParseOrigin(e.taskInfo(t, DefaultQueue, first.TaskID).Headers); o.Via != "cli" || time.Since(o.EnqueuedAt) > time.Minute {
+		t.Errorf("origin of the CLI's message = %+v", o)
+	}
+	if o := ParseOrigin(e.taskInfo(t, "other", second.TaskID).Headers); o.Via != "go" {
+		t.Errorf("origin of the Go message = %+v, want go", o)
+	}
+	got, total, err := ByParticipant(ctx, rdb, p1.ParticipantSID, time.Now(), 0, 10)
+	if err != nil || total != 1 || len(got) != 1 || got[0].TaskID != "order-8812-eta" || got[0].Queue != DefaultQueue {
+		t.Errorf("ByParticipant = %+v, %d, %v", got, total, err)
+	}
+	got, total, err = BySession(ctx, rdb, p1.SessionSID, time.Now(), 0, 10)
+	if err != nil || total != 2 || got[0].TaskID != second.TaskID || got[0].Queue != "other" || got[1].TaskID != "order-8812-eta" {
+		t.Errorf("BySession = %+v, %d, %v; want the newer message first", got, total, err)
+	}
+	if got, _, _ := BySession(ctx, rdb, p1.SessionSID, time.Now(), 1, 10); len(got) != 1 || got[0].TaskID != "order-8812-eta" {
+		t.Errorf("BySession's second page = %+v", got)
+	}
+	for _, key := range rdb.Keys(ctx, "proxyq:{K*").Val() {
+		if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > (LookupDays+1)*24*time.Hour {
+			t.Errorf("lookup key %s expires in %v", key, ttl)
+		}
+	}
+	if packed, ok := PackTaskID(second.TaskID); !ok || len(packed) != 17 || UnpackTaskID(packed) != second.TaskID {
+		t.Errorf("PackTaskID(%q) = %q, %v", second.TaskID, packed, ok)
+	}
+	if _, ok := PackTaskID("order-8812-eta"); ok {
+		t.Error("an idempotency key was packed")
+	}
+}
