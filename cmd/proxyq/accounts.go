@@ -117,7 +117,7 @@ func unknownAccountProblems(known func(string) bool, msgs []tasks.Message, lines
 	var out []problem
 	for i, msg := range msgs {
 		if !known(msg.Payload.AccountSID) {
-			out = append(out, problem{lines[i], "account_sid", "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
+			out = append(out, problem{Line: lines[i], Field: "account_sid", Rule: "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
 		}
 	}
 	return out
