@@ -20,6 +20,8 @@ import (
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/internal/devmode"
+	"github.com/proxyq/proxyq/internal/envconfig"
+	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/worker"
@@ -206,7 +208,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.WrapTransport = tr.clientTransport()
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
-		return usageError{clientConfigError(err)}
+		return usageError{envconfig.ClientError(err)}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -308,7 +310,7 @@ func (r *devRun) startRedis(ctx context.Context) (asynq.RedisConnOpt, string, er
 		if err := r.m.pingRedis(ctx, opt); err != nil {
 			return nil, "", err
 		}
-		return opt, redactURL(url) + " (from REDIS_URL)", nil
+		return opt, redisurl.Redact(url) + " (from REDIS_URL)", nil
 	}
 	opt, desc, stop, err := devmode.StartEmbeddedRedis()
 	if err != nil {

@@ -123,7 +123,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 
 	// All configuration is read and checked before anything starts: a bad value exits 2.
-	log, err := m.loggerFromEnv()
+	log, err := m.logger("")
 	if err != nil {
 		return err
 	}
