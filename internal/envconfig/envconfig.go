@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/proxyq/proxyq/httpapi"
 	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
@@ -303,4 +305,100 @@ func Logger(getenv func(string) string, levelFlag string, w io.Writer) (*zap.Log
 	}
 	// Lock: w may be any writer (a test buffer), and zap writes from many goroutines.
 	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)), nil
+}
+
+// ServiceLimits reads PROXYQ_SERVICE_RATE ("off" switches per-Service limits off),
+// PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_BURST, PROXYQ_SERVICE_MAX_WAIT and
+// PROXYQ_SERVICE_LIMITS (KS…=rate,…).
+func ServiceLimits(getenv func(string) string) (worker.ServiceLimits, error) {
+	e := New(getenv)
+	var lim worker.ServiceLimits
+	if strings.EqualFold(e.String("PROXYQ_SERVICE_RATE", ""), "off") {
+		lim.Off = true
+		return lim, nil
+	}
+	lim.Rate = e.Float("PROXYQ_SERVICE_RATE", 0)
+	lim.Window = e.Duration("PROXYQ_SERVICE_WINDOW", 0)
+	lim.Margin = e.Duration("PROXYQ_SERVICE_MARGIN", 0)
+	lim.MaxWait = e.Duration("PROXYQ_SERVICE_MAX_WAIT", 0)
+	lim.BurstRate = e.Float("PROXYQ_SERVICE_BURST", 0)
+	if s := e.String("PROXYQ_SERVICE_LIMITS", ""); s != "" {
+		rates, err := worker.ParseServiceRates(s)
+		if err != nil {
+			e.Fail("PROXYQ_SERVICE_LIMITS", s, err.Error()+" (want KS…=60,KS…=100: requests/s per Service)")
+		}
+		lim.Services = rates
+	}
+	if e.Err != nil {
+		return lim, e.Err
+	}
+	if err := lim.WithDefaults().Validate(); err != nil {
+		r := strings.NewReplacer("ServiceRate", "PROXYQ_SERVICE_RATE", "ServiceWindow", "PROXYQ_SERVICE_WINDOW",
+			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
+		return lim, errors.New(r.Replace(strings.TrimPrefix(err.Error(), "service limits: ")))
+	}
+	return lim, nil
+}
+
+// API reads the HTTP API's configuration: the bearer tokens (PROXYQ_API_TOKENS or
+// PROXYQ_API_TOKENS_FILE; one is required), the queue allow-list (PROXYQ_QUEUES, the workers'
+// queues) and the producer options, validated; and PROXYQ_SHUTDOWN_TIMEOUT (defaultShutdown
+// when unset or 0).
+func API(getenv func(string) string, defaultShutdown time.Duration) (httpapi.Config, time.Duration, error) {
+	var s httpapi.Config
+	tokens, err := httpapi.LoadTokens(getenv("PROXYQ_API_TOKENS"), strings.TrimSpace(getenv("PROXYQ_API_TOKENS_FILE")))
+	switch {
+	case errors.Is(err, httpapi.ErrNoTokens):
+		return s, 0, errors.New("no API bearer token: set PROXYQ_API_TOKENS (comma separated) or PROXYQ_API_TOKENS_FILE (a file with one token per line); the API never runs open")
+	case err != nil:
+		return s, 0, err
+	}
+	s.Tokens = tokens
+
+	e := New(getenv)
+	// The allow-list is the workers' queues: a message on a queue no worker reads would
+	// never be sent. The names are sorted so logs and error messages are stable.
+	queues := worker.DefaultQueues()
+	if q := e.String("PROXYQ_QUEUES", ""); q != "" {
+		if queues, err = worker.ParseQueues(q); err != nil {
+			return s, 0, fmt.Errorf("PROXYQ_QUEUES=%q: %v", q, err)
+		}
+	}
+	for name := range queues {
+		s.Queues = append(s.Queues, name)
+	}
+	sort.Strings(s.Queues)
+
+	shutdown := e.Duration("PROXYQ_SHUTDOWN_TIMEOUT", defaultShutdown)
+	if e.Err != nil {
+		return s, 0, e.Err
+	}
+	if shutdown == 0 {
+		shutdown = defaultShutdown // 0 means the default, as for the worker
+	}
+	// PROXYQ_SEND_WITHIN is not applied here: it would stamp a send_before that differs on
+	// each retry of a keyed POST (see httpapi.Config.EnqueueOptions); the worker applies it.
+	if s.EnqueueOptions, err = EnqueueOptions(getenv); err != nil {
+		return s, 0, err
+	}
+	if err := s.Validate(); err != nil {
+		return s, 0, APIError(err)
+	}
+	return s, shutdown, nil
+}
+
+// APIError names the environment variable behind an httpapi.Config field in a validation
+// error; other errors pass through.
+func APIError(err error) error {
+	var ce *httpapi.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	switch field := ce.Field; {
+	case strings.HasPrefix(field, "Tokens"):
+		return fmt.Errorf("PROXYQ_API_TOKENS / PROXYQ_API_TOKENS_FILE: %s %s", field, ce.Rule)
+	case strings.HasPrefix(field, "Queues"):
+		return fmt.Errorf("PROXYQ_QUEUES: %s", ce.Rule)
+	}
+	return err
 }

@@ -70,3 +70,35 @@ func TestLogLevelFlagWins(t *testing.T) {
 		t.Errorf("flag warn over a bad variable: %v", err)
 	}
 }
+
+func TestAPI(t *testing.T) {
+	cfg, shutdown, err := API(envOf("PROXYQ_API_TOKENS", "tok-0123456789abcdef0123456789abcdef", "PROXYQ_QUEUES", "default=1,a=2"), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shutdown != 7 || strings.Join(cfg.Queues, ",") != "a,default" || len(cfg.Tokens) != 1 || len(cfg.EnqueueOptions) == 0 {
+		t.Errorf("got %+v, shutdown %v", cfg, shutdown)
+	}
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{nil, "no API bearer token: set PROXYQ_API_TOKENS"},
+		{[]string{"PROXYQ_API_TOKENS", "tok-0123456789abcdef0123456789abcdef", "PROXYQ_SHUTDOWN_TIMEOUT", "later"}, `PROXYQ_SHUTDOWN_TIMEOUT="later"`},
+		{[]string{"PROXYQ_API_TOKENS", "tok-0123456789abcdef0123456789abcdef", "PROXYQ_QUEUES", "=1"}, "PROXYQ_QUEUES: must be a non-empty name"},
+	} {
+		if _, _, err := API(envOf(tc.env...), 7); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestServiceLimits(t *testing.T) {
+	if lim, err := ServiceLimits(envOf("PROXYQ_SERVICE_RATE", "OFF")); err != nil || !lim.Off {
+		t.Errorf("off: %+v %v", lim, err)
+	}
+	_, err := ServiceLimits(envOf("PROXYQ_SERVICE_LIMITS", "KSx=1"))
+	if err == nil || !strings.Contains(err.Error(), `PROXYQ_SERVICE_LIMITS="KSx=1"`) {
+		t.Errorf("bad overrides: %v", err)
+	}
+}
