@@ -121,10 +121,13 @@ type Row struct {
 
 // Report is the outcome of a run.
 type Report struct {
+	// Machine is where the run happened: OS/arch, cores, CPU model, memory, Go and Redis versions.
 	Machine string
 	Quick   bool
 	Rows    []Row
 	Took    time.Duration
+	// Date is when the run began.
+	Date time.Time
 }
 
 // Run runs the scenarios of cfg and returns their report. It returns an error when a scenario
@@ -152,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if b.cfg.ChildCommand == nil {
 		b.cfg.ChildCommand = defaultChildCommand
 	}
-	rep := &Report{Machine: machine() + ", " + rs.info, Quick: cfg.Quick}
+	rep := &Report{Machine: machine() + ", " + rs.info, Quick: cfg.Quick, Date: began}
 	run := map[int]func(context.Context) ([]Row, error){
 		1: b.scenario1, 2: b.scenario2, 3: b.scenario3, 4: b.scenario4, 5: b.scenario5, 6: b.scenario6,
 		7: b.scenario7, 8: b.scenario8,
@@ -203,7 +206,27 @@ func machine() string {
 	if model != "" {
 		s += " (" + model + ")"
 	}
+	if mem := memTotal(); mem > 0 {
+		s += fmt.Sprintf(", %.1f GiB memory", float64(mem)/(1<<30))
+	}
 	return s + ", " + runtime.Version()
+}
+
+// memTotal is the machine's memory in bytes from /proc/meminfo; 0 where there is none.
+func memTotal() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
 
 // Format writes the report as a Markdown table.
@@ -213,21 +236,27 @@ func (r *Report) Format(w io.Writer) error {
 	if r.Quick {
 		sb.WriteString("QUICK MODE: small sizes, a smoke test, not a measurement.\n")
 	}
-	sb.WriteString("\n| # | measure | unit | proxyq | peer | ratio | target | met |\n")
+	sb.WriteString("\n")
+	r.writeTable(&sb)
+	if r.Took > 0 {
+		fmt.Fprintf(&sb, "\nTook %s.\n", r.Took.Round(time.Second))
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// writeTable writes the rows as a Markdown table.
+func (r *Report) writeTable(sb *strings.Builder) {
+	sb.WriteString("| # | measure | unit | proxyq | peer | ratio | target | met |\n")
 	sb.WriteString("|---|---|---|---:|---:|---:|---|---|\n")
 	for _, row := range r.Rows {
 		met := ""
 		if row.Met != nil {
 			met = map[bool]string{true: "yes", false: "**NO**"}[*row.Met]
 		}
-		fmt.Fprintf(&sb, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", row.Scenario, row.Measure, row.Unit,
+		fmt.Fprintf(sb, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", row.Scenario, row.Measure, row.Unit,
 			num(row.Proxyq), num(row.Peer), ratio(row.Ratio), row.Target, met)
 	}
-	if r.Took > 0 {
-		fmt.Fprintf(&sb, "\nTook %s.\n", r.Took.Round(time.Second))
-	}
-	_, err := io.WriteString(w, sb.String())
-	return err
 }
 
 func num(v float64) string {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/proxyq/proxyq/internal/sid"
 )
 
 // Defaults applied by Config.WithDefaults.
@@ -217,16 +219,6 @@ func validLabel(s string) bool {
 }
 
 // ValidSID reports whether s is prefix followed by 32 hex digits, the shape of every
-// Twilio SID (e.g. ^KS[0-9a-fA-F]{32}$).
-func ValidSID(prefix, s string) bool {
-	if len(s) != 34 || s[:2] != prefix {
-		return false
-	}
-	for i := 2; i < len(s); i++ {
-		ch := s[i]
-		if !(ch >= '0' && ch <= '9' || ch >= 'a' && ch <= 'f' || ch >= 'A' && ch <= 'F') {
-			return false
-		}
-	}
-	return true
-}
+// Twilio SID (e.g. ^KS[0-9a-fA-F]{32}$). The rule lives in internal/sid so that package tasks
+// checks the same shape without importing the client.
+func ValidSID(prefix, s string) bool { return sid.Valid(prefix, s) }

@@ -40,6 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/proxyq/proxyq/internal/sid"
 	"io"
 	"strings"
 	"time"
@@ -90,14 +91,14 @@ func (p ConversationPayload) Validate() error {
 	switch {
 	case p.ConversationSID == "":
 		add("conversation_sid", "is required")
-	case !hasSIDShape("CH", p.ConversationSID):
-		add("conversation_sid", "must match %s", sidRule("CH"))
+	case !sid.Valid("CH", p.ConversationSID):
+		add("conversation_sid", "must match %s", sid.Rule("CH"))
 	}
-	if p.ServiceSID != "" && !hasSIDShape("IS", p.ServiceSID) {
-		add("service_sid", "must match %s (a Conversation Service; leave it out for the default one)", sidRule("IS"))
+	if p.ServiceSID != "" && !sid.Valid("IS", p.ServiceSID) {
+		add("service_sid", "must match %s (a Conversation Service; leave it out for the default one)", sid.Rule("IS"))
 	}
-	if p.AccountSID != "" && !hasSIDShape("AC", p.AccountSID) {
-		add("account_sid", "must match %s", sidRule("AC"))
+	if p.AccountSID != "" && !sid.Valid("AC", p.AccountSID) {
+		add("account_sid", "must match %s", sid.Rule("AC"))
 	}
 	if !utf8.ValidString(p.Author) {
 		add("author", "must be valid UTF-8")
@@ -114,11 +115,11 @@ func (p ConversationPayload) Validate() error {
 	case p.MediaSID == "":
 	case strings.Contains(p.MediaSID, "://"):
 		add("media_sid", "must be a Media SID (ME…), not a URL: Conversations takes media uploaded to Twilio's Media Content Service; upload the file there and pass the ME… SID")
-	case !hasSIDShape("ME", p.MediaSID):
-		add("media_sid", "must match %s", sidRule("ME"))
+	case !sid.Valid("ME", p.MediaSID):
+		add("media_sid", "must match %s", sid.Rule("ME"))
 	}
-	if p.ContentSID != "" && !hasSIDShape("HX", p.ContentSID) {
-		add("content_sid", "must match %s", sidRule("HX"))
+	if p.ContentSID != "" && !sid.Valid("HX", p.ContentSID) {
+		add("content_sid", "must match %s", sid.Rule("HX"))
 	}
 	if len(p.ContentVariables) > 0 {
 		switch {
@@ -154,21 +155,6 @@ func (p ConversationPayload) Validate() error {
 func isJSONObject(raw json.RawMessage) bool {
 	var m map[string]json.RawMessage
 	return json.Unmarshal(raw, &m) == nil && m != nil
-}
-
-// hasSIDShape reports whether s is prefix and 32 hex digits. (A copy of the SID rule until
-// proxyq's SID rules live in one leaf package that tasks imports.)
-func hasSIDShape(prefix, s string) bool {
-	if len(s) != 34 || s[:2] != prefix {
-		return false
-	}
-	for i := 2; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }
 
 // conversationKeys are ConversationPayload's JSON keys, with the reason a Proxy-only key is

@@ -16,7 +16,7 @@ import (
 
 	fastjson "github.com/segmentio/encoding/json"
 
-	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/internal/sid"
 )
 
 // TypeSendInteraction is the asynq task type of one outbound Proxy message.
@@ -29,11 +29,6 @@ const (
 	MaxMediaURLLen  = 2048     // bytes in one media URL
 	MaxPayloadBytes = 32 << 10 // bytes of encoded payload JSON
 )
-
-// sidRule is the rule a SID field is checked against (proxyclient.ValidSID, which checks the same
-// shape without a regexp: Validate runs on every run of every message). SIDs are placed in URL
-// paths, so nothing else may pass.
-func sidRule(prefix string) string { return "^" + prefix + "[0-9a-fA-F]{32}$" }
 
 // Payload is one message for one Proxy participant: the JSON body of a
 // proxy:send_interaction task. Body, MediaURLs or both must be given.
@@ -98,15 +93,15 @@ func (p Payload) Validate() error {
 		switch {
 		case value == "":
 			add(field, "is required")
-		case !proxyclient.ValidSID(prefix, value):
-			add(field, "must match %s", sidRule(prefix))
+		case !sid.Valid(prefix, value):
+			add(field, "must match %s", sid.Rule(prefix))
 		}
 	}
 	checkSID("service_sid", p.ServiceSID, "KS")
 	checkSID("session_sid", p.SessionSID, "KC")
 	checkSID("participant_sid", p.ParticipantSID, "KP")
-	if p.AccountSID != "" && !proxyclient.ValidSID("AC", p.AccountSID) {
-		add("account_sid", "must match %s", sidRule("AC"))
+	if p.AccountSID != "" && !sid.Valid("AC", p.AccountSID) {
+		add("account_sid", "must match %s", sid.Rule("AC"))
 	}
 
 	switch {

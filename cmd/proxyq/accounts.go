@@ -4,50 +4,22 @@ import (
 	"context"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/accounts"
+	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
 )
 
-// Environment of the per-Service limits and the accounts file (see the README).
+// Environment of the accounts file (see the README).
 
-// serviceLimitsFromEnv reads PROXYQ_SERVICE_RATE ("off" switches per-Service limits off),
-// PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_BURST, PROXYQ_SERVICE_MAX_WAIT and
-// PROXYQ_SERVICE_LIMITS (KS…=rate,…).
+// serviceLimitsFromEnv reads the per-Service limits (envconfig.ServiceLimits).
 func (m *Main) serviceLimitsFromEnv() (worker.ServiceLimits, error) {
-	e := m.env()
-	var lim worker.ServiceLimits
-	if strings.EqualFold(e.str("PROXYQ_SERVICE_RATE", ""), "off") {
-		lim.Off = true
-		return lim, nil
-	}
-	lim.Rate = e.float("PROXYQ_SERVICE_RATE", 0)
-	lim.Window = e.duration("PROXYQ_SERVICE_WINDOW", 0)
-	lim.Margin = e.duration("PROXYQ_SERVICE_MARGIN", 0)
-	lim.MaxWait = e.duration("PROXYQ_SERVICE_MAX_WAIT", 0)
-	lim.BurstRate = e.float("PROXYQ_SERVICE_BURST", 0)
-	if s := e.str("PROXYQ_SERVICE_LIMITS", ""); s != "" {
-		rates, err := worker.ParseServiceRates(s)
-		if err != nil {
-			e.fail("PROXYQ_SERVICE_LIMITS", s, err.Error()+" (want KS…=60,KS…=100: requests/s per Service)")
-		}
-		lim.Services = rates
-	}
-	if e.err != nil {
-		return lim, e.err
-	}
-	if err := lim.WithDefaults().Validate(); err != nil {
-		r := strings.NewReplacer("ServiceRate", "PROXYQ_SERVICE_RATE", "ServiceWindow", "PROXYQ_SERVICE_WINDOW",
-			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
-		return lim, usagef("%s", r.Replace(strings.TrimPrefix(err.Error(), "service limits: ")))
-	}
-	return lim, nil
+	return usage(envconfig.ServiceLimits(m.Getenv))
 }
 
 // accountsFromEnv loads PROXYQ_ACCOUNTS_FILE (may be unset: then only the default account).
@@ -117,7 +89,7 @@ func unknownAccountProblems(known func(string) bool, msgs []tasks.Message, lines
 	var out []problem
 	for i, msg := range msgs {
 		if !known(msg.Payload.AccountSID) {
-			out = append(out, problem{lines[i], "account_sid", "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
+			out = append(out, problem{Line: lines[i], Field: "account_sid", Rule: "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
 		}
 	}
 	return out

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -18,14 +20,28 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 	if len(args) > 0 && args[0] == "--child" {
 		return bench.ChildMain(ctx, args[1:], m.Stdout)
 	}
-	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6,7,8,9,10] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR]")
+	fs := m.newFlagSet("bench", "bench [--scenarios 1,2,3,4,5,6,7,8,9,10] [--messages N] [--quick] [--redis URL] [--cpuprofile DIR] [--write-docs FILE]")
 	scenarios := fs.String("scenarios", "1,2,3,4,5,6,7,8,9,10", "comma-separated scenarios to run (see the README)")
 	messages := fs.Int("messages", 0, "messages per scenario for scenarios 1, 2, 3, 4 and 6 (0: each scenario's default)")
 	quick := fs.Bool("quick", false, "small sizes: a smoke test of the benchmark, not a measurement")
 	redisURL := fs.String("redis", "", "Redis to run on; its database is FLUSHED before every scenario (default: start a private redis-server; REDIS_URL is deliberately not read)")
 	profileDir := fs.String("cpuprofile", "", "directory for CPU profiles of each side of the throughput scenarios (1, 2, 8)")
+	writeDocs := fs.String("write-docs", "", "also put the table, with the machine and date, between the <!-- bench:begin --> and <!-- bench:end --> lines of this Markdown file (e.g. docs/performance.md)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *writeDocs != "" {
+		// Checked before the run, which takes minutes, and again when writing.
+		doc, err := os.ReadFile(*writeDocs)
+		switch {
+		case err != nil:
+			return usagef("--write-docs: %v", err)
+		case *quick:
+			return usagef("--write-docs cannot be combined with --quick: quick sizes are a smoke test, not figures to publish")
+		}
+		if err := bench.CheckMarkers(doc); err != nil {
+			return usagef("--write-docs %s: %v", *writeDocs, err)
+		}
 	}
 	cfg := bench.Config{Messages: *messages, Quick: *quick, RedisURL: *redisURL, ProfileDir: *profileDir, Log: m.Stderr}
 	for _, s := range strings.Split(*scenarios, ",") {
@@ -46,6 +62,12 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 		if ferr := rep.Format(m.Stdout); ferr != nil && err == nil {
 			err = ferr
 		}
+	}
+	if err == nil && *writeDocs != "" {
+		if err := bench.WriteDocs(*writeDocs, rep); err != nil {
+			return fmt.Errorf("--write-docs: %w", err)
+		}
+		fmt.Fprintf(m.Stderr, "bench: wrote the table into %s\n", *writeDocs)
 	}
 	return err
 }

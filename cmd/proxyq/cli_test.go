@@ -486,30 +486,3 @@ func TestParseInterspersed(t *testing.T) {
 		}
 	}
 }
-
-func TestLineReader(t *testing.T) {
-	t.Parallel()
-	const max = 8
-	input := "short\r\n" + strings.Repeat("y", max) + "\n" + strings.Repeat("z", max+1) + "\n" +
-		strings.Repeat("w", 200<<10) + "\n\nlast"
-	lr := newLineReader(strings.NewReader(input), max)
-	type line struct {
-		text    string
-		tooLong bool
-	}
-	var got []line
-	for range 20 {
-		l, tooLong, err := lr.next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, line{string(l), tooLong})
-	}
-	want := []line{{"short", false}, {strings.Repeat("y", max), false}, {"", true}, {"", true}, {"", false}, {"last", false}}
-	if !slices.Equal(got, want) {
-		t.Errorf("lines %v, want %v", got, want)
-	}
-}

@@ -3,20 +3,15 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -24,9 +19,11 @@ import (
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/devmode"
+	"github.com/proxyq/proxyq/internal/envconfig"
+	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
-	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
 )
 
@@ -61,33 +58,11 @@ func init() {
 	register(&command{name: "dev", summary: "run Redis, a fake Twilio, a worker and the dashboard in one process (try --demo 50)", run: runDev})
 }
 
-// Dev defaults. Those in devFakeDefaults suit the in-process fake only: against Twilio, a 2 s
-// reconciliation settle window or a 200 ms backoff would be too eager.
-var (
-	devDefaults = map[string]string{
-		"PROXYQ_LOG_LEVEL":   "error",
-		"PROXYQ_LOG_FORMAT":  "console",
-		"PROXYQ_CONCURRENCY": "10",
-	}
-	devFakeDefaults = map[string]string{
-		"PROXYQ_HTTP_TIMEOUT":           "5s",
-		"PROXYQ_SHUTDOWN_TIMEOUT":       "10s",
-		"PROXYQ_BACKOFF_BASE":           "200ms",
-		"PROXYQ_BACKOFF_MAX":            "2s",
-		"PROXYQ_DELAYED_CHECK_INTERVAL": "100ms",
-		"PROXYQ_RECONCILE_SETTLE":       "2s",
-	}
-)
-
 const (
 	devDefaultAddr     = "127.0.0.1:8080"
-	devFakePrefix      = "/twilio"
-	devAccountSID      = "AC00000000000000000000000000000000" // the fake accepts any AC… with any token
 	devMaxDemo         = 10000
-	devProgressEvery   = 500 * time.Millisecond
 	devDefaultUser     = "admin"
 	devFakeLatency     = 30 * time.Millisecond
-	devDemoSendWithin  = 15 * time.Minute
 	devShutdownTimeout = 5 * time.Second
 )
 
@@ -137,7 +112,7 @@ func runDev(ctx context.Context, m *Main, args []string) error {
 type devRun struct {
 	m     *Main // with dev defaults under the real environment
 	out   io.Writer
-	term  *terminal // nil when stdout is not a terminal
+	term  *devmode.Terminal // nil when stdout is not a terminal
 	flags devFlags
 	log   *zap.Logger
 
@@ -145,15 +120,7 @@ type devRun struct {
 }
 
 func newDevRun(m *Main, f devFlags) *devRun {
-	defaults := map[string]string{}
-	for k, v := range devDefaults {
-		defaults[k] = v
-	}
-	if !f.live {
-		for k, v := range devFakeDefaults {
-			defaults[k] = v
-		}
-	}
+	defaults := devmode.Defaults(f.live)
 	dm := *m
 	dm.Getenv = func(k string) string {
 		if v := m.Getenv(k); strings.TrimSpace(v) != "" {
@@ -162,9 +129,9 @@ func newDevRun(m *Main, f devFlags) *devRun {
 		return defaults[k]
 	}
 	r := &devRun{m: &dm, out: m.Stdout, flags: f}
-	if isTerminal(m.Stdout) && m.Getenv("TERM") != "dumb" {
-		r.term = &terminal{out: m.Stdout}
-		dm.Stderr = r.term.logWriter(m.Stderr)
+	if devmode.IsTerminal(m.Stdout) && m.Getenv("TERM") != "dumb" {
+		r.term = &devmode.Terminal{Out: m.Stdout}
+		dm.Stderr = r.term.LogWriter(m.Stderr)
 	}
 	return r
 }
@@ -233,7 +200,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	var fake *proxytest.Fake
 	if !r.flags.live {
 		fake = proxytest.New(proxytest.Config{Latency: devFakeLatency, Seed: r.flags.seed, Logger: log.Named("fake")})
-		ccfg = proxyclient.Config{AccountSID: devAccountSID, AuthToken: devAuthToken, BaseURL: base + devFakePrefix}.WithDefaults()
+		ccfg = proxyclient.Config{AccountSID: devmode.FakeAccountSID, AuthToken: devmode.FakeAuthToken, BaseURL: base + devmode.FakePrefix}.WithDefaults()
 	}
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
@@ -241,7 +208,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.WrapTransport = tr.clientTransport()
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
-		return usageError{clientConfigError(err)}
+		return usageError{envconfig.ClientError(err)}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -280,11 +247,11 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		mux.Handle(p, admin)
 	}
 	if fake != nil {
-		mux.Handle(devFakePrefix+"/", fake.Mount(devFakePrefix))
+		mux.Handle(devmode.FakePrefix+"/", fake.Mount(devmode.FakePrefix))
 		mux.Handle("/_proxytest/", fake) // the fake's read-only endpoints, also at the root
 		// The fake's Service posts signed status callbacks to the same route as serve's.
 		mux.Handle("POST "+delivery.CallbackPath, dev.callbacks)
-		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devAuthToken}); err != nil {
+		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devmode.FakeAuthToken}); err != nil {
 			return err
 		}
 	}
@@ -310,11 +277,13 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	r.defer_(w.Shutdown)
 	r.defer_(dev.startPoller())
 
-	r.printBanner(base, redisDesc, fake != nil, dcfg, generated)
+	devmode.Banner{BaseURL: base, Redis: redisDesc, Fake: fake != nil, User: dcfg.User, Password: dcfg.Password, Generated: generated,
+		UnusedTwilio: m.Getenv("TWILIO_ACCOUNT_SID") != "" || m.Getenv("TWILIO_API_KEY") != ""}.Print(r.out)
 
 	var demoErr error
 	if r.flags.demo > 0 {
-		demoErr = r.runDemo(ctx, redisOpt, enqOpts, fake, base)
+		demoErr = devmode.Demo{N: r.flags.demo, Timeout: r.flags.demoTimeout, Redis: redisOpt, Options: enqOpts,
+			Fake: fake, BaseURL: base, Out: r.out, Terminal: r.term}.Run(ctx)
 		if demoErr != nil || r.flags.exitAfterDemo {
 			fmt.Fprintln(r.out, "Stopping.")
 			return demoErr
@@ -326,15 +295,12 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	case err := <-serveErr:
 		return fmt.Errorf("http server: %w", err)
 	}
-	r.term.clear()
+	r.term.Clear()
 	fmt.Fprintln(r.out, "Stopping: letting messages in flight finish.")
 	return nil
 }
 
-// startRedis connects to REDIS_URL when it is set, else starts miniredis on a loopback port.
-// miniredis runs asynq's Lua scripts and the worker's ledger scripts unchanged; ClockTTL makes
-// keys expire with the wall clock as in Redis (miniredis's default is to never expire them
-// unless a test fast-forwards), so dead servers and finished leases disappear as they should.
+// startRedis connects to REDIS_URL when it is set, else starts an embedded miniredis.
 func (r *devRun) startRedis(ctx context.Context) (asynq.RedisConnOpt, string, error) {
 	if url := strings.TrimSpace(r.m.Getenv("REDIS_URL")); url != "" {
 		opt, err := redisOpt(url)
@@ -344,424 +310,12 @@ func (r *devRun) startRedis(ctx context.Context) (asynq.RedisConnOpt, string, er
 		if err := r.m.pingRedis(ctx, opt); err != nil {
 			return nil, "", err
 		}
-		return opt, redactURL(url) + " (from REDIS_URL)", nil
+		return opt, redisurl.Redact(url) + " (from REDIS_URL)", nil
 	}
-	mr := miniredis.NewMiniRedis()
-	mr.ClockTTL(true)
-	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, "", fmt.Errorf("start embedded redis: %w", err)
-	}
-	r.defer_(mr.Close)
-	return asynq.RedisClientOpt{Addr: mr.Addr()}, "redis://" + mr.Addr() + "/0 (embedded miniredis, in memory: gone when dev stops)", nil
-}
-
-func (r *devRun) printBanner(base, redisDesc string, fake bool, dcfg dashboard.Config, generated bool) {
-	out := r.out
-	api := "the LIVE Twilio Proxy API"
-	if fake {
-		api = "a fake Twilio Proxy API"
-	}
-	fmt.Fprintf(out, "proxyq dev: Redis, %s, a worker and the dashboard in one process.\n\n", api)
-	fmt.Fprintf(out, "  Dashboard   %s/\n", base)
-	switch {
-	case generated:
-		fmt.Fprintf(out, "              user %s, password %s  (generated; set PROXYQ_DASHBOARD_USER/PASSWORD to choose)\n", dcfg.User, dcfg.Password)
-	case dcfg.User != "":
-		fmt.Fprintf(out, "              user %s, password from PROXYQ_DASHBOARD_PASSWORD\n", dcfg.User)
-	default:
-		fmt.Fprintf(out, "              bearer token from PROXYQ_DASHBOARD_TOKEN\n")
-	}
-	fmt.Fprintf(out, "  Metrics     %s/metrics\n", base)
-	fmt.Fprintf(out, "  Health      %s/healthz  %s/readyz\n", base, base)
-	if fake {
-		fmt.Fprintf(out, "  Fake API    %s%s  (PROXYQ_API_BASE_URL for your own code; any AC… SID, any token)\n", base, devFakePrefix)
-		fmt.Fprintf(out, "  Created     %s/_proxytest/interactions\n", base)
-	}
-	fmt.Fprintf(out, "  Redis       %s\n\n", redisDesc)
-	if !fake {
-		fmt.Fprintln(out, "  LIVE: messages you enqueue are sent through Twilio.")
-		fmt.Fprintln(out)
-	} else if r.m.Getenv("TWILIO_ACCOUNT_SID") != "" || r.m.Getenv("TWILIO_API_KEY") != "" {
-		fmt.Fprintln(out, "  Note: TWILIO_* credentials are set but unused: dev talks to the fake unless --live.")
-		fmt.Fprintln(out)
-	}
-}
-
-// demoMessage is one sample message and why it should end the way it does.
-type demoMessage struct {
-	msg    tasks.Message
-	key    string
-	body   string
-	reason string // "" for messages meant to be sent; else the failure it is meant to hit
-}
-
-// demoFailure says whether the demo's message i (from 0) is meant to fail permanently, and how:
-// every 12th from the 6th goes to a participant removed from its session (404, code 20404),
-// every 20th from the 10th to a closed session (400, code 80607).
-func demoFailure(i int) string {
-	switch {
-	case i%12 == 5:
-		return "unknown participant"
-	case i%20 == 9:
-		return "closed session"
-	}
-	return ""
-}
-
-var demoNames = []string{"Sam", "Ada", "Lin", "Omar", "Priya", "Jonas", "Mei", "Kofi", "Lucia"}
-
-// demoMessages builds n sample messages with SIDs unique to this run (so runs against a
-// persistent REDIS_URL never meet each other's ledgers), and marks the fake accordingly.
-func demoMessages(n int, runID string, fake *proxytest.Fake, base []tasks.Option) []demoMessage {
-	const service = "KS00000000000000000000000000000de0"
-	session := "KC" + runID + strings.Repeat("0", 24)
-	closedSession := "KC" + runID + strings.Repeat("0", 23) + "c"
-	fake.CloseSession(closedSession)
-	out := make([]demoMessage, n)
-	for i := range out {
-		p := tasks.Payload{
-			ServiceSID:     service,
-			SessionSID:     session,
-			ParticipantSID: fmt.Sprintf("KP%s%024x", runID, i+1),
-			Body: fmt.Sprintf("Demo %d/%d: %s, your driver is %d minutes away", i+1, n,
-				demoNames[i%len(demoNames)], 1+i%9),
-		}
-		if i%4 == 3 {
-			p.MediaURLs = []string{fmt.Sprintf("https://media.example.com/demo/map-%03d.png", i+1)}
-		}
-		reason := demoFailure(i)
-		switch reason {
-		case "unknown participant":
-			fake.MarkParticipantUnknown(p.ParticipantSID)
-		case "closed session":
-			p.SessionSID = closedSession
-		}
-		key := fmt.Sprintf("demo-%s-%03d", runID, i+1)
-		opts := append(append([]tasks.Option{}, base...), tasks.IdempotencyKey(key), tasks.SendWithin(devDemoSendWithin))
-		out[i] = demoMessage{msg: tasks.Message{Payload: p, Options: opts}, key: key, body: p.Body, reason: reason}
-	}
-	return out
-}
-
-// demoFaultRates are the fake's random faults during the demo: enough for every kind to show
-// up in a batch of 50.
-var demoFaultRates = map[proxytest.Fault]float64{
-	proxytest.Fault429:            0.10,
-	proxytest.Fault503:            0.08,
-	proxytest.Fault500AfterCreate: 0.05,
-}
-
-func (r *devRun) runDemo(ctx context.Context, redisOpt asynq.RedisConnOpt, base []tasks.Option, fake *proxytest.Fake, url string) error {
-	n := r.flags.demo
-	runID := randomHex(4)
-	msgs := demoMessages(n, runID, fake, base)
-	if err := fake.SetFaultRates(demoFaultRates); err != nil {
-		return err
-	}
-	if err := fake.SetCallbackConfig(demoCallbacks(url)); err != nil {
-		return err
-	}
-	insp := asynq.NewInspector(redisOpt)
-	defer insp.Close()
-	before := queueCounts(insp)
-
-	enq := tasks.NewEnqueuer(redisOpt)
-	defer enq.Close()
-	batch := make([]tasks.Message, n)
-	for i := range msgs {
-		batch[i] = msgs[i].msg
-	}
-	began := time.Now()
-	if _, err := enq.EnqueueBatch(ctx, batch); err != nil {
-		return fmt.Errorf("demo: enqueue: %w", err)
-	}
-	fmt.Fprintf(r.out, "Demo: enqueued %d messages (IDs demo-%s-001…). The fake answers some with 429, 503 and \"500 after create\"; %d go to a removed participant or a closed session.\n",
-		n, runID, countFailures(msgs))
-
-	// Progress from queue counts (cheap at any size); the summary then reads every message.
-	ticker := time.NewTicker(devProgressEvery)
-	defer ticker.Stop()
-	deadline := time.NewTimer(r.flags.demoTimeout)
-	defer deadline.Stop()
-	var lastLine string
-	var lastPrint time.Time
-	stopped := ""
-loop:
-	for {
-		c := queueCounts(insp).minus(before)
-		done := c.completed + c.archived
-		line := progressLine(c, n, time.Since(began))
-		switch {
-		case r.term != nil:
-			r.term.progress(line)
-		case line != lastLine && (time.Since(lastPrint) >= time.Second || done >= n):
-			fmt.Fprintln(r.out, line)
-			lastLine, lastPrint = line, time.Now()
-		}
-		if done >= n && demoFinished(insp, msgs) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			stopped = "interrupted"
-			break loop
-		case <-deadline.C:
-			stopped = fmt.Sprintf("gave up after %v (--demo-timeout)", r.flags.demoTimeout)
-			break loop
-		case <-ticker.C:
-		}
-	}
-	if stopped == "" {
-		stopped = waitDeliveries(ctx, insp, msgs, deadline.C)
-	}
-	r.term.clear()
-	s := summarize(insp, msgs, fake, time.Since(began))
-	s.print(r.out, stopped)
-	ds := summarizeDeliveries(insp, msgs)
-	ds.print(r.out)
-	fmt.Fprintf(r.out, "\nSee them in the console: %s/?state=completed (and ?state=archived; search any ID, KP… or KC…)\n", url)
-	switch {
-	case s.duplicates > 0:
-		return fmt.Errorf("demo: %d messages were created more than once at the fake: this is a bug, please report it", s.duplicates)
-	case stopped == "interrupted":
-		return nil
-	case s.unfinished > 0:
-		return fmt.Errorf("demo: %d of %d messages did not finish (%s)", s.unfinished, n, stopped)
-	case s.unexpected > 0:
-		return fmt.Errorf("demo: %d messages ended differently than intended (see the summary)", s.unexpected)
-	case ds.notFinal > 0:
-		return fmt.Errorf("demo: %d sent messages have no final delivery status (%s)", ds.notFinal, stopped)
-	}
-	return nil
-}
-
-func countFailures(msgs []demoMessage) int {
-	k := 0
-	for _, m := range msgs {
-		if m.reason != "" {
-			k++
-		}
-	}
-	return k
-}
-
-// counts are one queue's task counts by state.
-type counts struct{ pending, active, scheduled, retry, archived, completed int }
-
-func queueCounts(insp *asynq.Inspector) counts {
-	qi, err := insp.GetQueueInfo(tasks.DefaultQueue)
+	opt, desc, stop, err := devmode.StartEmbeddedRedis()
 	if err != nil {
-		return counts{} // the queue does not exist yet, or Redis blinked: the next tick tells
+		return nil, "", err
 	}
-	return counts{qi.Pending, qi.Active, qi.Scheduled, qi.Retry, qi.Archived, qi.Completed}
+	r.defer_(stop)
+	return opt, desc, nil
 }
-
-// minus subtracts what was finished before the demo began (a REDIS_URL may hold older work).
-func (c counts) minus(before counts) counts {
-	c.completed = max(c.completed-before.completed, 0)
-	c.archived = max(c.archived-before.archived, 0)
-	return c
-}
-
-func progressLine(c counts, n int, elapsed time.Duration) string {
-	done := min(c.completed+c.archived, n)
-	const width = 16 // the whole line stays under 80 columns, so \r can redraw it
-	filled := done * width / max(n, 1)
-	rate := float64(done) / max(elapsed.Seconds(), 0.001)
-	return fmt.Sprintf("  [%s%s] %d/%d  sent %d  retrying %d  archived %d  %.1f msgs/s  %s",
-		strings.Repeat("#", filled), strings.Repeat(".", width-filled), done, n,
-		c.completed, c.retry, c.archived, rate, elapsed.Round(100*time.Millisecond))
-}
-
-// demoFinished confirms, message by message, that every demo message is completed or archived.
-func demoFinished(insp *asynq.Inspector, msgs []demoMessage) bool {
-	for _, m := range msgs {
-		info, err := insp.GetTaskInfo(tasks.DefaultQueue, m.key)
-		if err != nil || (info.State != asynq.TaskStateCompleted && info.State != asynq.TaskStateArchived) {
-			return false
-		}
-	}
-	return true
-}
-
-// demoSummary is what became of the demo's messages, read from asynq and the fake.
-type demoSummary struct {
-	n, sent, reconciled, failed, unfinished, duplicates, unexpected int
-	reasons                                                         map[string]int
-	faults                                                          map[string]int
-	creates                                                         int
-	elapsed                                                         time.Duration
-}
-
-// twilioReasons words the Twilio error codes the demo provokes.
-var twilioReasons = map[int]string{
-	20404: "participant not found (removed from its session)",
-	80607: "session closed",
-}
-
-func summarize(insp *asynq.Inspector, msgs []demoMessage, fake *proxytest.Fake, elapsed time.Duration) demoSummary {
-	s := demoSummary{n: len(msgs), reasons: map[string]int{}, faults: map[string]int{}, elapsed: elapsed}
-	for _, m := range msgs {
-		info, err := insp.GetTaskInfo(tasks.DefaultQueue, m.key)
-		if err != nil {
-			s.unfinished++
-			continue
-		}
-		o, _ := tasks.ParseOutcome(info.Result)
-		switch {
-		case info.State == asynq.TaskStateCompleted && o != nil && o.State == tasks.OutcomeSent:
-			s.sent++
-			if o.Reconciled {
-				s.reconciled++
-			}
-			if m.reason != "" {
-				s.unexpected++
-			}
-		case info.State == asynq.TaskStateArchived:
-			s.failed++
-			reason := strings.TrimSpace(info.LastErr)
-			if o != nil && o.State == tasks.OutcomeFailed {
-				reason = fmt.Sprintf("Twilio %d (HTTP %d)", o.ErrorCode, o.HTTPStatus)
-				if words := twilioReasons[o.ErrorCode]; words != "" {
-					reason += ": " + words
-				}
-			}
-			s.reasons[reason]++
-			if m.reason == "" {
-				s.unexpected++
-			}
-		default:
-			s.unfinished++
-		}
-		if fake != nil && fake.CreatesForBody(m.body) > 1 {
-			s.duplicates++
-		}
-	}
-	if fake != nil {
-		st := fake.Stats()
-		s.creates = st.Creates
-		for k, v := range st.Faults {
-			if v > 0 {
-				s.faults[k.String()] = v
-			}
-		}
-		if st.ConcurrencyRejections > 0 {
-			s.faults["concurrency-limit 429"] = st.ConcurrencyRejections
-		}
-	}
-	return s
-}
-
-func (s demoSummary) print(w io.Writer, stopped string) {
-	head := fmt.Sprintf("Demo finished in %v", s.elapsed.Round(100*time.Millisecond))
-	if stopped != "" {
-		head = "Demo stopped (" + stopped + ") after " + s.elapsed.Round(100*time.Millisecond).String()
-	}
-	rate := float64(s.sent+s.failed) / max(s.elapsed.Seconds(), 0.001)
-	fmt.Fprintf(w, "\n%s: %d messages, %.1f msgs/s\n", head, s.n, rate)
-	fmt.Fprintf(w, "  sent        %4d  each created exactly once at the fake", s.sent)
-	if s.reconciled > 0 {
-		fmt.Fprintf(w, "; %d after a \"500 after create\", found by reconciliation instead of sent twice", s.reconciled)
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  reconciled  %4d\n", s.reconciled)
-	fmt.Fprintf(w, "  failed      %4d  archived, not retried\n", s.failed)
-	reasons := make([]string, 0, len(s.reasons))
-	for r := range s.reasons {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(w, "                    %d × %s\n", s.reasons[r], r)
-	}
-	if s.unfinished > 0 {
-		fmt.Fprintf(w, "  unfinished  %4d  still queued or retrying\n", s.unfinished)
-	}
-	if s.duplicates > 0 {
-		fmt.Fprintf(w, "  DUPLICATES  %4d  created more than once at the fake\n", s.duplicates)
-	}
-	if s.unexpected > 0 {
-		fmt.Fprintf(w, "  unexpected  %4d  ended differently than the demo intended\n", s.unexpected)
-	}
-	if len(s.faults) > 0 {
-		kinds := make([]string, 0, len(s.faults))
-		for k := range s.faults {
-			kinds = append(kinds, k)
-		}
-		sort.Strings(kinds)
-		parts := make([]string, len(kinds))
-		for i, k := range kinds {
-			parts[i] = fmt.Sprintf("%s ×%d", k, s.faults[k])
-		}
-		fmt.Fprintf(w, "  faults served by the fake (retried or reconciled): %s\n", strings.Join(parts, ", "))
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// isTerminal reports whether w is a character device (a terminal), where the progress line
-// can be redrawn in place.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// terminal redraws one progress line on stdout and keeps log lines (stderr, same screen) from
-// being written into the middle of it. Its methods are no-ops on a nil *terminal.
-type terminal struct {
-	mu   sync.Mutex
-	out  io.Writer
-	line string
-}
-
-func (t *terminal) progress(line string) {
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	fmt.Fprint(t.out, "\r\033[K"+line)
-	t.line = line
-}
-
-// clear ends the progress line, leaving its last state on screen.
-func (t *terminal) clear() {
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.line != "" {
-		fmt.Fprintln(t.out)
-		t.line = ""
-	}
-}
-
-// logWriter wraps the log output: the progress line is erased before a log line and drawn again
-// after it.
-func (t *terminal) logWriter(w io.Writer) io.Writer {
-	return writerFunc(func(p []byte) (int, error) {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.line != "" {
-			fmt.Fprint(t.out, "\r\033[K")
-		}
-		n, err := w.Write(p)
-		if t.line != "" {
-			fmt.Fprint(t.out, t.line)
-		}
-		return n, err
-	})
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

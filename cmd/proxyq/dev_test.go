@@ -21,6 +21,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/proxyq/proxyq/internal/devmode"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
@@ -173,7 +174,7 @@ func atoi(t *testing.T, s string) int {
 func expectedDemoFailures(n int) int {
 	k := 0
 	for i := 0; i < n; i++ {
-		if demoFailure(i) != "" {
+		if devmode.Failure(i) != "" {
 			k++
 		}
 	}
@@ -236,7 +237,7 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 		if err != nil || o == nil || o.State != tasks.OutcomeSent || !strings.HasPrefix(o.InteractionSID, "KI") {
 			t.Errorf("completed %s: outcome %+v, %v; want sent with an interaction SID", ti.ID, o, err)
 		}
-		if r := demoFailure(index(ti.ID)); r != "" {
+		if r := devmode.Failure(index(ti.ID)); r != "" {
 			t.Errorf("completed %s was meant to fail (%s)", ti.ID, r)
 		}
 		// The fake's signed status callbacks reached dev's callback route: every sent message
@@ -254,7 +255,7 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 	wantCode := map[string]int{"unknown participant": 20404, "closed session": 80607}
 	for _, ti := range archived {
 		o, err := tasks.ParseOutcome(ti.Result)
-		reason := demoFailure(index(ti.ID))
+		reason := devmode.Failure(index(ti.ID))
 		if err != nil || o == nil || o.State != tasks.OutcomeFailed || o.ErrorCode != wantCode[reason] {
 			t.Errorf("archived %s (meant: %q): outcome %+v, %v; want failed with code %d", ti.ID, reason, o, err, wantCode[reason])
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/proxyq/proxyq/tasks"
+	"github.com/proxyq/proxyq/tasks/jsonl"
 )
 
 const enqueueDoc = `
@@ -83,24 +83,21 @@ type enqueueFlags struct {
 	set                                 map[string]bool
 }
 
-// problem is one invalid field of one message. line is 0 in flag mode.
-type problem struct {
-	line  int
-	field string
-	rule  string
-}
+// problem is one invalid field of one message. Line is 0 in flag mode.
+type problem = jsonl.Problem
 
-func (p problem) String() string {
-	if p.line == 0 {
-		name := p.field
-		if f, ok := flagOfField[p.field]; ok {
+// problemText names the flag behind the field in flag mode, the line in file mode.
+func problemText(p problem) string {
+	if p.Line == 0 {
+		name := p.Field
+		if f, ok := flagOfField[p.Field]; ok {
 			name = f
-		} else if strings.HasPrefix(p.field, "media_url[") {
-			name = "--media-url " + strings.TrimPrefix(p.field, "media_url")
+		} else if strings.HasPrefix(p.Field, "media_url[") {
+			name = "--media-url " + strings.TrimPrefix(p.Field, "media_url")
 		}
-		return name + ": " + p.rule
+		return name + ": " + p.Rule
 	}
-	return fmt.Sprintf("line %d: %s: %s", p.line, p.field, p.rule)
+	return p.String()
 }
 
 func runEnqueue(ctx context.Context, m *Main, args []string) error {
@@ -183,7 +180,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	var lines []int // input line of each message (0 in flag mode)
 	var problems []problem
 	if f.set["file"] {
-		msgs, lines, problems, err = m.readMessageLines(enq, f.file, base)
+		msgs, lines, problems, err = m.readMessageFile(enq, f.file, base)
 		if err != nil {
 			return err
 		}
@@ -201,7 +198,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	}
 	problems = append(problems, unknownAccountProblems(known, msgs, lines)...)
 	if len(problems) == 0 {
-		problems = batchProblems(enq.CheckBatch(msgs), lines)
+		problems = jsonl.BatchProblems(enq.CheckBatch(msgs), lines)
 	}
 	if len(problems) > 0 {
 		return reportProblems(m, problems, f.set["file"])
@@ -218,7 +215,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		var batchErr *tasks.BatchError
 		if errors.As(err, &batchErr) && batchErr.Index < len(lines) {
 			// CheckBatch passed, so this is a rule only the batch checks.
-			return reportProblems(m, batchProblems(err, lines), f.set["file"])
+			return reportProblems(m, jsonl.BatchProblems(err, lines), f.set["file"])
 		}
 		done := 0
 		for _, r := range results {
@@ -238,14 +235,14 @@ func reportProblems(m *Main, problems []problem, fromFile bool) error {
 			fmt.Fprintf(m.Stderr, "… and %d more problems\n", len(problems)-maxShown)
 			break
 		}
-		fmt.Fprintln(m.Stderr, p.String())
+		fmt.Fprintln(m.Stderr, problemText(p))
 	}
 	if !fromFile {
 		return usagef("invalid message; nothing was enqueued")
 	}
 	bad := map[int]bool{}
 	for _, p := range problems {
-		bad[p.line] = true
+		bad[p.Line] = true
 	}
 	return usagef("%d invalid line(s); nothing was enqueued", len(bad))
 }
@@ -293,40 +290,18 @@ func messageFromFlags(enq *tasks.Enqueuer, f enqueueFlags, base []tasks.Option) 
 		Body: f.body, MediaURLs: f.media, AccountSID: f.account}
 	if f.set["ordering-key"] {
 		if err := tasks.ValidateOrderingKey(f.orderingKey); err != nil {
-			return tasks.Message{}, problemsOf(0, err), nil
+			return tasks.Message{}, jsonl.ProblemsOf(0, err), nil
 		}
 		p.OrderingKey = f.orderingKey
 	}
 	if _, _, err := enq.Prepare(p, opts...); err != nil {
-		return tasks.Message{}, problemsOf(0, err), nil
+		return tasks.Message{}, jsonl.ProblemsOf(0, err), nil
 	}
 	return tasks.Message{Payload: p, Options: opts}, nil, nil
 }
 
-// problemsOf turns a validation error from tasks into problems for one line.
-func problemsOf(line int, err error) []problem {
-	var many tasks.ValidationErrors
-	var one *tasks.ValidationError
-	switch {
-	case errors.As(err, &many):
-		out := make([]problem, len(many))
-		for i, v := range many {
-			out[i] = problem{line, v.Field, v.Rule}
-		}
-		return out
-	case errors.As(err, &one):
-		return []problem{{line, one.Field, one.Rule}}
-	case errors.Is(err, tasks.ErrPayloadTooLarge):
-		return []problem{{line, "payload", fmt.Sprintf("must be at most %d bytes of JSON", tasks.MaxPayloadBytes)}}
-	default:
-		return []problem{{line, "payload", err.Error()}}
-	}
-}
-
-// readMessageLines reads and validates every JSON line of path ("-": stdin). It returns the
-// messages with their line numbers, or the problems of every bad line; err is for a file that
-// cannot be read.
-func (m *Main) readMessageLines(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]tasks.Message, []int, []problem, error) {
+// readMessageFile reads the JSON lines of path ("-": stdin) with package jsonl.
+func (m *Main) readMessageFile(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]tasks.Message, []int, []problem, error) {
 	var r io.Reader = m.Stdin
 	if path != "-" {
 		file, err := os.Open(path)
@@ -336,164 +311,9 @@ func (m *Main) readMessageLines(enq *tasks.Enqueuer, path string, base []tasks.O
 		defer file.Close()
 		r = file
 	}
-	lr := newLineReader(r, tasks.MaxPayloadBytes)
-	var msgs []tasks.Message
-	var lines []int
-	var problems []problem
-	for n := 1; ; n++ {
-		line, tooLong, err := lr.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("read --file: %w", err)
-		}
-		if n == 1 {
-			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
-		}
-		if tooLong {
-			problems = append(problems, problem{n, "payload", fmt.Sprintf("line is longer than %d bytes", tasks.MaxPayloadBytes)})
-			continue
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		// A key on several lines is judged by the batch (tasks.Enqueuer.CheckBatch): the same
-		// message is one message, a different one a problem naming both lines.
-		msg, _, probs := parseMessageLine(enq, n, line, base)
-		if len(probs) > 0 {
-			problems = append(problems, probs...)
-			continue
-		}
-		msgs = append(msgs, msg)
-		lines = append(lines, n)
+	msgs, lines, problems, err := jsonl.Read(r, enq, base)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("read --file: %w", err)
 	}
 	return msgs, lines, problems, nil
-}
-
-// lineExtraKeys are the keys a JSON line may carry besides the payload's.
-var lineExtraKeys = map[string]bool{"idempotency_key": true, "send_at": true, "queue": true}
-
-// parseMessageLine splits one JSON line into the payload (validated by tasks.Decode, with its
-// exact-key rules) and the enqueue options, and prepares the message. It returns the problems
-// of the line, if any.
-func parseMessageLine(enq *tasks.Enqueuer, n int, line []byte, base []tasks.Option) (tasks.Message, string, []problem) {
-	bad := func(field, rule string) (tasks.Message, string, []problem) {
-		return tasks.Message{}, "", []problem{{n, field, rule}}
-	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return bad("payload", "must be a JSON object")
-	}
-	var payload bytes.Buffer
-	payload.WriteByte('{')
-	extras := map[string]string{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return bad("payload", "is not valid JSON: "+err.Error())
-		}
-		key, _ := tok.(string)
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return bad("payload", "is not valid JSON: "+err.Error())
-		}
-		if !lineExtraKeys[key] {
-			if payload.Len() > 1 {
-				payload.WriteByte(',')
-			}
-			k, _ := json.Marshal(key)
-			payload.Write(k)
-			payload.WriteByte(':')
-			payload.Write(value)
-			continue
-		}
-		if _, dup := extras[key]; dup {
-			return bad(key, "must appear only once")
-		}
-		var s string
-		if err := json.Unmarshal(value, &s); err != nil {
-			return bad(key, "must be a JSON string")
-		}
-		extras[key] = s
-	}
-	if _, err := dec.Token(); err != nil {
-		return bad("payload", "is not valid JSON: "+err.Error())
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return bad("payload", "must be a single JSON object per line")
-	}
-	payload.WriteByte('}')
-
-	p, err := tasks.Decode(payload.Bytes())
-	if err != nil {
-		return tasks.Message{}, "", problemsOf(n, err)
-	}
-	opts := append([]tasks.Option(nil), base...)
-	if q, ok := extras["queue"]; ok {
-		opts = append(opts, tasks.Queue(q))
-	}
-	if at, ok := extras["send_at"]; ok {
-		t, err := time.Parse(time.RFC3339, at)
-		if err != nil {
-			return bad("send_at", "must be an RFC 3339 time such as 2025-01-02T15:04:05Z")
-		}
-		opts = append(opts, tasks.ProcessAt(t))
-	}
-	key, hasKey := extras["idempotency_key"]
-	if hasKey {
-		opts = append(opts, tasks.IdempotencyKey(key))
-	}
-	if _, _, err := enq.Prepare(p, opts...); err != nil {
-		return tasks.Message{}, "", problemsOf(n, err)
-	}
-	return tasks.Message{Payload: p, Options: opts}, key, nil
-}
-
-// lineReader reads lines of at most max bytes (newline excluded) without holding a longer one
-// in memory: the rest of an over-long line is skipped and reported.
-type lineReader struct {
-	r   *bufio.Reader
-	max int
-}
-
-func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
-}
-
-// next returns the next line without its line ending, or tooLong (and no line) when it was
-// longer than max. It returns io.EOF after the last line.
-func (lr *lineReader) next() (line []byte, tooLong bool, err error) {
-	var buf []byte
-	read := false
-	for {
-		chunk, err := lr.r.ReadSlice('\n')
-		read = read || len(chunk) > 0
-		if !tooLong {
-			buf = append(buf, chunk...)
-			if len(buf) > lr.max+2 { // room for "\r\n"
-				tooLong, buf = true, nil
-			}
-		}
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF):
-			if !read {
-				return nil, false, io.EOF
-			}
-		case err != nil:
-			return nil, false, err
-		}
-		break
-	}
-	if tooLong {
-		return nil, true, nil
-	}
-	buf = bytes.TrimSuffix(buf, []byte("\n"))
-	buf = bytes.TrimSuffix(buf, []byte("\r"))
-	if len(buf) > lr.max {
-		return nil, true, nil
-	}
-	return buf, false, nil
 }

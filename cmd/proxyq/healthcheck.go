@@ -3,19 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
-	"strings"
 	"time"
-	"unicode"
+
+	"github.com/proxyq/proxyq/internal/adminhttp"
 )
 
 const (
 	defaultHealthcheckURL     = "http://127.0.0.1:9090/readyz"
 	defaultHealthcheckTimeout = 2 * time.Second
-	// healthcheckBodyLimit bounds how much of the answer is read for the printed reason.
-	healthcheckBodyLimit = 512
 )
 
 const healthcheckDoc = `
@@ -56,55 +52,10 @@ func runHealthcheck(ctx context.Context, m *Main, args []string) error {
 		return usagef("--timeout=%v: want a positive duration such as 2s", *timeout)
 	}
 	shown := u.Redacted() // never print a password given in the URL
-
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	reason, err := adminhttp.Probe(ctx, u, *timeout)
 	if err != nil {
-		return usagef("--url=%q: %v", shown, err)
-	}
-	req.Header.Set("User-Agent", "proxyq-healthcheck")
-	client := &http.Client{
-		// A zero Transport's Proxy is nil: HTTP_PROXY and friends are ignored. No keep-alive:
-		// the process exits right after.
-		Transport:     &http.Transport{DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		// *url.Error already names the method and URL, redacted.
-		return fmt.Errorf("unhealthy: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, healthcheckBodyLimit))
-	reason := resp.Status
-	if s := oneLine(body); s != "" {
-		reason += ": " + s
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("unhealthy: GET %s: %s", shown, reason)
+		return err
 	}
 	fmt.Fprintf(m.Stdout, "healthy: GET %s: %s\n", shown, reason)
 	return nil
-}
-
-// oneLine makes a probe's answer printable on one line: whitespace runs become one space and
-// other control characters are dropped.
-func oneLine(b []byte) string {
-	var sb strings.Builder
-	space := false
-	for _, r := range strings.ToValidUTF8(string(b), "?") {
-		switch {
-		case unicode.IsSpace(r):
-			space = true
-		case unicode.IsControl(r):
-		default:
-			if space && sb.Len() > 0 {
-				sb.WriteByte(' ')
-			}
-			space = false
-			sb.WriteRune(r)
-		}
-	}
-	return sb.String()
 }

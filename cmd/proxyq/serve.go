@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/httpapi"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
 )
@@ -123,7 +123,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 
 	// All configuration is read and checked before anything starts: a bad value exits 2.
-	log, err := m.loggerFromEnv()
+	log, err := m.logger("")
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 
 	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
 	if err != nil {
-		return usageError{serveConfigError(err)}
+		return usageError{envconfig.APIError(err)}
 	}
 	if f.dashboard {
 		// The API's bearer check runs before any mounted handler, so the console's own
@@ -259,47 +259,13 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	return nil
 }
 
-// serveConfigFromEnv reads the API's configuration: bearer tokens, the queue allow-list, the
-// producer options and the shutdown timeout. Errors are usageErrors naming the variable.
+// serveConfigFromEnv reads the API's configuration (envconfig.API), Redis, the accounts, the
+// status callbacks and the producer options. Errors are usageErrors naming the variable.
 func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 	var s serveSettings
-	tokens, err := httpapi.LoadTokens(m.Getenv("PROXYQ_API_TOKENS"), strings.TrimSpace(m.Getenv("PROXYQ_API_TOKENS_FILE")))
-	switch {
-	case errors.Is(err, httpapi.ErrNoTokens):
-		return s, usagef("no API bearer token: set PROXYQ_API_TOKENS (comma separated) or PROXYQ_API_TOKENS_FILE (a file with one token per line); the API never runs open")
-	case err != nil:
+	var err error
+	if s.api, s.shutdownTimeout, err = envconfig.API(m.Getenv, defaultServeShutdownTimeout); err != nil {
 		return s, usageError{err}
-	}
-	s.api.Tokens = tokens
-
-	e := m.env()
-	// The allow-list is the workers' queues: a message on a queue no worker reads would
-	// never be sent. The names are sorted so logs and error messages are stable.
-	queues := worker.DefaultQueues()
-	if q := e.str("PROXYQ_QUEUES", ""); q != "" {
-		if queues, err = worker.ParseQueues(q); err != nil {
-			return s, usagef("PROXYQ_QUEUES=%q: %v", q, err)
-		}
-	}
-	for name := range queues {
-		s.api.Queues = append(s.api.Queues, name)
-	}
-	sort.Strings(s.api.Queues)
-
-	s.shutdownTimeout = e.duration("PROXYQ_SHUTDOWN_TIMEOUT", defaultServeShutdownTimeout)
-	if e.err != nil {
-		return s, e.err
-	}
-	if s.shutdownTimeout == 0 {
-		s.shutdownTimeout = defaultServeShutdownTimeout // 0 means the default, as for the worker
-	}
-	// PROXYQ_SEND_WITHIN is not applied here: it would stamp a send_before that differs on
-	// each retry of a keyed POST (see httpapi.Config.EnqueueOptions); the worker applies it.
-	if s.api.EnqueueOptions, err = m.enqueueOptionsFromEnv(); err != nil {
-		return s, err
-	}
-	if err := s.api.Validate(); err != nil {
-		return s, usageError{serveConfigError(err)}
 	}
 	if s.redis, err = m.redisFromEnv(); err != nil {
 		return s, err
@@ -317,21 +283,6 @@ func (m *Main) serveConfigFromEnv() (serveSettings, error) {
 		return s, err
 	}
 	return s, nil
-}
-
-// serveConfigError names the environment variable behind an httpapi.Config field.
-func serveConfigError(err error) error {
-	var ce *httpapi.ConfigError
-	if !errors.As(err, &ce) {
-		return err
-	}
-	switch field := ce.Field; {
-	case strings.HasPrefix(field, "Tokens"):
-		return fmt.Errorf("PROXYQ_API_TOKENS / PROXYQ_API_TOKENS_FILE: %s %s", field, ce.Rule)
-	case strings.HasPrefix(field, "Queues"):
-		return fmt.Errorf("PROXYQ_QUEUES: %s", ce.Rule)
-	}
-	return err
 }
 
 // dropMessageCore drops log entries whose message starts with prefix and passes the rest on.

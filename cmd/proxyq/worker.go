@@ -15,6 +15,7 @@ import (
 
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
 )
@@ -109,7 +110,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency // one kept connection per concurrent send
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
-		return usageError{clientConfigError(err)}
+		return usageError{envconfig.ClientError(err)}
 	}
 	log.Info("proxy api", zap.String("endpoint", api.Endpoint()), zap.String("account", api.AccountKey()))
 	// asynq's queue collector reports Redis errors through the standard logger: keep them in
@@ -211,7 +212,7 @@ func closeAdmin(admin *adminhttp.Server, log *zap.Logger) {
 // applies the flags over it. adminAddr is "" when the admin server is off. Errors are
 // usageErrors naming the variable or flag.
 func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, string, error) {
-	wcfg, err := m.rawWorkerConfigFromEnv()
+	wcfg, err := usage(envconfig.RawWorker(m.Getenv))
 	if err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
@@ -239,7 +240,7 @@ func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, s
 	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}
-	wcfg, err = finishWorkerConfig(wcfg, flagOf)
+	wcfg, err = usage(envconfig.FinishWorker(wcfg, flagOf))
 	if err != nil {
 		return wcfg, proxyclient.Config{}, "", err
 	}

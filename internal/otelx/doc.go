@@ -5,7 +5,8 @@
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set (or with
 // OTEL_SDK_DISABLED=true, or OTEL_TRACES_EXPORTER=none) Start installs nothing, and every span
 // the other packages start is OpenTelemetry's no-op. When on, spans are batched and exported
-// over OTLP (http/protobuf by default, http/json or grpc by OTEL_EXPORTER_OTLP_PROTOCOL) or
+// over OTLP (http/protobuf by default, http/json by OTEL_EXPORTER_OTLP_PROTOCOL; grpc only in a
+// binary built with -tags otlpgrpc, which keeps gRPC's packages out of the default build) or
 // printed to stderr (OTEL_TRACES_EXPORTER=console); the exporters read their other variables
 // (headers, timeout, TLS, compression) themselves, and the SDK reads OTEL_TRACES_SAMPLER,
 // OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_* and OTEL_RESOURCE_ATTRIBUTES. A malformed value of a

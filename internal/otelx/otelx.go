@@ -12,7 +12,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
@@ -24,7 +23,8 @@ import (
 type Config struct {
 	// Exporters are "otlp" and/or "console"; empty means tracing is off.
 	Exporters []string
-	// Protocol is the OTLP protocol: "http/protobuf", "http/json" or "grpc".
+	// Protocol is the OTLP protocol: "http/protobuf" or "http/json" ("grpc" too in a binary
+	// built with -tags otlpgrpc).
 	Protocol string
 	// EndpointURL is the full URL spans are sent to ("" = the exporter's default,
 	// http://localhost:4318/v1/traces or localhost:4317).
@@ -81,9 +81,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	switch c.Protocol {
 	case "":
 		c.Protocol = "http/protobuf"
-	case "http/protobuf", "http/json", "grpc":
+	case "http/protobuf", "http/json":
+	case "grpc":
+		if newGRPCExporter == nil {
+			return Config{}, fmt.Errorf("%s=%q: this proxyq exports spans over OTLP/HTTP only: want http/protobuf (the default) or http/json, "+
+				"with the collector's HTTP port (4318); gRPC needs a binary built with -tags otlpgrpc", protoVar, c.Protocol)
+		}
 	default:
-		return Config{}, fmt.Errorf("%s=%q: want http/protobuf, http/json or grpc", protoVar, c.Protocol)
+		return Config{}, fmt.Errorf("%s=%q: want %s", protoVar, c.Protocol, supportedProtocols())
 	}
 
 	// The exporters read these variables too, but from the process environment; reading them
@@ -185,12 +190,8 @@ func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer
 	if kind == "console" {
 		return stdouttrace.New(stdouttrace.WithWriter(console))
 	}
-	if cfg.Protocol == "grpc" {
-		var opts []otlptracegrpc.Option
-		if cfg.EndpointURL != "" {
-			opts = append(opts, otlptracegrpc.WithEndpointURL(cfg.EndpointURL))
-		}
-		exp, err := otlptracegrpc.New(ctx, opts...)
+	if cfg.Protocol == "grpc" && newGRPCExporter != nil {
+		exp, err := newGRPCExporter(ctx, cfg.EndpointURL)
 		if err != nil {
 			return nil, fmt.Errorf("OTLP grpc trace exporter: %w", err)
 		}
@@ -208,6 +209,19 @@ func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer
 		return nil, fmt.Errorf("OTLP http trace exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// newGRPCExporter builds the OTLP gRPC exporter; it is nil unless the binary is built with
+// -tags otlpgrpc (grpc.go). The default build leaves gRPC out: it was 66 of the binary's ~300
+// non-standard packages, for one exporter, and OTLP over HTTP is the specification's default.
+var newGRPCExporter func(ctx context.Context, endpointURL string) (sdktrace.SpanExporter, error)
+
+// supportedProtocols is the list of OTEL_EXPORTER_OTLP_PROTOCOL values this build accepts.
+func supportedProtocols() string {
+	if newGRPCExporter != nil {
+		return "http/protobuf, http/json or grpc"
+	}
+	return "http/protobuf or http/json (grpc needs a build with -tags otlpgrpc)"
 }
 
 // ShutdownTimeout bounds the final flush of Shutdown.

@@ -39,8 +39,6 @@ func TestConfigFromEnv(t *testing.T) {
 			enabled: true, endpoint: "http://collector:4318/v1/traces", protocol: "http/protobuf", exporters: "otlp"},
 		{name: "traces endpoint used as is", env: []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c.example/custom", "OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"},
 			enabled: true, endpoint: "https://c.example/custom", protocol: "http/protobuf", exporters: "otlp"},
-		{name: "grpc: no path", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"},
-			enabled: true, endpoint: "http://collector:4317", protocol: "grpc", exporters: "otlp"},
 		{name: "traces protocol wins", env: []string{"OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"},
 			enabled: true, protocol: "http/json", exporters: "otlp"},
 		{name: "exporter otlp alone: default endpoint", env: []string{"OTEL_TRACES_EXPORTER", "otlp"}, enabled: true, protocol: "http/protobuf", exporters: "otlp"},
@@ -270,5 +268,34 @@ func TestShutdownBoundedWhenCollectorFails(t *testing.T) {
 			t.Errorf("%s: spans lost without an error from Shutdown or the error handler", url)
 		}
 		mu.Unlock()
+	}
+}
+
+// TestGRPCProtocolNeedsTheBuildTag: the default build has no gRPC exporter, and asking for one
+// is an error naming the variable and what is supported; with -tags otlpgrpc it is accepted and
+// the endpoint is used without a signal path, as the specification says for gRPC.
+func TestGRPCProtocolNeedsTheBuildTag(t *testing.T) {
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"} {
+		c, err := ConfigFromEnv(envOf("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317", v, "grpc"))
+		if newGRPCExporter == nil {
+			if err == nil {
+				t.Fatalf("%s=grpc accepted by a build without gRPC: %+v", v, c)
+			}
+			for _, want := range []string{v + `="grpc"`, "http/protobuf", "http/json", "-tags otlpgrpc"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%s=grpc: error %q does not say %q", v, err, want)
+				}
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s=grpc with -tags otlpgrpc: %v", v, err)
+		}
+		if c.Protocol != "grpc" || c.EndpointURL != "http://collector:4317" {
+			t.Errorf("%s=grpc: got %+v", v, c)
+		}
+		if _, err := newExporter(context.Background(), c, "otlp", nil); err != nil {
+			t.Errorf("grpc exporter: %v", err)
+		}
 	}
 }

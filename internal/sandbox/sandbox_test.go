@@ -1,4 +1,4 @@
-package main
+package sandbox
 
 import (
 	"net/http"
@@ -8,18 +8,16 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
-
-	"github.com/proxyq/proxyq/proxyclient/proxytest"
 )
 
 func TestSandboxServiceLimitsAndAccounts(t *testing.T) {
 	t.Parallel()
 	const user, secret = "AC0000000000000000000000000000000a", "s3cret"
-	f := defaultSandboxFlags()
-	f.limits.serviceRate = 0.2 // one request per 5 s window
-	f.limits.accounts = repeated{user + "=" + secret}
-	f.limits.accountConcurrency = repeated{user + "=5"}
-	fake, _, err := newSandboxFake(f, zap.NewNop())
+	f := testSettings()
+	f.Limits.ServiceRate = 0.2 // one request per 5 s window
+	f.Limits.Accounts = []string{user + "=" + secret}
+	f.Limits.AccountConcurrency = []string{user + "=5"}
+	fake, _, err := f.NewFake(zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,22 +45,30 @@ func TestSandboxServiceLimitsAndAccounts(t *testing.T) {
 	if got := create(user, secret); got != 429 {
 		t.Errorf("second create in the window: %d, want 429 (80621)", got)
 	}
-	for _, bad := range []sandboxLimitFlags{
-		{serviceRate: -1}, {serviceLimits: repeated{"KSx=3"}}, {accounts: repeated{"nobody=" + secret}},
-		{accountConcurrency: repeated{user + "=lots"}},
+	for _, bad := range []Limits{
+		{ServiceRate: -1}, {ServiceLimits: []string{"KSx=3"}}, {Accounts: []string{"nobody=" + secret}},
+		{AccountConcurrency: []string{user + "=lots"}},
 	} {
-		g := defaultSandboxFlags()
-		g.limits = bad
-		_, _, err := newSandboxFake(g, zap.NewNop())
+		g := testSettings()
+		g.Limits = bad
+		_, _, err := g.NewFake(zap.NewNop())
 		if err == nil || strings.Contains(err.Error(), secret) {
 			t.Errorf("%+v: err = %v", bad, err)
 		}
 	}
 }
 
-// defaultSandboxFlags are the flags' defaults, as `proxyq sandbox` parses them with no arguments.
-func defaultSandboxFlags() sandboxFlags {
-	return sandboxFlags{addr: ":0", listOrder: "oldest-first", callbackDelay: proxytest.DefaultCallbackDelay,
-		callbackAttempts: proxytest.DefaultCallbackAttempts, callbackTimeout: proxytest.DefaultCallbackTimeout,
-		errorCodes: "30003,30005,30006,30007", advanceStatus: true}
+// testSettings are the flags' defaults, as `proxyq sandbox` parses them with no arguments, on
+// a free port.
+func testSettings() Settings {
+	s := Defaults()
+	s.Addr = ":0"
+	return s
 }
+
+// SIDs of one participant.
+const (
+	ks = "KS00000000000000000000000000000001"
+	kc = "KC00000000000000000000000000000001"
+	kp = "KP00000000000000000000000000000001"
+)
