@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -27,32 +28,26 @@ var nan = math.NaN()
 // n over the time from Start to the last completion. (A 10%–90% slope would be quantised by the
 // latency-sized waves of a run with high latency; over the whole run the start-up of the pool
 // is counted, which is part of what a user waits for.)
-func (b *bencher) throughput(ctx context.Context, scenario int, side string, fake *fakeAPI, n, concurrency int, o proxyqOptions) (float64, error) {
+func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fake *fakeAPI, n, concurrency int) (float64, error) {
 	if err := b.redis.flush(ctx); err != nil {
 		return 0, err
 	}
 	fake.reset()
-	enq := tasks.NewEnqueuer(b.redis.opt)
-	defer enq.Close()
+	side, o, m := c.side, c.o, cmp.Or(c.m, mixNarrow)
 	name := side
 	if side == sideProxyq && o.DequeueLoops > 0 {
 		name = fmt.Sprintf("%s-%dloop", side, o.DequeueLoops)
 	}
-	run := fmt.Sprintf("s%d-%s", scenario, name)
-	if err := enqueueAll(ctx, enq, run, n); err != nil {
+	if m != mixNarrow {
+		name = string(m) + "-" + name
+	}
+	if err := b.enqueueMix(ctx, m, side, fmt.Sprintf("s%d-%s", scenario, name), n); err != nil {
 		return 0, err
 	}
-	var r runner
-	switch side {
-	case sideProxyq:
-		o.Concurrency = concurrency
-		w, err := newProxyq(b.redis.opt, fake.URL, o)
-		if err != nil {
-			return 0, err
-		}
-		r = w
-	default:
-		r = newPeer(b.redis.opt, fake.URL, concurrency)
+	o.Concurrency = concurrency
+	r, err := b.newRunner(m, side, cmp.Or(c.api, fake.URL), o)
+	if err != nil {
+		return 0, err
 	}
 	rdb := b.redis.client()
 	defer rdb.Close()
@@ -79,17 +74,20 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 // compare runs both sides in turn, z.repeats times, and returns each side's best throughput:
 // the machine may be shared, and a run slowed by someone else says nothing about the code.
 func (b *bencher) compare(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, o proxyqOptions) (proxyq, peer float64, err error) {
-	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{sideProxyq, o}, contender{sidePeer, o})
+	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{side: sideProxyq, o: o}, contender{side: sidePeer, o: o})
 	if err != nil {
 		return 0, 0, err
 	}
 	return best[0], best[1], nil
 }
 
-// contender is one pool a comparison runs: a side, and proxyq's options for it.
+// contender is one pool a comparison runs: a side, proxyq's options for it, the mix it is given
+// (default narrow) and the API it sends to (default the comparison's fake).
 type contender struct {
 	side string
 	o    proxyqOptions
+	m    mix
+	api  string
 }
 
 // bestOf runs the contenders in turn, z.repeats times, so that a slow spell of the machine hits
@@ -98,7 +96,7 @@ func (b *bencher) bestOf(ctx context.Context, scenario int, fake *fakeAPI, n, co
 	best := make([]float64, len(cs))
 	for range b.z.repeats {
 		for i, c := range cs {
-			rate, err := b.throughput(ctx, scenario, c.side, fake, n, concurrency, c.o)
+			rate, err := b.throughput(ctx, scenario, c, fake, n, concurrency)
 			if err != nil {
 				return nil, err
 			}

@@ -78,6 +78,13 @@ func ReservationKey(idempotencyKey string) string { return "proxyq:{idem:" + ide
 // enqueue until the task is deleted, whatever its state. TestAsynqTaskKeyLayout pins it.
 func asynqTaskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
+// ReservationLife is how long the reservation of a message due at once, with no send_before,
+// lives: what an idempotency key costs Redis in time (proxyq bench's sizing).
+func ReservationLife(retention time.Duration) time.Duration {
+	now := time.Now()
+	return reservationTTL(now, now, nil, retention)
+}
+
 // reservationTTL is how long the reservation of a message due at sendAt should live.
 func reservationTTL(now, sendAt time.Time, sendBefore *time.Time, retention time.Duration) time.Duration {
 	end := sendAt
