@@ -335,9 +335,8 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	// LedgerTTL on average; the idempotency reservation and the delivery index for their own.
 	days := func(d time.Duration) float64 { return d.Hours() / 24 }
 	lives := map[string]float64{
-		"proxyq claims":                  days(worker.DefaultLedgerTTL + 12*time.Hour),
-		"proxyq idempotency reservation": days(tasks.ReservationLife(tasks.DefaultRetention)),
-		"delivery interaction index":     days(delivery.DefaultIndexTTL),
+		"proxyq claims":              days(worker.DefaultLedgerTTL + 12*time.Hour),
+		"delivery interaction index": days(delivery.DefaultIndexTTL),
 	}
 	perDay := func(s sideCost) float64 {
 		var gb float64
@@ -403,7 +402,9 @@ type remoteFake struct {
 }
 
 // startRemoteFake starts the fake in a child process and reads its URL from its first line.
-func (b *bencher) startRemoteFake() (*remoteFake, error) { return b.startRemote(childArgs{Side: "fake"}) }
+func (b *bencher) startRemoteFake() (*remoteFake, error) {
+	return b.startRemote(childArgs{Side: "fake"})
+}
 
 // startRemote starts a child that serves HTTP (the fake, the callback endpoint) and reads its
 // URL from its first line.

@@ -179,9 +179,6 @@ type prepared struct {
 	aopts  []asynq.Option
 	key    string // idempotency key, "" for none
 	intent Intent
-	// life is how long the reservation of key should last: until the task is due, its
-	// deadline, its retention, plus a margin (see reservationTTL).
-	life time.Duration
 }
 
 // prepare is Prepare at a given now, so a batch judges all its messages at one instant.
@@ -240,7 +237,6 @@ func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, 
 	if !o.processAt.IsZero() || o.processIn > 0 {
 		pr.intent.SendAt = sendAt
 	}
-	pr.life = reservationTTL(now, sendAt, p.SendBefore, o.retention)
 	return pr, nil
 }
 
