@@ -622,3 +622,68 @@ func BenchmarkLimiterAcquireRelease(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLimiterFleet is scenario 6's load on the limiter alone: three processes, each with
+// as many runs as its concurrency waiting on a cap of 20 held 100ms each, every run giving up
+// after LimiterMaxWait (2s) as the handler does. It reports the cap's utilisation, the share of
+// acquisitions that gave up (a message sent back to the queue) and the longest wait.
+//
+//	go test ./worker -run '^$' -bench LimiterFleet -benchtime 1x
+func BenchmarkLimiterFleet(b *testing.B) {
+	for range b.N {
+		util, gaveUp, longest, calls := runFleetWait(b, 20, 50, 100*time.Millisecond, DefaultLimiterMaxWait)
+		b.ReportMetric(util, "util")
+		b.ReportMetric(gaveUp, "gaveup/acq")
+		b.ReportMetric(longest.Seconds(), "maxwait-s")
+		b.ReportMetric(calls, "calls/acq")
+	}
+}
+
+func runFleetWait(b *testing.B, capacity, waiters int, hold, maxWait time.Duration) (util, gaveUp float64, longest time.Duration, calls float64) {
+	const (
+		processes = 3
+		think     = 2 * time.Millisecond // after a release: recording, the next dequeue
+		duration  = 5 * time.Second
+	)
+	db := redistest.NewDB(b)
+	admin := db.Client(b)
+	ctx := context.Background()
+	statsBefore := limiterCalls(b, admin)
+	var acquired, limited, longestNs atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(duration)
+	for i := range processes {
+		l := newAccountLimiter(db.Client(b), AccountLimits{MaxInFlight: capacity}, nil, nil)
+		for w := range waiters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; time.Now().Before(stop); n++ {
+					began := time.Now()
+					p, err := l.Acquire(ctx, limAccount, fmt.Sprintf("p%d-w%d-%d", i, w, n), maxWait)
+					waited := int64(time.Since(began))
+					for {
+						old := longestNs.Load()
+						if waited <= old || longestNs.CompareAndSwap(old, waited) {
+							break
+						}
+					}
+					if err != nil {
+						limited.Add(1)
+						time.Sleep(think)
+						continue
+					}
+					acquired.Add(1)
+					time.Sleep(hold)
+					p.Release(false)
+					time.Sleep(think)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	n := acquired.Load()
+	cmds := limiterCalls(b, admin) - statsBefore
+	return float64(n) * hold.Seconds() / (float64(capacity) * duration.Seconds()),
+		float64(limited.Load()) / float64(max(n, 1)), time.Duration(longestNs.Load()), float64(cmds) / float64(max(n, 1))
+}
