@@ -209,7 +209,7 @@ func (b *bencher) cost(ctx context.Context, m mix, side string, fake *fakeAPI, n
 	doneAt, polls, err := waitCompletedQuietly(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
 	if err == nil && m == mixRealistic && side == sideProxyq {
 		var more int64
-		more, err = waitStatusesSettled(ctx, rdb, 2*time.Minute)
+		more, err = b.waitStatusesSettled(ctx, rdb, 2*time.Minute)
 		polls += more
 	}
 	after, serr := readStats(ctx, rdb)
