@@ -36,6 +36,10 @@ type childArgs struct {
 	ServiceRate float64       // proxyq per-Service rate (0: ample, so only its cost is measured)
 	Expect      int           // stop when this many messages are completed (by anyone)
 	Timeout     time.Duration // give up after this
+	// The fake child's (Side "fake"): its latency, and the callback_url of its Services
+	// (empty: no status callbacks).
+	Latency     time.Duration
+	CallbackURL string
 }
 
 func (a childArgs) flags() []string {
@@ -44,6 +48,7 @@ func (a childArgs) flags() []string {
 		"--concurrency", strconv.Itoa(a.Concurrency), "--max-in-flight", strconv.Itoa(a.MaxInFlight),
 		"--rate", strconv.FormatFloat(a.Rate, 'g', -1, 64), "--expect", strconv.Itoa(a.Expect),
 		"--timeout", a.Timeout.String(), "--service-rate", strconv.FormatFloat(a.ServiceRate, 'g', -1, 64),
+		"--latency", a.Latency.String(), "--callback-url", a.CallbackURL,
 	}
 }
 
@@ -82,11 +87,16 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Float64Var(&a.ServiceRate, "service-rate", 0, "proxyq per-Service rate (0: ample)")
 	fs.IntVar(&a.Expect, "expect", 0, "completed messages to wait for")
 	fs.DurationVar(&a.Timeout, "timeout", time.Minute, "give up after")
+	fs.DurationVar(&a.Latency, "latency", 0, "the fake's API latency")
+	fs.StringVar(&a.CallbackURL, "callback-url", "", "the fake's status callback URL (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if a.Side == "fake" {
-		return serveFakeChild(stdout)
+	switch a.Side {
+	case "fake":
+		return serveFakeChild(stdout, a)
+	case sideCallbacks:
+		return serveCallbacksChild(a.Redis, stdout)
 	}
 	ropt, err := asynq.ParseRedisURI(a.Redis)
 	if err != nil {

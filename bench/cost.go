@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/worker"
@@ -118,6 +119,14 @@ func keyClass(key string) string {
 		return "asynq other"
 	case strings.Contains(key, ":claim"):
 		return "proxyq claims"
+	case strings.HasPrefix(key, "proxyq:{idem:"):
+		return "proxyq idempotency reservation"
+	case strings.HasPrefix(key, "proxyq:{ki:") && strings.HasSuffix(key, "}:msg"):
+		return "delivery interaction index"
+	case strings.HasPrefix(key, "proxyq:{ki:"):
+		return "delivery early callbacks"
+	case key == deliveryPollKey:
+		return "delivery poll set"
 	case strings.HasPrefix(key, "proxyq:"):
 		return "proxyq other"
 	}
@@ -166,9 +175,9 @@ type sideCost struct {
 	elapsed time.Duration
 }
 
-// cost enqueues n messages, resets commandstats, runs the side until every message is
-// completed, and reads Redis.
-func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o proxyqOptions) (sideCost, error) {
+// cost enqueues n messages of mix m, resets commandstats, runs the side until every message is
+// completed (and, on the realistic mix, every status callback applied), and reads Redis.
+func (b *bencher) cost(ctx context.Context, m mix, side string, fake *fakeAPI, n int, o proxyqOptions) (sideCost, error) {
 	if err := b.redis.flush(ctx); err != nil {
 		return sideCost{}, err
 	}
@@ -179,10 +188,7 @@ func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o
 	if err != nil {
 		return sideCost{}, err
 	}
-	enq := tasks.NewEnqueuer(b.redis.opt)
-	err = enqueueAll(ctx, enq, "s7-"+side, n)
-	_ = enq.Close()
-	if err != nil {
+	if err := b.enqueueMix(ctx, m, side, fmt.Sprintf("s7-%s-%s", m, side), n); err != nil {
 		return sideCost{}, err
 	}
 	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
@@ -192,21 +198,20 @@ func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o
 	if err != nil {
 		return sideCost{}, err
 	}
-	var r runner
-	if side == sideProxyq {
-		w, err := newProxyq(b.redis.opt, fake.URL, o)
-		if err != nil {
-			return sideCost{}, err
-		}
-		r = w
-	} else {
-		r = newPeer(b.redis.opt, fake.URL, o.Concurrency)
+	r, err := b.newRunner(m, side, fake.URL, o)
+	if err != nil {
+		return sideCost{}, err
 	}
 	began := time.Now()
 	if err := r.Start(); err != nil {
 		return sideCost{}, err
 	}
 	doneAt, polls, err := waitCompletedQuietly(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
+	if err == nil && m == mixRealistic && side == sideProxyq {
+		var more int64
+		more, err = b.waitStatusesSettled(ctx, rdb, 2*time.Minute)
+		polls += more
+	}
 	after, serr := readStats(ctx, rdb)
 	r.Shutdown()
 	if err != nil {
@@ -225,9 +230,12 @@ func (b *bencher) cost(ctx context.Context, side string, fake *fakeAPI, n int, o
 	}
 	c := sideCost{stats: after.sub(before), memory: mem1 - mem0, keys: keys, n: n, elapsed: doneAt.Sub(began)}
 	c.stats.Calls -= polls // the benchmark's own ZCARDs
-	b.logf("scenario 7: %s: %.1f commands/msg, %.1f µs/msg (scripts %.1f), Redis CPU %.1f µs/msg, %d B/msg held; calls: %v; usec: %v; keys: %v B in %v",
-		side, float64(c.stats.Calls)/float64(n), float64(c.stats.Usec)/float64(n), float64(c.stats.ScriptUsec)/float64(n),
-		float64(c.stats.CPUUsec)/float64(n), c.memory/int64(n), c.stats.PerCommand, c.stats.UsecByCmd, keys.Bytes, keys.Keys)
+	if m == mixRealistic {
+		c.stats.PerCommand["zcard"] -= polls
+	}
+	b.logf("scenario 7: %s mix, %s: %.1f commands/msg, %.1f µs/msg (scripts %.1f), Redis CPU %.1f µs/msg, %d B/msg held; keys: %v B in %v",
+		m, side, float64(c.stats.Calls)/float64(n), float64(c.stats.Usec)/float64(n), float64(c.stats.ScriptUsec)/float64(n),
+		float64(c.stats.CPUUsec)/float64(n), c.memory/int64(n), keys.Bytes, keys.Keys)
 	return c, nil
 }
 
@@ -254,8 +262,10 @@ func waitCompletedQuietly(ctx context.Context, rdb *redis.Client, n int, limit t
 	}
 }
 
-// scenario7: Redis commands, CPU and memory per message, both sides, limits off (the defaults),
-// then proxyq once more with both account limits on (values that never bind) to price them.
+// scenario7: Redis commands, CPU and memory per message, both sides, on the realistic mix
+// (realistic.go: the targets are judged on it), then on the narrow mix the bench measured first
+// (no keys, one Service, 64 participants, no delivery status), with proxyq once more with both
+// account limits on (values that never bind) to price them.
 func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	fake, err := startFake(proxytest.Config{})
 	if err != nil {
@@ -263,22 +273,34 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	}
 	defer fake.close()
 	n, c := b.z.s7Messages, b.z.s1Concurrency
+	restoreAOF, aof := b.useAOF(ctx)
+	defer restoreAOF()
 	restore, isolated := b.isolateRedis(ctx)
 	defer restore()
+	// Started after the isolation: the children inherit this process's CPUs, off Redis's.
+	rig, err := b.startRealRig(0)
+	if err != nil {
+		return nil, err
+	}
+	defer rig.close()
 	// Commands and memory are the same from run to run; Redis's time is not on a shared
 	// machine, so each side runs z.repeats times in turn and keeps its cheapest run.
-	var p, q, lim sideCost
+	var rp, rq, p, q, lim sideCost
 	for rep := range b.z.repeats {
 		for _, run := range []struct {
+			m    mix
 			side string
+			fake *fakeAPI
 			o    proxyqOptions
 			keep *sideCost
 		}{
-			{sideProxyq, proxyqOptions{Concurrency: c}, &p},
-			{sidePeer, proxyqOptions{Concurrency: c}, &q},
-			{sideProxyq, proxyqOptions{Concurrency: c, MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6}, &lim},
+			{mixRealistic, sideProxyq, &fakeAPI{URL: rig.apiFor(sideProxyq)}, proxyqOptions{Concurrency: c}, &rp},
+			{mixRealistic, sidePeer, &fakeAPI{URL: rig.apiFor(sidePeer)}, proxyqOptions{Concurrency: c}, &rq},
+			{mixNarrow, sideProxyq, fake, proxyqOptions{Concurrency: c}, &p},
+			{mixNarrow, sidePeer, fake, proxyqOptions{Concurrency: c}, &q},
+			{mixNarrow, sideProxyq, fake, proxyqOptions{Concurrency: c, MaxInFlight: b.z.s1MaxInFlight, RateLimit: 1e6}, &lim},
 		} {
-			got, err := b.cost(ctx, run.side, fake, n, run.o)
+			got, err := b.cost(ctx, run.m, run.side, run.fake, n, run.o)
 			if err != nil {
 				return nil, err
 			}
@@ -287,10 +309,13 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 			}
 		}
 	}
+	b.breakdown("scenario 7, realistic mix, proxyq", rp)
+	b.breakdown("scenario 7, realistic mix, peer", rq)
+	b.breakdown("scenario 7, narrow mix, proxyq", p)
 	// Memory once more with asynq's task hashes stored as listpacks (docs/performance.md, Sizing):
 	// the task's msg field is longer than Redis's default hash-max-listpack-value of 64 bytes,
 	// which makes every task hash a hashtable.
-	lp, lq, err := b.listpackCost(ctx, fake, n, c)
+	lp, lq, err := b.listpackCost(ctx, rig, n, c)
 	if err != nil {
 		return nil, err
 	}
@@ -307,41 +332,66 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 	}
 	// A day of traffic is held as long as its keys live: the task for its retention, the claims
 	// (one hash per participant and day) for LedgerTTL after their day ends, 12h more than
-	// LedgerTTL on average.
+	// LedgerTTL on average; the idempotency reservation and the delivery index for their own.
 	days := func(d time.Duration) float64 { return d.Hours() / 24 }
-	retention, claimLife := days(tasks.DefaultRetention), days(worker.DefaultLedgerTTL+12*time.Hour)
+	lives := map[string]float64{
+		"proxyq claims":              days(worker.DefaultLedgerTTL + 12*time.Hour),
+		"delivery interaction index": days(delivery.DefaultIndexTTL),
+	}
+	perDay := func(s sideCost) float64 {
+		var gb float64
+		for c, v := range s.keys.Bytes {
+			if c == classTransient {
+				continue
+			}
+			life, ok := lives[c]
+			if !ok {
+				life = days(tasks.DefaultRetention)
+			}
+			gb += per(v) * life * 1e6 / 1e9
+		}
+		return gb
+	}
+	beyond := func(s sideCost) float64 {
+		return held(s) - per(s.keys.Bytes["asynq task hash"]+s.keys.Bytes["asynq other"])
+	}
+	asynqOwn := func(s sideCost) float64 { return per(s.keys.Bytes["asynq task hash"] + s.keys.Bytes["asynq other"]) }
+	settings := fmt.Sprintf("concurrency %d, defaults, commandstats reset after the enqueue, cheapest of %d, %s%s", c, b.z.repeats, aof, isolated)
+	measure := fmt.Sprintf("Redis per message, realistic mix (%d msgs, each with an idempotency key, %d Services, sessions of %d participants × %d msgs, status callbacks on through the callback endpoint; peer: the same keys as task IDs, no status), %s:",
+		n, realServices, realParticipantsPerSession, realPerParticipant, settings)
+	rpc, rqc := calls(rp), calls(rq)
+	rpu, rqu := per(rp.stats.Usec), per(rq.stats.Usec)
+	rpm, rqm := held(rp), held(rq)
 	pc, qc := calls(p), calls(q)
-	pu, qu := per(p.stats.Usec), per(q.stats.Usec)
-	pm, qm := held(p), held(q)
-	after := per(p.keys.Bytes["proxyq claims"])
-	perDay := func(held, beyond float64) float64 { return ((held-beyond)*retention + beyond*claimLife) * 1e6 / 1e9 }
-	measure := fmt.Sprintf("Redis per message, %d msgs, concurrency %d, defaults (no limits), commandstats reset after the enqueue, cheapest of %d%s:", n, c, b.z.repeats, isolated)
 	return []Row{
 		{Scenario: 7, Measure: measure + " commands (those inside scripts too)", Unit: "commands",
-			Proxyq: pc, Peer: qc, Ratio: pc / qc, Target: "proxyq/peer ≤ 1.5", Met: met(pc/qc <= 1.5)},
+			Proxyq: rpc, Peer: rqc, Ratio: rpc / rqc, Target: "proxyq/peer ≤ 1.5", Met: met(rpc/rqc <= 1.5)},
 		{Scenario: 7, Measure: "… Redis CPU (commandstats usec, summed as reported: a script's usec includes its commands')", Unit: "µs",
-			Proxyq: pu, Peer: qu, Ratio: pu / qu, Target: "proxyq/peer ≤ 2", Met: met(pu/qu <= 2)},
-		{Scenario: 7, Measure: "… of which EVALSHA (scripts, with the commands they run)", Unit: "µs",
-			Proxyq: per(p.stats.ScriptUsec), Peer: per(q.stats.ScriptUsec), Ratio: per(p.stats.ScriptUsec) / per(q.stats.ScriptUsec)},
-		{Scenario: 7, Measure: "… Redis process CPU (INFO cpu, user+sys: includes network I/O)", Unit: "µs",
-			Proxyq: per(p.stats.CPUUsec), Peer: per(q.stats.CPUUsec), Ratio: per(p.stats.CPUUsec) / per(q.stats.CPUUsec)},
+			Proxyq: rpu, Peer: rqu, Ratio: rpu / rqu, Target: "proxyq/peer ≤ 2", Met: met(rpu/rqu <= 2)},
+		{Scenario: 7, Measure: "… Redis process CPU (INFO cpu, user+sys: includes network I/O and the AOF)", Unit: "µs",
+			Proxyq: per(rp.stats.CPUUsec), Peer: per(rq.stats.CPUUsec), Ratio: per(rp.stats.CPUUsec) / per(rq.stats.CPUUsec)},
 		{Scenario: 7, Measure: "… Redis memory held per completed message while retained (MEMORY USAGE of every key that outlives a minute / messages)", Unit: "bytes",
-			Proxyq: pm, Peer: qm, Ratio: pm / qm, Target: "proxyq ≤ 1024", Met: met(pm <= 1024)},
-		{Scenario: 7, Measure: fmt.Sprintf("… held per million messages a day, steady state (tasks retained %v, claims %v after their day ends)", tasks.DefaultRetention, worker.DefaultLedgerTTL), Unit: "GB",
-			Proxyq: perDay(pm, after), Peer: perDay(qm, 0), Ratio: perDay(pm, after) / perDay(qm, 0)},
-		{Scenario: 7, Measure: "… of it asynq's task hash (the outcome record included) and asynq's other keys", Unit: "bytes",
-			Proxyq: per(p.keys.Bytes["asynq task hash"] + p.keys.Bytes["asynq other"]), Peer: per(q.keys.Bytes["asynq task hash"] + q.keys.Bytes["asynq other"]),
-			Ratio: float64(p.keys.Bytes["asynq task hash"]+p.keys.Bytes["asynq other"]) / float64(q.keys.Bytes["asynq task hash"]+q.keys.Bytes["asynq other"])},
-		{Scenario: 7, Measure: fmt.Sprintf("… transient, not counted above: keys expiring within %v (per-Service windows), per message of this burst", transientTTL), Unit: "bytes",
-			Proxyq: per(p.keys.Bytes[classTransient]), Peer: nan, Ratio: nan},
-		{Scenario: 7, Measure: "… of it kept by proxyq beyond asynq's task (claims: a field of a hash per participant and day)", Unit: "bytes",
-			Proxyq: after, Peer: nan, Ratio: nan},
+			Proxyq: rpm, Peer: rqm, Ratio: rpm / rqm, Target: "proxyq ≤ 1024", Met: met(rpm <= 1024)},
+		{Scenario: 7, Measure: "… of it asynq's task hash (the outcome record and status timeline included) and asynq's other keys", Unit: "bytes",
+			Proxyq: asynqOwn(rp), Peer: asynqOwn(rq), Ratio: asynqOwn(rp) / asynqOwn(rq)},
+		{Scenario: 7, Measure: "… of it kept by proxyq beyond asynq's task (claims, idempotency reservation, delivery index; the breakdown is in the log)", Unit: "bytes",
+			Proxyq: beyond(rp), Peer: nan, Ratio: nan},
+		{Scenario: 7, Measure: fmt.Sprintf("… held per million messages a day, steady state (tasks retained %v; every key for its own life)", tasks.DefaultRetention), Unit: "GB",
+			Proxyq: perDay(rp), Peer: perDay(rq), Ratio: perDay(rp) / perDay(rq)},
 		{Scenario: 7, Measure: fmt.Sprintf("… memory held per completed message with hash-max-listpack-value %d (see Sizing)", listpackValue), Unit: "bytes",
 			Proxyq: held(lp), Peer: held(lq), Ratio: held(lp) / held(lq), Target: "proxyq ≤ 1024", Met: met(held(lp) <= 1024)},
+		{Scenario: 7, Measure: "narrow mix (no keys, one Service, 64 participants, no delivery status), same settings: commands", Unit: "commands",
+			Proxyq: pc, Peer: qc, Ratio: pc / qc},
+		{Scenario: 7, Measure: "… Redis CPU", Unit: "µs",
+			Proxyq: per(p.stats.Usec), Peer: per(q.stats.Usec), Ratio: per(p.stats.Usec) / per(q.stats.Usec)},
+		{Scenario: 7, Measure: "… memory held per completed message", Unit: "bytes",
+			Proxyq: held(p), Peer: held(q), Ratio: held(p) / held(q)},
+		{Scenario: 7, Measure: fmt.Sprintf("… transient, not counted above: keys expiring within %v (per-Service windows), per message of this burst", transientTTL), Unit: "bytes",
+			Proxyq: per(p.keys.Bytes[classTransient]), Peer: nan, Ratio: nan},
 		{Scenario: 7, Measure: fmt.Sprintf("… commands with both account limits on (MAX_IN_FLIGHT=%d, RATE_LIMIT=1e6)", b.z.s1MaxInFlight), Unit: "commands",
 			Proxyq: calls(lim), Peer: qc, Ratio: calls(lim) / qc},
 		{Scenario: 7, Measure: "… Redis CPU with both account limits on", Unit: "µs",
-			Proxyq: per(lim.stats.Usec), Peer: qu, Ratio: per(lim.stats.Usec) / qu},
+			Proxyq: per(lim.stats.Usec), Peer: per(q.stats.Usec), Ratio: per(lim.stats.Usec) / per(q.stats.Usec)},
 	}, nil
 }
 
@@ -353,7 +403,13 @@ type remoteFake struct {
 
 // startRemoteFake starts the fake in a child process and reads its URL from its first line.
 func (b *bencher) startRemoteFake() (*remoteFake, error) {
-	cmd := b.cfg.ChildCommand(childArgs{Side: "fake"}.flags())
+	return b.startRemote(childArgs{Side: "fake"})
+}
+
+// startRemote starts a child that serves HTTP (the fake, the callback endpoint) and reads its
+// URL from its first line.
+func (b *bencher) startRemote(a childArgs) (*remoteFake, error) {
+	cmd := b.cfg.ChildCommand(a.flags())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -375,7 +431,7 @@ func (b *bencher) startRemoteFake() (*remoteFake, error) {
 	if err != nil || json.Unmarshal([]byte(line), &hello) != nil || hello.URL == "" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, fmt.Errorf("fake child did not report its URL (%v): %s", err, stderr.String())
+		return nil, fmt.Errorf("%s child did not report its URL (%v): %s", a.Side, err, stderr.String())
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	// The child exits when its stdin ends; the kill covers a child that does not.
@@ -385,13 +441,19 @@ func (b *bencher) startRemoteFake() (*remoteFake, error) {
 func (f *remoteFake) close() { f.stop() }
 
 // serveFakeChild is the fake child: it serves the fake on a loopback port, prints
-// {"URL": …} and serves until its stdin ends.
-func serveFakeChild(stdout io.Writer) error {
+// {"URL": …} and serves until its stdin ends. With a callback URL its Services' messages
+// move through their statuses and it POSTs signed status callbacks there.
+func serveFakeChild(stdout io.Writer, a childArgs) error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	fake := proxytest.New(proxytest.Config{})
+	cfg := proxytest.Config{Latency: a.Latency}
+	if a.CallbackURL != "" {
+		cfg.Callbacks = proxytest.CallbackConfig{URL: a.CallbackURL, AuthToken: authToken,
+			Workers: realCallbackWorkers, MaxPending: 1 << 20}
+	}
+	fake := proxytest.New(cfg)
 	srv := &http.Server{Handler: fake.Mount(fakePrefix), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	if err := json.NewEncoder(stdout).Encode(map[string]string{"URL": "http://" + l.Addr().String() + fakePrefix}); err != nil {
@@ -403,38 +465,64 @@ func serveFakeChild(stdout io.Writer) error {
 	return nil
 }
 
-// scenario8: throughput at zero latency with the fake in another process, proxyq with its
-// defaults (no account limits: the peer has none, and scenarios 1 and 7 price them). A second
-// row runs proxyq with one dequeue loop, as the peer has: the cost of the handler alone.
+// scenario8: throughput with the fake in another process, timed from outside (the queue's
+// completed count), on Redis with AOF on (appendfsync everysec): first on the realistic mix
+// (realistic.go) at 0ms and at s8Latency of API latency, then on the narrow mix with proxyq's
+// defaults (no account limits: the peer has none, and scenarios 1 and 7 price them), and with
+// one dequeue loop, as the peer has: the cost of the handler alone.
 func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
+	restoreAOF, aof := b.useAOF(ctx)
+	defer restoreAOF()
+	c := b.z.s1Concurrency
+	var rows []Row
+	for _, latency := range []time.Duration{0, s8Latency} {
+		rig, err := b.startRealRig(latency)
+		if err != nil {
+			return nil, err
+		}
+		cc := c
+		if latency > 0 {
+			cc = s8Concurrency
+		}
+		best, err := b.bestOf(ctx, 8, &fakeAPI{}, b.z.s7Messages, cc,
+			contender{side: sideProxyq, m: mixRealistic, api: rig.apiFor(sideProxyq)},
+			contender{side: sidePeer, m: mixRealistic, api: rig.apiFor(sidePeer)})
+		rig.close()
+		if err != nil {
+			return nil, err
+		}
+		p, q := best[0], best[1]
+		rows = append(rows, Row{Scenario: 8, Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q, Target: "proxyq/peer ≥ 0.9", Met: met(p/q >= 0.9),
+			Measure: fmt.Sprintf("throughput, realistic mix (%d msgs with keys, %d Services, status callbacks on), %v API latency, concurrency %d, fake in another process, %s, best of %d (proxyq: defaults, delivery on)",
+				b.z.s7Messages, realServices, latency, cc, aof, b.z.repeats)})
+	}
 	rf, err := b.startRemoteFake()
 	if err != nil {
 		return nil, err
 	}
 	defer rf.close()
 	fake := &fakeAPI{URL: rf.URL} // no reset: every run's bodies are its own
-	c := b.z.s1Concurrency
 	best, err := b.bestOf(ctx, 8, fake, b.z.s1Messages, c,
-		contender{sideProxyq, proxyqOptions{}}, contender{sidePeer, proxyqOptions{}}, contender{sideProxyq, proxyqOptions{DequeueLoops: 1}})
+		contender{side: sideProxyq}, contender{side: sidePeer}, contender{side: sideProxyq, o: proxyqOptions{DequeueLoops: 1}})
 	if err != nil {
 		return nil, err
 	}
 	p, q, p1 := best[0], best[1], best[2]
-	what := fmt.Sprintf("throughput, 0ms API latency, fake in another process, concurrency %d, best of %d", c, b.z.repeats)
-	return []Row{
-		{Scenario: 8, Measure: what + fmt.Sprintf(" (proxyq: defaults, %d dequeue loops; no account limits)", worker.DefaultDequeueLoops),
-			Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q, Target: "proxyq/peer ≥ 0.9", Met: met(p/q >= 0.9)},
-		{Scenario: 8, Measure: "… proxyq with one dequeue loop, as the peer (asynq's one server per process): the handler's own cost",
+	what := fmt.Sprintf("narrow mix: throughput, 0ms API latency, fake in another process, concurrency %d, best of %d", c, b.z.repeats)
+	return append(rows,
+		Row{Scenario: 8, Measure: what + fmt.Sprintf(" (proxyq: defaults, %d dequeue loops; no account limits)", worker.DefaultDequeueLoops),
+			Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q},
+		Row{Scenario: 8, Measure: "… proxyq with one dequeue loop, as the peer (asynq's one server per process): the handler's own cost",
 			Unit: "tasks/s", Proxyq: p1, Peer: q, Ratio: p1 / q},
-	}, nil
+	), nil
 }
 
 // listpackValue is the hash-max-listpack-value docs/performance.md recommends for asynq's task hashes.
 const listpackValue = 1024
 
-// listpackCost runs each side once with hash-max-listpack-value set to listpackValue, and puts
+// listpackCost runs each side once on the realistic mix with hash-max-listpack-value set to listpackValue, and puts
 // the server's setting back.
-func (b *bencher) listpackCost(ctx context.Context, fake *fakeAPI, n, c int) (p, q sideCost, err error) {
+func (b *bencher) listpackCost(ctx context.Context, rig *realRig, n, c int) (p, q sideCost, err error) {
 	rdb := b.redis.client()
 	defer rdb.Close()
 	old, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result()
@@ -449,10 +537,10 @@ func (b *bencher) listpackCost(ctx context.Context, fake *fakeAPI, n, c int) (p,
 			_ = rdb.ConfigSet(context.WithoutCancel(ctx), "hash-max-listpack-value", v).Err()
 		}
 	}()
-	if p, err = b.cost(ctx, sideProxyq, fake, n, proxyqOptions{Concurrency: c}); err != nil {
+	if p, err = b.cost(ctx, mixRealistic, sideProxyq, &fakeAPI{URL: rig.apiFor(sideProxyq)}, n, proxyqOptions{Concurrency: c}); err != nil {
 		return p, q, err
 	}
-	q, err = b.cost(ctx, sidePeer, fake, n, proxyqOptions{Concurrency: c})
+	q, err = b.cost(ctx, mixRealistic, sidePeer, &fakeAPI{URL: rig.apiFor(sidePeer)}, n, proxyqOptions{Concurrency: c})
 	return p, q, err
 }
 

@@ -29,18 +29,29 @@
 //     1,000 requests in flight (API latency 1s); peak RSS (VmHWM) per 1,000 in flight.
 //  6. Account limits: three proxyq child processes, the fake capping the account at K
 //     concurrent requests with 100ms latency and the workers configured with MaxInFlight=K:
-//     429s received and throughput as a fraction of K/latency; then RateLimit=R without a
-//     cap: the achieved rate as a fraction of R.
-//  7. Redis cost per message, 5,000 messages, concurrency 50: INFO commandstats is reset after
-//     the enqueue and read when every message is completed. Commands per message count those
-//     run inside scripts (commandstats does); Redis CPU is the sum of commandstats usec (a
-//     script's usec includes its commands', as Redis reports it) and, beside it, the Redis
-//     process's user+sys CPU (INFO cpu). Memory is MEMORY USAGE of every key after completion,
-//     per message, and the part proxyq keeps outside asynq's task. proxyq runs with the defaults
-//     (no limits), then once more with both account limits on to price them. Best of 3 by usec.
-//  8. Scenario 1 with the fake in another process (`proxyq bench --child --side fake`), so that
-//     the fake's CPU is not the worker's, and proxyq with its defaults (no account limits,
-//     two dequeue loops); a second row runs proxyq with one dequeue loop, as the peer has.
+//     429s received and throughput as a fraction of K/latency; the same with the messages over
+//     100 Services (per-Service limits at their defaults), timed from outside (first create to
+//     the queue's completed count); then RateLimit=R without a cap: the achieved rate as a
+//     fraction of R.
+//  7. Redis cost per message, 5,000 messages, concurrency 50, Redis with AOF on (appendfsync
+//     everysec): INFO commandstats is reset after the enqueue and read when every message is
+//     completed. First on the realistic mix (realistic.go), on which the targets are judged:
+//     every message with an idempotency key, 100 Services, sessions of two participants with
+//     three messages each, status callbacks posted by the fake (in its own process) to the
+//     callback endpoint `proxyq serve` mounts (in its own process), and the worker with the
+//     delivery hook and poller; the peer gets the same keys as asynq task IDs and no status.
+//     Then on the narrow mix (no keys, one Service, 64 participants, no delivery status).
+//     Commands per message count those run inside scripts (commandstats does); Redis CPU is the
+//     sum of commandstats usec (a script's usec includes its commands', as Redis reports it)
+//     and, beside it, the Redis process's user+sys CPU (INFO cpu). Memory is MEMORY USAGE of
+//     every key after completion, per message; the log breaks commands down by command and
+//     memory by key class. proxyq runs with the defaults (no limits), then once more on the
+//     narrow mix with both account limits on to price them. Best of 3 by usec.
+//  8. Throughput with the fake in another process (`proxyq bench --child --side fake`), timed
+//     from outside (the queue's completed count), Redis with AOF on: the realistic mix at 0ms
+//     (concurrency 50) and 200ms (concurrency 500) of API latency; then the narrow mix with
+//     proxyq's defaults (no account limits, two dequeue loops), and with one dequeue loop, as
+//     the peer has.
 //  9. Ordered lanes (lanes.go), proxyq only: the hand-off from one message of a lane being
 //     recorded to the next one's POST (p50, p99), and throughput of 1,000 lanes × 10 messages
 //     against the same messages without ordering keys.

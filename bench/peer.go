@@ -129,6 +129,11 @@ type proxyqOptions struct {
 // newProxyq builds the proxyq worker as shipped, with a fresh metrics registry and a JSON logger
 // at info level writing to io.Discard (the encoding cost is real, the output is not kept).
 func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*worker.Worker, error) {
+	return newProxyqDeps(redisOpt, apiURL, o, worker.Deps{})
+}
+
+// newProxyqDeps is newProxyq with the delivery hook and tasks of extra (realistic.go).
+func newProxyqDeps(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions, extra worker.Deps) (*worker.Worker, error) {
 	// proxyclient's own transport, with an idle pool sized to the concurrency as `proxyq worker` does.
 	api, err := proxyclient.New(proxyclient.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: apiURL, HTTPTimeout: worker.DefaultHTTPTimeout,
 		MaxIdleConnsPerHost: o.Concurrency})
@@ -150,6 +155,8 @@ func newProxyq(redisOpt asynq.RedisConnOpt, apiURL string, o proxyqOptions) (*wo
 		API:        api,
 		Logger:     discardLogger(),
 		Registerer: prometheus.NewRegistry(),
+		Delivery:   extra.Delivery,
+		Tasks:      extra.Tasks,
 	})
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
+	"github.com/proxyq/proxyq/worker"
 )
 
 const (
@@ -27,32 +29,26 @@ var nan = math.NaN()
 // n over the time from Start to the last completion. (A 10%–90% slope would be quantised by the
 // latency-sized waves of a run with high latency; over the whole run the start-up of the pool
 // is counted, which is part of what a user waits for.)
-func (b *bencher) throughput(ctx context.Context, scenario int, side string, fake *fakeAPI, n, concurrency int, o proxyqOptions) (float64, error) {
+func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fake *fakeAPI, n, concurrency int) (float64, error) {
 	if err := b.redis.flush(ctx); err != nil {
 		return 0, err
 	}
 	fake.reset()
-	enq := tasks.NewEnqueuer(b.redis.opt)
-	defer enq.Close()
+	side, o, m := c.side, c.o, cmp.Or(c.m, mixNarrow)
 	name := side
 	if side == sideProxyq && o.DequeueLoops > 0 {
 		name = fmt.Sprintf("%s-%dloop", side, o.DequeueLoops)
 	}
-	run := fmt.Sprintf("s%d-%s", scenario, name)
-	if err := enqueueAll(ctx, enq, run, n); err != nil {
+	if m != mixNarrow {
+		name = string(m) + "-" + name
+	}
+	if err := b.enqueueMix(ctx, m, side, fmt.Sprintf("s%d-%s", scenario, name), n); err != nil {
 		return 0, err
 	}
-	var r runner
-	switch side {
-	case sideProxyq:
-		o.Concurrency = concurrency
-		w, err := newProxyq(b.redis.opt, fake.URL, o)
-		if err != nil {
-			return 0, err
-		}
-		r = w
-	default:
-		r = newPeer(b.redis.opt, fake.URL, concurrency)
+	o.Concurrency = concurrency
+	r, err := b.newRunner(m, side, cmp.Or(c.api, fake.URL), o)
+	if err != nil {
+		return 0, err
 	}
 	rdb := b.redis.client()
 	defer rdb.Close()
@@ -79,17 +75,20 @@ func (b *bencher) throughput(ctx context.Context, scenario int, side string, fak
 // compare runs both sides in turn, z.repeats times, and returns each side's best throughput:
 // the machine may be shared, and a run slowed by someone else says nothing about the code.
 func (b *bencher) compare(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, o proxyqOptions) (proxyq, peer float64, err error) {
-	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{sideProxyq, o}, contender{sidePeer, o})
+	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{side: sideProxyq, o: o}, contender{side: sidePeer, o: o})
 	if err != nil {
 		return 0, 0, err
 	}
 	return best[0], best[1], nil
 }
 
-// contender is one pool a comparison runs: a side, and proxyq's options for it.
+// contender is one pool a comparison runs: a side, proxyq's options for it, the mix it is given
+// (default narrow) and the API it sends to (default the comparison's fake).
 type contender struct {
 	side string
 	o    proxyqOptions
+	m    mix
+	api  string
 }
 
 // bestOf runs the contenders in turn, z.repeats times, so that a slow spell of the machine hits
@@ -98,7 +97,7 @@ func (b *bencher) bestOf(ctx context.Context, scenario int, fake *fakeAPI, n, co
 	best := make([]float64, len(cs))
 	for range b.z.repeats {
 		for i, c := range cs {
-			rate, err := b.throughput(ctx, scenario, c.side, fake, n, concurrency, c.o)
+			rate, err := b.throughput(ctx, scenario, c, fake, n, concurrency)
 			if err != nil {
 				return nil, err
 			}
@@ -401,6 +400,17 @@ func (b *bencher) scenario6(ctx context.Context) ([]Row, error) {
 	tooMany := capped.Fake.Stats().TooManyRequests
 	b.logf("scenario 6: cap %d: %.1f tasks/s (ideal %.0f), %d 429s", z.s6Cap, tput, ideal, tooMany)
 
+	// (a') The same cap with the messages over realServices Services, per-Service limits at
+	// their defaults, timed over the whole run.
+	capped.reset()
+	spreadSlope, spreadWhole, err := b.fleetRun(ctx, capped, mixRealistic, z.s6Messages, childArgs{MaxInFlight: z.s6Cap})
+	if err != nil {
+		return nil, err
+	}
+	spreadTooMany := capped.Fake.Stats().TooManyRequests
+	b.logf("scenario 6: cap %d over %d Services: %.1f tasks/s steady, %.1f over the whole run (ideal %.0f), %d 429s",
+		z.s6Cap, realServices, spreadSlope, spreadWhole, ideal, spreadTooMany)
+
 	// (b) No cap at the fake; every worker has RateLimit=R.
 	open, err := startFake(proxytest.Config{Latency: s6Latency})
 	if err != nil {
@@ -419,6 +429,12 @@ func (b *bencher) scenario6(ctx context.Context) ([]Row, error) {
 			Unit: "count", Proxyq: float64(tooMany), Peer: nan, Ratio: nan, Target: "0", Met: met(tooMany == 0)},
 		{Scenario: 6, Measure: fmt.Sprintf("… throughput as a fraction of K/latency (%.0f/s)", ideal), Unit: "fraction",
 			Proxyq: tput / ideal, Peer: nan, Ratio: tput / ideal, Target: "≥ 0.9", Met: met(tput/ideal >= 0.9)},
+		{Scenario: 6, Measure: fmt.Sprintf("the same cap, messages over %d Services (per-Service limits at their defaults): 429s", realServices),
+			Unit: "count", Proxyq: float64(spreadTooMany), Peer: nan, Ratio: nan, Target: "0", Met: met(spreadTooMany == 0)},
+		{Scenario: 6, Measure: "… throughput as a fraction of K/latency, timed from outside: first create → the queue's counter says all done", Unit: "fraction",
+			Proxyq: spreadWhole / ideal, Peer: nan, Ratio: spreadWhole / ideal, Target: "≥ 0.9", Met: met(spreadWhole/ideal >= 0.9)},
+		{Scenario: 6, Measure: "… steady part (slope from 10% to 90% done)", Unit: "fraction",
+			Proxyq: spreadSlope / ideal, Peer: nan, Ratio: spreadSlope / ideal},
 		{Scenario: 6, Measure: fmt.Sprintf("achieved rate with RATE_LIMIT=R=%v/s (burst %d excluded), %s", z.s6Rate, burst, procs), Unit: "fraction of R",
 			Proxyq: achieved / z.s6Rate, Peer: nan, Ratio: achieved / z.s6Rate, Target: "0.95 … 1.05", Met: met(math.Abs(achieved/z.s6Rate-1) <= 0.05)},
 	}, nil
@@ -427,15 +443,24 @@ func (b *bencher) scenario6(ctx context.Context) ([]Row, error) {
 // fleet enqueues n messages, runs z.s6Processes proxyq children (with a's limits) until all are
 // completed, and returns the steady-state rate of completions.
 func (b *bencher) fleet(ctx context.Context, fake *fakeAPI, n int, a childArgs) (float64, error) {
+	slope, _, err := b.fleetRun(ctx, fake, mixNarrow, n, a)
+	return slope, err
+}
+
+// fleetRun is fleet on a mix: on the realistic one the messages go to realServices Services and
+// the workers keep the per-Service limits at their defaults. It returns the steady rate (the
+// slope between 10% and 90% done) and the whole run's, timed from outside: from the first
+// create at the fake to the queue's counter saying every message is done.
+func (b *bencher) fleetRun(ctx context.Context, fake *fakeAPI, m mix, n int, a childArgs) (steady, whole float64, err error) {
 	if err := b.redis.flush(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	fake.reset()
-	enq := tasks.NewEnqueuer(b.redis.opt)
-	err := enqueueAll(ctx, enq, "s6", n)
-	_ = enq.Close()
-	if err != nil {
-		return 0, err
+	if err := b.enqueueMix(ctx, m, sideProxyq, "s6-"+string(m), n); err != nil {
+		return 0, 0, err
+	}
+	if m == mixRealistic {
+		a.ServiceRate = worker.DefaultServiceRate
 	}
 	a.Side, a.Redis, a.API, a.Concurrency, a.Expect = sideProxyq, b.redis.url, fake.URL, b.z.s6Concurrency, n
 	expected := float64(n) / max(a.Rate, float64(max(a.MaxInFlight, 1))/s6Latency.Seconds())
@@ -447,17 +472,23 @@ func (b *bencher) fleet(ctx context.Context, fake *fakeAPI, n int, a childArgs) 
 			for _, c := range children {
 				_ = c.cmd.Process.Kill()
 			}
-			return 0, err
+			return 0, 0, err
 		}
 		children = append(children, c)
 	}
 	rdb := b.redis.client()
 	defer rdb.Close()
-	v, merr := progress(ctx, rdb, n, a.Timeout)
+	doneAt, times, counts, merr := waitCompleted(ctx, rdb, n, a.Timeout)
 	for _, c := range children {
 		if _, err := c.wait(a.Timeout + 30*time.Second); err != nil && merr == nil {
 			merr = err
 		}
 	}
-	return v, merr
+	if merr != nil {
+		return 0, 0, merr
+	}
+	if creates := fake.createTimes(); len(creates) > 0 {
+		whole = float64(n) / doneAt.Sub(creates[0]).Seconds()
+	}
+	return slope(times, counts, n), whole, nil
 }

@@ -96,5 +96,5 @@ func (e *Enqueuer) prepareConversation(p ConversationPayload, now time.Time, opt
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
 	return prepared{task: task, aopts: aopts, key: o.idempotencyKey,
-		life: reservationTTL(now, sendAt, p.SendBefore, o.retention)}, nil
+		enqueuedAt: now, life: messageLife(now, sendAt, p.SendBefore, o.retention)}, nil
 }

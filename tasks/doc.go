@@ -14,8 +14,9 @@
 // any of it is enqueued. An idempotency key names one message whatever the queue: enqueuing
 // with a key already in use, on any queue, returns the existing task's ID and queue with
 // Duplicate set instead of creating a second message. asynq makes task IDs unique per queue
-// only, so the Enqueuer reserves each key in Redis first (proxyq:{idem:<key>}, one hash slot,
-// Cluster-safe), and two producers racing one key onto two queues make one message; a producer
+// only, so the Enqueuer reserves each key in Redis while it enqueues (proxyq:{idem:<key>}, one
+// hash slot, Cluster-safe) and looks for the key's task on the other queues, and two producers
+// racing one key onto two queues make one message; a producer
 // that crashes between the reservation and the enqueue blocks the key for ReservationGrace at
 // most (reserve.go has the protocol and its one remaining window). Within one batch, a key
 // repeated with the same message ([Differences], the one "same message" rule of every

@@ -180,8 +180,7 @@ type prepared struct {
 	aopts  []asynq.Option
 	key    string // idempotency key, "" for none
 	intent Intent
-	// life is how long the reservation of key should last: until the task is due, its
-	// deadline, its retention, plus a margin (see reservationTTL).
+	// life is how long the message can be looked up (messageLife): its lookups expire then.
 	life       time.Duration
 	enqueuedAt time.Time // the batch's instant, in the origin header and the lookups (origin.go)
 }
@@ -238,11 +237,11 @@ func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, 
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
 	pr := prepared{task: withOrigin(asynq.NewTask(TypeSendInteraction, data), originHeader(now, o.via)), aopts: aopts,
-		key: o.idempotencyKey, intent: Intent{Payload: p, Queue: o.queue}, enqueuedAt: now}
+		key: o.idempotencyKey, intent: Intent{Payload: p, Queue: o.queue}, enqueuedAt: now,
+		life: messageLife(now, sendAt, p.SendBefore, o.retention)}
 	if !o.processAt.IsZero() || o.processIn > 0 {
 		pr.intent.SendAt = sendAt
 	}
-	pr.life = reservationTTL(now, sendAt, p.SendBefore, o.retention)
 	return pr, nil
 }
 

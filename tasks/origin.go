@@ -94,6 +94,21 @@ func ParseOrigin(headers map[string]string) Origin {
 	return Origin{EnqueuedAt: time.UnixMilli(ms).UTC(), Via: via}
 }
 
+// lookupMargin is added to a message's lookups' life past its retention: it covers the time the
+// message spends being tried (bounded by its deadline, 1h by default).
+const lookupMargin = 24 * time.Hour
+
+// messageLife is how long a message can still be looked up after now: until it is due (or its
+// send_before, if later), then its retention, plus lookupMargin. The lookups by participant and
+// session live that long.
+func messageLife(now, sendAt time.Time, sendBefore *time.Time, retention time.Duration) time.Duration {
+	end := sendAt
+	if sendBefore != nil && sendBefore.After(end) {
+		end = *sendBefore
+	}
+	return max(end.Sub(now), 0) + retention + lookupMargin
+}
+
 // indexMessage files a message under its participant and session (see above).
 func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
 	if e.rdb == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -83,45 +84,72 @@ func TestIdempotencyKeyAcrossQueues(t *testing.T) {
 		t.Errorf("stored body %q, want first", p.Body)
 	}
 
-	// The reservation: one key in one hash slot, naming the queue, committed, with a lifetime
-	// of the task's retention plus the margin.
+	// The reservation lived for the enqueue only: the task itself holds the key now.
 	c := e.db.Client(t)
-	v, err := c.Get(ctx, "proxyq:{idem:k1}").Result()
-	if err != nil {
+	if n, err := c.Exists(ctx, ReservationKey("k1")).Result(); err != nil || n != 0 {
+		t.Errorf("reservation still there after the enqueue (%d, %v)", n, err)
+	}
+	// Sent and kept (completed, archived): still the one message on every queue, as long as
+	// asynq keeps it.
+	if err := e.insp.ArchiveTask("a", "k1"); err != nil {
 		t.Fatal(err)
 	}
-	res, err := parseReservation(v)
-	if err != nil || !res.committed || res.queue != "a" {
-		t.Errorf("reservation %q: %+v, %v", v, res, err)
+	r4, err := e.enq.Enqueue(ctx, second, IdempotencyKey("k1"), Queue("b"))
+	if err != nil || r4 != (Result{TaskID: "k1", Queue: "a", Duplicate: true}) {
+		t.Errorf("after the task was archived: %+v, %v; want the archived one on a", r4, err)
 	}
-	ttl, err := c.PTTL(ctx, "proxyq:{idem:k1}").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := DefaultRetention + reservationMargin; ttl > want || ttl < want-time.Minute {
-		t.Errorf("reservation TTL %v, want about %v", ttl, want)
+	if n := e.tasksWithID(t, "k1", "a", "b", "c"); n != 1 {
+		t.Errorf("%d tasks named k1, want 1", n)
 	}
 }
 
-func TestReservationTTL(t *testing.T) {
+// TestReservationOfCrashedProducerExpires: a producer that dies between reserving and
+// releasing leaves a reservation that expires after reservationHold, not after the task's
+// retention.
+func TestReservationOfCrashedProducerExpires(t *testing.T) {
 	t.Parallel()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	later := now.Add(48 * time.Hour)
-	tests := []struct {
-		sendAt     time.Time
-		sendBefore *time.Time
-		retention  time.Duration
-		want       time.Duration
-	}{
-		{now, nil, time.Hour, time.Hour + reservationMargin},
-		{now.Add(-time.Hour), nil, 0, reservationMargin},
-		{now.Add(2 * time.Hour), nil, time.Hour, 3*time.Hour + reservationMargin},
-		{now.Add(2 * time.Hour), &later, time.Hour, 49*time.Hour + reservationMargin},
+	e := newEnv(t)
+	e.crashAfterReserve(t, "crashed", "a")
+	ttl, err := e.db.Client(t).PTTL(context.Background(), ReservationKey("crashed")).Result()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		if got := reservationTTL(now, tt.sendAt, tt.sendBefore, tt.retention); got != tt.want {
-			t.Errorf("reservationTTL(%v, %v, %v) = %v, want %v", tt.sendAt, tt.sendBefore, tt.retention, got, tt.want)
-		}
+	if ttl > reservationHold || ttl < reservationHold-time.Minute {
+		t.Errorf("reservation TTL %v, want about %v", ttl, reservationHold)
+	}
+}
+
+// TestCommittedReservationOfEarlierVersion: a committed reservation written by an earlier
+// version ("c|…", kept for the task's retention) still names its task, and frees the key once
+// the task is gone.
+func TestCommittedReservationOfEarlierVersion(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.enq.grace = time.Hour // would show as a hang if the key waited for the grace
+	ctx := context.Background()
+	c := e.db.Client(t)
+	if _, err := e.enq.Enqueue(ctx, validPayload(), IdempotencyKey("old"), Queue("a")); err != nil {
+		t.Fatal(err)
+	}
+	legacy := "c|" + strconv.FormatInt(time.Now().UnixMilli(), 10) + "|0123456789abcdef|a"
+	if err := c.Set(ctx, ReservationKey("old"), legacy, 96*time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.enq.Enqueue(ctx, validPayload(), IdempotencyKey("old"), Queue("b"))
+	if err != nil || r != (Result{TaskID: "old", Queue: "a", Duplicate: true}) {
+		t.Errorf("with the old reservation: %+v, %v; want the task on a", r, err)
+	}
+	if err := e.insp.DeleteTask("a", "old"); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err = e.enq.Enqueue(cctx, validPayload(), IdempotencyKey("old"), Queue("b"))
+	if err != nil || r != (Result{TaskID: "old", Queue: "b"}) {
+		t.Errorf("after the task was deleted: %+v, %v; want a new task on b", r, err)
+	}
+	if n, _ := c.Exists(ctx, ReservationKey("old")).Result(); n != 0 {
+		t.Errorf("the taken-over reservation was not released")
 	}
 }
 
@@ -167,7 +195,7 @@ func TestIdempotencyKeyRaceAcrossQueues(t *testing.T) {
 // crashAfterReserve plays a producer that reserved key for queue and died before enqueuing.
 func (e *env) crashAfterReserve(t *testing.T, key, queue string) string {
 	t.Helper()
-	ok, value, _, err := e.enq.reserve(context.Background(), ReservationKey(key), "", newToken(), queue, time.Hour)
+	ok, value, _, _, err := e.enq.reserve(context.Background(), ReservationKey(key), "", newToken(), queue)
 	if err != nil || !ok {
 		t.Fatalf("reserve: %v, %v", ok, err)
 	}
@@ -198,9 +226,8 @@ func TestReservationCrashBeforeEnqueue(t *testing.T) {
 	if n := e.tasksWithID(t, "orphan", "a", "b"); n != 1 {
 		t.Errorf("%d tasks, want 1", n)
 	}
-	res, _ := parseReservation(e.db.Client(t).Get(context.Background(), ReservationKey("orphan")).Val())
-	if res.queue != "b" || !res.committed {
-		t.Errorf("reservation %+v, want committed on b", res)
+	if n, _ := e.db.Client(t).Exists(context.Background(), ReservationKey("orphan")).Result(); n != 0 {
+		t.Errorf("the taken-over reservation was not released")
 	}
 
 	// A producer on the orphan's own queue does not wait: asynq decides on one queue.
@@ -266,7 +293,7 @@ func TestReservationFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, mineA, _, err := e.enq.reserve(ctx, ReservationKey("fence"), "", tokenA, "a", time.Hour)
+	ok, mineA, _, queues, err := e.enq.reserve(ctx, ReservationKey("fence"), "", tokenA, "a")
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
@@ -277,7 +304,7 @@ func TestReservationFence(t *testing.T) {
 		t.Fatalf("B: %+v, %v", rB, err)
 	}
 	// ... and A wakes up and enqueues onto a: its task is withdrawn, it answers B's.
-	rA, err := e.enq.enqueueReserved(ctx, prA, ReservationKey("fence"), mineA)
+	rA, err := e.enq.enqueueReserved(ctx, prA, ReservationKey("fence"), mineA, queues)
 	if err != nil || rA != (Result{TaskID: "fence", Queue: "b", Duplicate: true}) {
 		t.Errorf("A: %+v, %v; want a duplicate of B's task", rA, err)
 	}
@@ -287,19 +314,18 @@ func TestReservationFence(t *testing.T) {
 
 	// The same, but B crashed after taking the key over: A keeps its task and the key.
 	prA, _ = e.enq.prepare(validPayload(), time.Now(), IdempotencyKey("fence2"), Queue("a"))
-	_, mineA, _, _ = e.enq.reserve(ctx, ReservationKey("fence2"), "", tokenA, "a", time.Hour)
+	_, mineA, _, queues, _ = e.enq.reserve(ctx, ReservationKey("fence2"), "", tokenA, "a")
 	time.Sleep(grace + 50*time.Millisecond)
-	ok, _, _, err = e.enq.reserve(ctx, ReservationKey("fence2"), mineA, newToken(), "b", time.Hour) // B's takeover
+	ok, _, _, _, err = e.enq.reserve(ctx, ReservationKey("fence2"), mineA, newToken(), "b") // B's takeover
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	rA, err = e.enq.enqueueReserved(ctx, prA, ReservationKey("fence2"), mineA)
+	rA, err = e.enq.enqueueReserved(ctx, prA, ReservationKey("fence2"), mineA, queues)
 	if err != nil || rA != (Result{TaskID: "fence2", Queue: "a"}) {
 		t.Errorf("A after B crashed: %+v, %v", rA, err)
 	}
-	res, _ := parseReservation(e.db.Client(t).Get(ctx, ReservationKey("fence2")).Val())
-	if res.queue != "a" || !res.committed {
-		t.Errorf("reservation %+v, want A's, committed", res)
+	if n, _ := e.db.Client(t).Exists(ctx, ReservationKey("fence2")).Result(); n != 0 {
+		t.Errorf("reservation left after A settled")
 	}
 	r, err := e.enq.Enqueue(ctx, validPayload(), IdempotencyKey("fence2"), Queue("b"))
 	if err != nil || r != (Result{TaskID: "fence2", Queue: "a", Duplicate: true}) {

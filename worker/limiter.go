@@ -57,10 +57,16 @@ import (
 // process updates it when it talks to Redis about that account) and the process whose script
 // changed it logs the change.
 //
-// Waiting. A waiter sleeps between tries: jittered, growing from 2ms to 50ms for the in-flight
-// cap; redis_rate's RetryAfter for the rate. A release in this process wakes its oldest local
-// waiter of that account at once. Waiting never exceeds maxWait nor outlives ctx. Redis pub/sub
-// wake-ups across processes were measured and not kept: see the note at wakeOne.
+// Waiting. A process's waiters of an account queue in arrival order. Only the oldest
+// localPollers of them try Redis, sleeping between tries: jittered, growing from 2ms to 50ms
+// for the in-flight cap; redis_rate's RetryAfter for the rate. The others wait for their turn:
+// a waiter that leaves the queue wakes the one that becomes a poller. A release in this process
+// wakes its oldest waiter of that account at once. So waiters are served in order in each
+// process, and a loaded fleet does not poll Redis once per waiter (see BenchmarkLimiterFleet:
+// when every waiter polled, the youngest, polling fastest, won most freed slots, so that some
+// of the oldest gave up at maxWait and their messages went back to the queue). Waiting never
+// exceeds maxWait nor outlives ctx. Redis pub/sub wake-ups across processes were measured and
+// not kept: see the note at wakeOne.
 
 // Limiter defaults, documented on the AccountLimits fields.
 const (
@@ -72,6 +78,9 @@ const (
 
 	minPoll = 2 * time.Millisecond  // first sleep between in-flight tries
 	maxPoll = 50 * time.Millisecond // sleeps grow to this
+	// localPollers is how many of a process's waiters of one account try Redis; the others
+	// wait for their turn in arrival order.
+	localPollers = 2
 
 	// factorCacheFor is how long a rate-only limiter trusts the factor it read last. The factor
 	// changes at most once per DecreaseGap and RecoverEvery, and a 429 seen here updates it at once.
@@ -165,7 +174,13 @@ type accountState struct {
 	hold   atomic.Int64 // moving average of how long a permit is held (ns), for RetryIn
 
 	mu      sync.Mutex
-	waiters list.List // of chan struct{} (buffer 1): local waiters, oldest first
+	waiters list.List // of *waiter: this process's waiters of the account, oldest first
+}
+
+// waiter is one Acquire of this process waiting for the account, from its first refusal until
+// it leaves (admitted, given up or cancelled).
+type waiter struct {
+	wake chan struct{} // buffer 1: a slot freed here, or its turn to poll Redis
 }
 
 // NewAccountLimiter returns the limiter enforcing lim per account through rdb, or NoLimit{}
@@ -309,6 +324,12 @@ func (l *AccountLimiter) Acquire(ctx context.Context, account, holder string, ma
 	member := holder + "#" + randomSuffix()
 	deadline := time.Now().Add(maxWait)
 	poll := minPoll
+	var w *waiter // our place in the process's queue, from the first refusal
+	defer func() {
+		if w != nil {
+			s.leave(w)
+		}
+	}()
 	for {
 		admitted, retryIn, reason, err := l.try(ctx, s, member)
 		if err != nil {
@@ -333,7 +354,10 @@ func (l *AccountLimiter) Acquire(ctx context.Context, account, holder string, ma
 			sleep = poll/2 + jitter(poll/2+1)
 			poll = min(2*poll, maxPoll)
 		}
-		if err := s.wait(ctx, min(sleep, max(remaining, 0))); err != nil {
+		if w == nil {
+			w = s.join()
+		}
+		if err := s.wait(ctx, w, min(sleep, max(remaining, 0)), max(remaining, 0)); err != nil {
 			return nil, err
 		}
 	}
@@ -477,25 +501,76 @@ func (p *permit) Release(rateLimited bool) {
 	}
 }
 
-// wait sleeps d, or less when a local release wakes this waiter. It returns ctx's error if ctx
-// ends first.
-func (s *accountState) wait(ctx context.Context, d time.Duration) error {
-	ch := make(chan struct{}, 1)
+// join queues a waiter behind the process's other waiters of the account.
+func (s *accountState) join() *waiter {
+	w := &waiter{wake: make(chan struct{}, 1)}
 	s.mu.Lock()
-	e := s.waiters.PushBack(ch)
+	s.waiters.PushBack(w)
 	s.mu.Unlock()
+	return w
+}
+
+// leave takes w out of the queue and wakes the waiter that becomes a poller in its place.
+func (s *accountState) leave(w *waiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for e := s.waiters.Front(); e != nil; e = e.Next() {
+		if e.Value.(*waiter) != w {
+			i++
+			continue
+		}
+		next := e.Next()
+		s.waiters.Remove(e)
+		if i >= localPollers {
+			return // it was not polling: nobody moves up
+		}
+		for ; next != nil && i < localPollers-1; i++ {
+			next = next.Next()
+		}
+		if next != nil {
+			next.Value.(*waiter).signal()
+		}
+		return
+	}
+}
+
+// polling says whether w is among the oldest localPollers waiters, which try Redis.
+func (s *accountState) polling(w *waiter) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for e := s.waiters.Front(); e != nil && i < localPollers; e = e.Next() {
+		if e.Value.(*waiter) == w {
+			return true
+		}
+		i++
+	}
+	return false
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait sleeps until w's next try: after sleep when w polls, else when its turn comes (or a
+// local release wakes it), and at the latest after remaining, when the caller gives up. It
+// returns ctx's error if ctx ends first.
+func (s *accountState) wait(ctx context.Context, w *waiter, sleep, remaining time.Duration) error {
+	d := remaining
+	if s.polling(w) {
+		d = sleep
+	}
 	t := time.NewTimer(d)
-	defer func() {
-		t.Stop()
-		s.mu.Lock()
-		s.waiters.Remove(e) // no-op when wakeOne removed it
-		s.mu.Unlock()
-	}()
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
-	case <-ch:
+	case <-w.wake:
 	}
 	return nil
 }
@@ -520,8 +595,7 @@ func (s *accountState) wakeOne() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.waiters.Front(); e != nil {
-		s.waiters.Remove(e)
-		e.Value.(chan struct{}) <- struct{}{}
+		e.Value.(*waiter).signal()
 	}
 }
 

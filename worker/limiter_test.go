@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,6 +480,92 @@ func TestLimiterReleaseWakesLocalWaiter(t *testing.T) {
 	p.Release(false)
 }
 
+// TestLimiterWaitersQueueInOrder: a process's waiters of an account queue in arrival order;
+// only the oldest localPollers try Redis, and one leaving hands its turn to the next; a release
+// wakes the oldest.
+func TestLimiterWaitersQueueInOrder(t *testing.T) {
+	t.Parallel()
+	s := &accountState{name: limAccount}
+	ws := make([]*waiter, 5)
+	for i := range ws {
+		ws[i] = s.join()
+	}
+	left := map[*waiter]bool{}
+	pollers := func() []int {
+		var out []int
+		for i, w := range ws {
+			if !left[w] && s.polling(w) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	woken := func(w *waiter) bool {
+		select {
+		case <-w.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	if got := pollers(); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("pollers %v, want the two oldest", got)
+	}
+	s.wakeOne()
+	if !woken(ws[0]) || woken(ws[1]) {
+		t.Fatal("a release must wake the oldest waiter only")
+	}
+	// A poller leaves: the third becomes one, and is woken to try at once.
+	left[ws[0]] = true
+	s.leave(ws[0])
+	if got := pollers(); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("pollers %v after the oldest left, want 1 and 2", got)
+	}
+	if !woken(ws[2]) || woken(ws[3]) {
+		t.Fatal("the waiter that became a poller must be woken, and no other")
+	}
+	// A waiter that was not polling leaves: nobody moves up.
+	left[ws[4]] = true
+	s.leave(ws[4])
+	if woken(ws[3]) || s.waiters.Len() != 3 {
+		t.Fatalf("a non-poller leaving woke someone or was not removed (%d queued)", s.waiters.Len())
+	}
+}
+
+// TestLimiterWaiterOutsideThePollersIsServed: with more waiters than pollers on a cap of 1,
+// every one of them is served within its wait as the slot is released and taken again.
+func TestLimiterWaiterOutsideThePollersIsServed(t *testing.T) {
+	t.Parallel()
+	procs, _ := limProcs(t, 1, AccountLimits{MaxInFlight: 1})
+	held := mustAcquire(t, procs[0], "holder", 0)
+	const waiters = localPollers + 3
+	got := make(chan Permit, waiters)
+	errs := make(chan error, waiters)
+	for i := range waiters {
+		go func() {
+			p, err := procs[0].Acquire(context.Background(), limAccount, fmt.Sprint("w", i), 10*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got <- p
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	held.Release(false)
+	for range waiters {
+		select {
+		case p := <-got:
+			time.Sleep(5 * time.Millisecond)
+			p.Release(false)
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(8 * time.Second):
+			t.Fatal("a waiter was never served")
+		}
+	}
+}
+
 // BenchmarkLimiterHandoff measures how well freed slots are handed to waiters of three
 // processes, for three wake-up strategies: poll (sleep 2→50ms jittered between tries only),
 // local (poll, plus a release wakes the oldest waiter of the same process: the default) and
@@ -621,4 +708,69 @@ func BenchmarkLimiterAcquireRelease(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkLimiterFleet is scenario 6's load on the limiter alone: three processes, each with
+// as many runs as its concurrency waiting on a cap of 20 held 100ms each, every run giving up
+// after LimiterMaxWait (2s) as the handler does. It reports the cap's utilisation, the share of
+// acquisitions that gave up (a message sent back to the queue) and the longest wait.
+//
+//	go test ./worker -run '^$' -bench LimiterFleet -benchtime 1x
+func BenchmarkLimiterFleet(b *testing.B) {
+	for range b.N {
+		util, gaveUp, longest, calls := runFleetWait(b, 20, 50, 100*time.Millisecond, DefaultLimiterMaxWait)
+		b.ReportMetric(util, "util")
+		b.ReportMetric(gaveUp, "gaveup/acq")
+		b.ReportMetric(longest.Seconds(), "maxwait-s")
+		b.ReportMetric(calls, "calls/acq")
+	}
+}
+
+func runFleetWait(b *testing.B, capacity, waiters int, hold, maxWait time.Duration) (util, gaveUp float64, longest time.Duration, calls float64) {
+	const (
+		processes = 3
+		think     = 2 * time.Millisecond // after a release: recording, the next dequeue
+		duration  = 5 * time.Second
+	)
+	db := redistest.NewDB(b)
+	admin := db.Client(b)
+	ctx := context.Background()
+	statsBefore := limiterCalls(b, admin)
+	var acquired, limited, longestNs atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(duration)
+	for i := range processes {
+		l := newAccountLimiter(db.Client(b), AccountLimits{MaxInFlight: capacity}, nil, nil)
+		for w := range waiters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; time.Now().Before(stop); n++ {
+					began := time.Now()
+					p, err := l.Acquire(ctx, limAccount, fmt.Sprintf("p%d-w%d-%d", i, w, n), maxWait)
+					waited := int64(time.Since(began))
+					for {
+						old := longestNs.Load()
+						if waited <= old || longestNs.CompareAndSwap(old, waited) {
+							break
+						}
+					}
+					if err != nil {
+						limited.Add(1)
+						time.Sleep(think)
+						continue
+					}
+					acquired.Add(1)
+					time.Sleep(hold)
+					p.Release(false)
+					time.Sleep(think)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	n := acquired.Load()
+	cmds := limiterCalls(b, admin) - statsBefore
+	return float64(n) * hold.Seconds() / (float64(capacity) * duration.Seconds()),
+		float64(limited.Load()) / float64(max(n, 1)), time.Duration(longestNs.Load()), float64(cmds) / float64(max(n, 1))
 }
