@@ -487,7 +487,9 @@ return 'ok'
 `)
 
 // MarkSent claims the outcome's interaction SID for this message (a message to participantSID)
-// and records the outcome as the task's result and the ledger as sent. It returns ErrClaimed
+// and records the outcome as the task's result and the ledger as sent. With participantSID
+// empty no claim is written: a message whose reconciliation is exact (a Conversations message,
+// found by its stamp) only records. It returns ErrClaimed
 // when another message already recorded that SID, or ErrLostOwnership. On one Redis this is one
 // script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
 // then lost ownership names this same task, and the run that took over adopts it.
@@ -495,6 +497,9 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
 		return err
+	}
+	if participantSID == "" {
+		return l.markSent(ctx, l.perMessage(), queue, taskID, fence, data)
 	}
 	day := l.now().UnixMilli() / dayMs
 	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
@@ -519,7 +524,12 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	if res == "claimed" {
 		return ErrClaimed
 	}
-	res, err = sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data).Text()
+	return l.markSent(ctx, l.rdb, queue, taskID, fence, data)
+}
+
+// markSent is the record alone (sentScript): the ledger says sent and the result is the outcome.
+func (l *Ledger) markSent(ctx context.Context, c redis.Scripter, queue, taskID string, fence int64, data []byte) error {
+	res, err := sentScript.Run(ctx, c, []string{LedgerKey(queue, taskID)}, fence, data).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: mark sent: %w", err)
 	}
