@@ -173,7 +173,9 @@ func (m *conversationMessage) find(ctx context.Context, r *run) (found, error) {
 	return found{}, nil
 }
 
-func (m *conversationMessage) classify(err error) proxyclient.Class { return conversations.Classify(err) }
+func (m *conversationMessage) classify(err error) proxyclient.Class {
+	return conversations.Classify(err)
+}
 
 func (m *conversationMessage) retryAfter(err error) (time.Duration, bool) {
 	return conversations.RetryAfter(err)
