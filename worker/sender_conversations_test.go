@@ -14,6 +14,7 @@ import (
 	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/conversations/convtest"
 	"github.com/proxyq/proxyq/internal/redistest"
+	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -293,5 +294,116 @@ func TestConversationPermanentAndUnknownAccount(t *testing.T) {
 	}
 	if n := len(f.messages(ch)); n != 0 {
 		t.Fatalf("%d messages sent, want none", n)
+	}
+}
+
+// scriptedConversations fails the next creates with the scripted errors (before creating
+// anything, as a 429 is), then passes to the real client.
+type scriptedConversations struct {
+	ConversationsAPI
+	script []error
+}
+
+func (s *scriptedConversations) CreateMessage(ctx context.Context, p conversations.CreateParams) (*conversations.Message, error) {
+	if len(s.script) > 0 {
+		err := s.script[0]
+		s.script = s.script[1:]
+		return nil, err
+	}
+	return s.ConversationsAPI.CreateMessage(ctx, p)
+}
+
+func adaptiveFactor(t *testing.T, f *convFixture, key string) string {
+	t.Helper()
+	v, err := f.h.ledger.rdb.HGet(context.Background(), key, "factor").Result()
+	if err != nil {
+		return "1000"
+	}
+	return v
+}
+
+// Conversations' published limits, shared through Redis: 30 creates per second per
+// conversation on the per-scope limiter, the account's limits on the account limiter, both
+// slowed by 429s.
+func TestConversationLimits(t *testing.T) {
+	t.Parallel()
+	f := newConvFixture(t, nil)
+	rdb := redistest.NewDB(t).Client(t)
+	services, err := NewServiceLimiter(rdb, ServiceLimits{MaxWait: time.Millisecond}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.SetServiceLimiter(services)
+	acct, err := NewAccountLimiter(rdb, AccountLimits{MaxInFlight: 10, Rate: 100}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.limiter = acct
+	f.h.ledger = NewLedger(rdb, f.h.cfg.LedgerTTL)
+	ch, other := convCH(10), convCH(11)
+
+	// The conversation's window (30 per second) is spent: the message goes back to the queue
+	// without a failed attempt and without sending; another conversation is sent at once.
+	for range 30 {
+		if err := services.Acquire(context.Background(), convAccount, ch, EndpointCreate, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rl := wantRetry(t, f.run(t, "lim-1", tasks.ConversationPayload{ConversationSID: ch, Body: "x"}), false)
+	var limited *LimitedError
+	if !errors.As(rl, &limited) || limited.Service != ch || rl.After > 2*time.Second {
+		t.Fatalf("retry %v, want the conversation's limit, back within about a second", rl)
+	}
+	if n := len(f.messages(ch)); n != 0 {
+		t.Fatalf("sent %d over the conversation's limit", n)
+	}
+	if err := f.run(t, "lim-2", tasks.ConversationPayload{ConversationSID: other, Body: "x"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// 20429 slows the account, not the conversation.
+	if err := f.srv.Fake.Inject(proxytest.Fault429, 1); err != nil {
+		t.Fatal(err)
+	}
+	fresh := convCH(13) // an empty window: the request goes at once
+	wantRetry(t, f.run(t, "lim-3", tasks.ConversationPayload{ConversationSID: fresh, Body: "y"}), false)
+	if n := f.srv.Fake.Stats().Faults["429"]; n != 1 {
+		t.Fatalf("429 served %d times, want 1", n)
+	}
+	if got := adaptiveFactor(t, f, adaptiveKey(convAccount)); got != "500" {
+		t.Fatalf("account factor %s after 20429, want 500", got)
+	}
+	if got := adaptiveFactor(t, f, serviceTag(convAccount, fresh)+"adaptive"); got != "1000" {
+		t.Fatalf("conversation factor %s after 20429, want untouched", got)
+	}
+
+	// Any other 429 may be the conversation's own limit: it halves the conversation's factor.
+	third := convCH(12)
+	f.h.SetConversations(&scriptedConversations{ConversationsAPI: f.client,
+		script: []error{&proxyclient.Error{Method: "POST", StatusCode: 429, Message: "Too Many Requests"}}}, nil)
+	rl = wantRetry(t, f.run(t, "lim-4", tasks.ConversationPayload{ConversationSID: third, Body: "z"}), false)
+	if rl.After < time.Second || rl.After > 2*time.Second {
+		t.Fatalf("retry after %v, want about one second", rl.After)
+	}
+	if got := adaptiveFactor(t, f, serviceTag(convAccount, third)+"adaptive"); got != "500" {
+		t.Fatalf("conversation factor %s after its 429, want 500", got)
+	}
+	// Sent once the slowed conversation's window allows it.
+	f.runToEnd(t, "lim-4", tasks.ConversationPayload{ConversationSID: third, Body: "z"})
+	if n := len(f.messages(third)); n != 1 {
+		t.Fatalf("%d messages, want 1", n)
+	}
+}
+
+func TestConversationLimitConfig(t *testing.T) {
+	t.Parallel()
+	lim := ServiceLimits{}.WithDefaults()
+	if lim.ConversationRate != 30 || lim.ConversationWindow != time.Second {
+		t.Fatalf("defaults %v/%v, want Twilio's 30 per second", lim.ConversationRate, lim.ConversationWindow)
+	}
+	for _, bad := range []ServiceLimits{{ConversationRate: -1}, {ConversationWindow: 10 * time.Millisecond}, {ConversationRate: 0.5, ConversationWindow: time.Second}} {
+		if err := bad.WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "Conversation") {
+			t.Errorf("%+v: %v, want an error naming the conversation limit", bad, err)
+		}
 	}
 }
