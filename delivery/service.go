@@ -119,6 +119,13 @@ func (s *Service) Config() Config { return s.cfg }
 // logged, never returned: the send is recorded whatever happens here, and the poll or a
 // later callback repairs a missed timeline.
 func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) {
+	if o != nil && o.MessageSID != "" { // a Conversations message (receipts.go)
+		if err := s.recordedConversation(ctx, queue, taskID, accountSID, o); err != nil {
+			s.log.Error("delivery: could not index the message; its receipts stay pending until the poll finds it",
+				zap.String("task_id", taskID), zap.String("message_sid", o.MessageSID), zap.Error(err))
+		}
+		return
+	}
 	if o == nil || o.InteractionSID == "" {
 		return
 	}
@@ -228,7 +235,7 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 			if err != nil {
 				return fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
 			}
-			if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID != ref.KI {
+			if o == nil || o.State != tasks.OutcomeSent || o.CreatedSID() != ref.KI {
 				// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
 				return errGone
 			}

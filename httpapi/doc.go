@@ -13,6 +13,7 @@
 //	GET    /healthz, /readyz               probes, open without a token
 //	POST   /v1/twilio/proxy/callbacks      Twilio's status callbacks, routed to package delivery
 //	                                       (no bearer token: X-Twilio-Signature; 404 when off)
+//	POST   /v1/twilio/conversations/receipts  Conversations' onDeliveryUpdated webhooks, the same way
 //
 // The wiring in cmd is: LoadTokens, New, optionally Mount (dashboard, metrics), NewHTTPServer,
 // ListenAndServe; on SIGTERM Drain then http.Server.Shutdown (see Server.Drain).

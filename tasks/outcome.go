@@ -33,6 +33,8 @@ type Outcome struct {
 	API                 string     `json:"api,omitempty"`
 	InteractionSID      string     `json:"interaction_sid,omitempty"`       // KI…, the Proxy interaction
 	MessageSID          string     `json:"message_sid,omitempty"`           // IM…, the Conversations message
+	ConversationSID     string     `json:"conversation_sid,omitempty"`      // CH…, the message's conversation (Conversations)
+	ChatServiceSID      string     `json:"chat_service_sid,omitempty"`      // IS…, its Conversation Service when not the default
 	OutboundStatus      string     `json:"outbound_status,omitempty"`       // e.g. queued, sent, delivered
 	OutboundResourceSID string     `json:"outbound_resource_sid,omitempty"` // SM…, the message
 	Attempts            int        `json:"attempts"`                        // requests that could have created it (POSTs)
@@ -88,6 +90,8 @@ type storedOutcome struct {
 	API                 string        `json:"ap,omitempty"`
 	InteractionSID      string        `json:"ki,omitempty"`
 	MessageSID          string        `json:"im,omitempty"`
+	ConversationSID     string        `json:"ch,omitempty"`
+	ChatServiceSID      string        `json:"is,omitempty"`
 	OutboundStatus      string        `json:"os,omitempty"`
 	OutboundResourceSID string        `json:"sm,omitempty"`
 	Attempts            int           `json:"n"`
@@ -123,7 +127,8 @@ func EncodeOutcome(o *Outcome) ([]byte, error) {
 
 func compact(o *Outcome) storedOutcome {
 	s := storedOutcome{
-		State: o.State, API: o.API, InteractionSID: o.InteractionSID, MessageSID: o.MessageSID, OutboundStatus: o.OutboundStatus,
+		State: o.State, API: o.API, InteractionSID: o.InteractionSID, MessageSID: o.MessageSID,
+		ConversationSID: o.ConversationSID, ChatServiceSID: o.ChatServiceSID, OutboundStatus: o.OutboundStatus,
 		OutboundResourceSID: o.OutboundResourceSID, Attempts: o.Attempts, SentAt: unixMilli(o.SentAt),
 		Reconciled: o.Reconciled, ErrorCode: o.ErrorCode, HTTPStatus: o.HTTPStatus, Error: o.Error,
 		RecordedAt: o.RecordedAt.UnixMilli(), DeliveredAt: unixMilli(o.DeliveredAt), Final: o.Final,
@@ -160,7 +165,8 @@ func ParseOutcome(result []byte) (*Outcome, error) {
 		return &o, nil
 	}
 	o := &Outcome{
-		State: s.State, API: s.API, InteractionSID: s.InteractionSID, MessageSID: s.MessageSID, OutboundStatus: s.OutboundStatus,
+		State: s.State, API: s.API, InteractionSID: s.InteractionSID, MessageSID: s.MessageSID,
+		ConversationSID: s.ConversationSID, ChatServiceSID: s.ChatServiceSID, OutboundStatus: s.OutboundStatus,
 		OutboundResourceSID: s.OutboundResourceSID, Attempts: s.Attempts, SentAt: fromMilli(s.SentAt),
 		Reconciled: s.Reconciled, ErrorCode: s.ErrorCode, HTTPStatus: s.HTTPStatus, Error: s.Error,
 		DeliveredAt: fromMilli(s.DeliveredAt), Final: s.Final,

@@ -22,6 +22,7 @@ var outcomeCases = func() map[string]*Outcome {
 			DeliveryErrorCode: 30003, DeliveryError: "Unreachable destination handset", RecordedAt: at.In(time.FixedZone("X", 3600))},
 		"unknown, nothing recorded yet": {State: OutcomeUnknown, Attempts: 3, Error: "timeout"},
 		"conversations, read": {State: OutcomeSent, API: APIConversations, MessageSID: "IM00000000000000000000000000000001",
+			ConversationSID: "CH00000000000000000000000000000001", ChatServiceSID: "IS00000000000000000000000000000001",
 			OutboundStatus: "delivered", Attempts: 2, Reconciled: true, SentAt: &sec, RecordedAt: at, DeliveredAt: &at, Final: true,
 			StatusHistory: []StatusEvent{{Status: "sent", At: sec}, {Status: "delivered", At: at}, {Status: "read", At: at}}},
 	}

@@ -204,6 +204,7 @@ func (m *conversationMessage) claimScope() string { return "" }
 
 func (m *conversationMessage) record(c created, o *tasks.Outcome) {
 	o.API, o.MessageSID, o.OutboundStatus = apiConversations, c.SID, c.Status
+	o.ConversationSID, o.ChatServiceSID = m.p.ConversationSID, m.p.ServiceSID
 }
 
 func (m *conversationMessage) logFields() []zap.Field {
