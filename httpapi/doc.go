@@ -7,7 +7,8 @@
 //
 //	POST   /v1/message-interactions        enqueue one message        202 | 200 replay | 409 key reuse
 //	POST   /v1/message-interactions:batch  enqueue up to MaxBatch     200 with per-message results
-//	GET    /v1/message-interactions/{id}   tasks.Status (= `proxyq status --json`)
+//	POST   /v1/conversation-messages       enqueue one Conversations message  202 | 200 replay | 409 key reuse
+//	GET    /v1/message-interactions/{id}   tasks.Status (= `proxyq status --json`), either API
 //	DELETE /v1/message-interactions/{id}   cancel if not yet sent     200 | 404 | 409
 //	GET    /v1/openapi.json                the OpenAPI 3.1 description (openapi.json, embedded)
 //	GET    /healthz, /readyz               probes, open without a token

@@ -88,6 +88,7 @@ func New(cfg Config, enq *tasks.Enqueuer, insp *asynq.Inspector, guard SendGuard
 	s.routes = []route{
 		{method: http.MethodPost, pattern: "/v1/message-interactions", handler: s.handleCreate},
 		{method: http.MethodPost, pattern: "/v1/message-interactions:batch", handler: s.handleBatch},
+		{method: http.MethodPost, pattern: ConversationsPath, handler: s.handleCreateConversation},
 		{method: http.MethodGet, pattern: "/v1/message-interactions/{id}", handler: s.handleGet},
 		{method: http.MethodDelete, pattern: "/v1/message-interactions/{id}", handler: s.handleDelete},
 		{method: http.MethodGet, pattern: "/v1/openapi.json", handler: s.handleOpenAPI},
