@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/conversations/convtest"
@@ -405,5 +408,40 @@ func TestConversationLimitConfig(t *testing.T) {
 		if err := bad.WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "Conversation") {
 			t.Errorf("%+v: %v, want an error naming the conversation limit", bad, err)
 		}
+	}
+}
+
+// The run's span names the API and the conversation, and the outcome's message SID.
+func TestConversationTraceNamesTheAPI(t *testing.T) {
+	t.Parallel()
+	f := newConvFixture(t, nil)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ctx, span := tp.Tracer("test").Start(context.Background(), SpanAttempt)
+	makeTask(t, f.h.ledger.rdb, testQ, "traced")
+	if err := f.h.handle(ctx, "traced", testQ, convTask(t, tasks.ConversationPayload{ConversationSID: convCH(20), Body: "x"})); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	ended := rec.Ended()
+	if len(ended) != 1 {
+		t.Fatalf("%d spans", len(ended))
+	}
+	got := map[attribute.Key]string{}
+	for _, kv := range ended[0].Attributes() {
+		got[kv.Key] = kv.Value.Emit()
+	}
+	if got[AttrAPI] != "conversations" || got[AttrConversationSID] != convCH(20) {
+		t.Fatalf("span attributes %v, want api and conversation", got)
+	}
+	var recorded bool
+	for _, ev := range ended[0].Events() {
+		for _, kv := range ev.Attributes {
+			recorded = recorded || (kv.Key == AttrMessageSID && strings.HasPrefix(kv.Value.AsString(), "IM"))
+		}
+	}
+	if !recorded {
+		t.Fatal("no outcome event with the message SID")
 	}
 }

@@ -101,4 +101,9 @@ func (m *proxyMessage) logFields() []zap.Field {
 	return []zap.Field{zap.String("participant_sid", m.p.ParticipantSID)}
 }
 
-func (m *proxyMessage) trace(span trace.Span) { traceMessage(span, &m.p) }
+func (m *proxyMessage) trace(span trace.Span) {
+	traceMessage(span, &m.p)
+	if span.IsRecording() {
+		span.SetAttributes(AttrAPI.String(apiProxy))
+	}
+}
