@@ -31,7 +31,7 @@ validate-deploy:
 
 # Long runs, not part of `make test`.
 chaos:
-	go test -tags chaos -count=1 -v -timeout 30m -run '^TestChaos$$' ./chaos/
+	go test -tags chaos -count=1 -v -timeout 45m -run '^TestChaos(Conversations)?$$' ./chaos/
 
 # Ordered lanes under kills, ambiguous faults, 429s and a Redis crash: order checked per lane.
 chaos-lanes:

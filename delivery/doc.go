@@ -50,6 +50,11 @@
 //   - Status webhooks are asynq tasks (retries, backoff, at least once) with a webhook-id stable
 //     per (message, status); they never delay the answer to Twilio.
 //
+// Conversations messages (receipts.go) take the same path from the Conversation Service's
+// signed onDeliveryUpdated webhook (ReceiptsHandler), keyed by the message's IM… SID, with the
+// account rule (a receipt applies only to a message recorded under the account that signed it)
+// and a poll of the message's Receipts.
+//
 // Logs carry task IDs, SIDs, statuses and error codes: never Auth Tokens, webhook secrets,
 // message bodies (interactionData) or the webhook URL's query.
 package delivery

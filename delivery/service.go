@@ -142,7 +142,13 @@ func (s *Service) Config() Config { return s.cfg }
 // The error is non-nil when tracking may not be complete: the worker must then not consider
 // the message done (it retries, and the retry calls Recorded again). A record that is gone
 // or rewritten by a later run is not an error.
+//
+// A Conversations message (its record names a Message SID, IM…) is tracked the same way by
+// recordedConversation (receipts.go).
 func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
+	if o != nil && o.State == tasks.OutcomeSent && o.MessageSID != "" {
+		return s.recordedConversation(ctx, queue, taskID, accountSID, o)
+	}
 	if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID == "" {
 		return nil
 	}
@@ -271,7 +277,7 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 			if err != nil {
 				return fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
 			}
-			if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID != ref.KI {
+			if o == nil || o.State != tasks.OutcomeSent || o.CreatedSID() != ref.KI {
 				// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
 				return errGone
 			}

@@ -41,16 +41,21 @@ type Event struct {
 
 // EventData describes the message and its new status.
 type EventData struct {
-	ID             string     `json:"id"` // the message's task ID (= its idempotency key's message)
-	Queue          string     `json:"queue"`
-	InteractionSID string     `json:"interaction_sid"`
-	MessageSID     string     `json:"message_sid,omitempty"`
-	Status         string     `json:"status"`
-	Final          bool       `json:"final"`
-	ErrorCode      int        `json:"error_code,omitempty"`
-	ErrorMessage   string     `json:"error_message,omitempty"`
-	SentAt         *time.Time `json:"sent_at,omitempty"`
-	DeliveredAt    *time.Time `json:"delivered_at,omitempty"`
+	ID    string `json:"id"` // the message's task ID (= its idempotency key's message)
+	Queue string `json:"queue"`
+	// API is "conversations" for a Conversations message; absent for Proxy.
+	API string `json:"api,omitempty"`
+	// InteractionSID is the Proxy interaction (KI…); absent for a Conversations message.
+	InteractionSID string `json:"interaction_sid,omitempty"`
+	// MessageSID is the Proxy interaction's outbound Message (SM…), or the Conversations
+	// message (IM…) when API is "conversations".
+	MessageSID   string     `json:"message_sid,omitempty"`
+	Status       string     `json:"status"`
+	Final        bool       `json:"final"`
+	ErrorCode    int        `json:"error_code,omitempty"`
+	ErrorMessage string     `json:"error_message,omitempty"`
+	SentAt       *time.Time `json:"sent_at,omitempty"`
+	DeliveredAt  *time.Time `json:"delivered_at,omitempty"`
 	// History is the message's status_history at the time of this change.
 	History []tasks.StatusEvent `json:"status_history,omitempty"`
 }
@@ -80,6 +85,9 @@ func (s *Service) announce(ctx context.Context, ref msgRef, o tasks.Outcome) {
 		Status: o.OutboundStatus, Final: o.Final, ErrorCode: o.DeliveryErrorCode, ErrorMessage: o.DeliveryError,
 		SentAt: o.SentAt, DeliveredAt: o.DeliveredAt, History: o.StatusHistory,
 	}}
+	if o.API == tasks.APIConversations {
+		ev.Data.API, ev.Data.InteractionSID, ev.Data.MessageSID = o.API, "", o.MessageSID
+	}
 	body, _ := json.Marshal(ev)
 	id := webhookID(ref.Queue, ref.TaskID, o.OutboundStatus)
 	payload, _ := json.Marshal(webhookTask{ID: id, Body: body})

@@ -37,6 +37,8 @@ type Worker struct {
 	limit  Limiter
 	http   *http.Client
 	signer *standardwebhooks.Webhook
+	// receipts lists Conversations receipts for the poll (receipts.go); nil: not polled.
+	receipts ReceiptLister
 }
 
 // NewWorker wires the worker side. fetch may be nil (no error fetches or polls: messages then
@@ -275,6 +277,9 @@ func (w *Worker) pollOne(ctx context.Context, ki string, now time.Time) (stop bo
 		}
 		s.metrics.Polls.WithLabelValues("gave_up").Inc()
 		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
+	}
+	if isConversationMessage(ki) {
+		return w.pollConversation(ctx, ki) // its receipts (receipts.go)
 	}
 	if w.fetch == nil {
 		s.metrics.Polls.WithLabelValues("no_fetcher").Inc()

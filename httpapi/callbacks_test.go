@@ -92,3 +92,28 @@ func deadAddr(t *testing.T) string {
 	_ = l.Close()
 	return addr
 }
+
+func deliveryReceipts(t *testing.T) http.Handler {
+	t.Helper()
+	svc, err := delivery.New(delivery.Config{}, redistest.NewDB(t).Client(t), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := svc.ReceiptsHandler(delivery.CallbackConfig{PublicURL: testPublicURL,
+		Tokens: delivery.StaticToken{AccountSID: testCallbackAccount, Token: testCallbackToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// signedReceipt is a Conversations onDeliveryUpdated webhook signed with token, without a
+// bearer token.
+func signedReceipt(t *testing.T, status, token string) req {
+	t.Helper()
+	p := url.Values{"EventType": {"onDeliveryUpdated"}, "AccountSid": {testCallbackAccount},
+		"ConversationSid": {"CH0123456789abcdef0123456789abcdef"}, "MessageSid": {"IM0123456789abcdef0123456789abcdef"}, "Status": {status}}
+	return req{method: http.MethodPost, path: delivery.ReceiptsPath, body: p.Encode(), token: "-",
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded",
+			"X-Twilio-Signature": delivery.Signature(token, testPublicURL+delivery.ReceiptsPath, p)}}
+}

@@ -69,6 +69,11 @@ type Config struct {
 	// itself, as the delivery package's handler does. nil: the route answers 404.
 	Callbacks http.Handler
 
+	// Receipts serves Twilio Conversations' onDeliveryUpdated webhooks at POST
+	// /v1/twilio/conversations/receipts (delivery.ReceiptsPath), like Callbacks: public, the
+	// handler checks X-Twilio-Signature (delivery.Service.ReceiptsHandler). nil: 404.
+	Receipts http.Handler
+
 	// ReadyCheck answers GET /readyz. Nil means a Redis round trip through the Inspector
 	// (listing the queues). It runs with a ReadyTimeout deadline.
 	ReadyCheck func(ctx context.Context) error

@@ -7,12 +7,14 @@
 //
 //	POST   /v1/message-interactions        enqueue one message        202 | 200 replay | 409 key reuse
 //	POST   /v1/message-interactions:batch  enqueue up to MaxBatch     200 with per-message results
-//	GET    /v1/message-interactions/{id}   tasks.Status (= `proxyq status --json`)
+//	POST   /v1/conversation-messages       enqueue one Conversations message  202 | 200 replay | 409 key reuse
+//	GET    /v1/message-interactions/{id}   tasks.Status (= `proxyq status --json`), either API
 //	DELETE /v1/message-interactions/{id}   cancel if not yet sent     200 | 404 | 409
 //	GET    /v1/openapi.json                the OpenAPI 3.1 description (openapi.json, embedded)
 //	GET    /healthz, /readyz               probes, open without a token
 //	POST   /v1/twilio/proxy/callbacks      Twilio's status callbacks, routed to package delivery
 //	                                       (no bearer token: X-Twilio-Signature; 404 when off)
+//	POST   /v1/twilio/conversations/receipts  Conversations' onDeliveryUpdated webhooks, the same way
 //
 // The wiring in cmd is: LoadTokens, New, optionally Mount (dashboard, metrics), NewHTTPServer,
 // ListenAndServe; on SIGTERM Drain then http.Server.Shutdown (see Server.Drain).

@@ -296,7 +296,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	spec := loadOpenAPI(t)
 	callbacks := deliveryCallbacks(t)
 	e := newEnv(t,
-		withConfig(func(c *Config) { c.MaxBodyBytes = 4096; c.Callbacks = callbacks }),
+		withConfig(func(c *Config) { c.MaxBodyBytes = 4096; c.Callbacks = callbacks; c.Receipts = deliveryReceipts(t) }),
 		withGuard(func(_ context.Context, id string) error {
 			if strings.HasPrefix(id, "inflight") {
 				return errors.New("in flight")
@@ -319,6 +319,8 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		opHealth = "GET /healthz"
 		opReady  = "GET /readyz"
 		opTwilio = "POST /v1/twilio/proxy/callbacks"
+		opConvRx = "POST /v1/twilio/conversations/receipts"
+		opConv   = "POST /v1/conversation-messages"
 	)
 	scenarios := []scenario{
 		{op: opCreate, name: "example", req: post("/v1/message-interactions", "EXAMPLE", "oa-1"), status: 202},
@@ -378,6 +380,23 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{op: opTwilio, name: "redis down", req: signedCallback(t, "sent", testCallbackToken), on: deadCallbacksEnv(t), status: 503},
 		{op: opTwilio, name: "not enabled", req: signedCallback(t, "sent", testCallbackToken), dead: true, status: 404},
 		{op: opReady, name: "redis down", req: req{method: "GET", path: "/readyz", token: "-"}, dead: true, status: 503},
+		{op: opConv, name: "example", req: post(ConversationsPath, "EXAMPLE", "conv-oa-1"), status: 202},
+		{op: opConv, name: "repeat", req: post(ConversationsPath, "EXAMPLE", "conv-oa-1"), status: 200},
+		{op: opConv, name: "key reuse", req: post(ConversationsPath, `{"conversation_sid":"CH0123456789abcdef0123456789abcdef","body":"other"}`, "conv-oa-1"), status: 409},
+		{op: opConv, name: "key of a Proxy message", req: post(ConversationsPath, `{"conversation_sid":"CH0123456789abcdef0123456789abcdef","body":"x"}`, "oa-1"), status: 409},
+		{op: opConv, name: "malformed", req: post(ConversationsPath, "{", ""), status: 400},
+		{op: opConv, name: "no token", req: req{method: "POST", path: ConversationsPath, body: "EXAMPLE", token: "-"}, status: 401},
+		{op: opConv, name: "media type", req: req{method: "POST", path: ConversationsPath, body: "EXAMPLE", header: map[string]string{"Content-Type": "text/plain"}}, status: 415},
+		{op: opConv, name: "invalid", req: post(ConversationsPath, `{"conversation_sid":"CH1","media_sid":"https://x/y.png","session_sid":"KC0123456789abcdef0123456789abcdef"}`, ""), status: 422},
+		{op: opConv, name: "redis down", req: post(ConversationsPath, "EXAMPLE", ""), dead: true, status: 503},
+		{op: opConvRx, name: "signed", req: signedReceipt(t, "delivered", testCallbackToken), status: 200},
+		{op: opConvRx, name: "forged", req: signedReceipt(t, "delivered", "not-the-token"), status: 403},
+		{op: opConvRx, name: "media type", req: func() req {
+			r := signedReceipt(t, "sent", testCallbackToken)
+			r.header["Content-Type"] = "application/json"
+			return r
+		}(), status: 415},
+		{op: opConvRx, name: "not enabled", req: signedReceipt(t, "sent", testCallbackToken), dead: true, status: 404},
 	}
 
 	ops := map[string]operation{}

@@ -88,10 +88,12 @@ func New(cfg Config, enq *tasks.Enqueuer, insp *asynq.Inspector, guard SendGuard
 	s.routes = []route{
 		{method: http.MethodPost, pattern: "/v1/message-interactions", handler: s.handleCreate},
 		{method: http.MethodPost, pattern: "/v1/message-interactions:batch", handler: s.handleBatch},
+		{method: http.MethodPost, pattern: ConversationsPath, handler: s.handleCreateConversation},
 		{method: http.MethodGet, pattern: "/v1/message-interactions/{id}", handler: s.handleGet},
 		{method: http.MethodDelete, pattern: "/v1/message-interactions/{id}", handler: s.handleDelete},
 		{method: http.MethodGet, pattern: "/v1/openapi.json", handler: s.handleOpenAPI},
 		{method: http.MethodPost, pattern: delivery.CallbackPath, public: true, handler: s.handleCallback},
+		{method: http.MethodPost, pattern: delivery.ReceiptsPath, public: true, handler: s.handleReceipts},
 		{method: http.MethodGet, pattern: "/healthz", public: true, handler: s.handleHealth},
 		{method: http.MethodGet, pattern: "/readyz", public: true, handler: s.handleReady},
 	}
@@ -177,7 +179,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w}
 	// The callback route authenticates by X-Twilio-Signature instead (package delivery).
-	public := publicPaths[r.URL.Path] || r.URL.Path == delivery.CallbackPath
+	twilio := r.URL.Path == delivery.CallbackPath || r.URL.Path == delivery.ReceiptsPath
+	public := publicPaths[r.URL.Path] || twilio
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -188,7 +191,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeProblem(rec, r, newProblem(http.StatusInternalServerError, ProblemInternal, ""))
 			}
 		}
-		s.logRequest(r, rec.status, time.Since(start), public && r.URL.Path != delivery.CallbackPath)
+		s.logRequest(r, rec.status, time.Since(start), public && !twilio)
 	}()
 	if !public && !s.authenticate(rec, r) {
 		return
@@ -232,6 +235,17 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Callbacks.ServeHTTP(w, r)
+}
+
+// handleReceipts routes Twilio Conversations' delivery receipts (onDeliveryUpdated) to the
+// delivery package, which checks their signature and records them.
+func (s *Server) handleReceipts(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Receipts == nil {
+		writeProblem(w, r, newProblem(http.StatusNotFound, ProblemNotFound,
+			"Conversations delivery receipts are not enabled on this server (set PROXYQ_PUBLIC_URL and TWILIO_AUTH_TOKEN)"))
+		return
+	}
+	s.cfg.Receipts.ServeHTTP(w, r)
 }
 
 func (s *Server) methodNotAllowed(allow string) http.HandlerFunc {

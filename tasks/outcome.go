@@ -12,7 +12,7 @@ import (
 
 // Outcome states written by the worker.
 const (
-	OutcomeSent    = "sent"    // the interaction exists at Twilio; InteractionSID is set
+	OutcomeSent    = "sent"    // the message exists at Twilio; InteractionSID (Proxy) or MessageSID (Conversations) is set
 	OutcomeFailed  = "failed"  // Twilio refused it permanently; ErrorCode and Error say why
 	OutcomeExpired = "expired" // not sent by its deadline; nothing was created
 	// OutcomeUnknown means the last request may or may not have created the interaction; the
@@ -26,8 +26,15 @@ const (
 // it in a compact form (EncodeOutcome, ParseOutcome). New keys may be added; existing ones keep
 // their meaning.
 type Outcome struct {
-	State               string     `json:"state"`                           // one of the Outcome* constants
-	InteractionSID      string     `json:"interaction_sid,omitempty"`       // KI…
+	State string `json:"state"` // one of the Outcome* constants
+	// API is the Twilio API the message went to: "conversations" (APIConversations) for a
+	// conversations:send_message task; empty means Proxy (records written before there were
+	// two APIs, and every Proxy record: it keeps them short).
+	API                 string     `json:"api,omitempty"`
+	InteractionSID      string     `json:"interaction_sid,omitempty"`       // KI…, the Proxy interaction
+	MessageSID          string     `json:"message_sid,omitempty"`           // IM…, the Conversations message
+	ConversationSID     string     `json:"conversation_sid,omitempty"`      // CH…, the message's conversation (Conversations)
+	ChatServiceSID      string     `json:"chat_service_sid,omitempty"`      // IS…, its Conversation Service when not the default
 	OutboundStatus      string     `json:"outbound_status,omitempty"`       // e.g. queued, sent, delivered
 	OutboundResourceSID string     `json:"outbound_resource_sid,omitempty"` // SM…, the message
 	Attempts            int        `json:"attempts"`                        // requests that could have created it (POSTs)
@@ -54,6 +61,21 @@ type Outcome struct {
 	AttemptLog string `json:"-"`
 }
 
+// APIConversations is Outcome.API for a Conversations message.
+const APIConversations = "conversations"
+
+// CreatedSID is the SID of what the message created at Twilio: the Proxy interaction (KI…)
+// or the Conversations message (IM…); "" when nothing is recorded.
+func (o *Outcome) CreatedSID() string {
+	if o == nil {
+		return ""
+	}
+	if o.MessageSID != "" {
+		return o.MessageSID
+	}
+	return o.InteractionSID
+}
+
 // StatusEvent is one entry of Outcome.StatusHistory: a status and when proxyq learned it.
 type StatusEvent struct {
 	Status string    `json:"status"`
@@ -70,7 +92,11 @@ type StatusEvent struct {
 // still read.
 type storedOutcome struct {
 	State               string        `json:"s"`
+	API                 string        `json:"ap,omitempty"`
 	InteractionSID      string        `json:"ki,omitempty"`
+	MessageSID          string        `json:"im,omitempty"`
+	ConversationSID     string        `json:"ch,omitempty"`
+	ChatServiceSID      string        `json:"is,omitempty"`
 	OutboundStatus      string        `json:"os,omitempty"`
 	OutboundResourceSID string        `json:"sm,omitempty"`
 	Attempts            int           `json:"n"`
@@ -107,7 +133,8 @@ func EncodeOutcome(o *Outcome) ([]byte, error) {
 
 func compact(o *Outcome) storedOutcome {
 	s := storedOutcome{
-		State: o.State, InteractionSID: o.InteractionSID, OutboundStatus: o.OutboundStatus,
+		State: o.State, API: o.API, InteractionSID: o.InteractionSID, MessageSID: o.MessageSID,
+		ConversationSID: o.ConversationSID, ChatServiceSID: o.ChatServiceSID, OutboundStatus: o.OutboundStatus,
 		OutboundResourceSID: o.OutboundResourceSID, Attempts: o.Attempts, SentAt: unixMilli(o.SentAt),
 		Reconciled: o.Reconciled, ErrorCode: o.ErrorCode, HTTPStatus: o.HTTPStatus, Error: o.Error,
 		RecordedAt: o.RecordedAt.UnixMilli(), DeliveredAt: unixMilli(o.DeliveredAt), Final: o.Final,
@@ -144,7 +171,8 @@ func ParseOutcome(result []byte) (*Outcome, error) {
 		return &o, nil
 	}
 	o := &Outcome{
-		State: s.State, InteractionSID: s.InteractionSID, OutboundStatus: s.OutboundStatus,
+		State: s.State, API: s.API, InteractionSID: s.InteractionSID, MessageSID: s.MessageSID,
+		ConversationSID: s.ConversationSID, ChatServiceSID: s.ChatServiceSID, OutboundStatus: s.OutboundStatus,
 		OutboundResourceSID: s.OutboundResourceSID, Attempts: s.Attempts, SentAt: fromMilli(s.SentAt),
 		Reconciled: s.Reconciled, ErrorCode: s.ErrorCode, HTTPStatus: s.HTTPStatus, Error: s.Error,
 		DeliveredAt: fromMilli(s.DeliveredAt), Final: s.Final,

@@ -21,6 +21,10 @@ var outcomeCases = func() map[string]*Outcome {
 		"undelivered": {State: OutcomeSent, InteractionSID: "KI2", OutboundStatus: "undelivered", Final: true,
 			DeliveryErrorCode: 30003, DeliveryError: "Unreachable destination handset", RecordedAt: at.In(time.FixedZone("X", 3600))},
 		"unknown, nothing recorded yet": {State: OutcomeUnknown, Attempts: 3, Error: "timeout"},
+		"conversations, read": {State: OutcomeSent, API: APIConversations, MessageSID: "IM00000000000000000000000000000001",
+			ConversationSID: "CH00000000000000000000000000000001", ChatServiceSID: "IS00000000000000000000000000000001",
+			OutboundStatus: "delivered", Attempts: 2, Reconciled: true, SentAt: &sec, RecordedAt: at, DeliveredAt: &at, Final: true,
+			StatusHistory: []StatusEvent{{Status: "sent", At: sec}, {Status: "delivered", At: at}, {Status: "read", At: at}}},
 	}
 }()
 
@@ -150,5 +154,30 @@ func TestPatchOutcome(t *testing.T) {
 	}
 	if _, err := PatchOutcome([]byte("not json"), o); err == nil {
 		t.Error("PatchOutcome of a record that is not JSON: no error")
+	}
+}
+
+// A Conversations record names its API and message in compact keys (ap, im) and reads back.
+func TestOutcomeConversationsKeys(t *testing.T) {
+	t.Parallel()
+	o := &Outcome{State: OutcomeSent, API: APIConversations, MessageSID: "IM00000000000000000000000000000001", Attempts: 1}
+	data, err := EncodeOutcome(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil || raw["ap"] != "conversations" || raw["im"] != o.MessageSID || raw["ki"] != nil {
+		t.Fatalf("stored %s, want ap and im keys", data)
+	}
+	got, err := ParseOutcome(data)
+	if err != nil || got.API != APIConversations || got.MessageSID != o.MessageSID || got.CreatedSID() != o.MessageSID {
+		t.Fatalf("ParseOutcome = %+v, %v", got, err)
+	}
+	long, _ := json.Marshal(o)
+	if got, err := ParseOutcome(long); err != nil || got.MessageSID != o.MessageSID || got.API != APIConversations {
+		t.Fatalf("long form: %+v, %v", got, err)
+	}
+	if (&Outcome{InteractionSID: "KI1"}).CreatedSID() != "KI1" {
+		t.Fatal("CreatedSID of a Proxy record must be its interaction")
 	}
 }

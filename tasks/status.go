@@ -17,6 +17,8 @@ var ErrNotFound = errors.New("no message with that task ID")
 type Status struct {
 	ID    string `json:"id"`
 	Queue string `json:"queue"`
+	// API is the Twilio API the message goes to: "proxy" or "conversations" (from its task type).
+	API string `json:"api,omitempty"`
 	// State is asynq's: pending, scheduled, active, retry, completed or archived.
 	State         string     `json:"state"`
 	Retried       int        `json:"retried"`   // failed attempts counted by asynq
@@ -32,6 +34,10 @@ type Status struct {
 		ParticipantSID string     `json:"participant_sid"`
 		SendBefore     *time.Time `json:"send_before,omitempty"`
 		OrderingKey    string     `json:"ordering_key,omitempty"`
+		// ConversationSID and ChatServiceSID address a Conversations message (the Proxy SIDs
+		// above are then empty).
+		ConversationSID string `json:"conversation_sid,omitempty"`
+		ChatServiceSID  string `json:"chat_service_sid,omitempty"`
 	} `json:"message"`
 	// Lane is the message's place in its ordering lane (ReadLane), for messages with a key.
 	Lane *LaneStatus `json:"lane,omitempty"`
@@ -89,6 +95,21 @@ func statusOf(info *asynq.TaskInfo) *Status {
 	if !info.CompletedAt.IsZero() {
 		t := info.CompletedAt.UTC()
 		s.CompletedAt = &t
+	}
+	switch info.Type {
+	case TypeSendInteraction:
+		s.API = "proxy"
+	case TypeSendConversationMessage:
+		s.API = APIConversations
+		var p ConversationPayload
+		if json.Unmarshal(info.Payload, &p) == nil {
+			s.Message.ConversationSID, s.Message.ChatServiceSID = p.ConversationSID, p.ServiceSID
+			s.Message.SendBefore, s.Message.OrderingKey = p.SendBefore, p.OrderingKey
+		}
+		if o, err := ParseOutcome(info.Result); err == nil {
+			s.Outcome = o
+		}
+		return s
 	}
 	var p Payload
 	if json.Unmarshal(info.Payload, &p) == nil {

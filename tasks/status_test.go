@@ -331,3 +331,27 @@ func TestCancelRetry(t *testing.T) {
 		t.Errorf("Lookup after cancel = %v, want ErrNotFound", err)
 	}
 }
+
+// A Conversations message's status names its API and conversation, never its body.
+func TestLookupConversation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	p := ConversationPayload{ConversationSID: "CH" + hex32, ServiceSID: "IS" + hex32, Body: "secret-body-zq", OrderingKey: "ride-1"}
+	res, err := e.enq.EnqueueConversation(ctx, p, SendWithin(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Lookup(ctx, e.insp, res.TaskID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.API != APIConversations || st.Message.ConversationSID != p.ConversationSID || st.Message.ChatServiceSID != p.ServiceSID ||
+		st.Message.OrderingKey != "ride-1" || st.Message.SendBefore == nil || st.Message.ParticipantSID != "" {
+		t.Fatalf("Status = %+v, want the conversation's", st)
+	}
+	data, _ := json.Marshal(st)
+	if strings.Contains(string(data), "secret-body") || !strings.Contains(string(data), `"api":"conversations"`) {
+		t.Fatalf("Status JSON %s", data)
+	}
+}

@@ -62,7 +62,7 @@ func (h *Handler) clientFor(p tasks.Payload) (ProxyAPI, error) {
 // not send with the old key. The account is the same, so the limits keyed by it still hold;
 // an account removed meanwhile keeps the client it had.
 func (r *run) refreshClient() {
-	if api, err := r.clientFor(r.p); err == nil {
+	if api, err := r.msg.bind(r.Handler); err == nil {
 		r.api = api
 	}
 }
@@ -89,31 +89,34 @@ func (r *run) unknownAccount(err error) error {
 	return archive(err)
 }
 
-// acquireService reserves the message's create request on its Service's budget (see
-// ServiceLimiter), waiting at most maxWait.
+// acquireService reserves the message's create request on its scope's budget (see
+// ServiceLimiter): its Proxy Service, or its conversation. It waits at most maxWait.
 func (r *run) acquireService(ctx context.Context, maxWait time.Duration) (*Reservation, error) {
 	if r.services == nil {
 		return nil, nil
 	}
-	return r.services.Reserve(ctx, r.api.AccountKey(), r.p.ServiceSID, EndpointCreate, min(maxWait, r.services.MaxWait()))
+	return r.services.Reserve(ctx, r.api.AccountKey(), r.msg.limitScope(), EndpointCreate, min(maxWait, r.services.MaxWait()))
 }
 
-// beforeListPage counts each page reconciliation reads against the Service's list budget.
+// beforeListPage counts each page reconciliation reads against the scope's list budget.
 func (r *run) beforeListPage(ctx context.Context, _ int) error {
-	return r.services.AcquireRead(ctx, r.api.AccountKey(), r.p.ServiceSID, EndpointList)
+	return r.services.AcquireRead(ctx, r.api.AccountKey(), r.msg.limitScope(), EndpointList)
 }
 
-// rateLimitRetry decides what a 429 means: 80621 slows the Service (its own factor) and the
-// message comes back after about one request's share of the window; anything else (20429,
-// a bare 429) slows the account, as before. slowAccount tells the permit.
+// rateLimitRetry decides what a 429 means (the message's API says, scopeThrottled): one that
+// slows the scope (Proxy's 80621 on a Service; a Conversations 429 other than 20429 on a
+// conversation) lowers that scope's factor and the message comes back after about one
+// request's share of the window; one that slows the account (20429, a bare Proxy 429) comes
+// back after backoff. slowAccount tells the permit.
 func (r *run) rateLimitRetry(err error, posts int) (after time.Duration, slowAccount bool) {
-	after, _ = proxyclient.RetryAfter(err)
-	if info, _ := proxyclient.Explain(err); info.Scope == proxyclient.ScopeService {
-		r.services.Throttled(r.api.AccountKey(), r.p.ServiceSID)
+	after, _ = r.msg.retryAfter(err)
+	scope, slowAccount := r.msg.scopeThrottled(err)
+	if scope {
+		r.services.Throttled(r.api.AccountKey(), r.msg.limitScope())
 		if after == 0 {
 			after = time.Second + time.Duration(rand.Int64N(int64(time.Second)))
 		}
-		return after, false
+		return after, slowAccount
 	}
 	if after == 0 {
 		after = Backoff(min(posts-1, 8), r.cfg.BackoffBase, r.cfg.BackoffMax, rand.Float64)

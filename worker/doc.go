@@ -1,6 +1,10 @@
 // Package worker is proxyq's send policy: the asynq handler for proxy:send_interaction and
-// everything that decides, for one message, whether to POST it to Twilio Proxy, when to try again,
-// and what to record.
+// conversations:send_message, and everything that decides, for one message, whether to POST it
+// to Twilio (Proxy or Conversations), when to try again, and what to record. The policy is
+// written once; the few operations that differ per API (create, find after an unseen answer,
+// classify, limit and claim scopes) are each API's adapter (sender.go, sender_proxy.go,
+// sender_conversations.go). Conversations reconciliation is exact: it finds the message by
+// proxyq's stamp in its Attributes, so it needs no claims.
 //
 // One message's trip through a run (handler.go):
 //

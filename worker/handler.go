@@ -27,10 +27,12 @@ type ProxyAPI interface {
 // from the task's, so a shutdown or task timeout never leaves a finished POST unrecorded.
 const recordTimeout = 10 * time.Second
 
-// Handler is the asynq handler for proxy:send_interaction. It is safe for concurrent use.
+// Handler is the asynq handler for proxy:send_interaction and conversations:send_message: one
+// send policy over each API's few operations (sender.go). It is safe for concurrent use.
 type Handler struct {
 	cfg     Config
 	api     ProxyAPI
+	conv    conversationsClients // Conversations clients (sender_conversations.go); none: not sent
 	ledger  *Ledger
 	limiter Limiter
 	metrics *Metrics
@@ -87,11 +89,12 @@ func (h *Handler) sendLease() time.Duration { return h.cfg.HTTPTimeout + recordT
 // run is one handling of one message: its identity, payload and the ledger ownership it holds.
 type run struct {
 	*Handler
-	api   ProxyAPI // the message's account's client, kept for the whole run (rotation-safe)
+	api   accountClient // the message's account's client, kept for the whole run (rotation-safe)
 	task  *asynq.Task
 	id    string
 	queue string
-	p     tasks.Payload
+	msg   message       // the message with its API's operations (sender.go)
+	p     tasks.Payload // the fields every API shares (msg.shared()): send_before, ordering_key, account_sid
 	own   *Ownership
 	posts int
 	span  trace.Span // the run's span (tracing.go); a no-op one when tracing is off
@@ -120,7 +123,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 // to the same account; just before its POST it takes its Service slot again and extends the
 // permit's lease if reconciliation used them up (departing).
 func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {
-	p, err := tasks.Decode(t.Payload())
+	m, err := h.decode(t)
 	if err != nil {
 		h.metrics.Attempts.WithLabelValues(outcomeInvalid).Inc()
 		traceOutcome(trace.SpanFromContext(ctx), outcomeInvalid, "", 0, nil)
@@ -128,8 +131,9 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 			zap.String("outcome", outcomeInvalid), zap.Error(err))
 		return archive(fmt.Errorf("invalid payload: %w", err))
 	}
-	r := &run{Handler: h, task: t, id: id, queue: queue, p: p, span: trace.SpanFromContext(ctx)}
-	traceMessage(r.span, &r.p)
+	p := m.shared()
+	r := &run{Handler: h, task: t, id: id, queue: queue, msg: m, p: p, span: trace.SpanFromContext(ctx)}
+	m.trace(r.span)
 	if p.OrderingKey != "" {
 		// Its lane first: a message that must wait takes no permit and no ledger lease.
 		return r.inLane(ctx, r.send)
@@ -142,7 +146,7 @@ func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) e
 func (r *run) send(ctx context.Context) error {
 	h, p, id := r.Handler, r.p, r.id
 	var err error
-	if r.api, err = h.clientFor(p); err != nil {
+	if r.api, err = r.msg.bind(h); err != nil {
 		return r.unknownAccount(err)
 	}
 	permit, err := r.acquirePermit(ctx)
@@ -173,7 +177,7 @@ func (r *run) send(ctx context.Context) error {
 		// Sent by an earlier run whose asynq bookkeeping did not finish: the outcome is already
 		// the task's result (same hash); send nothing. That run may not have set delivery
 		// tracking up (its MarkSent reply was lost, it died, its hook failed): set it up again.
-		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome kept")
+		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
 		return r.track(ctx, "", own.Outcome)
 	case own.BusyFor > 0:
 		permit.Release(false)
@@ -312,10 +316,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.HTTPTimeout)
 	r.metrics.InFlight.Inc()
 	began := r.now()
-	mi, err := r.api.CreateMessageInteraction(sendCtx, proxyclient.CreateParams{
-		ServiceSID: r.p.ServiceSID, SessionSID: r.p.SessionSID, ParticipantSID: r.p.ParticipantSID,
-		Body: r.p.Body, MediaURLs: r.p.MediaURLs,
-	})
+	c, err := r.msg.create(sendCtx, r.id)
 	latency := r.now().Sub(began)
 	r.noteAttempt(began, latency, err)
 	r.metrics.InFlight.Dec()
@@ -336,9 +337,9 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 
 	recCtx, cancelRec := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancelRec()
-	switch proxyclient.Classify(err) {
+	switch r.msg.classify(err) {
 	case proxyclient.ClassNone:
-		return r.recordSent(recCtx, mi, false, latency)
+		return r.recordSent(recCtx, &c, false, latency)
 	case proxyclient.ClassRetryable:
 		if rateLimited {
 			// Twilio says a 429 was not processed: safe to resend, and not a failed attempt.
@@ -346,13 +347,13 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 			r.logOutcome(outcomeRateLimited, "", latency, err, "")
 			return &retryLater{After: after429, Err: err}
 		}
-		failure, inProgress := retryLaterHandling(err)
+		failure, inProgress := r.msg.handling(err)
 		if inProgress {
 			r.release(recCtx, attemptUnknown, nil) // 80623: reconcile before any resend
 		} else {
 			r.release(recCtx, attemptNone, nil)
 		}
-		after, _ := proxyclient.RetryAfter(err)
+		after, _ := r.msg.retryAfter(err)
 		r.logOutcome(outcomeRetried, "", latency, err, "")
 		return &retryLater{After: after, Failure: failure, Err: err}
 	case proxyclient.ClassPermanent:
@@ -365,7 +366,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 		return archive(fmt.Errorf("permanent failure, not retried: %w", err))
 	default: // ambiguous: the interaction may exist
 		r.release(recCtx, attemptUnknown, &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: posts, RecordedAt: r.now().UTC(),
-			Error: "the last request may have created the interaction; reconciling before any resend"})
+			Error: "the last request may have created the message; reconciling before any resend"})
 		r.logOutcome(outcomeUnknown, "", latency, err, "")
 		wait := max(time.Until(startedAt.Add(r.cfg.ReconcileSettle)), time.Second)
 		return &retryLater{After: wait, Failure: true,
@@ -405,7 +406,7 @@ func (r *run) departing(ctx context.Context, permit Permit) error {
 // reconcile decides, after a request whose answer we never saw, whether it created the
 // interaction. done is false when the caller should go on and send (nothing was created).
 func (r *run) reconcile(ctx context.Context) (done bool, err error) {
-	if horizon := r.own.StartedAt.Add(-r.cfg.ReconcileSkew).Add(r.ledger.ClaimTTL()); !r.own.Now.Before(horizon) {
+	if horizon := r.own.StartedAt.Add(-r.cfg.ReconcileSkew).Add(r.ledger.ClaimTTL()); r.msg.claimScope() != "" && !r.own.Now.Before(horizon) {
 		// Claims of look-alike interactions made since that request may have expired: adopting
 		// one could take another message's SMS, and resending could duplicate ours.
 		reason := fmt.Sprintf("outcome unknown: the last request started %s, beyond reconciliation's horizon (claims are kept %v); not resent, to avoid a duplicate SMS",
@@ -417,11 +418,11 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.HTTPTimeout+5*time.Second)
 	began := r.now()
 	rctx, sp := startStep(rctx, SpanReconcile)
-	res, err := r.findCandidates(rctx, r.id, r.p, r.own.StartedAt, r.own.Now)
+	res, err := r.msg.find(rctx, r)
 	sp.end(err, reconcileAttrs(res)...)
 	cancel()
 	if err == nil {
-		r.note(ReconcileEntry(began, len(res.Candidates), "", res.Truncated))
+		r.note(ReconcileEntry(began, len(res.Candidates), "", res.Inconclusive != ""))
 	}
 	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
 	if err != nil {
@@ -434,15 +435,15 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 		return true, &retryLater{Failure: true, Err: fmt.Errorf("outcome unknown and reconciliation failed: %w", err)}
 	}
 	for i := range res.Candidates {
-		r.logged = []LogEntry{ReconcileEntry(began, len(res.Candidates), res.Candidates[i].SID, res.Truncated)}
+		r.logged = []LogEntry{ReconcileEntry(began, len(res.Candidates), res.Candidates[i].SID, res.Inconclusive != "")}
 		err := r.recordSent(ctx, &res.Candidates[i], true, 0)
 		if errors.Is(err, ErrClaimed) {
 			continue // another message of ours adopted it between our list and our claim
 		}
 		return true, err
 	}
-	if res.Truncated {
-		reason := fmt.Sprintf("outcome unknown: the participant has more than %d pages of interactions and none of those read matched; not resent, to avoid a duplicate SMS", r.cfg.ReconcileMaxPages)
+	if res.Inconclusive != "" {
+		reason := fmt.Sprintf("outcome unknown: %s; not resent, to avoid a duplicate SMS", res.Inconclusive)
 		r.release(ctx, attemptUnknown, &tasks.Outcome{State: tasks.OutcomeUnknown, Attempts: r.posts, Error: reason, RecordedAt: r.now().UTC()})
 		r.logOutcome(outcomeUnknown, "", 0, nil, reason)
 		return true, archive(errors.New(reason))
@@ -456,26 +457,24 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	return false, nil
 }
 
-// recordSent records an interaction as this message's outcome: its claim, the ledger and the
-// asynq result in one step (the result is what people read; the ledger stops a second send),
-// then sets delivery tracking up (track). It runs on a context detached from the task's and
-// bounded by recordTimeout: the interaction exists, and a task cancelled now (shutdown, task
-// timeout, on the reconcile path too) must still record it and track it.
-func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction, reconciled bool, latency time.Duration) error {
+// recordSent records what was created as this message's outcome: its claim (when its API's
+// reconciliation needs one), the ledger and the asynq result in one step (the result is what
+// people read; the ledger stops a second send), then sets delivery tracking up (track). It runs
+// on a context detached from the task's and bounded by recordTimeout: the message exists, and a
+// task cancelled now (shutdown, task timeout, on the reconcile path too) must still record it
+// and track it.
+func (r *run) recordSent(ctx context.Context, mi *created, reconciled bool, latency time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	o := &tasks.Outcome{
-		State: tasks.OutcomeSent, InteractionSID: mi.SID, OutboundStatus: mi.OutboundResourceStatus,
-		OutboundResourceSID: mi.OutboundResourceSID, Attempts: r.posts, Reconciled: reconciled,
-		RecordedAt: r.now().UTC(),
-	}
+	o := &tasks.Outcome{State: tasks.OutcomeSent, Attempts: r.posts, Reconciled: reconciled, RecordedAt: r.now().UTC()}
+	r.msg.record(*mi, o)
 	sentAt := mi.DateCreated
 	if sentAt.IsZero() {
 		sentAt = o.RecordedAt
 	}
 	o.SentAt = &sentAt
 	lctx, sp := startStep(ctx, SpanLedgerRecord)
-	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.p.ParticipantSID, r.own.Fence, o, r.logged...)
+	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.msg.claimScope(), r.own.Fence, o, r.logged...)
 	sp.end(err)
 	if err != nil {
 		if errors.Is(err, ErrClaimed) {
@@ -483,11 +482,11 @@ func (r *run) recordSent(ctx context.Context, mi *proxyclient.MessageInteraction
 		}
 		// Not known to be recorded. Either the script did not run — the ledger still says in
 		// flight (or unknown), so whichever run comes next reconciles and finds it: no second
-		// SMS — or it ran and its reply was lost: the next run finds the ledger sent and sets
-		// delivery tracking up (track).
+		// message — or it ran and its reply was lost: the next run finds the ledger sent and
+		// sets delivery tracking up (track).
 		r.log.Error("sent but not known to be recorded; the next run will reconcile or find it sent", zap.String("task_id", r.id),
-			zap.String("interaction_sid", mi.SID), zap.Error(err))
-		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent interaction %s: %w", mi.SID, err)}
+			zap.String("api", r.msg.api()), zap.String("created_sid", mi.SID), zap.Error(err))
+		return &retryLater{After: r.sendLease(), Err: fmt.Errorf("record sent %s %s: %w", r.msg.api(), mi.SID, err)}
 	}
 	traceResult(r.span, o)
 	outcome := outcomeSent
@@ -525,13 +524,16 @@ func (r *run) logOutcome(outcome, interactionSID string, latency time.Duration, 
 	r.metrics.Attempts.WithLabelValues(outcome).Inc()
 	traceOutcome(r.span, outcome, interactionSID, r.posts, err)
 	// Room for every field below: one allocation, where growing from five took two.
-	fields := make([]zap.Field, 0, 12)
-	fields = append(fields,
-		zap.String("task_id", r.id), zap.String("queue", r.queue), zap.String("participant_sid", r.p.ParticipantSID),
-		zap.String("outcome", outcome), zap.Int("attempt", r.posts),
-	)
+	fields := make([]zap.Field, 0, 14)
+	fields = append(fields, zap.String("task_id", r.id), zap.String("queue", r.queue))
+	fields = append(fields, r.msg.logFields()...)
+	fields = append(fields, zap.String("outcome", outcome), zap.Int("attempt", r.posts))
 	if interactionSID != "" {
-		fields = append(fields, zap.String("interaction_sid", interactionSID))
+		key := "interaction_sid"
+		if r.msg.api() == apiConversations {
+			key = "message_sid"
+		}
+		fields = append(fields, zap.String(key, interactionSID))
 	}
 	if latency > 0 {
 		fields = append(fields, zap.Duration("latency", latency))

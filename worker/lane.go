@@ -105,7 +105,7 @@ func (r *run) laneWait(ctx context.Context, turn tasks.Turn) error {
 		// Sent by an earlier run that left no trace in the lane (the lane was repaired since):
 		// nothing is sent, the outcome is already the task's result and the message leaves the
 		// lane once its delivery tracking is in place (see send).
-		r.logOutcome(outcomeDuplicate, own.Outcome.InteractionSID, 0, nil, "already sent; outcome kept")
+		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
 		return r.track(ctx, "", own.Outcome)
 	}
 	deadline := r.deadline()

@@ -516,7 +516,9 @@ return 'ok'
 `)
 
 // MarkSent claims the outcome's interaction SID for this message (a message to participantSID)
-// and records the outcome as the task's result and the ledger as sent. It returns ErrClaimed
+// and records the outcome as the task's result and the ledger as sent. With participantSID
+// empty no claim is written: a message whose reconciliation is exact (a Conversations message,
+// found by its stamp) only records. It returns ErrClaimed
 // when another message already recorded that SID, or ErrLostOwnership. On one Redis this is one
 // script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
 // then lost ownership names this same task, and the run that took over adopts it.
@@ -536,6 +538,9 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
 		return err
+	}
+	if participantSID == "" {
+		return l.markSent(ctx, l.perMessage(), queue, taskID, fence, data, rows, waits)
 	}
 	day := l.now().UnixMilli() / dayMs
 	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
@@ -561,16 +566,25 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	if res == "claimed" {
 		return ErrClaimed
 	}
-	res, err = sentScript.Run(ctx, l.rdb, []string{LedgerKey(queue, taskID)}, fence, data, rows, waits).Text()
+	if err := l.markSent(ctx, l.rdb, queue, taskID, fence, data, rows, waits); err != nil {
+		return err
+	}
+	// In a cluster the index is in another slot: its own write, after the record. Losing it
+	// loses a console lookup by Message SID, never the send.
+	sm.write(ctx, l.rdb)
+	return nil
+}
+
+// markSent is the record alone (sentScript): the ledger says sent, the result is the outcome,
+// and the attempt log gains rows and waits.
+func (l *Ledger) markSent(ctx context.Context, c redis.Scripter, queue, taskID string, fence int64, data []byte, rows, waits string) error {
+	res, err := sentScript.Run(ctx, c, []string{LedgerKey(queue, taskID)}, fence, data, rows, waits).Text()
 	if err != nil {
 		return fmt.Errorf("send ledger: mark sent: %w", err)
 	}
 	if res == "fenced" {
 		return ErrLostOwnership
 	}
-	// In a cluster the index is in another slot: its own write, after the record. Losing it
-	// loses a console lookup by Message SID, never the send.
-	sm.write(ctx, l.rdb)
 	return nil
 }
 

@@ -12,7 +12,8 @@ import (
 
 // Reconciliation answers one question after a request whose outcome we did not see: did it
 // create the interaction? Twilio Proxy has no idempotency key, so the only evidence is the
-// participant's list of message interactions.
+// participant's list of message interactions. (This file is Proxy's find, called through
+// proxyMessage.find; Conversations' exact, stamp-based find is in sender_conversations.go.)
 //
 // The matching rule. An interaction is this message's candidate when all of these hold:
 //   - it is on the message's service, session and participant, and its type is "message" (or empty);
@@ -44,7 +45,7 @@ func (r *run) findCandidates(ctx context.Context, taskID string, p tasks.Payload
 	if h.services != nil {
 		opt.BeforePage = r.beforeListPage // each page is one request on the Service's list budget
 	}
-	page, err := r.api.ListMessageInteractions(ctx, p.ServiceSID, p.SessionSID, p.ParticipantSID, opt)
+	page, err := r.msg.(*proxyMessage).client.ListMessageInteractions(ctx, p.ServiceSID, p.SessionSID, p.ParticipantSID, opt)
 	if err != nil {
 		return reconcileResult{}, err
 	}

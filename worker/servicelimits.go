@@ -66,6 +66,16 @@ import (
 // 0.1 every RecoverEvery without one, exactly as the account factor does (the same Lua).
 // 20429 slows the account, not the Service.
 //
+// Conversations: the same machinery, scoped by conversation. Twilio limits message create,
+// update and delete (and participant operations) to 30 actions per second per conversation
+// (Conversations changelog, 2020-03-31, "Increasing Actions Per Second for Conversations";
+// the Conversations limits page). A scope whose key is a conversation SID (CH…) is limited to
+// ConversationRate over ConversationWindow (default 30 per 1 s, plus the margin), paced
+// evenly at that rate (a per-second limit leaves no room for a burst); its factor adapts on that conversation's 429s like a Service's. Keys and
+// factors per conversation are Redis keys that expire (adaptiveTTL, the window) and a slot
+// pool in this process that is dropped once idle; the factor gauge is not exported per
+// conversation (unbounded label values), changes are logged instead.
+//
 // Keys (hash tag {svc:<account>:<service>} keeps one Service's keys in one Cluster slot):
 //
 //	proxyq:{svc:<account>:<KS>}:create    ZSET  reservations of creates (score = time, ms)
@@ -120,7 +130,22 @@ type ServiceLimits struct {
 	// (defaults 5s and 1s).
 	RecoverEvery time.Duration
 	DecreaseGap  time.Duration
+	// ConversationRate is a conversation's message creates per second, averaged over
+	// ConversationWindow: Twilio's 30 actions per second per conversation. Default 30.
+	ConversationRate float64
+	// ConversationWindow is the conversation limit's window. Default 1s. Requests are paced
+	// evenly at ConversationRate (the burst rate is the window's worth per window).
+	ConversationWindow time.Duration
 }
+
+// Conversation limit defaults (Twilio's published 30 actions per second per conversation).
+const (
+	DefaultConversationRate   = 30.0
+	DefaultConversationWindow = time.Second
+)
+
+// isConversation reports whether a scope is a conversation (CH…) rather than a Proxy Service.
+func isConversation(scope string) bool { return strings.HasPrefix(scope, "CH") }
 
 // WithDefaults returns a copy of l with unset fields given their defaults.
 func (l ServiceLimits) WithDefaults() ServiceLimits {
@@ -145,6 +170,12 @@ func (l ServiceLimits) WithDefaults() ServiceLimits {
 	if l.DecreaseGap == 0 {
 		l.DecreaseGap = DefaultDecreaseGap
 	}
+	if l.ConversationRate == 0 {
+		l.ConversationRate = DefaultConversationRate
+	}
+	if l.ConversationWindow == 0 {
+		l.ConversationWindow = DefaultConversationWindow
+	}
 	return l
 }
 
@@ -166,6 +197,12 @@ func (l ServiceLimits) Validate() error {
 		return fmt.Errorf("service limits: ServiceBurst must be between the rate (%v) and rate × window (%v), got %v", l.Rate, l.Rate*l.Window.Seconds(), l.BurstRate)
 	case l.MaxWait < 0:
 		return fmt.Errorf("service limits: ServiceMaxWait must not be negative, got %v", l.MaxWait)
+	case !(l.ConversationRate > 0) || math.IsInf(l.ConversationRate, 0):
+		return fmt.Errorf("service limits: ConversationRate must be a positive number, got %v", l.ConversationRate)
+	case l.ConversationWindow < 100*time.Millisecond || l.Margin > l.ConversationWindow:
+		return fmt.Errorf("service limits: ConversationWindow must be at least 100ms and the margin (%v), got %v", l.Margin, l.ConversationWindow)
+	case l.ConversationRate*l.ConversationWindow.Seconds() < 1:
+		return fmt.Errorf("service limits: ConversationRate × ConversationWindow must allow at least one request, got %v × %v", l.ConversationRate, l.ConversationWindow)
 	}
 	for ks, r := range l.Services {
 		if err := checkServiceRate(ks, r); err != nil {
@@ -277,6 +314,9 @@ func (l *ServiceLimiter) MaxWait() time.Duration {
 // RateFor is the rate in force for (account, service) before adaptation: the account's own
 // override, else the global per-Service override, else the default.
 func (l *ServiceLimiter) RateFor(account, service string) float64 {
+	if isConversation(service) {
+		return l.lim.ConversationRate
+	}
 	if l.rates != nil {
 		if r, ok := l.rates.ServiceRate(account, service); ok {
 			return r
@@ -446,15 +486,14 @@ func (l *ServiceLimiter) reserveBatch(ctx context.Context, account, service stri
 	return l.await(ctx, l.reservation(account, service, ep, slots[0]))
 }
 
-// runReserve runs reserveScript for up to count consecutive slots of (account, service, ep),
+// runReserve runs reserveScript for up to count consecutive slots of (account, scope, ep),
 // after giving back the reservation member drop ("" for none). It returns at least one slot;
 // a *LimitedError when the first is not due within maxWait (nothing reserved); ctx's error; or
 // a Redis error.
 func (l *ServiceLimiter) runReserve(ctx context.Context, account, service string, ep Endpoint, maxWait time.Duration, count int, drop string) ([]reservedSlot, error) {
-	rate := l.RateFor(account, service)
-	limit := int64(math.Max(1, math.Floor(rate*l.lim.Window.Seconds())))
-	// The least gap between two requests: 1/burst rate, the burst scaled to this Service's rate.
-	burst := l.lim.BurstRate * rate / l.lim.Rate
+	// The least gap between two requests is 1/burst (see shape).
+	rate, window, burst := l.shape(account, service)
+	limit := int64(math.Max(1, math.Floor(rate*window.Seconds())))
 	gapMicros := int64(float64(time.Second/time.Microsecond) / burst)
 	count = max(1, min(count, int(limit/10)))
 	tag := serviceTag(account, service)
@@ -465,7 +504,7 @@ func (l *ServiceLimiter) runReserve(ctx context.Context, account, service string
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
 	res, err := reserveScript.Run(rctx, l.rdb, []string{key, tag + "adaptive"},
-		limit, l.lim.RecoverEvery.Milliseconds(), (l.lim.Window + l.lim.Margin).Milliseconds(),
+		limit, l.lim.RecoverEvery.Milliseconds(), (window + l.lim.Margin).Milliseconds(),
 		maxWait.Milliseconds(), prefix, adaptiveTTL.Milliseconds(), gapMicros, count, drop).Int64Slice()
 	returned := time.Now()
 	if err != nil {
@@ -486,6 +525,17 @@ func (l *ServiceLimiter) runReserve(ctx context.Context, account, service string
 			local: returned.Add(time.Duration(at-redisNow) * time.Millisecond)})
 	}
 	return slots, nil
+}
+
+// shape is a scope's rate, window and burst rate: a Service's (the burst scaled to its rate),
+// or a conversation's (paced evenly: a window's worth per window).
+func (l *ServiceLimiter) shape(account, scope string) (rate float64, window time.Duration, burst float64) {
+	if isConversation(scope) {
+		rate, window = l.lim.ConversationRate, l.lim.ConversationWindow
+		return rate, window, rate * window.Seconds()
+	}
+	rate = l.RateFor(account, scope)
+	return rate, l.lim.Window, l.lim.BurstRate * rate / l.lim.Rate
 }
 
 // await sleeps until the reservation's time.
@@ -545,6 +595,15 @@ func (l *ServiceLimiter) Factor(account, service string) float64 {
 }
 
 func (l *ServiceLimiter) observe(account, service string, factor, prev int64, reason string) {
+	if isConversation(service) {
+		// Not kept or exported per conversation (unbounded); a change is logged.
+		if prev >= 0 && prev != factor {
+			l.log.Info("conversation limit factor changed", zap.String("account", account), zap.String("conversation", service),
+				zap.String("reason", reason), zap.Float64("factor", float64(factor)/fullFactor),
+				zap.Float64("previous", float64(prev)/fullFactor))
+		}
+		return
+	}
 	key := account + "/" + service
 	l.mu.Lock()
 	old, seen := l.factors[key]

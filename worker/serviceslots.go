@@ -46,16 +46,37 @@ type slotPool struct {
 	unused  func(n int)
 }
 
+// maxIdlePools bounds the slot pools kept before idle ones are dropped: one per Service
+// endpoint is few, but one per conversation endpoint grows with the conversations a process
+// ever sent to.
+const maxIdlePools = 4096
+
 // pool returns the slot pool of a Service endpoint's key.
 func (l *ServiceLimiter) pool(key string) *slotPool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.pools) >= maxIdlePools {
+		l.dropIdlePools(time.Now())
+	}
 	p, ok := l.pools[key]
 	if !ok {
 		p = &slotPool{unused: func(n int) { l.unused.Add(float64(n)) }}
 		l.pools[key] = p
 	}
 	return p
+}
+
+// dropIdlePools forgets pools with no slot, no batch in flight and no request for a minute
+// (l.mu held). A dropped pool only loses its demand estimate.
+func (l *ServiceLimiter) dropIdlePools(now time.Time) {
+	for k, p := range l.pools {
+		p.mu.Lock()
+		idle := len(p.slots) == 0 && p.filling == nil && now.Sub(p.last) > time.Minute
+		p.mu.Unlock()
+		if idle {
+			delete(l.pools, k)
+		}
+	}
 }
 
 // called notes a request, for the demand estimate.

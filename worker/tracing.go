@@ -184,6 +184,9 @@ func traceResult(span trace.Span, o *tasks.Outcome) {
 	if o.InteractionSID != "" {
 		attrs = append(attrs, AttrInteractionSID.String(o.InteractionSID))
 	}
+	if o.MessageSID != "" {
+		attrs = append(attrs, AttrMessageSID.String(o.MessageSID))
+	}
 	if o.ErrorCode != 0 {
 		attrs = append(attrs, AttrTwilioCode.Int(o.ErrorCode))
 	}
@@ -258,7 +261,7 @@ func StartStatusCallbackSpan(ctx context.Context, headers map[string]string, tas
 	return tracer().Start(parent, SpanStatusCallback, opts...)
 }
 
-func reconcileAttrs(res reconcileResult) []attribute.KeyValue {
+func reconcileAttrs(res found) []attribute.KeyValue {
 	return []attribute.KeyValue{attribute.Int("proxyq.reconcile.candidates", len(res.Candidates)),
-		attribute.Bool("proxyq.reconcile.truncated", res.Truncated)}
+		attribute.Bool("proxyq.reconcile.truncated", res.Inconclusive != "")}
 }

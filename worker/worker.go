@@ -34,6 +34,13 @@ type Deps struct {
 	// Accounts gives the credentials and limits of accounts other than API's (the accounts
 	// file); nil: messages must be for API's account.
 	Accounts AccountSource
+	// Conversations is the default account's Conversations client (usually a
+	// *conversations.Client). Nil: this pool does not take conversations:send_message tasks
+	// (they wait in their queue for a worker that does, never sent through the wrong API).
+	Conversations ConversationsAPI
+	// ConversationsAccounts gives the Conversations clients of other accounts (nil: messages
+	// must be for Conversations' account).
+	ConversationsAccounts ConversationsAccounts
 }
 
 // Worker is one process's pool: Config.DequeueLoops asynq servers running the send handler.
@@ -83,6 +90,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
 	h.delivery = deps.Delivery
+	if deps.Conversations != nil {
+		h.SetConversations(deps.Conversations, deps.ConversationsAccounts)
+	}
 	h.replicas = newReplicaWait(rdb, cfg.RedisWaitReplicas, cfg.RedisWaitTimeout, log)
 	if err := h.wireAccounts(rdb, cfg, deps, log); err != nil {
 		return nil, err
@@ -126,6 +136,9 @@ func (w *Worker) Handler() *Handler { return w.handler }
 func (w *Worker) Start() error {
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeSendInteraction, w.handler)
+	if w.handler.conv.api != nil {
+		mux.Handle(tasks.TypeSendConversationMessage, w.handler)
+	}
 	for typ, h := range w.tasks {
 		mux.Handle(typ, h)
 	}

@@ -1,0 +1,387 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/conversations"
+	"github.com/proxyq/proxyq/proxyclient"
+	"github.com/proxyq/proxyq/tasks"
+)
+
+// Conversations delivery receipts: the second trip of a Conversations message.
+//
+//	Twilio ──signed POST onDeliveryUpdated to the Conversation Service's post-event webhook──▶
+//	ReceiptsHandler (X-Twilio-Signature, keyed with the token of the AccountSid it names)
+//	       ▼
+//	MessageSid (IM…) → message index ─▶ the same outcome record and timeline as Proxy's
+//	       ▼
+//	the same status webhooks to the application (data.api "conversations", data.message_sid IM…)
+//
+// Set the Conversation Service's post-event webhook URL to PROXYQ_PUBLIC_URL + ReceiptsPath
+// with the onDeliveryUpdated event (Twilio's parameters: AccountSid, ConversationSid,
+// ChatServiceSid, MessageSid, DeliveryReceiptSid, ChannelMessageSid, ParticipantSid, Status,
+// ErrorCode, DateCreated, DateUpdated).
+//
+// It reuses the Proxy machinery with the IM… SID where Proxy has the KI…: the index, the early
+// list, the poll schedule and the sweeper are keyed by the SID, whose prefix tells the API
+// (keys proxyq:{ki:IM…}:msg and :early; the hash tag's "ki" is historical). What differs:
+//
+//   - The account rule: a receipt applies only to a message recorded under the account whose
+//     token signed it (AccountSid); one signed by another account changes nothing. An early
+//     receipt keeps its signing account and is checked when the send is recorded.
+//   - Statuses: sent < delivered|undelivered|failed, as Proxy's; "read" implies delivered (a
+//     read receipt that comes alone also records delivered) and is kept in status_history
+//     (a final status never moves). ErrorCode comes with the receipt, with its meaning.
+//   - One timeline per message: for a conversation with one SMS participant (the Proxy shape)
+//     it is that recipient's; with several, the first final receipt ends it.
+//   - The poll fallback lists the message's Receipts (ReceiptLister) under the account's
+//     limits instead of fetching an SMS.
+
+// ReceiptsPath is the route of Conversations' onDeliveryUpdated webhooks.
+const ReceiptsPath = "/v1/twilio/conversations/receipts"
+
+// StatusRead is the receipt status of a message the recipient read (WhatsApp, chat).
+const StatusRead = "read"
+
+// deliveryErrors are the meanings of the delivery error codes receipts carry most, from
+// Twilio's error dictionary (www.twilio.com/docs/api/errors/<code>); others are recorded
+// without a meaning.
+var deliveryErrors = map[int]string{
+	30003: "Unreachable destination handset",
+	30004: "Message blocked",
+	30005: "Unknown destination handset",
+	30006: "Landline or unreachable carrier",
+	30007: "Message filtered (carrier)",
+	30008: "Unknown error",
+}
+
+// DeliveryErrorMeaning returns the meaning of a delivery error code, "" when unknown.
+func DeliveryErrorMeaning(code int) string { return deliveryErrors[code] }
+
+// isConversationMessage reports whether an indexed SID is a Conversations message (IM…).
+func isConversationMessage(sid string) bool {
+	return strings.HasPrefix(sid, conversations.PrefixMessage)
+}
+
+// convRef is the index entry of a Conversations message: msgRef's fields (so the sweeper and
+// the apply path read it) and where its receipts are listed.
+type convRef struct {
+	msgRef
+	ConversationSID string `json:"c"`
+	ServiceSID      string `json:"s,omitempty"`
+}
+
+// earlyReceipt is a receipt kept until its message is recorded: the update and the account
+// that signed it.
+type earlyReceipt struct {
+	Update
+	Account string `json:"acct"`
+}
+
+// recordedConversation indexes a recorded Conversations message by its IM… SID, applies the
+// receipts that came early (those signed by its account), and schedules the poll fallback.
+// The worker's hook (Recorded) calls it for an outcome with a MessageSID; it is idempotent
+// (the index is rewritten, the early list drained once, the poll rescheduled).
+func (s *Service) recordedConversation(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
+	ref := convRef{msgRef: msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: o.MessageSID},
+		ConversationSID: o.ConversationSID, ServiceSID: o.ChatServiceSID}
+	if ref.AccountSID == "" {
+		ref.AccountSID = s.cfg.AccountSID
+	}
+	if o.SentAt != nil {
+		ref.SentAt = o.SentAt.Unix()
+	}
+	final := o.Final || IsFinal(o.OutboundStatus)
+	val, _ := json.Marshal(ref)
+	var early *redis.Cmd
+	// Idempotent like Recorded: the index is rewritten, the poll entry added only when missing,
+	// early receipts let go only once applied.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
+		if !s.cfg.PollOff && !final {
+			p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delivery: index Conversations message %s: %w", ref.KI, err)
+	}
+	raw, _ := early.StringSlice()
+	var ups []Update
+	refused, refusedSigner := 0, ""
+	for _, r := range raw {
+		var e earlyReceipt
+		if json.Unmarshal([]byte(r), &e) != nil {
+			continue
+		}
+		if !strings.EqualFold(e.Account, ref.AccountSID) {
+			refused, refusedSigner = refused+1, e.Account
+			continue
+		}
+		ups = append(ups, receiptUpdates(e.Update)...)
+	}
+	if IsFinal(o.OutboundStatus) && !o.Final {
+		ups = append(ups, Update{Status: o.OutboundStatus, At: o.RecordedAt})
+	}
+	if len(ups) > 0 {
+		if _, err := s.apply(ctx, ref.msgRef, ups, "early"); err != nil && !errors.Is(err, errGone) {
+			return fmt.Errorf("delivery: apply early receipts of %s: %w", ref.KI, err)
+		}
+	}
+	if len(raw) == 0 {
+		return nil
+	}
+	if refused > 0 {
+		s.wrongAccount(ref.msgRef, refusedSigner, refused)
+		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, earlyList(ref.KI))
+		p.ZRem(ctx, earlyKey, ref.KI)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delivery: clear early receipts of %s: %w", ref.KI, err)
+	}
+	return nil
+}
+
+// receiptUpdates is what one receipt status means for the timeline: "read" also records
+// delivered (a message read was delivered), at the same time.
+func receiptUpdates(u Update) []Update {
+	if u.ErrorCode != 0 && u.ErrorMessage == "" {
+		u.ErrorMessage = DeliveryErrorMeaning(u.ErrorCode)
+	}
+	if strings.EqualFold(u.Status, StatusRead) {
+		return []Update{{Status: StatusDelivered, At: u.At}, u}
+	}
+	return []Update{u}
+}
+
+// ReceiptsHandler returns the http.Handler of POST ReceiptsPath: Conversations'
+// onDeliveryUpdated webhook. Like CallbackHandler it is public and every request must carry a
+// valid X-Twilio-Signature keyed with the Auth Token of the AccountSid it names, else 403 and
+// nothing changes. A signed receipt gets 200 whether or not its message is recorded yet
+// (early ones are kept for PendingTTL); only a Redis failure answers 503.
+func (s *Service) ReceiptsHandler(cfg CallbackConfig) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultCallbackMaxBody
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultCallbackTimeout
+	}
+	return &receiptsHandler{s: s, cfg: cfg}, nil
+}
+
+type receiptsHandler struct {
+	s   *Service
+	cfg CallbackConfig
+}
+
+func (h *receiptsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
+		http.Error(w, "want application/x-www-form-urlencoded", http.StatusUnsupportedMediaType)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "malformed form body", http.StatusBadRequest)
+		return
+	}
+	params := r.PostForm
+	account := params.Get("AccountSid")
+	token, ok := h.cfg.Tokens.AuthToken(account)
+	if !ok {
+		h.s.metrics.Callbacks.WithLabelValues(ResultUnknownAccount).Inc()
+		http.Error(w, "invalid signature", http.StatusForbidden)
+		return
+	}
+	full := CallbackURL(h.cfg.PublicURL, r.URL.EscapedPath(), r.URL.RawQuery)
+	if !ValidSignature(token, full, params, r.Header.Get("X-Twilio-Signature")) {
+		h.s.metrics.Callbacks.WithLabelValues(ResultBadSignature).Inc()
+		h.s.log.Warn("receipt refused: bad X-Twilio-Signature", zap.String("account_sid", account),
+			zap.String("message_sid", params.Get("MessageSid")), zap.String("remote", r.RemoteAddr))
+		http.Error(w, "invalid signature", http.StatusForbidden)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	res, err := h.s.HandleReceipt(ctx, params)
+	h.s.metrics.Callbacks.WithLabelValues(res).Inc()
+	if err != nil {
+		h.s.log.Error("receipt not recorded", zap.String("message_sid", params.Get("MessageSid")), zap.Error(err))
+		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// HandleReceipt records an onDeliveryUpdated webhook whose signature was checked (by the
+// token of params' AccountSid), and returns its result (one of the Result* constants). The
+// error is non-nil only when Redis failed.
+func (s *Service) HandleReceipt(ctx context.Context, params url.Values) (string, error) {
+	im := params.Get("MessageSid")
+	account := params.Get("AccountSid")
+	status := strings.ToLower(strings.TrimSpace(params.Get("Status")))
+	if !conversations.ValidSID(conversations.PrefixMessage, im) || status == "" {
+		return ResultIgnored, nil
+	}
+	u := Update{Status: status, At: s.now().UTC()}
+	if t, err := time.Parse(time.RFC3339, params.Get("DateUpdated")); err == nil {
+		u.At = t.UTC()
+	}
+	if c := params.Get("ErrorCode"); c != "" && c != "0" {
+		if n, err := strconv.Atoi(c); err == nil && n > 0 {
+			u.ErrorCode = n
+		}
+	}
+	entry, _ := json.Marshal(earlyReceipt{Update: u, Account: account})
+	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
+		ref, err := s.lookup(ctx, im)
+		if err != nil {
+			return ResultError, err
+		}
+		if ref == nil {
+			return ResultDropped, nil
+		}
+		return s.applyReceipt(ctx, *ref, account, u)
+	}
+	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(im), earlyList(im)}, string(entry), pendingPerInteraction,
+		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
+	if errors.Is(err, redis.Nil) {
+		expiry := s.now().Add(s.cfg.PendingTTL).UnixMilli()
+		if err := s.rdb.ZAdd(ctx, earlyKey, redis.Z{Score: float64(expiry), Member: im}).Err(); err != nil {
+			return ResultError, fmt.Errorf("schedule the pending receipt's expiry: %w", err)
+		}
+		return ResultPending, nil
+	}
+	if err != nil {
+		return ResultError, err
+	}
+	ref, err := decodeRef(im, v)
+	if err != nil {
+		return ResultError, err
+	}
+	return s.applyReceipt(ctx, *ref, account, u)
+}
+
+// applyReceipt applies a receipt to a recorded message, if the account that signed it is the
+// message's.
+func (s *Service) applyReceipt(ctx context.Context, ref msgRef, account string, u Update) (string, error) {
+	if !strings.EqualFold(ref.AccountSID, account) {
+		s.log.Warn("receipt ignored: signed by another account than the message's", zap.String("message_sid", ref.KI),
+			zap.String("signed_by", account), zap.String("account_sid", ref.AccountSID))
+		return ResultUnknownInteraction, nil
+	}
+	res, err := s.apply(ctx, ref, receiptUpdates(u), "receipt")
+	switch {
+	case errors.Is(err, errGone):
+		return ResultUnknownInteraction, nil
+	case err != nil:
+		return ResultError, err
+	case res.change == Advanced || res.change == ErrorAdded:
+		return ResultAccepted, nil
+	}
+	return ResultDuplicateOrStale, nil
+}
+
+// ReceiptLister lists a Conversations message's delivery receipts with the client of
+// accountSID (the poll fallback). cmd adapts the per-account conversations clients to it.
+type ReceiptLister interface {
+	ListReceipts(ctx context.Context, accountSID string, conv conversations.Conversation, messageSID string) ([]conversations.Receipt, error)
+}
+
+// SetReceiptLister gives the worker side the poll fallback of Conversations messages; without
+// one they end at their last receipt (or delivery-unknown after MaxAge).
+func (w *Worker) SetReceiptLister(l ReceiptLister) { w.receipts = l }
+
+// pollConversation is pollOne's fetch for a Conversations message: its receipts, under the
+// account's limits. stop is true when the account has no room.
+func (w *Worker) pollConversation(ctx context.Context, ki string) (stop bool, err error) {
+	s := w.s
+	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
+	if err != nil {
+		return false, err
+	}
+	var ref convRef
+	if err := json.Unmarshal([]byte(v), &ref); err != nil {
+		return false, fmt.Errorf("delivery: corrupt index for %s: %w", ki, err)
+	}
+	ref.KI = ki
+	if w.receipts == nil || w.limit == nil {
+		s.metrics.Polls.WithLabelValues("no_fetcher").Inc()
+		return false, nil
+	}
+	release, err := w.limit.Acquire(ctx, ref.AccountSID, 0)
+	if err != nil {
+		s.metrics.Polls.WithLabelValues("limited").Inc()
+		return true, nil
+	}
+	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	receipts, err := w.receipts.ListReceipts(fctx, ref.AccountSID,
+		conversations.Conversation{ServiceSID: ref.ServiceSID, ConversationSID: ref.ConversationSID}, ki)
+	cancel()
+	var apiErr *proxyclient.Error
+	is429 := errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests
+	release(is429)
+	switch {
+	case is429:
+		s.metrics.Polls.WithLabelValues("limited").Inc()
+		return true, nil
+	case apiErr != nil && apiErr.StatusCode == http.StatusNotFound:
+		s.metrics.Polls.WithLabelValues("unscheduled").Inc()
+		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
+	case err != nil:
+		return false, err
+	}
+	var ups []Update
+	for _, rc := range receipts {
+		at := rc.DateUpdated
+		if at.IsZero() {
+			at = s.now().UTC()
+		}
+		ups = append(ups, receiptUpdates(Update{Status: strings.ToLower(rc.Status), At: at, ErrorCode: rc.ErrorCode})...)
+	}
+	if len(ups) == 0 {
+		s.metrics.Polls.WithLabelValues("unchanged").Inc()
+		return false, nil
+	}
+	res, err := s.apply(ctx, ref.msgRef, ups, "poll")
+	if errors.Is(err, errGone) {
+		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
+	}
+	if err != nil {
+		return false, err
+	}
+	if res.change == Advanced || res.change == ErrorAdded {
+		s.metrics.Polls.WithLabelValues("advanced").Inc()
+	} else {
+		s.metrics.Polls.WithLabelValues("unchanged").Inc()
+	}
+	return false, nil
+}
