@@ -1,19 +1,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/delivery"
-	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
-	"github.com/proxyq/proxyq/worker"
 )
 
 // deliveryConfigFromEnv reads the delivery settings shared by serve and worker (see
@@ -119,61 +115,6 @@ func anyAuthToken(accts *accounts.Registry) bool {
 		}
 	}
 	return false
-}
-
-// accountMessages fetches a Message with the credentials of the account it belongs to: an
-// account of the accounts file, else the default client.
-type accountMessages struct {
-	def   delivery.MessageAPI
-	accts *accounts.Registry
-}
-
-func (a accountMessages) FetchMessage(ctx context.Context, accountSID, messageSID string) (*proxyclient.Message, error) {
-	if a.accts != nil {
-		if c, ok := a.accts.Client(accountSID); ok {
-			return c.FetchMessage(ctx, accountSID, messageSID)
-		}
-	}
-	return a.def.FetchMessage(ctx, accountSID, messageSID)
-}
-
-// accountLimiter adapts the worker's shared account limiter to delivery.Limiter: a Message
-// fetch counts against the limits of the account it belongs to, under the same key as that
-// account's sends (its client's AccountKey), so a subaccount's polls use its own cap and a 429
-// on one of them slows that subaccount only. An account not in the accounts file is the
-// default account. The worker builds its limiter in worker.New, after the delivery handlers
-// are handed to it, so the limiter is set once New has returned and before the pool starts.
-type accountLimiter struct {
-	accts *accounts.Registry // nil: one account
-
-	mu      sync.Mutex
-	l       worker.Limiter
-	account string // the default account's key: its client's AccountKey, as for sends
-}
-
-func (a *accountLimiter) set(l worker.Limiter, account string) {
-	a.mu.Lock()
-	a.l, a.account = l, account
-	a.mu.Unlock()
-}
-
-func (a *accountLimiter) Acquire(ctx context.Context, accountSID string, maxWait time.Duration) (func(bool), error) {
-	a.mu.Lock()
-	l, key := a.l, a.account
-	a.mu.Unlock()
-	if l == nil {
-		return nil, errors.New("account limiter not ready")
-	}
-	if a.accts != nil {
-		if c, ok := a.accts.Client(accountSID); ok {
-			key = c.AccountKey()
-		}
-	}
-	p, err := l.Acquire(ctx, key, "delivery", maxWait)
-	if err != nil {
-		return nil, err
-	}
-	return p.Release, nil
 }
 
 // deliveryRows adds the delivery timeline to `proxyq status`'s text view.

@@ -19,6 +19,7 @@ import (
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/devmode"
 	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/internal/redisurl"
@@ -168,13 +169,17 @@ func (r *devRun) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	var dcfg dashboard.Config
-	m.dashboardCredentialsFromEnv(&dcfg)
-	generated := dcfg.User == "" && dcfg.Password == "" && dcfg.Token == ""
-	if generated {
-		dcfg.User, dcfg.Password = devDefaultUser, rand.Text()[:16]
+	dcfg, err := m.workerDeliveryConfigFromEnv()
+	if err != nil {
+		return err
 	}
-	if err := checkDashboardConfig(dcfg); err != nil {
+	var dashCfg dashboard.Config
+	m.dashboardCredentialsFromEnv(&dashCfg)
+	generated := dashCfg.User == "" && dashCfg.Password == "" && dashCfg.Token == ""
+	if generated {
+		dashCfg.User, dashCfg.Password = devDefaultUser, rand.Text()[:16]
+	}
+	if err := checkDashboardConfig(dashCfg); err != nil {
 		return err
 	}
 
@@ -211,23 +216,28 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return usageError{envconfig.ClientError(err)}
 	}
 
+	// Delivery status: serve's callback route and the worker's hook, tasks and sweeper.
+	if dcfg.AccountSID == "" || fake != nil {
+		dcfg.AccountSID = api.AccountKey()
+	}
 	reg := prometheus.NewRegistry()
-	dev, err := r.newDevDelivery(redisOpt, api, reg, base, fake != nil)
+	dlv, err := usage(deliverywire.New(dcfg, redisOpt, reg, log.Named("delivery"), api, nil))
 	if err != nil {
 		return err
 	}
+	r.defer_(func() { _ = dlv.Close() })
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dev.svc, Tasks: dev.work.Handlers()})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers()})
 	if err != nil {
 		return usageError{err}
 	}
-	dev.limits.set(w.Limiter(), api.AccountKey())
+	dlv.Attach(w, api.AccountKey())
 	queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 	if err != nil {
 		return err
 	}
 	r.defer_(func() { _ = queueMetrics.Close() })
-	d, err := newDashboard(dcfg, redisOpt, log)
+	d, err := newDashboard(dashCfg, redisOpt, log)
 	if err != nil {
 		return err
 	}
@@ -249,8 +259,14 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	if fake != nil {
 		mux.Handle(devmode.FakePrefix+"/", fake.Mount(devmode.FakePrefix))
 		mux.Handle("/_proxytest/", fake) // the fake's read-only endpoints, also at the root
-		// The fake's Service posts signed status callbacks to the same route as serve's.
-		mux.Handle("POST "+delivery.CallbackPath, dev.callbacks)
+		// The fake's Service posts signed status callbacks to the same route as serve's (not
+		// with --live: Twilio cannot reach a dev machine).
+		callbacks, err := dlv.Service.CallbackHandler(delivery.CallbackConfig{PublicURL: base,
+			Tokens: delivery.StaticToken{AccountSID: devmode.FakeAccountSID, Token: devmode.FakeAuthToken}})
+		if err != nil {
+			return err
+		}
+		mux.Handle("POST "+delivery.CallbackPath, callbacks)
 		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devmode.FakeAuthToken}); err != nil {
 			return err
 		}
@@ -275,9 +291,9 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 	started.Store(true)
 	r.defer_(w.Shutdown)
-	r.defer_(dev.startPoller())
+	r.defer_(dlv.StartPoller())
 
-	devmode.Banner{BaseURL: base, Redis: redisDesc, Fake: fake != nil, User: dcfg.User, Password: dcfg.Password, Generated: generated,
+	devmode.Banner{BaseURL: base, Redis: redisDesc, Fake: fake != nil, User: dashCfg.User, Password: dashCfg.Password, Generated: generated,
 		UnusedTwilio: m.Getenv("TWILIO_ACCOUNT_SID") != "" || m.Getenv("TWILIO_API_KEY") != ""}.Print(r.out)
 
 	var demoErr error

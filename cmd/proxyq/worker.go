@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
@@ -128,23 +128,17 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	reg := prometheus.NewRegistry()
 	// Delivery status (package delivery): the hook after each recorded send, the error fetches
 	// and status webhooks as tasks of this pool, and the polling sweeper.
-	drdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
-	defer drdb.Close()
-	dsvc, err := delivery.New(dcfg, drdb, delivery.NewMetrics(reg), log.Named("delivery"))
+	dlv, err := usage(deliverywire.New(dcfg, redisOpt, reg, log.Named("delivery"), api, accts))
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	limits := &accountLimiter{accts: accts}
-	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(accountMessages{def: api, accts: accts}), limits)
-	if err != nil {
-		return usageError{err}
-	}
+	defer dlv.Close()
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dsvc, Tasks: dwork.Handlers(), Accounts: worker.FromRegistry(accts)})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers(), Accounts: worker.FromRegistry(accts)})
 	if err != nil {
 		return usageError{err}
 	}
-	limits.set(w.Limiter(), api.AccountKey())
+	dlv.Attach(w, api.AccountKey())
 
 	var started atomic.Bool
 	var admin *adminhttp.Server
@@ -176,12 +170,9 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	started.Store(true)
-	pollCtx, stopPolls := context.WithCancel(context.Background())
-	polled := make(chan struct{})
-	go func() { defer close(polled); dwork.RunPoller(pollCtx) }()
+	stopPolls := dlv.StartPoller()
 	<-ctx.Done()
 	stopPolls()
-	<-polled
 	log.Info("shutting down: no new messages are taken; in-flight sends finish", zap.Duration("shutdown_timeout", wcfg.ShutdownTimeout))
 	// The admin server stays up while the pool drains: /readyz answers 503 and the last
 	// metrics can still be scraped.
