@@ -169,17 +169,17 @@ func (r *devRun) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	dcfg, err := m.workerDeliveryConfigFromEnv()
+	dcfg, err := usage(envconfig.WorkerDelivery(m.Getenv))
 	if err != nil {
 		return err
 	}
 	var dashCfg dashboard.Config
-	m.dashboardCredentialsFromEnv(&dashCfg)
+	envconfig.DashboardCredentials(m.Getenv, &dashCfg)
 	generated := dashCfg.User == "" && dashCfg.Password == "" && dashCfg.Token == ""
 	if generated {
 		dashCfg.User, dashCfg.Password = devDefaultUser, rand.Text()[:16]
 	}
-	if err := checkDashboardConfig(dashCfg); err != nil {
+	if err := asUsage(envconfig.CheckDashboard(dashCfg)); err != nil {
 		return err
 	}
 

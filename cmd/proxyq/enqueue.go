@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/tasks/jsonl"
 )
@@ -192,9 +193,9 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		}
 		msgs, lines = []tasks.Message{msg}, []int{0}
 	}
-	known, _, err := m.knownAccount()
+	known, _, err := envconfig.KnownAccount(m.Getenv)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	problems = append(problems, unknownAccountProblems(known, msgs, lines)...)
 	if len(problems) == 0 {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,8 +17,6 @@ import (
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
 )
-
-const defaultAdminAddr = ":9090"
 
 const workerDoc = `
 Runs a pool of workers that take messages from Redis and send them through Twilio Proxy's
@@ -48,44 +44,36 @@ func init() {
 	register(&command{name: "worker", summary: "run the worker pool that sends queued messages", run: runWorker})
 }
 
-// workerFlags are the flags of `proxyq worker`; each overrides an environment variable.
-type workerFlags struct {
-	concurrency int
-	queues      string
-	httpTimeout time.Duration
-	adminAddr   string
-	logLevel    string
-	set         map[string]bool // flags given on the command line
-}
-
 func runWorker(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("worker", "worker [flags]", workerDoc)
-	var f workerFlags
-	fs.IntVar(&f.concurrency, "concurrency", 0, "messages handled at once by this process (PROXYQ_CONCURRENCY, default 50)")
-	fs.StringVar(&f.queues, "queues", "", `queues and priorities, e.g. "critical=6,default=3,low=1" (PROXYQ_QUEUES)`)
-	fs.DurationVar(&f.httpTimeout, "http-timeout", 0, "timeout of one request to Twilio (PROXYQ_HTTP_TIMEOUT, default 15s)")
-	fs.StringVar(&f.adminAddr, "admin-addr", "", `metrics and health address host:port, or "off" (PROXYQ_ADMIN_ADDR, default :9090)`)
-	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (PROXYQ_LOG_LEVEL, default info)")
+	var f envconfig.WorkerFlags
+	var logLevel string
+	fs.IntVar(&f.Concurrency, "concurrency", 0, "messages handled at once by this process (PROXYQ_CONCURRENCY, default 50)")
+	fs.StringVar(&f.Queues, "queues", "", `queues and priorities, e.g. "critical=6,default=3,low=1" (PROXYQ_QUEUES)`)
+	fs.DurationVar(&f.HTTPTimeout, "http-timeout", 0, "timeout of one request to Twilio (PROXYQ_HTTP_TIMEOUT, default 15s)")
+	fs.StringVar(&f.AdminAddr, "admin-addr", "", `metrics and health address host:port, or "off" (PROXYQ_ADMIN_ADDR, default :9090)`)
+	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (PROXYQ_LOG_LEVEL, default info)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (the worker takes flags only)", fs.Arg(0))
 	}
-	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	f.Set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.Set[fl.Name] = true })
 
 	// All configuration is read and checked before anything starts, so a bad value fails fast
 	// with exit 2 and names its variable or flag.
-	log, err := m.logger(f.logLevel)
+	log, err := m.logger(logLevel)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	wcfg, ccfg, adminAddr, err := m.workerConfig(f)
+	cfg, err := usage(envconfig.WorkerWithFlags(m.Getenv, f))
 	if err != nil {
 		return err
 	}
+	wcfg, ccfg := cfg.Worker, cfg.Client
 	tr, err := m.startTracing(ctx, "worker", logWarn(log))
 	if err != nil {
 		return err
@@ -96,7 +84,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	dcfg, err := m.workerDeliveryConfigFromEnv()
+	dcfg, err := usage(envconfig.WorkerDelivery(m.Getenv))
 	if err != nil {
 		return err
 	}
@@ -119,7 +107,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	defer restoreStdLog()
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
-	accts, err := m.accountsFromEnv(ccfg, log.Named("accounts"))
+	accts, err := usage(envconfig.Accounts(m.Getenv, ccfg, log.Named("accounts")))
 	if err != nil {
 		return err
 	}
@@ -142,7 +130,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 
 	var started atomic.Bool
 	var admin *adminhttp.Server
-	if adminAddr != "" {
+	if cfg.AdminAddr != "" {
 		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 		if err != nil {
 			return err
@@ -154,13 +142,9 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 			}
 			return w.Ready(ctx)
 		}
-		admin, err = adminhttp.Listen(adminAddr, adminhttp.New(reg, ready))
+		admin, err = adminhttp.Listen(cfg.AdminAddr, adminhttp.New(reg, ready))
 		if err != nil {
-			source := "PROXYQ_ADMIN_ADDR"
-			if f.set["admin-addr"] {
-				source = "--admin-addr"
-			}
-			return adminListenError(err, source, adminAddr)
+			return adminListenError(err, cfg.AdminSource, cfg.AdminAddr)
 		}
 		log.Info("admin server listening", zap.String("addr", admin.Addr()))
 	}
@@ -197,63 +181,4 @@ func closeAdmin(admin *adminhttp.Server, log *zap.Logger) {
 	if err := admin.Close(ctx); err != nil {
 		log.Warn("admin server did not close cleanly", zap.Error(err))
 	}
-}
-
-// workerConfig reads the worker's and the client's configuration from the environment and
-// applies the flags over it. adminAddr is "" when the admin server is off. Errors are
-// usageErrors naming the variable or flag.
-func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, string, error) {
-	wcfg, err := usage(envconfig.RawWorker(m.Getenv))
-	if err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-	flagOf := map[string]string{}
-	if f.set["concurrency"] {
-		if f.concurrency < 1 {
-			return wcfg, proxyclient.Config{}, "", usagef("--concurrency=%d: want 1 or more", f.concurrency)
-		}
-		wcfg.Concurrency, flagOf["Concurrency"] = f.concurrency, "--concurrency"
-	}
-	if f.set["queues"] {
-		queues, err := worker.ParseQueues(f.queues)
-		if err != nil {
-			return wcfg, proxyclient.Config{}, "", usagef("--queues=%q: %v", f.queues, err)
-		}
-		wcfg.Queues, flagOf["Queues"] = queues, "--queues"
-	}
-	if f.set["http-timeout"] {
-		if f.httpTimeout <= 0 {
-			return wcfg, proxyclient.Config{}, "", usagef("--http-timeout=%v: want a positive duration such as 15s", f.httpTimeout)
-		}
-		wcfg.HTTPTimeout, flagOf["HTTPTimeout"] = f.httpTimeout, "--http-timeout"
-	}
-	// The Service limits first: the worker's checks read their window.
-	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-	wcfg, err = usage(envconfig.FinishWorker(wcfg, flagOf))
-	if err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-
-	ccfg, err := m.clientConfigFromEnv()
-	if err != nil {
-		return wcfg, ccfg, "", err
-	}
-	// The worker derives leases and the shutdown timeout from its HTTPTimeout: the client must
-	// use the same one.
-	ccfg.HTTPTimeout = wcfg.HTTPTimeout
-	ccfg.UserAgent = "worker"
-
-	addr, source := m.env().str("PROXYQ_ADMIN_ADDR", defaultAdminAddr), "PROXYQ_ADMIN_ADDR"
-	if f.set["admin-addr"] {
-		addr, source = strings.TrimSpace(f.adminAddr), "--admin-addr"
-	}
-	if strings.EqualFold(addr, "off") {
-		return wcfg, ccfg, "", nil
-	}
-	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-		return wcfg, ccfg, "", usagef(`%s=%q: want host:port such as :9090 or 127.0.0.1:9090, or "off"`, source, addr)
-	}
-	return wcfg, ccfg, addr, nil
 }

@@ -1,4 +1,4 @@
-package main
+package envconfig
 
 import (
 	"os"
@@ -8,6 +8,32 @@ import (
 
 	"github.com/proxyq/proxyq/accounts"
 )
+
+func TestServiceLimitsEveryVariable(t *testing.T) {
+	t.Parallel()
+	lim, err := ServiceLimits(envOf())
+	if err != nil || lim.Off || lim.Rate != 0 {
+		t.Fatalf("defaults: %+v, %v", lim, err)
+	}
+	if lim, err := ServiceLimits(envOf("PROXYQ_SERVICE_RATE", "off")); err != nil || !lim.Off {
+		t.Fatalf("off: %+v, %v", lim, err)
+	}
+	lim, err = ServiceLimits(envOf("PROXYQ_SERVICE_RATE", "25", "PROXYQ_SERVICE_LIMITS", "KS0000000000000000000000000000000a=60"))
+	if err != nil || lim.Rate != 25 || lim.Services["KS0000000000000000000000000000000a"] != 60 {
+		t.Fatalf("set: %+v, %v", lim, err)
+	}
+	for env, want := range map[[2]string]string{
+		{"PROXYQ_SERVICE_RATE", "fast"}:       "PROXYQ_SERVICE_RATE",
+		{"PROXYQ_SERVICE_LIMITS", "KSx=3"}:    "PROXYQ_SERVICE_LIMITS",
+		{"PROXYQ_SERVICE_WINDOW", "10ms"}:     "PROXYQ_SERVICE_WINDOW",
+		{"PROXYQ_SERVICE_BURST", "1000000"}:   "PROXYQ_SERVICE_BURST",
+		{"PROXYQ_SERVICE_MAX_WAIT", "banana"}: "PROXYQ_SERVICE_MAX_WAIT",
+	} {
+		if _, err := ServiceLimits(envOf(env[0], env[1])); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s=%s: err = %v, want one naming %s", env[0], env[1], err, want)
+		}
+	}
+}
 
 // With PROXYQ_ACCOUNTS_FILE, callbacks of each account are checked with that account's Auth
 // Token; a file with API keys only cannot check any, and serve refuses to start.
@@ -25,13 +51,11 @@ func TestCallbackTokensFromAccountsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	config := func(path string) (string, bool, error) {
-		env := map[string]string{"PROXYQ_PUBLIC_URL": "https://proxyq.example.com"}
-		m := &Main{Getenv: func(k string) string { return env[k] }}
 		reg, err := accounts.New(accounts.Options{Path: path})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := m.callbackConfigFromEnv(reg)
+		cfg, err := Callbacks(envOf("PROXYQ_PUBLIC_URL", "https://proxyq.example.com"), reg)
 		if err != nil {
 			return "", false, err
 		}
