@@ -10,7 +10,6 @@ import (
 
 	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/internal/envconfig"
-	"github.com/proxyq/proxyq/tasks"
 )
 
 // watchAccounts keeps the registry in step with its file: polled every
@@ -34,18 +33,4 @@ func (m *Main) watchAccounts(ctx context.Context, reg *accounts.Registry, log *z
 			}
 		}
 	}()
-}
-
-// unknownAccountProblems lists the messages whose account_sid has no credentials.
-func unknownAccountProblems(known func(string) bool, msgs []tasks.Message, lines []int) []problem {
-	if known == nil {
-		return nil
-	}
-	var out []problem
-	for i, msg := range msgs {
-		if !known(msg.Payload.AccountSID) {
-			out = append(out, problem{Line: lines[i], Field: "account_sid", Rule: "has no credentials in PROXYQ_ACCOUNTS_FILE (nor is it TWILIO_ACCOUNT_SID): a worker would archive it"})
-		}
-	}
-	return out
 }

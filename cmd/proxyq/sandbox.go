@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,12 +53,6 @@ Stops on SIGINT or SIGTERM.`
 func init() {
 	register(&command{name: "sandbox", summary: "serve a fake Twilio Proxy API with fault injection", run: runSandbox})
 }
-
-// repeated is a flag that may be given several times.
-type repeated []string
-
-func (r *repeated) String() string     { return strings.Join(*r, ",") }
-func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("sandbox", "sandbox [flags]", sandboxDoc)
