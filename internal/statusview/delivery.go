@@ -1,4 +1,4 @@
-package main
+package statusview
 
 import (
 	"fmt"
@@ -9,8 +9,9 @@ import (
 	"github.com/proxyq/proxyq/tasks"
 )
 
-// deliveryRows adds the delivery timeline to `proxyq status`'s text view.
-func deliveryRows(row func(name, value string), ts func(*time.Time) string, o *tasks.Outcome) {
+// DeliveryRows adds the delivery timeline (status history, whether the status is final, the
+// delivery time and error) to the view: the Rows `proxyq status` passes to Write.
+func DeliveryRows(row func(name, value string), ts func(*time.Time) string, o *tasks.Outcome) {
 	if len(o.StatusHistory) > 0 {
 		parts := make([]string, 0, len(o.StatusHistory))
 		for _, e := range o.StatusHistory {
