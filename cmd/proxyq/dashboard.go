@@ -84,7 +84,7 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 	}
 	defer rdb.Close()
 	mux := http.NewServeMux()
-	mountDashboard(mux, d)
+	d.Mount(mux)
 	health := adminhttp.New(nil, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", health)
@@ -113,17 +113,4 @@ func newDashboard(cfg dashboard.Config, redisOpt asynq.RedisConnOpt, log *zap.Lo
 		return nil, err
 	}
 	return dashboard.New(cfg, redisOpt, log.Named("dashboard"))
-}
-
-// mountDashboard routes the dashboard's root path (and everything below it) to d; a root path
-// other than "/" also gets a redirect from "/" so the bare address leads somewhere.
-func mountDashboard(mux *http.ServeMux, d *dashboard.Dashboard) {
-	root := d.RootPath()
-	if root == "/" {
-		mux.Handle("/", d)
-		return
-	}
-	mux.Handle(root+"/", d)
-	mux.Handle(root, http.RedirectHandler(root+"/", http.StatusFound))
-	mux.Handle("GET /{$}", http.RedirectHandler(root+"/", http.StatusFound))
 }

@@ -251,7 +251,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return w.Ready(ctx)
 	}
 	mux := http.NewServeMux()
-	mountDashboard(mux, d)
+	d.Mount(mux)
 	admin := adminhttp.New(reg, ready)
 	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
 		mux.Handle(p, admin)

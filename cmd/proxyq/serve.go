@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
@@ -175,11 +173,8 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if f.dashboard {
 		// The API's bearer check runs before any mounted handler, so the console's own
 		// authentication is off here (a request carries one Authorization header, and it
-		// holds the API token). Its warning about running open would be false: drop it.
-		d, err := dashboard.New(dashboard.Config{RootPath: serveDashboardRoot, AllowNoAuth: true}, cfg.Redis,
-			log.Named("dashboard").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-				return dropMessageCore{Core: c, prefix: "dashboard: authentication is OFF"}
-			})))
+		// holds the API token).
+		d, err := dashboard.New(dashboard.Config{RootPath: serveDashboardRoot, AuthenticatedUpstream: true}, cfg.Redis, log.Named("dashboard"))
 		if err != nil {
 			return err
 		}
@@ -242,21 +237,4 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	log.Info("api stopped", zap.Duration("took", time.Since(began)))
 	return nil
-}
-
-// dropMessageCore drops log entries whose message starts with prefix and passes the rest on.
-type dropMessageCore struct {
-	zapcore.Core
-	prefix string
-}
-
-func (c dropMessageCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if strings.HasPrefix(e.Message, c.prefix) {
-		return ce
-	}
-	return c.Core.Check(e, ce)
-}
-
-func (c dropMessageCore) With(fields []zapcore.Field) zapcore.Core {
-	return dropMessageCore{Core: c.Core.With(fields), prefix: c.prefix}
 }
