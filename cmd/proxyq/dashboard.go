@@ -93,7 +93,7 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := "http://" + dialable(srv.Addr()) + strings.TrimSuffix(d.RootPath(), "/") + "/"
+	url := "http://" + adminhttp.Dialable(srv.Addr()) + strings.TrimSuffix(d.RootPath(), "/") + "/"
 	fmt.Fprintf(m.Stdout, "proxyq dashboard: %s\n", url)
 	log.Info("dashboard listening", zap.String("addr", srv.Addr()), zap.String("url", url))
 

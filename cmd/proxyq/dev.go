@@ -200,7 +200,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return fmt.Errorf("listen on %s: %w (pick another with --addr, e.g. --addr 127.0.0.1:8090)", r.flags.addr, err)
 	}
 	r.defer_(func() { _ = ln.Close() }) // until the server owns it
-	base := "http://" + dialable(ln.Addr().String())
+	base := "http://" + adminhttp.Dialable(ln.Addr().String())
 
 	var fake *proxytest.Fake
 	if !r.flags.live {

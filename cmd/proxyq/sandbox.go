@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -112,7 +111,7 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	base := "http://" + dialable(srv.Addr()) + prefix
+	base := "http://" + adminhttp.Dialable(srv.Addr()) + prefix
 	fmt.Fprintf(m.Stdout, "proxyq sandbox: fake Twilio Proxy API listening on %s\n\n", srv.Addr())
 	fmt.Fprintf(m.Stdout, "  PROXYQ_API_BASE_URL=%s\n", base)
 	if len(f.Limits.Accounts) > 0 {
@@ -142,17 +141,4 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 		log.Warn("sandbox did not close cleanly", zap.Error(err))
 	}
 	return nil
-}
-
-// dialable turns a listener address into one a local client can dial: an unspecified host
-// (":4010", "0.0.0.0", "::") becomes 127.0.0.1.
-func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

@@ -206,7 +206,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	url := "http://" + dialable(ln.Addr().String())
+	url := "http://" + adminhttp.Dialable(ln.Addr().String())
 	fmt.Fprintf(m.Stdout, "proxyq serve: %s\n", url)
 	log.Info("api listening", zap.String("addr", ln.Addr().String()), zap.String("url", url),
 		zap.Strings("queues", cfg.API.Queues), zap.Int("tokens", len(cfg.API.Tokens)),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,7 +145,10 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		}
 		admin, err = adminhttp.Listen(cfg.AdminAddr, adminhttp.New(reg, ready))
 		if err != nil {
-			return adminListenError(err, cfg.AdminSource, cfg.AdminAddr)
+			if errors.Is(err, syscall.EADDRINUSE) { // a configuration error: nothing was started
+				return usageError{adminhttp.AddrInUseError(cfg.AdminSource, cfg.AdminAddr)}
+			}
+			return err
 		}
 		log.Info("admin server listening", zap.String("addr", admin.Addr()))
 	}
