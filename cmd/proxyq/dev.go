@@ -210,7 +210,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
 	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency
-	ccfg.WrapTransport = tr.clientTransport()
+	ccfg.WrapTransport = tr.WrapTransport()
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
 		return usageError{envconfig.ClientError(err)}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/proxyq/proxyq/internal/enqueuecli"
 	"github.com/proxyq/proxyq/internal/envconfig"
+	"github.com/proxyq/proxyq/internal/otelx"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/tasks/jsonl"
 )
@@ -97,7 +98,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer tr.stop()
-	ctx, span := m.commandSpan(ctx, "enqueue") // TRACEPARENT, when set, is its parent
+	ctx, span := otelx.CommandSpan(ctx, m.Getenv, "proxyq enqueue") // TRACEPARENT, when set, is its parent
 	defer span.End()
 	enqOpts, err := m.enqueuerOptionsFromEnv()
 	if err != nil {

@@ -198,7 +198,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
-	srv := httpapi.NewHTTPServer(f.addr, tr.serverHandler(api))
+	srv := httpapi.NewHTTPServer(f.addr, tr.Handler(api))
 	// net/http's own complaints (TLS handshakes, malformed requests) go to the structured log.
 	if errLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel); err == nil {
 		srv.ErrorLog = errLog

@@ -80,7 +80,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer tr.stop() // last: after the pool has drained
-	ccfg.WrapTransport = tr.clientTransport()
+	ccfg.WrapTransport = tr.WrapTransport()
 	redisOpt, err := m.redisFromEnv()
 	if err != nil {
 		return err
