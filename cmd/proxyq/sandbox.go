@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -112,22 +111,7 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	base := "http://" + adminhttp.Dialable(srv.Addr()) + prefix
-	fmt.Fprintf(m.Stdout, "proxyq sandbox: fake Twilio Proxy API listening on %s\n\n", srv.Addr())
-	fmt.Fprintf(m.Stdout, "  PROXYQ_API_BASE_URL=%s\n", base)
-	if len(f.Limits.Accounts) > 0 {
-		fmt.Fprintf(m.Stdout, "  credentials: the %d --account users given\n", len(f.Limits.Accounts))
-	} else {
-		fmt.Fprintf(m.Stdout, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
-	}
-	fmt.Fprintf(m.Stdout, "  created:     %s/_proxytest/interactions\n", base)
-	fmt.Fprintf(m.Stdout, "  counters:    %s/_proxytest/stats\n", base)
-	fmt.Fprintf(m.Stdout, "  messages:    %s/2010-04-01/Accounts/{AC}/Messages/{SM}.json\n", base)
-	if f.CallbackURL != "" {
-		fmt.Fprintf(m.Stdout, "  callbacks:   POST to %s, %s apart; sent: %s/_proxytest/callbacks\n", sandbox.RedactQuery(f.CallbackURL), f.CallbackDelay, base)
-	} else {
-		fmt.Fprintf(m.Stdout, "  callbacks:   none (--callback-url)\n")
-	}
-	fmt.Fprintln(m.Stdout)
+	f.WriteBanner(m.Stdout, srv.Addr(), base)
 	log.Info("sandbox listening", zap.String("addr", srv.Addr()), zap.String("base_url", base),
 		zap.Duration("latency", f.Latency), zap.Int("max_concurrent", f.MaxConcurrent), zap.Int64("seed", f.Seed))
 
