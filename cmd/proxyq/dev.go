@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/dashboard"
-	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/devmode"
@@ -62,7 +60,6 @@ func init() {
 const (
 	devDefaultAddr     = "127.0.0.1:8080"
 	devMaxDemo         = 10000
-	devDefaultUser     = "admin"
 	devFakeLatency     = 30 * time.Millisecond
 	devShutdownTimeout = 5 * time.Second
 )
@@ -121,14 +118,8 @@ type devRun struct {
 }
 
 func newDevRun(m *Main, f devFlags) *devRun {
-	defaults := devmode.Defaults(f.live)
 	dm := *m
-	dm.Getenv = func(k string) string {
-		if v := m.Getenv(k); strings.TrimSpace(v) != "" {
-			return v
-		}
-		return defaults[k]
-	}
+	dm.Getenv = devmode.Getenv(m.Getenv, f.live)
 	r := &devRun{m: &dm, out: m.Stdout, flags: f}
 	if devmode.IsTerminal(m.Stdout) && m.Getenv("TERM") != "dumb" {
 		r.term = &devmode.Terminal{Out: m.Stdout}
@@ -175,10 +166,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 	var dashCfg dashboard.Config
 	envconfig.DashboardCredentials(m.Getenv, &dashCfg)
-	generated := dashCfg.User == "" && dashCfg.Password == "" && dashCfg.Token == ""
-	if generated {
-		dashCfg.User, dashCfg.Password = devDefaultUser, rand.Text()[:16]
-	}
+	generated := devmode.DashboardLogin(&dashCfg)
 	if err := asUsage(envconfig.CheckDashboard(dashCfg)); err != nil {
 		return err
 	}
@@ -257,17 +245,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		mux.Handle(p, admin)
 	}
 	if fake != nil {
-		mux.Handle(devmode.FakePrefix+"/", fake.Mount(devmode.FakePrefix))
-		mux.Handle("/_proxytest/", fake) // the fake's read-only endpoints, also at the root
-		// The fake's Service posts signed status callbacks to the same route as serve's (not
-		// with --live: Twilio cannot reach a dev machine).
-		callbacks, err := dlv.Service.CallbackHandler(delivery.CallbackConfig{PublicURL: base,
-			Tokens: delivery.StaticToken{AccountSID: devmode.FakeAccountSID, Token: devmode.FakeAuthToken}})
-		if err != nil {
-			return err
-		}
-		mux.Handle("POST "+delivery.CallbackPath, callbacks)
-		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devmode.FakeAuthToken}); err != nil {
+		if err := devmode.MountFake(mux, fake, dlv.Service, base); err != nil {
 			return err
 		}
 	}
