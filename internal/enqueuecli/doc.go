@@ -3,7 +3,7 @@
 // message (fields, accounts, the batch's rules) before anything is enqueued, and prints the
 // problems and the results. The JSON lines of --file are read by package tasks/jsonl.
 //
-// Guarantees: a problem names the flag behind the field in flag mode and the input line in
-// file mode; any problem means nothing is enqueued. Problems and results never contain a
-// message body or media URL beyond what the caller typed in a flag name.
+// Guarantees: every message is checked before any is enqueued, and a caller that follows
+// Validate with Report on any problem enqueues nothing; a problem names the flag behind the
+// field in flag mode and the input line in file mode.
 package enqueuecli
