@@ -18,6 +18,11 @@ type Config struct {
 	// or re-run messages; New logs a warning. Credentials, when set, are always enforced.
 	AllowNoAuth bool
 
+	// AuthenticatedUpstream says every request was authenticated before it reaches the
+	// dashboard (`proxyq serve --dashboard` mounts it behind the API's bearer tokens): no
+	// credentials are needed and none is asked for, and New does not warn that it runs open.
+	AuthenticatedUpstream bool
+
 	// Password is the HTTP Basic password for User.
 	Password string
 
@@ -92,7 +97,7 @@ func (c Config) Validate() error {
 		return &ConfigError{Field: "User", Rule: "must not contain spaces or control characters"}
 	case hasSpaceOrControl(c.Token):
 		return &ConfigError{Field: "Token", Rule: "must not contain spaces or control characters"}
-	case !c.hasCredentials() && !c.AllowNoAuth:
+	case !c.hasCredentials() && !c.AllowNoAuth && !c.AuthenticatedUpstream:
 		return &ConfigError{Field: "auth", Rule: "set User and Password, or Token, or AllowNoAuth (authentication is required by default)"}
 	}
 	return nil

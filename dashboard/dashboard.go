@@ -83,11 +83,13 @@ func New(cfg Config, redisOpt asynq.RedisConnOpt, log *zap.Logger) (*Dashboard, 
 		h = auth.wrap(h)
 	} else {
 		h = anonymous(h, cfg.ReadOnly)
-		msg := "dashboard: authentication is OFF (--insecure-no-auth): anyone who can reach this address can read every queue"
-		if !cfg.ReadOnly {
-			msg += " and delete or re-run messages"
+		if !cfg.AuthenticatedUpstream {
+			msg := "dashboard: authentication is OFF (--insecure-no-auth): anyone who can reach this address can read every queue"
+			if !cfg.ReadOnly {
+				msg += " and delete or re-run messages"
+			}
+			log.Warn(msg)
 		}
-		log.Warn(msg)
 	}
 	h = securityHeaders(h)
 	log.Info("dashboard ready", zap.String("root_path", cfg.RootPath), zap.Bool("read_only", cfg.ReadOnly),
@@ -98,6 +100,19 @@ func New(cfg Config, redisOpt asynq.RedisConnOpt, log *zap.Logger) (*Dashboard, 
 
 // ServeHTTP implements http.Handler.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.handler.ServeHTTP(w, r) }
+
+// Mount routes d's root path, and everything below it, to d on mux; a root path other than "/"
+// also gets a redirect from "/", so the bare address leads somewhere.
+func (d *Dashboard) Mount(mux *http.ServeMux) {
+	root := d.RootPath()
+	if root == "/" {
+		mux.Handle("/", d)
+		return
+	}
+	mux.Handle(root+"/", d)
+	mux.Handle(root, http.RedirectHandler(root+"/", http.StatusFound))
+	mux.Handle("GET /{$}", http.RedirectHandler(root+"/", http.StatusFound))
+}
 
 // RootPath returns the normalised root path ("/" or e.g. "/dashboard", no trailing slash).
 func (d *Dashboard) RootPath() string { return d.cfg.RootPath }

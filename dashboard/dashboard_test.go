@@ -184,6 +184,39 @@ func TestNoAuthNeedsFlagAndWarns(t *testing.T) {
 	if warn.Len() != 1 {
 		t.Fatalf("want one warning about authentication being off, got %v", logs.All())
 	}
+
+	// Behind another check (serve's bearer tokens) it runs without its own, and says nothing
+	// about running open: that would be false.
+	base, logs = serve(t, dashboard.Config{AuthenticatedUpstream: true}, db)
+	if resp, text := do(t, base, req{"GET", "/queues/api/queues", nil}); resp.StatusCode != 200 {
+		t.Fatalf("authenticated upstream: status %d, want 200: %s", resp.StatusCode, text)
+	}
+	if warn := logs.FilterMessageSnippet("authentication is OFF"); warn.Len() != 0 {
+		t.Errorf("authenticated upstream: warned %v", warn.All())
+	}
+}
+
+func TestMountRedirectsTheBareAddress(t *testing.T) {
+	t.Parallel()
+	db := redistest.NewDB(t)
+	for _, root := range []string{"/", "/dashboard"} {
+		d, err := dashboard.New(dashboard.Config{Token: "t", RootPath: root}, db.ConnOpt(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		mux := http.NewServeMux()
+		d.Mount(mux)
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		want := http.StatusUnauthorized // the dashboard itself, asking for the token
+		if root != "/" {
+			want = http.StatusFound
+		}
+		if rec.Code != want || (root != "/" && rec.Header().Get("Location") != root+"/") {
+			t.Errorf("root %s: GET / answered %d (Location %q); want %d", root, rec.Code, rec.Header().Get("Location"), want)
+		}
+	}
 }
 
 func TestReadOnlyAndCrossOrigin(t *testing.T) {

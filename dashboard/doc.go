@@ -7,7 +7,8 @@
 //
 //   - Authentication is on by default: HTTP Basic (User and Password, what browsers prompt
 //     for) and/or a bearer token (Token), both compared in constant time over SHA-256
-//     digests. Running open needs Config.AllowNoAuth, and New logs a warning when it does.
+//     digests. Running open needs Config.AllowNoAuth, and New logs a warning when it does;
+//     Config.AuthenticatedUpstream is for a host that authenticates every request itself.
 //   - Cross-origin protection for every state-changing request (net/http's
 //     CrossOriginProtection), because browsers attach cached Basic credentials to forged
 //     cross-site requests.
@@ -20,8 +21,8 @@
 //   - The worker's outcome record (tasks.Outcome), which asynq stores as the task result, is
 //     shown as indented JSON led by a one-line summary ([FormatResult]).
 //
-// Guarantees: no request reaches asynqmon without valid credentials unless AllowNoAuth was
-// set and no credentials were configured; every payload string asynqmon renders (task lists,
+// Guarantees: no request reaches asynqmon without valid credentials unless AllowNoAuth (or
+// AuthenticatedUpstream) was set and no credentials were configured; every payload string asynqmon renders (task lists,
 // task details, active workers) goes through the configured formatter, so with redaction on
 // no body or media URL leaves the server through the console. The package never logs
 // credentials, bodies or media URLs.

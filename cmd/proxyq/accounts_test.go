@@ -44,36 +44,3 @@ func TestEnqueueRefusesAnUnknownAccount(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
 }
-
-func TestServiceLimitsFromEnv(t *testing.T) {
-	t.Parallel()
-	m := func(kv ...string) *Main {
-		env := map[string]string{}
-		for i := 0; i < len(kv); i += 2 {
-			env[kv[i]] = kv[i+1]
-		}
-		return &Main{Getenv: func(k string) string { return env[k] }}
-	}
-	lim, err := m().serviceLimitsFromEnv()
-	if err != nil || lim.Off || lim.Rate != 0 {
-		t.Fatalf("defaults: %+v, %v", lim, err)
-	}
-	if lim, err := m("PROXYQ_SERVICE_RATE", "off").serviceLimitsFromEnv(); err != nil || !lim.Off {
-		t.Fatalf("off: %+v, %v", lim, err)
-	}
-	lim, err = m("PROXYQ_SERVICE_RATE", "25", "PROXYQ_SERVICE_LIMITS", "KS0000000000000000000000000000000a=60").serviceLimitsFromEnv()
-	if err != nil || lim.Rate != 25 || lim.Services["KS0000000000000000000000000000000a"] != 60 {
-		t.Fatalf("set: %+v, %v", lim, err)
-	}
-	for env, want := range map[[2]string]string{
-		{"PROXYQ_SERVICE_RATE", "fast"}:       "PROXYQ_SERVICE_RATE",
-		{"PROXYQ_SERVICE_LIMITS", "KSx=3"}:    "PROXYQ_SERVICE_LIMITS",
-		{"PROXYQ_SERVICE_WINDOW", "10ms"}:     "PROXYQ_SERVICE_WINDOW",
-		{"PROXYQ_SERVICE_BURST", "1000000"}:   "PROXYQ_SERVICE_BURST",
-		{"PROXYQ_SERVICE_MAX_WAIT", "banana"}: "PROXYQ_SERVICE_MAX_WAIT",
-	} {
-		if _, err := m(env[0], env[1]).serviceLimitsFromEnv(); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s=%s: err = %v, want one naming %s", env[0], env[1], err, want)
-		}
-	}
-}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/envconfig"
 )
 
 const defaultDashboardAddr = ":8080"
@@ -62,7 +62,7 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	m.dashboardCredentialsFromEnv(&cfg)
+	envconfig.DashboardCredentials(m.Getenv, &cfg)
 	redisOpt, err := m.redisFromEnv()
 	if err != nil {
 		return err
@@ -84,7 +84,7 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 	}
 	defer rdb.Close()
 	mux := http.NewServeMux()
-	mountDashboard(mux, d)
+	d.Mount(mux)
 	health := adminhttp.New(nil, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", health)
@@ -93,7 +93,7 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := "http://" + dialable(srv.Addr()) + strings.TrimSuffix(d.RootPath(), "/") + "/"
+	url := "http://" + adminhttp.Dialable(srv.Addr()) + strings.TrimSuffix(d.RootPath(), "/") + "/"
 	fmt.Fprintf(m.Stdout, "proxyq dashboard: %s\n", url)
 	log.Info("dashboard listening", zap.String("addr", srv.Addr()), zap.String("url", url))
 
@@ -106,53 +106,11 @@ func runDashboard(ctx context.Context, m *Main, args []string) error {
 	return nil
 }
 
-// dashboardCredentialsFromEnv fills the credentials from PROXYQ_DASHBOARD_USER,
-// PROXYQ_DASHBOARD_PASSWORD and PROXYQ_DASHBOARD_TOKEN.
-func (m *Main) dashboardCredentialsFromEnv(cfg *dashboard.Config) {
-	e := m.env()
-	cfg.User = e.str("PROXYQ_DASHBOARD_USER", "")
-	// Secrets are taken as given (only surrounding newlines from a mounted file trimmed):
-	// spaces inside a password are legitimate.
-	cfg.Password = strings.Trim(m.Getenv("PROXYQ_DASHBOARD_PASSWORD"), "\r\n")
-	cfg.Token = e.str("PROXYQ_DASHBOARD_TOKEN", "")
-}
-
 // newDashboard builds the dashboard, turning its config errors into usage errors that name
 // the environment variable or flag.
 func newDashboard(cfg dashboard.Config, redisOpt asynq.RedisConnOpt, log *zap.Logger) (*dashboard.Dashboard, error) {
-	if err := checkDashboardConfig(cfg); err != nil {
+	if err := asUsage(envconfig.CheckDashboard(cfg)); err != nil {
 		return nil, err
 	}
 	return dashboard.New(cfg, redisOpt, log.Named("dashboard"))
-}
-
-// checkDashboardConfig validates cfg and returns a usageError naming the environment variable
-// or flag behind the first problem.
-func checkDashboardConfig(cfg dashboard.Config) error {
-	err := cfg.WithDefaults().Validate()
-	var ce *dashboard.ConfigError
-	if !errors.As(err, &ce) {
-		return err
-	}
-	if ce.Field == "auth" {
-		return usagef("authentication is required: set PROXYQ_DASHBOARD_USER and PROXYQ_DASHBOARD_PASSWORD, or PROXYQ_DASHBOARD_TOKEN, or pass --insecure-no-auth")
-	}
-	envOf := map[string]string{"User": "PROXYQ_DASHBOARD_USER", "Password": "PROXYQ_DASHBOARD_PASSWORD",
-		"Token": "PROXYQ_DASHBOARD_TOKEN", "RootPath": "--root-path"}
-	rule := strings.ReplaceAll(ce.Rule, "User is set", "PROXYQ_DASHBOARD_USER is set")
-	rule = strings.ReplaceAll(rule, "Password is set", "PROXYQ_DASHBOARD_PASSWORD is set")
-	return usagef("%s %s", envOf[ce.Field], rule)
-}
-
-// mountDashboard routes the dashboard's root path (and everything below it) to d; a root path
-// other than "/" also gets a redirect from "/" so the bare address leads somewhere.
-func mountDashboard(mux *http.ServeMux, d *dashboard.Dashboard) {
-	root := d.RootPath()
-	if root == "/" {
-		mux.Handle("/", d)
-		return
-	}
-	mux.Handle(root+"/", d)
-	mux.Handle(root, http.RedirectHandler(root+"/", http.StatusFound))
-	mux.Handle("GET /{$}", http.RedirectHandler(root+"/", http.StatusFound))
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/delivery"
+	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -45,8 +46,7 @@ func TestCallbackOfAnotherAccountChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"PROXYQ_PUBLIC_URL": public}
-	m := &Main{Getenv: func(k string) string { return env[k] }}
-	ccfg, err := m.callbackConfigFromEnv(reg)
+	ccfg, err := envconfig.Callbacks(func(k string) string { return env[k] }, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/dashboard"
-	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/devmode"
 	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/internal/redisurl"
@@ -61,7 +60,6 @@ func init() {
 const (
 	devDefaultAddr     = "127.0.0.1:8080"
 	devMaxDemo         = 10000
-	devDefaultUser     = "admin"
 	devFakeLatency     = 30 * time.Millisecond
 	devShutdownTimeout = 5 * time.Second
 )
@@ -120,14 +118,8 @@ type devRun struct {
 }
 
 func newDevRun(m *Main, f devFlags) *devRun {
-	defaults := devmode.Defaults(f.live)
 	dm := *m
-	dm.Getenv = func(k string) string {
-		if v := m.Getenv(k); strings.TrimSpace(v) != "" {
-			return v
-		}
-		return defaults[k]
-	}
+	dm.Getenv = devmode.Getenv(m.Getenv, f.live)
 	r := &devRun{m: &dm, out: m.Stdout, flags: f}
 	if devmode.IsTerminal(m.Stdout) && m.Getenv("TERM") != "dumb" {
 		r.term = &devmode.Terminal{Out: m.Stdout}
@@ -168,13 +160,14 @@ func (r *devRun) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	var dcfg dashboard.Config
-	m.dashboardCredentialsFromEnv(&dcfg)
-	generated := dcfg.User == "" && dcfg.Password == "" && dcfg.Token == ""
-	if generated {
-		dcfg.User, dcfg.Password = devDefaultUser, rand.Text()[:16]
+	dcfg, err := usage(envconfig.WorkerDelivery(m.Getenv))
+	if err != nil {
+		return err
 	}
-	if err := checkDashboardConfig(dcfg); err != nil {
+	var dashCfg dashboard.Config
+	envconfig.DashboardCredentials(m.Getenv, &dashCfg)
+	generated := devmode.DashboardLogin(&dashCfg)
+	if err := asUsage(envconfig.CheckDashboard(dashCfg)); err != nil {
 		return err
 	}
 
@@ -195,7 +188,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return fmt.Errorf("listen on %s: %w (pick another with --addr, e.g. --addr 127.0.0.1:8090)", r.flags.addr, err)
 	}
 	r.defer_(func() { _ = ln.Close() }) // until the server owns it
-	base := "http://" + dialable(ln.Addr().String())
+	base := "http://" + adminhttp.Dialable(ln.Addr().String())
 
 	var fake *proxytest.Fake
 	if !r.flags.live {
@@ -205,29 +198,34 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
 	ccfg.UserAgent = "dev"
 	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency
-	ccfg.WrapTransport = tr.clientTransport()
+	ccfg.WrapTransport = tr.WrapTransport()
 	api, err := proxyclient.New(ccfg)
 	if err != nil {
 		return usageError{envconfig.ClientError(err)}
 	}
 
+	// Delivery status: serve's callback route and the worker's hook, tasks and sweeper.
+	if dcfg.AccountSID == "" || fake != nil {
+		dcfg.AccountSID = api.AccountKey()
+	}
 	reg := prometheus.NewRegistry()
-	dev, err := r.newDevDelivery(redisOpt, api, reg, base, fake != nil)
+	dlv, err := usage(deliverywire.New(dcfg, redisOpt, reg, log.Named("delivery"), api, nil))
 	if err != nil {
 		return err
 	}
+	r.defer_(func() { _ = dlv.Close() })
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dev.svc, Tasks: dev.work.Handlers()})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers()})
 	if err != nil {
 		return usageError{err}
 	}
-	dev.limits.set(w.Limiter(), api.AccountKey())
+	dlv.Attach(w, api.AccountKey())
 	queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 	if err != nil {
 		return err
 	}
 	r.defer_(func() { _ = queueMetrics.Close() })
-	d, err := newDashboard(dcfg, redisOpt, log)
+	d, err := newDashboard(dashCfg, redisOpt, log)
 	if err != nil {
 		return err
 	}
@@ -241,17 +239,13 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return w.Ready(ctx)
 	}
 	mux := http.NewServeMux()
-	mountDashboard(mux, d)
+	d.Mount(mux)
 	admin := adminhttp.New(reg, ready)
 	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
 		mux.Handle(p, admin)
 	}
 	if fake != nil {
-		mux.Handle(devmode.FakePrefix+"/", fake.Mount(devmode.FakePrefix))
-		mux.Handle("/_proxytest/", fake) // the fake's read-only endpoints, also at the root
-		// The fake's Service posts signed status callbacks to the same route as serve's.
-		mux.Handle("POST "+delivery.CallbackPath, dev.callbacks)
-		if err := fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: devmode.FakeAuthToken}); err != nil {
+		if err := devmode.MountFake(mux, fake, dlv.Service, base); err != nil {
 			return err
 		}
 	}
@@ -275,9 +269,9 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	}
 	started.Store(true)
 	r.defer_(w.Shutdown)
-	r.defer_(dev.startPoller())
+	r.defer_(dlv.StartPoller())
 
-	devmode.Banner{BaseURL: base, Redis: redisDesc, Fake: fake != nil, User: dcfg.User, Password: dcfg.Password, Generated: generated,
+	devmode.Banner{BaseURL: base, Redis: redisDesc, Fake: fake != nil, User: dashCfg.User, Password: dashCfg.Password, Generated: generated,
 		UnusedTwilio: m.Getenv("TWILIO_ACCOUNT_SID") != "" || m.Getenv("TWILIO_API_KEY") != ""}.Print(r.out)
 
 	var demoErr error

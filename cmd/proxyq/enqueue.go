@@ -1,17 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
-	"time"
 
+	"github.com/proxyq/proxyq/internal/enqueuecli"
+	"github.com/proxyq/proxyq/internal/envconfig"
+	"github.com/proxyq/proxyq/internal/otelx"
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/tasks/jsonl"
 )
@@ -55,107 +54,41 @@ func init() {
 	register(&command{name: "enqueue", summary: "enqueue messages from flags or JSON lines", run: runEnqueue})
 }
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-// messageFlags are the flags that describe one message; they cannot be combined with --file.
-var messageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key", "account"}
-
-// flagOfField names the flag behind a payload field in flag mode.
-var flagOfField = map[string]string{
-	"service_sid": "--service", "session_sid": "--session", "participant_sid": "--participant",
-	"body": "--body", "media_url": "--media-url", "idempotency_key": "--idempotency-key",
-	"queue": "--queue", "send_before": "--send-within", "ordering_key": "--ordering-key",
-	"account_sid": "--account",
-}
-
-type enqueueFlags struct {
-	service, session, participant, body string
-	account                             string
-	media                               stringList
-	key, at, queue, file                string
-	orderingKey                         string
-	in, sendWithin                      time.Duration
-	json                                bool
-	set                                 map[string]bool
-}
-
-// problem is one invalid field of one message. Line is 0 in flag mode.
-type problem = jsonl.Problem
-
-// problemText names the flag behind the field in flag mode, the line in file mode.
-func problemText(p problem) string {
-	if p.Line == 0 {
-		name := p.Field
-		if f, ok := flagOfField[p.Field]; ok {
-			name = f
-		} else if strings.HasPrefix(p.Field, "media_url[") {
-			name = "--media-url " + strings.TrimPrefix(p.Field, "media_url")
-		}
-		return name + ": " + p.Rule
-	}
-	return p.String()
-}
-
 func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("enqueue", "enqueue (--service KS… --session KC… --participant KP… --body TEXT | --file PATH|-) [flags]", enqueueDoc)
-	var f enqueueFlags
-	fs.StringVar(&f.service, "service", "", "Proxy Service SID (KS…)")
-	fs.StringVar(&f.session, "session", "", "Proxy Session SID (KC…)")
-	fs.StringVar(&f.participant, "participant", "", "Proxy Participant SID (KP…), the recipient")
-	fs.StringVar(&f.body, "body", "", "message text, at most 1600 characters")
-	fs.Var(&f.media, "media-url", "absolute http(s) media URL (repeatable, at most 10)")
-	fs.StringVar(&f.key, "idempotency-key", "", "caller's key for the message; becomes the task ID")
-	fs.StringVar(&f.orderingKey, "ordering-key", "", "lane key: messages with the same key (and queue) are sent in enqueue order, one at a time")
-	fs.StringVar(&f.at, "at", "", "send no earlier than this RFC 3339 time, e.g. 2025-01-02T15:04:05Z")
-	fs.DurationVar(&f.in, "in", 0, "send no earlier than this long from now, e.g. 10m")
-	fs.StringVar(&f.queue, "queue", "", `queue name (default "default"); with --file, for lines without "queue"`)
-	fs.DurationVar(&f.sendWithin, "send-within", 0, "deadline after the send time; unsent by then, the message expires (default: the worker's PROXYQ_SEND_WITHIN)")
-	fs.StringVar(&f.account, "account", "", "Twilio account (AC…) to send with; default: the worker's TWILIO_ACCOUNT_SID")
-	fs.StringVar(&f.file, "file", "", `read messages as JSON lines from PATH, or "-" for stdin`)
-	fs.BoolVar(&f.json, "json", false, `print {"id","queue","duplicate"} per message instead of the bare ID`)
+	var f enqueuecli.Flags
+	var asJSON bool
+	fs.StringVar(&f.Service, "service", "", "Proxy Service SID (KS…)")
+	fs.StringVar(&f.Session, "session", "", "Proxy Session SID (KC…)")
+	fs.StringVar(&f.Participant, "participant", "", "Proxy Participant SID (KP…), the recipient")
+	fs.StringVar(&f.Body, "body", "", "message text, at most 1600 characters")
+	fs.Var((*repeated)(&f.Media), "media-url", "absolute http(s) media URL (repeatable, at most 10)")
+	fs.StringVar(&f.Key, "idempotency-key", "", "caller's key for the message; becomes the task ID")
+	fs.StringVar(&f.OrderingKey, "ordering-key", "", "lane key: messages with the same key (and queue) are sent in enqueue order, one at a time")
+	fs.StringVar(&f.At, "at", "", "send no earlier than this RFC 3339 time, e.g. 2025-01-02T15:04:05Z")
+	fs.DurationVar(&f.In, "in", 0, "send no earlier than this long from now, e.g. 10m")
+	fs.StringVar(&f.Queue, "queue", "", `queue name (default "default"); with --file, for lines without "queue"`)
+	fs.DurationVar(&f.SendWithin, "send-within", 0, "deadline after the send time; unsent by then, the message expires (default: the worker's PROXYQ_SEND_WITHIN)")
+	fs.StringVar(&f.Account, "account", "", "Twilio account (AC…) to send with; default: the worker's TWILIO_ACCOUNT_SID")
+	fs.StringVar(&f.File, "file", "", `read messages as JSON lines from PATH, or "-" for stdin`)
+	fs.BoolVar(&asJSON, "json", false, `print {"id","queue","duplicate"} per message instead of the bare ID`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (messages come from flags or --file)", fs.Arg(0))
 	}
-	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
-
-	var given []string
-	for _, name := range messageFlags {
-		if f.set[name] {
-			given = append(given, "--"+name)
-		}
-	}
-	switch {
-	case f.set["file"] && len(given) > 0:
-		return usagef("--file cannot be combined with %s: put message fields in the JSON lines", strings.Join(given, ", "))
-	case f.set["file"] && f.file == "":
-		return usagef(`--file needs a path, or "-" for stdin`)
-	case !f.set["file"] && len(given) == 0:
-		return usagef("no message: give --service, --session, --participant and --body (or --media-url), or --file (see --help)")
-	case f.in < 0 || f.sendWithin < 0:
-		return usagef("--in and --send-within must not be negative")
-	case f.set["queue"] && strings.TrimSpace(f.queue) == "":
-		return usagef("--queue must not be empty")
+	f.Set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.Set[fl.Name] = true })
+	if err := f.Check(); err != nil {
+		return usageError{err}
 	}
 
-	base, err := m.enqueueOptionsFromEnv()
+	envOpts, err := m.enqueueOptionsFromEnv()
 	if err != nil {
 		return err
 	}
-	base = append(base, tasks.Via("cli"))
-	if f.set["queue"] {
-		base = append(base, tasks.Queue(f.queue))
-	}
-	if f.sendWithin > 0 {
-		base = append(base, tasks.SendWithin(f.sendWithin))
-	}
+	base := f.Options(envOpts)
 	redisOpt, err := m.redisFromEnv()
 	if err != nil {
 		return err
@@ -165,7 +98,7 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer tr.stop()
-	ctx, span := m.commandSpan(ctx, "enqueue") // TRACEPARENT, when set, is its parent
+	ctx, span := otelx.CommandSpan(ctx, m.Getenv, "proxyq enqueue") // TRACEPARENT, when set, is its parent
 	defer span.End()
 	enqOpts, err := m.enqueuerOptionsFromEnv()
 	if err != nil {
@@ -178,30 +111,25 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	// whether or not Redis is up.
 	var msgs []tasks.Message
 	var lines []int // input line of each message (0 in flag mode)
-	var problems []problem
-	if f.set["file"] {
-		msgs, lines, problems, err = m.readMessageFile(enq, f.file, base)
+	var problems []jsonl.Problem
+	if f.FromFile() {
+		msgs, lines, problems, err = m.readMessageFile(enq, f.File, base)
 		if err != nil {
 			return err
 		}
 	} else {
 		var msg tasks.Message
-		msg, problems, err = messageFromFlags(enq, f, base)
-		if err != nil {
-			return err
+		if msg, problems, err = f.Message(enq, base); err != nil {
+			return usageError{err}
 		}
 		msgs, lines = []tasks.Message{msg}, []int{0}
 	}
-	known, _, err := m.knownAccount()
+	known, _, err := envconfig.KnownAccount(m.Getenv)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	problems = append(problems, unknownAccountProblems(known, msgs, lines)...)
-	if len(problems) == 0 {
-		problems = jsonl.BatchProblems(enq.CheckBatch(msgs), lines)
-	}
-	if len(problems) > 0 {
-		return reportProblems(m, problems, f.set["file"])
+	if problems = enqueuecli.Validate(enq, msgs, lines, problems, known); len(problems) > 0 {
+		return asUsage(enqueuecli.Report(m.Stderr, problems, f.FromFile()))
 	}
 	if len(msgs) == 0 {
 		return nil // an empty file or stdin: nothing to do
@@ -215,93 +143,15 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 		var batchErr *tasks.BatchError
 		if errors.As(err, &batchErr) && batchErr.Index < len(lines) {
 			// CheckBatch passed, so this is a rule only the batch checks.
-			return reportProblems(m, jsonl.BatchProblems(err, lines), f.set["file"])
+			return asUsage(enqueuecli.Report(m.Stderr, jsonl.BatchProblems(err, lines), f.FromFile()))
 		}
-		done := 0
-		for _, r := range results {
-			if r.TaskID != "" {
-				done++
-			}
-		}
-		return fmt.Errorf("%w (%d of %d messages were enqueued; running the same input again is safe for messages with an idempotency key)", err, done, len(msgs))
+		return enqueuecli.Partial(err, results, len(msgs))
 	}
-	return printResults(m.Stdout, results, f.json)
-}
-
-func reportProblems(m *Main, problems []problem, fromFile bool) error {
-	const maxShown = 1000 // a binary file fed by mistake must not flood the terminal
-	for i, p := range problems {
-		if i == maxShown {
-			fmt.Fprintf(m.Stderr, "… and %d more problems\n", len(problems)-maxShown)
-			break
-		}
-		fmt.Fprintln(m.Stderr, problemText(p))
-	}
-	if !fromFile {
-		return usagef("invalid message; nothing was enqueued")
-	}
-	bad := map[int]bool{}
-	for _, p := range problems {
-		bad[p.Line] = true
-	}
-	return usagef("%d invalid line(s); nothing was enqueued", len(bad))
-}
-
-func printResults(w io.Writer, results []tasks.Result, asJSON bool) error {
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	for _, r := range results {
-		if asJSON {
-			if err := enc.Encode(struct {
-				ID        string `json:"id"`
-				Queue     string `json:"queue"`
-				Duplicate bool   `json:"duplicate"`
-			}{r.TaskID, r.Queue, r.Duplicate}); err != nil {
-				return err
-			}
-		} else {
-			fmt.Fprintln(bw, r.TaskID)
-		}
-	}
-	return bw.Flush()
-}
-
-// messageFromFlags builds the one message of flag mode. Invalid values are problems; err is
-// for usage errors that are not about a field.
-func messageFromFlags(enq *tasks.Enqueuer, f enqueueFlags, base []tasks.Option) (tasks.Message, []problem, error) {
-	opts := append([]tasks.Option(nil), base...)
-	switch {
-	case f.set["at"] && f.set["in"]:
-		return tasks.Message{}, nil, usagef("--at and --in cannot be combined: give one send time")
-	case f.set["at"]:
-		at, err := time.Parse(time.RFC3339, strings.TrimSpace(f.at))
-		if err != nil {
-			return tasks.Message{}, nil, usagef("--at=%q: want an RFC 3339 time such as 2025-01-02T15:04:05Z", f.at)
-		}
-		opts = append(opts, tasks.ProcessAt(at))
-	case f.in > 0:
-		opts = append(opts, tasks.ProcessIn(f.in))
-	}
-	if f.set["idempotency-key"] {
-		opts = append(opts, tasks.IdempotencyKey(f.key))
-	}
-	p := tasks.Payload{ServiceSID: f.service, SessionSID: f.session, ParticipantSID: f.participant,
-		Body: f.body, MediaURLs: f.media, AccountSID: f.account}
-	if f.set["ordering-key"] {
-		if err := tasks.ValidateOrderingKey(f.orderingKey); err != nil {
-			return tasks.Message{}, jsonl.ProblemsOf(0, err), nil
-		}
-		p.OrderingKey = f.orderingKey
-	}
-	if _, _, err := enq.Prepare(p, opts...); err != nil {
-		return tasks.Message{}, jsonl.ProblemsOf(0, err), nil
-	}
-	return tasks.Message{Payload: p, Options: opts}, nil, nil
+	return enqueuecli.PrintResults(m.Stdout, results, asJSON)
 }
 
 // readMessageFile reads the JSON lines of path ("-": stdin) with package jsonl.
-func (m *Main) readMessageFile(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]tasks.Message, []int, []problem, error) {
+func (m *Main) readMessageFile(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]tasks.Message, []int, []jsonl.Problem, error) {
 	var r io.Reader = m.Stdin
 	if path != "-" {
 		file, err := os.Open(path)

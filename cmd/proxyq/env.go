@@ -27,31 +27,12 @@ func usage[T any](v T, err error) (T, error) {
 	return v, nil
 }
 
-// envReader is envconfig.Env for the loaders still in this package, its first malformed value
-// kept as a usage error in err.
-type envReader struct {
-	env envconfig.Env
-	err error
-}
-
-func (m *Main) env() *envReader { return &envReader{env: envconfig.Env{Getenv: m.Getenv}} }
-
-func (e *envReader) sync() {
-	if e.err == nil && e.env.Err != nil {
-		e.err = usageError{e.env.Err}
+// asUsage makes err, if any, a usage error.
+func asUsage(err error) error {
+	if err != nil {
+		return usageError{err}
 	}
-}
-
-func (e *envReader) fail(name, value, want string) { e.env.Fail(name, value, want); e.sync() }
-func (e *envReader) str(name, def string) string   { return e.env.String(name, def) }
-func (e *envReader) duration(name string, def time.Duration) time.Duration {
-	defer e.sync()
-	return e.env.Duration(name, def)
-}
-func (e *envReader) integer(name string, def int) int { defer e.sync(); return e.env.Int(name, def) }
-func (e *envReader) float(name string, def float64) float64 {
-	defer e.sync()
-	return e.env.Float(name, def)
+	return nil
 }
 
 func redisOpt(url string) (asynq.RedisConnOpt, error)     { return usage(envconfig.RedisURL(url)) }
@@ -84,7 +65,7 @@ func (m *Main) pingRedis(ctx context.Context, opt asynq.RedisConnOpt) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis at %s is unreachable: %w", redisurl.Redact(m.env().str("REDIS_URL", envconfig.DefaultRedisURL)), err)
+		return fmt.Errorf("redis at %s is unreachable: %w", redisurl.Redact(envconfig.New(m.Getenv).String("REDIS_URL", envconfig.DefaultRedisURL)), err)
 	}
 	return nil
 }

@@ -139,6 +139,12 @@ func (m *Main) usage(w io.Writer) {
 	fmt.Fprint(w, b.String())
 }
 
+// repeated is a flag that may be given several times.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, ",") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
 // newFlagSet returns a flag set that reports errors instead of exiting, printing help to stdout.
 func (m *Main) newFlagSet(name, synopsis string) *flag.FlagSet {
 	return m.newFlagSetDoc(name, synopsis, "")

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,12 +51,6 @@ Stops on SIGINT or SIGTERM.`
 func init() {
 	register(&command{name: "sandbox", summary: "serve a fake Twilio Proxy API with fault injection", run: runSandbox})
 }
-
-// repeated is a flag that may be given several times.
-type repeated []string
-
-func (r *repeated) String() string     { return strings.Join(*r, ",") }
-func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("sandbox", "sandbox [flags]", sandboxDoc)
@@ -119,23 +110,8 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return err
 	}
-	base := "http://" + dialable(srv.Addr()) + prefix
-	fmt.Fprintf(m.Stdout, "proxyq sandbox: fake Twilio Proxy API listening on %s\n\n", srv.Addr())
-	fmt.Fprintf(m.Stdout, "  PROXYQ_API_BASE_URL=%s\n", base)
-	if len(f.Limits.Accounts) > 0 {
-		fmt.Fprintf(m.Stdout, "  credentials: the %d --account users given\n", len(f.Limits.Accounts))
-	} else {
-		fmt.Fprintf(m.Stdout, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
-	}
-	fmt.Fprintf(m.Stdout, "  created:     %s/_proxytest/interactions\n", base)
-	fmt.Fprintf(m.Stdout, "  counters:    %s/_proxytest/stats\n", base)
-	fmt.Fprintf(m.Stdout, "  messages:    %s/2010-04-01/Accounts/{AC}/Messages/{SM}.json\n", base)
-	if f.CallbackURL != "" {
-		fmt.Fprintf(m.Stdout, "  callbacks:   POST to %s, %s apart; sent: %s/_proxytest/callbacks\n", sandbox.RedactQuery(f.CallbackURL), f.CallbackDelay, base)
-	} else {
-		fmt.Fprintf(m.Stdout, "  callbacks:   none (--callback-url)\n")
-	}
-	fmt.Fprintln(m.Stdout)
+	base := "http://" + adminhttp.Dialable(srv.Addr()) + prefix
+	f.WriteBanner(m.Stdout, srv.Addr(), base)
 	log.Info("sandbox listening", zap.String("addr", srv.Addr()), zap.String("base_url", base),
 		zap.Duration("latency", f.Latency), zap.Int("max_concurrent", f.MaxConcurrent), zap.Int64("seed", f.Seed))
 
@@ -149,17 +125,4 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 		log.Warn("sandbox did not close cleanly", zap.Error(err))
 	}
 	return nil
-}
-
-// dialable turns a listener address into one a local client can dial: an unspecified host
-// (":4010", "0.0.0.0", "::") becomes 127.0.0.1.
-func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
-	"github.com/proxyq/proxyq/accounts"
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/httpapi"
@@ -89,19 +86,6 @@ type serveFlags struct {
 	drainDelay time.Duration
 }
 
-// serveSettings is the checked configuration of one `proxyq serve`.
-type serveSettings struct {
-	api             httpapi.Config
-	redis           asynq.RedisConnOpt
-	enqueuer        []tasks.EnqueuerOption
-	shutdownTimeout time.Duration
-	callbacks       *delivery.CallbackConfig // nil: the callback route is off
-	// knownAccount and accounts come from PROXYQ_ACCOUNTS_FILE (nil when unset).
-	knownAccount func(string) bool
-	accounts     *accounts.Registry
-	delivery     delivery.Config
-}
-
 func runServe(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("serve", "serve [--addr :8081] [--dashboard] [--metrics]", serveDoc)
 	var f serveFlags
@@ -128,7 +112,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	cfg, err := m.serveConfigFromEnv()
+	cfg, err := usage(envconfig.Serve(m.Getenv, defaultServeShutdownTimeout))
 	if err != nil {
 		return err
 	}
@@ -137,11 +121,11 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer tr.stop()
-	if f.drainDelay >= cfg.shutdownTimeout {
-		return usagef("--drain-delay=%v must be shorter than PROXYQ_SHUTDOWN_TIMEOUT (%v): requests in progress need time to finish", f.drainDelay, cfg.shutdownTimeout)
+	if f.drainDelay >= cfg.ShutdownTimeout {
+		return usagef("--drain-delay=%v must be shorter than PROXYQ_SHUTDOWN_TIMEOUT (%v): requests in progress need time to finish", f.drainDelay, cfg.ShutdownTimeout)
 	}
 
-	if err := m.pingRedis(ctx, cfg.redis); err != nil {
+	if err := m.pingRedis(ctx, cfg.Redis); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped by a signal while starting
 		}
@@ -150,51 +134,47 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		log.Warn("redis is not reachable yet; /readyz answers 503 until it is", zap.Error(err))
 	}
 
-	rdb, ok := cfg.redis.MakeRedisClient().(redis.UniversalClient)
+	rdb, ok := cfg.Redis.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return fmt.Errorf("unsupported Redis option %T", cfg.redis)
+		return fmt.Errorf("unsupported Redis option %T", cfg.Redis)
 	}
 	// Closed after the HTTP server has shut down (defers run in reverse order).
 	defer rdb.Close()
-	enq := tasks.NewEnqueuer(cfg.redis, cfg.enqueuer...)
+	enq := tasks.NewEnqueuer(cfg.Redis, cfg.Enqueuer...)
 	defer enq.Close()
-	insp := asynq.NewInspector(cfg.redis)
+	insp := asynq.NewInspector(cfg.Redis)
 	defer insp.Close()
-	cfg.api.ReadyCheck = func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
+	cfg.API.ReadyCheck = func(ctx context.Context) error { return rdb.Ping(ctx).Err() }
 	// The ledger is only read here; its TTL matters to writers only.
 	guard := worker.NewSendGuard(worker.NewLedger(rdb, worker.DefaultLedgerTTL), insp)
 	reg := prometheus.NewRegistry()
-	if cfg.callbacks != nil {
-		dsvc, err := delivery.New(cfg.delivery, rdb, delivery.NewMetrics(reg), log.Named("delivery"))
+	if cfg.Callbacks != nil {
+		dsvc, err := delivery.New(cfg.Delivery, rdb, delivery.NewMetrics(reg), log.Named("delivery"))
 		if err != nil {
 			return usageError{err}
 		}
-		if cfg.api.Callbacks, err = dsvc.CallbackHandler(*cfg.callbacks); err != nil {
+		if cfg.API.Callbacks, err = dsvc.CallbackHandler(*cfg.Callbacks); err != nil {
 			return usageError{err}
 		}
-		log.Info("twilio status callbacks enabled", zap.String("callback_url", cfg.callbacks.PublicURL+delivery.CallbackPath),
-			zap.Bool("status_webhooks", cfg.delivery.WebhookURL != ""))
+		log.Info("twilio status callbacks enabled", zap.String("callback_url", cfg.Callbacks.PublicURL+delivery.CallbackPath),
+			zap.Bool("status_webhooks", cfg.Delivery.WebhookURL != ""))
 	}
 
 	// Refuse messages for accounts no worker can send for, when the accounts file is readable
 	// here; it is watched like the worker's, so a rotation applies to both.
-	if cfg.accounts != nil {
-		m.watchAccounts(ctx, cfg.accounts, log.Named("accounts"))
+	if cfg.Accounts != nil {
+		m.watchAccounts(ctx, cfg.Accounts, log.Named("accounts"))
 	}
-	cfg.api.KnownAccount = cfg.knownAccount
 
-	api, err := httpapi.New(cfg.api, enq, insp, guard, log.Named("api"))
+	api, err := httpapi.New(cfg.API, enq, insp, guard, log.Named("api"))
 	if err != nil {
 		return usageError{envconfig.APIError(err)}
 	}
 	if f.dashboard {
 		// The API's bearer check runs before any mounted handler, so the console's own
 		// authentication is off here (a request carries one Authorization header, and it
-		// holds the API token). Its warning about running open would be false: drop it.
-		d, err := dashboard.New(dashboard.Config{RootPath: serveDashboardRoot, AllowNoAuth: true}, cfg.redis,
-			log.Named("dashboard").WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-				return dropMessageCore{Core: c, prefix: "dashboard: authentication is OFF"}
-			})))
+		// holds the API token).
+		d, err := dashboard.New(dashboard.Config{RootPath: serveDashboardRoot, AuthenticatedUpstream: true}, cfg.Redis, log.Named("dashboard"))
 		if err != nil {
 			return err
 		}
@@ -203,7 +183,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		log.Info("dashboard mounted behind the API's bearer tokens", zap.String("path", serveDashboardRoot+"/"))
 	}
 	if f.metrics {
-		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, cfg.redis)
+		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, cfg.Redis)
 		if err != nil {
 			return err
 		}
@@ -218,7 +198,7 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
-	srv := httpapi.NewHTTPServer(f.addr, tr.serverHandler(api))
+	srv := httpapi.NewHTTPServer(f.addr, tr.Handler(api))
 	// net/http's own complaints (TLS handshakes, malformed requests) go to the structured log.
 	if errLog, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel); err == nil {
 		srv.ErrorLog = errLog
@@ -226,10 +206,10 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
-	url := "http://" + dialable(ln.Addr().String())
+	url := "http://" + adminhttp.Dialable(ln.Addr().String())
 	fmt.Fprintf(m.Stdout, "proxyq serve: %s\n", url)
 	log.Info("api listening", zap.String("addr", ln.Addr().String()), zap.String("url", url),
-		zap.Strings("queues", cfg.api.Queues), zap.Int("tokens", len(cfg.api.Tokens)),
+		zap.Strings("queues", cfg.API.Queues), zap.Int("tokens", len(cfg.API.Tokens)),
 		zap.Bool("dashboard", f.dashboard), zap.Bool("metrics", f.metrics))
 
 	select {
@@ -239,12 +219,12 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	began := time.Now()
 	log.Info("shutting down: /readyz answers 503, then requests in progress finish",
-		zap.Duration("drain_delay", f.drainDelay), zap.Duration("shutdown_timeout", cfg.shutdownTimeout))
+		zap.Duration("drain_delay", f.drainDelay), zap.Duration("shutdown_timeout", cfg.ShutdownTimeout))
 	api.Drain()
 	// A plain sleep: ctx is already done, and a second signal ends the process anyway (main
 	// restores the default action after the first).
 	time.Sleep(f.drainDelay)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout-f.drainDelay)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout-f.drainDelay)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		// Requests still running past the timeout are cut off; their clients see a broken
@@ -257,47 +237,4 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 	}
 	log.Info("api stopped", zap.Duration("took", time.Since(began)))
 	return nil
-}
-
-// serveConfigFromEnv reads the API's configuration (envconfig.API), Redis, the accounts, the
-// status callbacks and the producer options. Errors are usageErrors naming the variable.
-func (m *Main) serveConfigFromEnv() (serveSettings, error) {
-	var s serveSettings
-	var err error
-	if s.api, s.shutdownTimeout, err = envconfig.API(m.Getenv, defaultServeShutdownTimeout); err != nil {
-		return s, usageError{err}
-	}
-	if s.redis, err = m.redisFromEnv(); err != nil {
-		return s, err
-	}
-	if s.knownAccount, s.accounts, err = m.knownAccount(); err != nil {
-		return s, err
-	}
-	if s.callbacks, err = m.callbackConfigFromEnv(s.accounts); err != nil {
-		return s, err
-	}
-	if s.delivery, err = m.deliveryConfigFromEnv(); err != nil {
-		return s, err
-	}
-	if s.enqueuer, err = m.enqueuerOptionsFromEnv(); err != nil {
-		return s, err
-	}
-	return s, nil
-}
-
-// dropMessageCore drops log entries whose message starts with prefix and passes the rest on.
-type dropMessageCore struct {
-	zapcore.Core
-	prefix string
-}
-
-func (c dropMessageCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if strings.HasPrefix(e.Message, c.prefix) {
-		return ce
-	}
-	return c.Core.Check(e, ce)
-}
-
-func (c dropMessageCore) With(fields []zapcore.Field) zapcore.Core {
-	return dropMessageCore{Core: c.Core.With(fields), prefix: c.prefix}
 }

@@ -74,5 +74,5 @@ func runStatus(ctx context.Context, m *Main, args []string) error {
 		// requests were made. Best effort: without it the line says "-".
 		posts = statusview.LedgerPosts(ctx, redisOpt, st)
 	}
-	return statusview.Write(m.Stdout, st, posts, deliveryRows)
+	return statusview.Write(m.Stdout, st, posts, statusview.DeliveryRows)
 }

@@ -4,23 +4,20 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"net"
-	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/adminhttp"
+	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/envconfig"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
 )
-
-const defaultAdminAddr = ":9090"
 
 const workerDoc = `
 Runs a pool of workers that take messages from Redis and send them through Twilio Proxy's
@@ -48,55 +45,47 @@ func init() {
 	register(&command{name: "worker", summary: "run the worker pool that sends queued messages", run: runWorker})
 }
 
-// workerFlags are the flags of `proxyq worker`; each overrides an environment variable.
-type workerFlags struct {
-	concurrency int
-	queues      string
-	httpTimeout time.Duration
-	adminAddr   string
-	logLevel    string
-	set         map[string]bool // flags given on the command line
-}
-
 func runWorker(ctx context.Context, m *Main, args []string) error {
 	fs := m.newFlagSetDoc("worker", "worker [flags]", workerDoc)
-	var f workerFlags
-	fs.IntVar(&f.concurrency, "concurrency", 0, "messages handled at once by this process (PROXYQ_CONCURRENCY, default 50)")
-	fs.StringVar(&f.queues, "queues", "", `queues and priorities, e.g. "critical=6,default=3,low=1" (PROXYQ_QUEUES)`)
-	fs.DurationVar(&f.httpTimeout, "http-timeout", 0, "timeout of one request to Twilio (PROXYQ_HTTP_TIMEOUT, default 15s)")
-	fs.StringVar(&f.adminAddr, "admin-addr", "", `metrics and health address host:port, or "off" (PROXYQ_ADMIN_ADDR, default :9090)`)
-	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (PROXYQ_LOG_LEVEL, default info)")
+	var f envconfig.WorkerFlags
+	var logLevel string
+	fs.IntVar(&f.Concurrency, "concurrency", 0, "messages handled at once by this process (PROXYQ_CONCURRENCY, default 50)")
+	fs.StringVar(&f.Queues, "queues", "", `queues and priorities, e.g. "critical=6,default=3,low=1" (PROXYQ_QUEUES)`)
+	fs.DurationVar(&f.HTTPTimeout, "http-timeout", 0, "timeout of one request to Twilio (PROXYQ_HTTP_TIMEOUT, default 15s)")
+	fs.StringVar(&f.AdminAddr, "admin-addr", "", `metrics and health address host:port, or "off" (PROXYQ_ADMIN_ADDR, default :9090)`)
+	fs.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (PROXYQ_LOG_LEVEL, default info)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (the worker takes flags only)", fs.Arg(0))
 	}
-	f.set = map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	f.Set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.Set[fl.Name] = true })
 
 	// All configuration is read and checked before anything starts, so a bad value fails fast
 	// with exit 2 and names its variable or flag.
-	log, err := m.logger(f.logLevel)
+	log, err := m.logger(logLevel)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	wcfg, ccfg, adminAddr, err := m.workerConfig(f)
+	cfg, err := usage(envconfig.WorkerWithFlags(m.Getenv, f))
 	if err != nil {
 		return err
 	}
+	wcfg, ccfg := cfg.Worker, cfg.Client
 	tr, err := m.startTracing(ctx, "worker", logWarn(log))
 	if err != nil {
 		return err
 	}
 	defer tr.stop() // last: after the pool has drained
-	ccfg.WrapTransport = tr.clientTransport()
+	ccfg.WrapTransport = tr.WrapTransport()
 	redisOpt, err := m.redisFromEnv()
 	if err != nil {
 		return err
 	}
-	dcfg, err := m.workerDeliveryConfigFromEnv()
+	dcfg, err := usage(envconfig.WorkerDelivery(m.Getenv))
 	if err != nil {
 		return err
 	}
@@ -119,7 +108,7 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	defer restoreStdLog()
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
-	accts, err := m.accountsFromEnv(ccfg, log.Named("accounts"))
+	accts, err := usage(envconfig.Accounts(m.Getenv, ccfg, log.Named("accounts")))
 	if err != nil {
 		return err
 	}
@@ -128,27 +117,21 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 	reg := prometheus.NewRegistry()
 	// Delivery status (package delivery): the hook after each recorded send, the error fetches
 	// and status webhooks as tasks of this pool, and the polling sweeper.
-	drdb := redisOpt.MakeRedisClient().(redis.UniversalClient)
-	defer drdb.Close()
-	dsvc, err := delivery.New(dcfg, drdb, delivery.NewMetrics(reg), log.Named("delivery"))
+	dlv, err := usage(deliverywire.New(dcfg, redisOpt, reg, log.Named("delivery"), api, accts))
 	if err != nil {
-		return usageError{err}
+		return err
 	}
-	limits := &accountLimiter{accts: accts}
-	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(accountMessages{def: api, accts: accts}), limits)
-	if err != nil {
-		return usageError{err}
-	}
+	defer dlv.Close()
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dsvc, Tasks: dwork.Handlers(), Accounts: worker.FromRegistry(accts)})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers(), Accounts: worker.FromRegistry(accts)})
 	if err != nil {
 		return usageError{err}
 	}
-	limits.set(w.Limiter(), api.AccountKey())
+	dlv.Attach(w, api.AccountKey())
 
 	var started atomic.Bool
 	var admin *adminhttp.Server
-	if adminAddr != "" {
+	if cfg.AdminAddr != "" {
 		queueMetrics, err := adminhttp.RegisterQueueMetrics(reg, redisOpt)
 		if err != nil {
 			return err
@@ -160,13 +143,12 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 			}
 			return w.Ready(ctx)
 		}
-		admin, err = adminhttp.Listen(adminAddr, adminhttp.New(reg, ready))
+		admin, err = adminhttp.Listen(cfg.AdminAddr, adminhttp.New(reg, ready))
 		if err != nil {
-			source := "PROXYQ_ADMIN_ADDR"
-			if f.set["admin-addr"] {
-				source = "--admin-addr"
+			if errors.Is(err, syscall.EADDRINUSE) { // a configuration error: nothing was started
+				return usageError{adminhttp.AddrInUseError(cfg.AdminSource, cfg.AdminAddr)}
 			}
-			return adminListenError(err, source, adminAddr)
+			return err
 		}
 		log.Info("admin server listening", zap.String("addr", admin.Addr()))
 	}
@@ -176,12 +158,9 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	started.Store(true)
-	pollCtx, stopPolls := context.WithCancel(context.Background())
-	polled := make(chan struct{})
-	go func() { defer close(polled); dwork.RunPoller(pollCtx) }()
+	stopPolls := dlv.StartPoller()
 	<-ctx.Done()
 	stopPolls()
-	<-polled
 	log.Info("shutting down: no new messages are taken; in-flight sends finish", zap.Duration("shutdown_timeout", wcfg.ShutdownTimeout))
 	// The admin server stays up while the pool drains: /readyz answers 503 and the last
 	// metrics can still be scraped.
@@ -206,63 +185,4 @@ func closeAdmin(admin *adminhttp.Server, log *zap.Logger) {
 	if err := admin.Close(ctx); err != nil {
 		log.Warn("admin server did not close cleanly", zap.Error(err))
 	}
-}
-
-// workerConfig reads the worker's and the client's configuration from the environment and
-// applies the flags over it. adminAddr is "" when the admin server is off. Errors are
-// usageErrors naming the variable or flag.
-func (m *Main) workerConfig(f workerFlags) (worker.Config, proxyclient.Config, string, error) {
-	wcfg, err := usage(envconfig.RawWorker(m.Getenv))
-	if err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-	flagOf := map[string]string{}
-	if f.set["concurrency"] {
-		if f.concurrency < 1 {
-			return wcfg, proxyclient.Config{}, "", usagef("--concurrency=%d: want 1 or more", f.concurrency)
-		}
-		wcfg.Concurrency, flagOf["Concurrency"] = f.concurrency, "--concurrency"
-	}
-	if f.set["queues"] {
-		queues, err := worker.ParseQueues(f.queues)
-		if err != nil {
-			return wcfg, proxyclient.Config{}, "", usagef("--queues=%q: %v", f.queues, err)
-		}
-		wcfg.Queues, flagOf["Queues"] = queues, "--queues"
-	}
-	if f.set["http-timeout"] {
-		if f.httpTimeout <= 0 {
-			return wcfg, proxyclient.Config{}, "", usagef("--http-timeout=%v: want a positive duration such as 15s", f.httpTimeout)
-		}
-		wcfg.HTTPTimeout, flagOf["HTTPTimeout"] = f.httpTimeout, "--http-timeout"
-	}
-	// The Service limits first: the worker's checks read their window.
-	if wcfg.ServiceLimits, err = m.serviceLimitsFromEnv(); err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-	wcfg, err = usage(envconfig.FinishWorker(wcfg, flagOf))
-	if err != nil {
-		return wcfg, proxyclient.Config{}, "", err
-	}
-
-	ccfg, err := m.clientConfigFromEnv()
-	if err != nil {
-		return wcfg, ccfg, "", err
-	}
-	// The worker derives leases and the shutdown timeout from its HTTPTimeout: the client must
-	// use the same one.
-	ccfg.HTTPTimeout = wcfg.HTTPTimeout
-	ccfg.UserAgent = "worker"
-
-	addr, source := m.env().str("PROXYQ_ADMIN_ADDR", defaultAdminAddr), "PROXYQ_ADMIN_ADDR"
-	if f.set["admin-addr"] {
-		addr, source = strings.TrimSpace(f.adminAddr), "--admin-addr"
-	}
-	if strings.EqualFold(addr, "off") {
-		return wcfg, ccfg, "", nil
-	}
-	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-		return wcfg, ccfg, "", usagef(`%s=%q: want host:port such as :9090 or 127.0.0.1:9090, or "off"`, source, addr)
-	}
-	return wcfg, ccfg, addr, nil
 }

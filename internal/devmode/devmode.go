@@ -3,6 +3,7 @@ package devmode
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
@@ -41,6 +42,18 @@ func Defaults(live bool) map[string]string {
 		}
 	}
 	return d
+}
+
+// Getenv is getenv with Defaults(live) under it: a variable unset or blank in getenv takes dev
+// mode's value.
+func Getenv(getenv func(string) string, live bool) func(string) string {
+	defaults := Defaults(live)
+	return func(k string) string {
+		if v := getenv(k); strings.TrimSpace(v) != "" {
+			return v
+		}
+		return defaults[k]
+	}
 }
 
 // StartEmbeddedRedis starts miniredis on a loopback port. miniredis runs asynq's Lua scripts

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/proxyq/proxyq/dashboard"
 )
 
 func TestFailureMarksPermanentFailures(t *testing.T) {
@@ -91,6 +93,33 @@ func TestBannerSaysWhatIsRunning(t *testing.T) {
 			if strings.Contains(out.String(), w) {
 				t.Errorf("banner has %q:\n%s", w, out.String())
 			}
+		}
+	}
+}
+
+func TestGetenvPutsDefaultsUnderTheEnvironment(t *testing.T) {
+	env := map[string]string{"PROXYQ_CONCURRENCY": "3", "PROXYQ_LOG_LEVEL": "  ", "REDIS_URL": "redis://x"}
+	get := Getenv(func(k string) string { return env[k] }, false)
+	for k, want := range map[string]string{"PROXYQ_CONCURRENCY": "3", "PROXYQ_LOG_LEVEL": "error",
+		"PROXYQ_HTTP_TIMEOUT": "5s", "REDIS_URL": "redis://x", "PROXYQ_QUEUES": ""} {
+		if got := get(k); got != want {
+			t.Errorf("%s = %q; want %q", k, got, want)
+		}
+	}
+	if got := Getenv(func(string) string { return "" }, true)("PROXYQ_HTTP_TIMEOUT"); got != "" {
+		t.Errorf("live: PROXYQ_HTTP_TIMEOUT = %q; want the worker's own default", got)
+	}
+}
+
+func TestDashboardLoginOnlyWhenNoneIsSet(t *testing.T) {
+	var cfg dashboard.Config
+	if !DashboardLogin(&cfg) || cfg.User != DefaultDashboardUser || len(cfg.Password) != 16 {
+		t.Errorf("generated: %q, a password of %d characters", cfg.User, len(cfg.Password))
+	}
+	for _, set := range []dashboard.Config{{Token: "t"}, {User: "u", Password: "p"}, {Password: "p"}} {
+		cfg := set
+		if DashboardLogin(&cfg) || cfg != set {
+			t.Errorf("%+v was replaced by %+v", set, cfg)
 		}
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // sidSegment is one URL path segment holding a Twilio SID (two letters, 32 hex digits).
@@ -91,4 +93,28 @@ func PropagateOnly(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// WrapTransport is the Proxy client's WrapTransport under p: HTTP client spans
+// (ClientTransport) when tracing is on, nil (not even a no-op wrapper) when off.
+func (p *Provider) WrapTransport() func(http.RoundTripper) http.RoundTripper {
+	if !p.Enabled() {
+		return nil
+	}
+	return ClientTransport
+}
+
+// Handler wraps an HTTP API under p: SERVER spans (ServerHandler) when tracing is on; when
+// off, only the request's trace context is passed on (PropagateOnly), for workers that trace.
+func (p *Provider) Handler(h http.Handler) http.Handler {
+	if !p.Enabled() {
+		return PropagateOnly(h)
+	}
+	return ServerHandler(h)
+}
+
+// CommandSpan starts the span of a command-line run, named name, as the child of TRACEPARENT
+// when set (ContextFromEnv).
+func CommandSpan(ctx context.Context, getenv func(string) string, name string) (context.Context, trace.Span) {
+	return otel.Tracer("github.com/proxyq/proxyq/cmd/proxyq").Start(ContextFromEnv(ctx, getenv), name)
 }

@@ -91,6 +91,21 @@ func TestStartOff(t *testing.T) {
 	if otel.GetTracerProvider() != before {
 		t.Error("Start with tracing off replaced the global tracer provider")
 	}
+	if p.WrapTransport() != nil {
+		t.Error("tracing off: the client transport is wrapped")
+	}
+	// Off, the API handler still hands the caller's trace context on.
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	var got string
+	h := p.Handler(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got = trace.SpanContextFromContext(r.Context()).TraceID().String()
+	}))
+	r := httptest.NewRequest("GET", "/v1/openapi.json", nil)
+	r.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if got != traceID {
+		t.Errorf("tracing off: the handler's context has trace %q; want the caller's %s", got, traceID)
+	}
 }
 
 // console: spans printed to the writer given (stderr in cmd), flushed by Shutdown, with the

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -298,4 +299,26 @@ func (f Limits) apply(cfg *proxytest.Config) error {
 		cfg.AccountConcurrency[user] = n
 	}
 	return nil
+}
+
+// WriteBanner prints what a user of the sandbox listening on addr needs: the
+// PROXYQ_API_BASE_URL to point a worker at (base), the credentials accepted, and the read-only
+// endpoints. The callback URL's query is redacted.
+func (f Settings) WriteBanner(w io.Writer, addr, base string) {
+	fmt.Fprintf(w, "proxyq sandbox: fake Twilio Proxy API listening on %s\n\n", addr)
+	fmt.Fprintf(w, "  PROXYQ_API_BASE_URL=%s\n", base)
+	if len(f.Limits.Accounts) > 0 {
+		fmt.Fprintf(w, "  credentials: the %d --account users given\n", len(f.Limits.Accounts))
+	} else {
+		fmt.Fprintf(w, "  credentials: any TWILIO_ACCOUNT_SID (AC + 32 hex) or TWILIO_API_KEY (SK + 32 hex) with any non-empty secret\n")
+	}
+	fmt.Fprintf(w, "  created:     %s/_proxytest/interactions\n", base)
+	fmt.Fprintf(w, "  counters:    %s/_proxytest/stats\n", base)
+	fmt.Fprintf(w, "  messages:    %s/2010-04-01/Accounts/{AC}/Messages/{SM}.json\n", base)
+	if f.CallbackURL != "" {
+		fmt.Fprintf(w, "  callbacks:   POST to %s, %s apart; sent: %s/_proxytest/callbacks\n", RedactQuery(f.CallbackURL), f.CallbackDelay, base)
+	} else {
+		fmt.Fprintf(w, "  callbacks:   none (--callback-url)\n")
+	}
+	fmt.Fprintln(w)
 }

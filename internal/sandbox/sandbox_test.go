@@ -72,3 +72,24 @@ const (
 	kc = "KC00000000000000000000000000000001"
 	kp = "KP00000000000000000000000000000001"
 )
+
+func TestWriteBanner(t *testing.T) {
+	t.Parallel()
+	f := Defaults()
+	var b strings.Builder
+	f.WriteBanner(&b, "[::]:4010", "http://127.0.0.1:4010/twilio")
+	for _, want := range []string{"listening on [::]:4010\n\n", "  PROXYQ_API_BASE_URL=http://127.0.0.1:4010/twilio\n",
+		"credentials: any TWILIO_ACCOUNT_SID", "  created:     http://127.0.0.1:4010/twilio/_proxytest/interactions\n", "callbacks:   none (--callback-url)\n\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, b.String())
+		}
+	}
+	f.Limits.Accounts = []string{"AC0000000000000000000000000000000a=s"}
+	f.CallbackURL = "http://127.0.0.1:8080/cb?token=secret"
+	b.Reset()
+	f.WriteBanner(&b, "127.0.0.1:1", "http://127.0.0.1:1")
+	if out := b.String(); !strings.Contains(out, "the 1 --account users given") || strings.Contains(out, "token=secret") ||
+		!strings.Contains(out, "callbacks:   POST to http://127.0.0.1:8080/cb") {
+		t.Errorf("banner with accounts and callbacks:\n%s", out)
+	}
+}

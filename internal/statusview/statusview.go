@@ -45,7 +45,7 @@ func ReadLane(ctx context.Context, opt asynq.RedisConnOpt, st *tasks.Status) {
 }
 
 // Rows adds rows to the view: row(name, value) skips an empty value; ts formats a time ("" for
-// none). The delivery status rows come in through one (cmd/proxyq's deliveryRows).
+// none). The delivery status rows come in through one (DeliveryRows).
 type Rows func(row func(name, value string), ts func(*time.Time) string, o *tasks.Outcome)
 
 // Write writes the human view of st to w, one "Name: value" line per known fact. posts is the
