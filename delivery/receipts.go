@@ -83,17 +83,10 @@ type convRef struct {
 	ServiceSID      string `json:"s,omitempty"`
 }
 
-// earlyReceipt is a receipt kept until its message is recorded: the update and the account
-// that signed it.
-type earlyReceipt struct {
-	Update
-	Account string `json:"acct"`
-}
-
 // recordedConversation indexes a recorded Conversations message by its IM… SID, applies the
 // receipts that came early (those signed by its account), and schedules the poll fallback.
-// The worker's hook (Recorded) calls it for an outcome with a MessageSID; it is idempotent
-// (the index is rewritten, the early list drained once, the poll rescheduled).
+// The worker's hook (Recorded) calls it for an outcome with a MessageSID; it is Recorded's
+// track with the index value of a Conversations message and receipts' meaning of a status.
 func (s *Service) recordedConversation(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
 	ref := convRef{msgRef: msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: o.MessageSID},
 		ConversationSID: o.ConversationSID, ServiceSID: o.ChatServiceSID}
@@ -103,59 +96,8 @@ func (s *Service) recordedConversation(ctx context.Context, queue, taskID, accou
 	if o.SentAt != nil {
 		ref.SentAt = o.SentAt.Unix()
 	}
-	final := o.Final || IsFinal(o.OutboundStatus)
 	val, _ := json.Marshal(ref)
-	var early *redis.Cmd
-	// Idempotent like Recorded: the index is rewritten, the poll entry added only when missing,
-	// early receipts let go only once applied.
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
-		if !s.cfg.PollOff && !final {
-			p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delivery: index Conversations message %s: %w", ref.KI, err)
-	}
-	raw, _ := early.StringSlice()
-	var ups []Update
-	refused, refusedSigner := 0, ""
-	for _, r := range raw {
-		var e earlyReceipt
-		if json.Unmarshal([]byte(r), &e) != nil {
-			continue
-		}
-		if !strings.EqualFold(e.Account, ref.AccountSID) {
-			refused, refusedSigner = refused+1, e.Account
-			continue
-		}
-		ups = append(ups, receiptUpdates(e.Update)...)
-	}
-	if IsFinal(o.OutboundStatus) && !o.Final {
-		ups = append(ups, Update{Status: o.OutboundStatus, At: o.RecordedAt})
-	}
-	if len(ups) > 0 {
-		if _, err := s.apply(ctx, ref.msgRef, ups, "early"); err != nil && !errors.Is(err, errGone) {
-			return fmt.Errorf("delivery: apply early receipts of %s: %w", ref.KI, err)
-		}
-	}
-	if len(raw) == 0 {
-		return nil
-	}
-	if refused > 0 {
-		s.wrongAccount(ref.msgRef, refusedSigner, refused)
-		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
-	}
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, earlyList(ref.KI))
-		p.ZRem(ctx, earlyKey, ref.KI)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("delivery: clear early receipts of %s: %w", ref.KI, err)
-	}
-	return nil
+	return s.track(ctx, ref.msgRef, val, o, receiptUpdates)
 }
 
 // receiptUpdates is what one receipt status means for the timeline: "read" also records
@@ -260,7 +202,7 @@ func (s *Service) HandleReceipt(ctx context.Context, params url.Values) (string,
 			u.ErrorCode = n
 		}
 	}
-	entry, _ := json.Marshal(earlyReceipt{Update: u, Account: account})
+	entry, _ := json.Marshal(earlyCallback{Update: u, Signer: account})
 	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
 		ref, err := s.lookup(ctx, im)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -48,7 +49,9 @@ type msgRef struct {
 
 // signedBy reports whether a callback signed with account's Auth Token may change this
 // message: only the account the interaction was recorded under may.
-func (r msgRef) signedBy(account string) bool { return account != "" && account == r.AccountSID }
+func (r msgRef) signedBy(account string) bool {
+	return account != "" && strings.EqualFold(account, r.AccountSID)
+}
 
 // earlyCallback is one entry of an early list: the update and the account whose Auth Token
 // signed it, checked against the message's account when the send is recorded. An entry
@@ -159,8 +162,16 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	if o.SentAt != nil {
 		ref.SentAt = o.SentAt.Unix()
 	}
-	final := o.Final || IsFinal(o.OutboundStatus)
 	val, _ := json.Marshal(ref)
+	return s.track(ctx, ref, val, o, nil)
+}
+
+// track is Recorded's work for one created SID (ref.KI: a Proxy interaction KI… or a
+// Conversations message IM…): index it (val is the index's value), apply the early updates
+// signed by ref's account (expand, when not nil, turns one into the updates it means), and
+// schedule the poll. See Recorded for why each step is idempotent.
+func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Outcome, expand func(Update) []Update) error {
+	final := o.Final || IsFinal(o.OutboundStatus)
 	var early *redis.Cmd
 	// EVAL rather than EVALSHA: in a pipeline a missing script cannot be retried, and the
 	// script is short.
@@ -172,7 +183,7 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delivery: index interaction %s: %w", ref.KI, err)
+		return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
 	}
 	raw, _ := early.StringSlice()
 	var ups []Update
@@ -186,7 +197,11 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 			refused, refusedSigner = refused+1, e.Signer
 			continue
 		}
-		ups = append(ups, e.Update)
+		if expand != nil {
+			ups = append(ups, expand(e.Update)...)
+		} else {
+			ups = append(ups, e.Update)
+		}
 	}
 	if IsFinal(o.OutboundStatus) && !o.Final {
 		// Already final when recorded (a reconciled send found delivered): record it as final
@@ -195,7 +210,7 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	}
 	if len(ups) > 0 {
 		if _, err := s.apply(ctx, ref, ups, "early"); err != nil && !errors.Is(err, errGone) {
-			return fmt.Errorf("delivery: apply early callbacks of %s: %w", ref.KI, err)
+			return fmt.Errorf("delivery: apply early updates of %s: %w", ref.KI, err)
 		}
 	}
 	if len(raw) == 0 {
@@ -214,7 +229,7 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("delivery: clear early callbacks of %s: %w", ref.KI, err)
+		return fmt.Errorf("delivery: clear early updates of %s: %w", ref.KI, err)
 	}
 	return nil
 }
