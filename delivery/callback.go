@@ -64,6 +64,25 @@ func (c CallbackConfig) Validate() error {
 // (unknown ones are kept for PendingTTL, unless they cannot be ours), and whether or not it
 // may change it (see HandleCallback); only a Redis failure answers 503.
 func (s *Service) CallbackHandler(cfg CallbackConfig) (http.Handler, error) {
+	return s.signedHandler(cfg, signedForm{kind: "callback", accountParam: "interactionAccountSid",
+		sidParam: "interactionSid", sidField: "interaction_sid", handle: s.HandleCallback})
+}
+
+// signedForm is what differs between Twilio's signed form webhooks that proxyq receives (Proxy
+// status callbacks, Conversations delivery receipts): which parameter names the account whose
+// Auth Token signs it, which names the SID for logs, and what to do with a verified one.
+type signedForm struct {
+	kind         string // "callback", "receipt": for logs
+	accountParam string
+	sidParam     string
+	sidField     string // the log field of the SID
+	handle       func(ctx context.Context, params url.Values) (string, error)
+}
+
+// signedHandler serves one signedForm: POST only, form-encoded, bounded body, X-Twilio-Signature
+// checked with the Auth Token of the account the form names (403 and nothing changes
+// otherwise), handled within cfg.Timeout; 200 once handled, 503 only when Redis failed.
+func (s *Service) signedHandler(cfg CallbackConfig, form signedForm) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -73,15 +92,16 @@ func (s *Service) CallbackHandler(cfg CallbackConfig) (http.Handler, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultCallbackTimeout
 	}
-	return &callbackHandler{s: s, cfg: cfg}, nil
+	return &signedFormHandler{s: s, cfg: cfg, form: form}, nil
 }
 
-type callbackHandler struct {
-	s   *Service
-	cfg CallbackConfig
+type signedFormHandler struct {
+	s    *Service
+	cfg  CallbackConfig
+	form signedForm
 }
 
-func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *signedFormHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -103,7 +123,7 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the body's parameters are signed as parameters; the query is part of the URL.
 	params := r.PostForm
-	account := params.Get("interactionAccountSid")
+	account := params.Get(h.form.accountParam)
 	token, ok := h.cfg.Tokens.AuthToken(account)
 	if !ok {
 		h.s.metrics.Callbacks.WithLabelValues(ResultUnknownAccount).Inc()
@@ -113,17 +133,17 @@ func (h *callbackHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	full := CallbackURL(h.cfg.PublicURL, r.URL.EscapedPath(), r.URL.RawQuery)
 	if !ValidSignature(token, full, params, r.Header.Get("X-Twilio-Signature")) {
 		h.s.metrics.Callbacks.WithLabelValues(ResultBadSignature).Inc()
-		h.s.log.Warn("callback refused: bad X-Twilio-Signature", zap.String("account_sid", account),
-			zap.String("interaction_sid", params.Get("interactionSid")), zap.String("remote", r.RemoteAddr))
+		h.s.log.Warn(h.form.kind+" refused: bad X-Twilio-Signature", zap.String("account_sid", account),
+			zap.String(h.form.sidField, params.Get(h.form.sidParam)), zap.String("remote", r.RemoteAddr))
 		http.Error(w, "invalid signature", http.StatusForbidden)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
 	defer cancel()
-	res, err := h.s.HandleCallback(ctx, params)
+	res, err := h.form.handle(ctx, params)
 	h.s.metrics.Callbacks.WithLabelValues(res).Inc()
 	if err != nil {
-		h.s.log.Error("callback not recorded", zap.String("interaction_sid", params.Get("interactionSid")), zap.Error(err))
+		h.s.log.Error(h.form.kind+" not recorded", zap.String(h.form.sidField, params.Get(h.form.sidParam)), zap.Error(err))
 		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
 		return
 	}

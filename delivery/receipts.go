@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -118,69 +117,8 @@ func receiptUpdates(u Update) []Update {
 // nothing changes. A signed receipt gets 200 whether or not its message is recorded yet
 // (early ones are kept for PendingTTL); only a Redis failure answers 503.
 func (s *Service) ReceiptsHandler(cfg CallbackConfig) (http.Handler, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = DefaultCallbackMaxBody
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultCallbackTimeout
-	}
-	return &receiptsHandler{s: s, cfg: cfg}, nil
-}
-
-type receiptsHandler struct {
-	s   *Service
-	cfg CallbackConfig
-}
-
-func (h *receiptsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
-		http.Error(w, "want application/x-www-form-urlencoded", http.StatusUnsupportedMediaType)
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "malformed form body", http.StatusBadRequest)
-		return
-	}
-	params := r.PostForm
-	account := params.Get("AccountSid")
-	token, ok := h.cfg.Tokens.AuthToken(account)
-	if !ok {
-		h.s.metrics.Callbacks.WithLabelValues(ResultUnknownAccount).Inc()
-		http.Error(w, "invalid signature", http.StatusForbidden)
-		return
-	}
-	full := CallbackURL(h.cfg.PublicURL, r.URL.EscapedPath(), r.URL.RawQuery)
-	if !ValidSignature(token, full, params, r.Header.Get("X-Twilio-Signature")) {
-		h.s.metrics.Callbacks.WithLabelValues(ResultBadSignature).Inc()
-		h.s.log.Warn("receipt refused: bad X-Twilio-Signature", zap.String("account_sid", account),
-			zap.String("message_sid", params.Get("MessageSid")), zap.String("remote", r.RemoteAddr))
-		http.Error(w, "invalid signature", http.StatusForbidden)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
-	defer cancel()
-	res, err := h.s.HandleReceipt(ctx, params)
-	h.s.metrics.Callbacks.WithLabelValues(res).Inc()
-	if err != nil {
-		h.s.log.Error("receipt not recorded", zap.String("message_sid", params.Get("MessageSid")), zap.Error(err))
-		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return s.signedHandler(cfg, signedForm{kind: "receipt", accountParam: "AccountSid",
+		sidParam: "MessageSid", sidField: "message_sid", handle: s.HandleReceipt})
 }
 
 // HandleReceipt records an onDeliveryUpdated webhook whose signature was checked (by the
