@@ -42,7 +42,8 @@ before the create is answered. Failed POSTs are retried (--callback-attempts).
 The fake Twilio Conversations API (conversations/convtest) is served beside it, at
 /conversations (PROXYQ_CONVERSATIONS_BASE_URL=http://127.0.0.1:4010/conversations, whatever
 --prefix), with the same credentials, --seed, --max-concurrent and fault rates. With
---receipts-url its signed onDeliveryUpdated receipts are POSTed there (keyed as the callbacks).
+--receipts-url its signed onDeliveryUpdated receipts are POSTed there, keyed with a
+--callback-auth-token given as a plain TOKEN, else with the secret the worker authenticates with.
 
 Read-only, unauthenticated endpoints beside the API:
   GET /_proxytest/interactions   every interaction created (JSON), bodies included
