@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"sigs.k8s.io/yaml"
 
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/proxyclient"
 )
 
@@ -61,6 +62,9 @@ type Options struct {
 	// Client is the template of every account's client: API location, timeout, pool size,
 	// user agent. Its credentials are ignored.
 	Client proxyclient.Config
+	// Conversations, when set, is the template of every account's Conversations client (built
+	// with the same credentials as its Proxy client). Nil: no Conversations clients.
+	Conversations *conversations.Config
 	// DefaultAccountSID and DefaultAuthToken are the TWILIO_* account's, for AuthToken.
 	DefaultAccountSID string
 	DefaultAuthToken  string
@@ -85,7 +89,8 @@ type snapshot struct {
 
 type entry struct {
 	client    *proxyclient.Client
-	creds     fileAccount // for "unchanged?" comparisons
+	conv      *conversations.Client // nil without Options.Conversations
+	creds     fileAccount           // for "unchanged?" comparisons
 	authToken string
 	limits    Limits
 }
@@ -113,6 +118,16 @@ func (r *Registry) Client(accountSID string) (*proxyclient.Client, bool) {
 		return nil, false
 	}
 	return e.client, true
+}
+
+// ConversationsClient returns the Conversations client of accountSID (false too when the
+// registry was built without Options.Conversations).
+func (r *Registry) ConversationsClient(accountSID string) (*conversations.Client, bool) {
+	e, ok := r.cur.Load().byAccount[accountSID]
+	if !ok || e.conv == nil {
+		return nil, false
+	}
+	return e.conv, true
 }
 
 // Has reports whether the file has credentials for accountSID.
@@ -250,7 +265,19 @@ func (r *Registry) parse(data []byte, old *snapshot) (map[string]*entry, error) 
 			}
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		out[a.AccountSID] = &entry{client: c, creds: a, authToken: string(a.AuthToken), limits: limitsOf(a.Limits)}
+		var conv *conversations.Client
+		if r.opts.Conversations != nil {
+			ccfg := *r.opts.Conversations
+			ccfg.AccountSID, ccfg.AuthToken, ccfg.APIKey, ccfg.APISecret = a.AccountSID, string(a.AuthToken), a.APIKey, string(a.APISecret)
+			if conv, err = conversations.New(ccfg); err != nil {
+				var ve *proxyclient.ValidationError
+				if errors.As(err, &ve) {
+					return nil, fmt.Errorf("%s: %s %s", where, fileKey(ve.Field), ve.Rule)
+				}
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		out[a.AccountSID] = &entry{client: c, conv: conv, creds: a, authToken: string(a.AuthToken), limits: limitsOf(a.Limits)}
 	}
 	return out, nil
 }

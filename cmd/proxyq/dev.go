@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/conversations"
+	"github.com/proxyq/proxyq/conversations/convtest"
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/internal/deliverywire"
@@ -34,7 +36,9 @@ worker, and one HTTP server with the dashboard, /metrics, /healthz, /readyz and 
 
   go run ./cmd/proxyq dev --demo 50
 
---demo N enqueues N sample messages. The fake answers some of them with 429s, 503s and
+--demo N enqueues N sample messages, every third a Twilio Conversations message sent to the
+fake Conversations API (mounted at /conversations beside the Proxy fake at /twilio; its signed
+delivery receipts go to the receipts route). The fakes answer some of them with 429s, 503s and
 "500 after create" (the interaction exists but the answer says otherwise: proxyq finds it by
 reconciliation instead of sending twice), and a few go to a removed participant or a closed
 session so you can see a permanent failure archived. Progress is shown live, then a summary.
@@ -191,8 +195,12 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	base := "http://" + adminhttp.Dialable(ln.Addr().String())
 
 	var fake *proxytest.Fake
+	var convFake *convtest.Fake
 	if !r.flags.live {
 		fake = proxytest.New(proxytest.Config{Latency: devFakeLatency, Seed: r.flags.seed, Logger: log.Named("fake")})
+		if convFake, err = devmode.NewConversationsFake(base, uint64(r.flags.seed)); err != nil {
+			return err
+		}
 		ccfg = proxyclient.Config{AccountSID: devmode.FakeAccountSID, AuthToken: devmode.FakeAuthToken, BaseURL: base + devmode.FakePrefix}.WithDefaults()
 	}
 	ccfg.HTTPTimeout = wcfg.HTTPTimeout
@@ -200,6 +208,20 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	ccfg.MaxIdleConnsPerHost = wcfg.Concurrency
 	ccfg.WrapTransport = tr.WrapTransport()
 	api, err := proxyclient.New(ccfg)
+	if err != nil {
+		return usageError{envconfig.ClientError(err)}
+	}
+	// Conversations: the same account; the fake's beside the Proxy fake, or
+	// PROXYQ_CONVERSATIONS_BASE_URL (default Twilio's) with --live.
+	convCfg, err := usage(envconfig.Conversations(m.Getenv, ccfg))
+	if err != nil {
+		return err
+	}
+	if convFake != nil {
+		convCfg.BaseURL = base + devmode.ConversationsPrefix
+	}
+	convCfg.WrapTransport = ccfg.WrapTransport
+	conv, err := conversations.New(convCfg)
 	if err != nil {
 		return usageError{envconfig.ClientError(err)}
 	}
@@ -214,8 +236,9 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		return err
 	}
 	r.defer_(func() { _ = dlv.Close() })
+	dlv.Worker.SetReceiptLister(deliverywire.Receipts{Default: conv})
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers()})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers(), Conversations: conv})
 	if err != nil {
 		return usageError{err}
 	}
@@ -248,6 +271,9 @@ func (r *devRun) run(ctx context.Context) (err error) {
 		if err := devmode.MountFake(mux, fake, dlv.Service, base); err != nil {
 			return err
 		}
+		if err := devmode.MountConversationsFake(mux, convFake, dlv.Service, base); err != nil {
+			return err
+		}
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	serveErr := make(chan error, 1)
@@ -262,6 +288,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	if fake != nil {
 		// Closed before the server (cleanups run in reverse): ends latency waits and hangs.
 		r.defer_(fake.Close)
+		r.defer_(convFake.Close)
 	}
 
 	if err := w.Start(); err != nil {
@@ -277,7 +304,7 @@ func (r *devRun) run(ctx context.Context) (err error) {
 	var demoErr error
 	if r.flags.demo > 0 {
 		demoErr = devmode.Demo{N: r.flags.demo, Timeout: r.flags.demoTimeout, Redis: redisOpt, Options: enqOpts,
-			Fake: fake, BaseURL: base, Out: r.out, Terminal: r.term}.Run(ctx)
+			Fake: fake, Conv: convFake, BaseURL: base, Out: r.out, Terminal: r.term}.Run(ctx)
 		if demoErr != nil || r.flags.exitAfterDemo {
 			fmt.Fprintln(r.out, "Stopping.")
 			return demoErr

@@ -208,6 +208,15 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 	if got := devCount("sent").FindStringSubmatch(out); got == nil || atoi(t, got[1]) != n-wantFailed {
 		t.Errorf("summary sent = %v, want %d:\n%s", got, n-wantFailed, out)
 	}
+	wantConv := 0
+	for i := range n {
+		if devmode.Conversation(i) {
+			wantConv++
+		}
+	}
+	if got := regexp.MustCompile(`(?m)^  conversations +(\d+)`).FindStringSubmatch(out); got == nil || atoi(t, got[1]) != wantConv {
+		t.Errorf("summary conversations = %v, want %d:\n%s", got, wantConv, out)
+	}
 	for _, bad := range []string{"unfinished", "DUPLICATES", "unexpected"} {
 		if strings.Contains(out, "  "+bad) {
 			t.Errorf("summary reports %s:\n%s", bad, out)
@@ -234,8 +243,14 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 	}
 	for _, ti := range completed {
 		o, err := tasks.ParseOutcome(ti.Result)
-		if err != nil || o == nil || o.State != tasks.OutcomeSent || !strings.HasPrefix(o.InteractionSID, "KI") {
-			t.Errorf("completed %s: outcome %+v, %v; want sent with an interaction SID", ti.ID, o, err)
+		// Every third message (devmode.Conversation) went through Twilio Conversations.
+		switch conv := devmode.Conversation(index(ti.ID)); {
+		case err != nil || o == nil || o.State != tasks.OutcomeSent:
+			t.Errorf("completed %s: outcome %+v, %v; want sent", ti.ID, o, err)
+		case !conv && !strings.HasPrefix(o.InteractionSID, "KI"):
+			t.Errorf("completed %s: outcome %+v; want a Proxy interaction SID", ti.ID, o)
+		case conv && (o.API != tasks.APIConversations || !strings.HasPrefix(o.MessageSID, "IM") || o.InteractionSID != ""):
+			t.Errorf("completed %s: outcome %+v; want a Conversations message SID", ti.ID, o)
 		}
 		if r := devmode.Failure(index(ti.ID)); r != "" {
 			t.Errorf("completed %s was meant to fail (%s)", ti.ID, r)
@@ -247,7 +262,14 @@ func TestDevDemoExitAfterDemo(t *testing.T) {
 		hasStatus := func(o *tasks.Outcome, st string) bool {
 			return slices.ContainsFunc(o.StatusHistory, func(e tasks.StatusEvent) bool { return e.Status == st })
 		}
-		if o != nil && (!o.Final || !hasStatus(o, "queued") || !hasStatus(o, o.OutboundStatus) ||
+		// Proxy records queued at the send; a Conversations record holds only the receipts'
+		// statuses, and a "sent" receipt that comes after "delivered" is not recorded (a status
+		// never moves back).
+		first := "queued"
+		if o != nil && o.API == tasks.APIConversations {
+			first = o.OutboundStatus
+		}
+		if o != nil && (!o.Final || !hasStatus(o, first) || !hasStatus(o, o.OutboundStatus) ||
 			(o.OutboundStatus != "delivered" && o.DeliveryErrorCode == 0)) {
 			t.Errorf("completed %s: delivery %s final=%v history %+v error %d", ti.ID, o.OutboundStatus, o.Final, o.StatusHistory, o.DeliveryErrorCode)
 		}
@@ -277,6 +299,7 @@ func TestDevServesEverything(t *testing.T) {
 	sent := atoi(t, devCount("sent").FindStringSubmatch(out)[1])
 	reconciled := atoi(t, devCount("reconciled").FindStringSubmatch(out)[1])
 	failed := atoi(t, devCount("failed").FindStringSubmatch(out)[1])
+	convSent := atoi(t, regexp.MustCompile(`(?m)^  conversations +(\d+)`).FindStringSubmatch(out)[1])
 	if sent+failed != n || failed != expectedDemoFailures(n) {
 		t.Fatalf("summary: sent %d, failed %d; want %d and %d", sent, failed, n-expectedDemoFailures(n), expectedDemoFailures(n))
 	}
@@ -336,8 +359,8 @@ func TestDevServesEverything(t *testing.T) {
 			if r.status != 200 || json.Unmarshal([]byte(r.body), &created) != nil {
 				t.Fatalf("GET %s = %d %s", path, r.status, tail(r.body, 300))
 			}
-			if len(created) != sent {
-				t.Errorf("GET %s: %d interactions created, want %d (one per sent message)", path, len(created), sent)
+			if len(created) != sent-convSent {
+				t.Errorf("GET %s: %d interactions created, want %d (one per sent Proxy message)", path, len(created), sent-convSent)
 			}
 		}
 	})

@@ -21,11 +21,21 @@ Enqueues messages for the workers and prints one task ID per message, in input o
 One message from flags:
   proxyq enqueue --service KS… --session KC… --participant KP… --body "Your driver is here"
 
+One Twilio Conversations message (the Proxy-only flags --service, --session, --participant and
+--media-url cannot be combined with it; --chat-service names a Conversation Service IS…):
+  proxyq enqueue --conversation CH… --author support --body "Your driver is here"
+    [--chat-service IS…] [--media-sid ME…] [--content-sid HX… --content-variables JSON]
+    [--attributes JSON] [--no-webhooks]
+
 Many messages as JSON lines (--file PATH, or --file - for stdin), one object per line with the
 payload keys (service_sid, session_sid, participant_sid, body, media_url, send_before,
 account_sid, ordering_key) and
 optionally idempotency_key, send_at (RFC 3339) and queue:
   {"service_sid":"KS…","session_sid":"KC…","participant_sid":"KP…","body":"hi","idempotency_key":"order-42"}
+A line with conversation_sid is a Conversations message (keys conversation_sid, service_sid,
+author, body, media_sid, content_sid, content_variables, attributes, webhook_enabled,
+send_before, account_sid, ordering_key, and the same optional keys):
+  {"conversation_sid":"CH…","author":"support","body":"hi","idempotency_key":"order-43"}
 Blank lines are skipped. --queue and --send-within apply to every line that does not say
 otherwise; the other message flags cannot be combined with --file.
 
@@ -55,7 +65,7 @@ func init() {
 }
 
 func runEnqueue(ctx context.Context, m *Main, args []string) error {
-	fs := m.newFlagSetDoc("enqueue", "enqueue (--service KS… --session KC… --participant KP… --body TEXT | --file PATH|-) [flags]", enqueueDoc)
+	fs := m.newFlagSetDoc("enqueue", "enqueue (--service KS… --session KC… --participant KP… --body TEXT | --conversation CH… --body TEXT | --file PATH|-) [flags]", enqueueDoc)
 	var f enqueuecli.Flags
 	var asJSON bool
 	fs.StringVar(&f.Service, "service", "", "Proxy Service SID (KS…)")
@@ -70,6 +80,14 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	fs.StringVar(&f.Queue, "queue", "", `queue name (default "default"); with --file, for lines without "queue"`)
 	fs.DurationVar(&f.SendWithin, "send-within", 0, "deadline after the send time; unsent by then, the message expires (default: the worker's PROXYQ_SEND_WITHIN)")
 	fs.StringVar(&f.Account, "account", "", "Twilio account (AC…) to send with; default: the worker's TWILIO_ACCOUNT_SID")
+	fs.StringVar(&f.ConversationSID, "conversation", "", "Conversations: the Conversation SID (CH…); sends through Twilio Conversations instead of Proxy")
+	fs.StringVar(&f.ChatService, "chat-service", "", "Conversations: the Conversation Service SID (IS…); default: the account's default Service")
+	fs.StringVar(&f.Author, "author", "", `Conversations: the message's author (Twilio's default "system")`)
+	fs.StringVar(&f.MediaSID, "media-sid", "", "Conversations: a Media SID (ME…) uploaded to Twilio's Media Content Service")
+	fs.StringVar(&f.ContentSID, "content-sid", "", "Conversations: a Content template SID (HX…)")
+	fs.StringVar(&f.ContentVariables, "content-variables", "", `Conversations: JSON object filling the template, e.g. '{"1":"Ada"}'`)
+	fs.StringVar(&f.Attributes, "attributes", "", `Conversations: JSON object kept on the message (the key "proxyq" is proxyq's)`)
+	fs.BoolVar(&f.NoWebhooks, "no-webhooks", false, "Conversations: X-Twilio-Webhook-Enabled=false (the Service's webhooks do not fire)")
 	fs.StringVar(&f.File, "file", "", `read messages as JSON lines from PATH, or "-" for stdin`)
 	fs.BoolVar(&asJSON, "json", false, `print {"id","queue","duplicate"} per message instead of the bare ID`)
 	if err := parseFlags(fs, args); err != nil {
@@ -109,34 +127,48 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 
 	// Validate every message before Redis is touched: bad input exits 2 with nothing enqueued,
 	// whether or not Redis is up.
-	var msgs []tasks.Message
-	var lines []int // input line of each message (0 in flag mode)
+	var items []enqueuecli.Item
 	var problems []jsonl.Problem
-	if f.FromFile() {
-		msgs, lines, problems, err = m.readMessageFile(enq, f.File, base)
-		if err != nil {
+	switch {
+	case f.FromFile():
+		if items, problems, err = m.readMessageFile(enq, f.File, base); err != nil {
 			return err
 		}
-	} else {
+	case f.Conversation():
+		var c enqueuecli.ConversationMessage
+		if c, problems, err = f.ConversationMessage(enq, base); err != nil {
+			return usageError{err}
+		}
+		items = []enqueuecli.Item{{Conv: &c}}
+	default:
 		var msg tasks.Message
 		if msg, problems, err = f.Message(enq, base); err != nil {
 			return usageError{err}
 		}
-		msgs, lines = []tasks.Message{msg}, []int{0}
+		items = []enqueuecli.Item{{Proxy: &msg}}
 	}
 	known, _, err := envconfig.KnownAccount(m.Getenv)
 	if err != nil {
 		return usageError{err}
 	}
+	msgs, lines := enqueuecli.ProxyMessages(items)
+	problems = append(problems, enqueuecli.CheckConversationAccounts(items, known)...)
 	if problems = enqueuecli.Validate(enq, msgs, lines, problems, known); len(problems) > 0 {
 		return asUsage(enqueuecli.Report(m.Stderr, problems, f.FromFile()))
 	}
-	if len(msgs) == 0 {
+	if len(items) == 0 {
 		return nil // an empty file or stdin: nothing to do
 	}
 
 	if err := m.pingRedis(ctx, redisOpt); err != nil {
 		return err
+	}
+	if len(msgs) < len(items) { // Conversations messages: one at a time, in input order
+		results, err := enqueuecli.EnqueueItems(ctx, enq, items)
+		if err != nil {
+			return enqueuecli.Partial(err, results, len(items))
+		}
+		return enqueuecli.PrintResults(m.Stdout, results, asJSON)
 	}
 	results, err := enq.EnqueueBatch(ctx, msgs)
 	if err != nil {
@@ -150,20 +182,21 @@ func runEnqueue(ctx context.Context, m *Main, args []string) error {
 	return enqueuecli.PrintResults(m.Stdout, results, asJSON)
 }
 
-// readMessageFile reads the JSON lines of path ("-": stdin) with package jsonl.
-func (m *Main) readMessageFile(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]tasks.Message, []int, []jsonl.Problem, error) {
+// readMessageFile reads the JSON lines of path ("-": stdin): Proxy messages with package
+// jsonl, lines with conversation_sid as Conversations messages (enqueuecli.ReadFile).
+func (m *Main) readMessageFile(enq *tasks.Enqueuer, path string, base []tasks.Option) ([]enqueuecli.Item, []jsonl.Problem, error) {
 	var r io.Reader = m.Stdin
 	if path != "-" {
 		file, err := os.Open(path)
 		if err != nil {
-			return nil, nil, nil, usageError{fmt.Errorf("--file: %w", err)}
+			return nil, nil, usageError{fmt.Errorf("--file: %w", err)}
 		}
 		defer file.Close()
 		r = file
 	}
-	msgs, lines, problems, err := jsonl.Read(r, enq, base)
+	items, problems, err := enqueuecli.ReadFile(r, enq, base)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("read --file: %w", err)
+		return nil, nil, fmt.Errorf("read --file: %w", err)
 	}
-	return msgs, lines, problems, nil
+	return items, problems, nil
 }

@@ -39,6 +39,12 @@ the one posted to (the public URL of a receiver behind a proxy). --callback-dupl
 --callback-out-of-order and --callback-before-answer make them arrive twice, out of order, and
 before the create is answered. Failed POSTs are retried (--callback-attempts).
 
+The fake Twilio Conversations API (conversations/convtest) is served beside it, at
+/conversations (PROXYQ_CONVERSATIONS_BASE_URL=http://127.0.0.1:4010/conversations, whatever
+--prefix), with the same credentials, --seed, --max-concurrent and fault rates. With
+--receipts-url its signed onDeliveryUpdated receipts are POSTed there, keyed with a
+--callback-auth-token given as a plain TOKEN, else with the secret the worker authenticates with.
+
 Read-only, unauthenticated endpoints beside the API:
   GET /_proxytest/interactions   every interaction created (JSON), bodies included
   GET /_proxytest/stats          request, create and fault counters
@@ -49,7 +55,7 @@ Each request is logged (method, path, status, fault, account; never bodies or se
 Stops on SIGINT or SIGTERM.`
 
 func init() {
-	register(&command{name: "sandbox", summary: "serve a fake Twilio Proxy API with fault injection", run: runSandbox})
+	register(&command{name: "sandbox", summary: "serve fake Twilio Proxy and Conversations APIs with fault injection", run: runSandbox})
 }
 
 func runSandbox(ctx context.Context, m *Main, args []string) error {
@@ -85,6 +91,7 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	fs.BoolVar(&f.CallbackBeforeAnswer, "callback-before-answer", false, "POST each message's first callback, and wait for its answer, before answering the create")
 	fs.IntVar(&f.CallbackAttempts, "callback-attempts", proxytest.DefaultCallbackAttempts, "POSTs per callback at most while answered non-2xx or not at all")
 	fs.DurationVar(&f.CallbackTimeout, "callback-timeout", proxytest.DefaultCallbackTimeout, "bound on one callback POST")
+	fs.StringVar(&f.ReceiptsURL, "receipts-url", "", "the Conversation Service's onDeliveryUpdated webhook URL, e.g. http://127.0.0.1:8080/v1/twilio/conversations/receipts of 'proxyq serve' (default: none)")
 	fs.BoolVar(&f.AdvanceStatus, "advance-status", true, "move messages through their statuses even without --callback-url (for pollers); false keeps them queued")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -105,13 +112,20 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 		return usageError{err}
 	}
 	defer fake.Close()
+	conv, err := f.NewConversationsFake()
+	if err != nil {
+		return usageError{err}
+	}
+	defer conv.Close()
 
-	srv, err := adminhttp.Listen(f.Addr, sandbox.Handler(fake, prefix))
+	srv, err := adminhttp.Listen(f.Addr, sandbox.WithConversations(sandbox.Handler(fake, prefix), conv))
 	if err != nil {
 		return err
 	}
-	base := "http://" + adminhttp.Dialable(srv.Addr()) + prefix
+	root := "http://" + adminhttp.Dialable(srv.Addr())
+	base := root + prefix
 	f.WriteBanner(m.Stdout, srv.Addr(), base)
+	f.WriteConversationsBanner(m.Stdout, root)
 	log.Info("sandbox listening", zap.String("addr", srv.Addr()), zap.String("base_url", base),
 		zap.Duration("latency", f.Latency), zap.Int("max_concurrent", f.MaxConcurrent), zap.Int64("seed", f.Seed))
 
@@ -119,6 +133,7 @@ func runSandbox(ctx context.Context, m *Main, args []string) error {
 	// Close the fake first: it ends latency waits and hangs, so the server's shutdown does not
 	// wait for them.
 	fake.Close()
+	conv.Close()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Close(shutdownCtx); err != nil {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 )
@@ -286,5 +287,31 @@ func TestSandboxCallbacks(t *testing.T) {
 	}
 	if !strings.Contains(p.stdout.String(), "callbacks:   POST to "+rcvURL) {
 		t.Errorf("stdout does not announce the callbacks:\n%s", p.stdout.String())
+	}
+}
+
+var sandboxConvLine = regexp.MustCompile(`PROXYQ_CONVERSATIONS_BASE_URL=(http://127\.0\.0\.1:\d+/conversations)`)
+
+// TestSandboxServesConversations: the sandbox serves the fake Conversations API beside the Proxy
+// one, at the base URL its banner prints (whatever --prefix), with the same fault flags.
+func TestSandboxServesConversations(t *testing.T) {
+	t.Parallel()
+	p := startInProcess(t, map[string]string{}, "sandbox", "--addr", "127.0.0.1:0", "--prefix", "/twilio", "--rate-503", "1")
+	base := p.waitOutput(t, sandboxConvLine, 10*time.Second)[1]
+	c, err := conversations.New(conversations.Config{AccountSID: "AC0123456789abcdef0123456789abcdef", AuthToken: "x", BaseURL: base, HTTPTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conv := conversations.Conversation{ConversationSID: "CH0123456789abcdef0123456789abcdef"}
+	_, err = c.CreateMessage(ctx, conversations.CreateParams{Conversation: conv, Author: "a", Body: "sandbox hello"})
+	var apiErr *proxyclient.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
+		t.Fatalf("create with --rate-503 1: %v, want a 503", err)
+	}
+	page, err := c.ListMessages(ctx, conv, conversations.ListOptions{})
+	if err != nil || len(page.Messages) != 0 {
+		t.Fatalf("list: %+v, %v; want no message (a 503 creates nothing)", page, err)
 	}
 }

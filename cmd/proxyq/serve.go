@@ -156,7 +156,12 @@ func runServe(ctx context.Context, m *Main, args []string) error {
 		if cfg.API.Callbacks, err = dsvc.CallbackHandler(*cfg.Callbacks); err != nil {
 			return usageError{err}
 		}
+		// Conversations' onDeliveryUpdated receipts: the same public URL, tokens and signature check.
+		if cfg.API.Receipts, err = dsvc.ReceiptsHandler(*cfg.Callbacks); err != nil {
+			return usageError{err}
+		}
 		log.Info("twilio status callbacks enabled", zap.String("callback_url", cfg.Callbacks.PublicURL+delivery.CallbackPath),
+			zap.String("receipts_url", cfg.Callbacks.PublicURL+delivery.ReceiptsPath),
 			zap.Bool("status_webhooks", cfg.Delivery.WebhookURL != ""))
 	}
 

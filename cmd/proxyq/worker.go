@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/internal/adminhttp"
 	"github.com/proxyq/proxyq/internal/deliverywire"
 	"github.com/proxyq/proxyq/internal/envconfig"
@@ -21,10 +22,11 @@ import (
 
 const workerDoc = `
 Runs a pool of workers that take messages from Redis and send them through Twilio Proxy's
-MessageInteractions endpoint, retrying what is worth retrying and recording each outcome.
+MessageInteractions endpoint or, for Conversations messages, Twilio Conversations' Messages endpoint, retrying what is worth retrying and recording each outcome.
 
 Configuration comes from the environment (REDIS_URL, TWILIO_ACCOUNT_SID + TWILIO_AUTH_TOKEN or
 TWILIO_API_KEY + TWILIO_API_SECRET, TWILIO_EDGE, TWILIO_REGION, PROXYQ_API_BASE_URL,
+PROXYQ_CONVERSATIONS_BASE_URL, PROXYQ_CONVERSATION_RATE, PROXYQ_CONVERSATION_WINDOW,
 PROXYQ_CONCURRENCY, PROXYQ_QUEUES, PROXYQ_HTTP_TIMEOUT, PROXYQ_SHUTDOWN_TIMEOUT, PROXYQ_SEND_WITHIN,
 PROXYQ_LOG_LEVEL, PROXYQ_LOG_FORMAT, PROXYQ_ADMIN_ADDR, the delivery status settings
 PROXYQ_DELIVERY_* and PROXYQ_STATUS_WEBHOOK_*, … see the README); the flags below
@@ -102,13 +104,20 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return usageError{envconfig.ClientError(err)}
 	}
 	log.Info("proxy api", zap.String("endpoint", api.Endpoint()), zap.String("account", api.AccountKey()))
+	convCfg := cfg.Conversations
+	convCfg.WrapTransport, convCfg.MaxIdleConnsPerHost = ccfg.WrapTransport, ccfg.MaxIdleConnsPerHost
+	conv, err := conversations.New(convCfg)
+	if err != nil {
+		return usageError{envconfig.ClientError(err)}
+	}
+	log.Info("conversations api", zap.String("endpoint", conv.Endpoint()))
 	// asynq's queue collector reports Redis errors through the standard logger: keep them in
 	// the structured log instead of interleaving plain text with it.
 	restoreStdLog := zap.RedirectStdLog(log.Named("stdlog"))
 	defer restoreStdLog()
 	redis.SetLogger(zapRedisLog{log.Named("redis").Sugar()})
 
-	accts, err := usage(envconfig.Accounts(m.Getenv, ccfg, log.Named("accounts")))
+	accts, err := usage(envconfig.WorkerAccounts(m.Getenv, ccfg, convCfg, log.Named("accounts")))
 	if err != nil {
 		return err
 	}
@@ -122,8 +131,10 @@ func runWorker(ctx context.Context, m *Main, args []string) error {
 		return err
 	}
 	defer dlv.Close()
+	dlv.Worker.SetReceiptLister(deliverywire.Receipts{Default: conv, Accounts: accts})
 	w, err := worker.New(wcfg, worker.Deps{Redis: redisOpt, API: api, Logger: log, Registerer: reg,
-		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers(), Accounts: worker.FromRegistry(accts)})
+		Delivery: dlv.Service, Tasks: dlv.Worker.Handlers(), Accounts: worker.FromRegistry(accts),
+		Conversations: conv, ConversationsAccounts: deliverywire.ConversationsAccounts{Accounts: accts}})
 	if err != nil {
 		return usageError{err}
 	}

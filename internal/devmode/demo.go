@@ -12,6 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/proxyq/proxyq/conversations/convtest"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
 	"github.com/proxyq/proxyq/tasks"
@@ -24,7 +25,8 @@ const (
 
 // demoMessage is one sample message and why it should end the way it does.
 type demoMessage struct {
-	msg    tasks.Message
+	msg    tasks.Message              // a Proxy message (conv nil), or msg.Options for conv
+	conv   *tasks.ConversationPayload // a Conversations message
 	key    string
 	body   string
 	reason string // "" for messages meant to be sent; else the failure it is meant to hit
@@ -45,9 +47,16 @@ func Failure(i int) string {
 
 var demoNames = []string{"Sam", "Ada", "Lin", "Omar", "Priya", "Jonas", "Mei", "Kofi", "Lucia"}
 
+// Conversation says whether the demo's message i goes through Twilio Conversations (with a
+// Conversations fake): every third message from the 2nd, except those meant to fail (which
+// fail the Proxy way).
+func Conversation(i int) bool { return i%3 == 1 && Failure(i) == "" }
+
 // demoMessages builds n sample messages with SIDs unique to this run (so runs against a
-// persistent REDIS_URL never meet each other's ledgers), and marks the fake accordingly.
-func demoMessages(n int, runID string, fake *proxytest.Fake, base []tasks.Option) []demoMessage {
+// persistent REDIS_URL never meet each other's ledgers), and marks the fake accordingly. With
+// withConv, the messages Conversation picks go to one conversation of the Conversations fake.
+func demoMessages(n int, runID string, fake *proxytest.Fake, withConv bool, base []tasks.Option) []demoMessage {
+	conversation := "CH" + runID + strings.Repeat("0", 24)
 	const service = "KS00000000000000000000000000000de0"
 	session := "KC" + runID + strings.Repeat("0", 24)
 	closedSession := "KC" + runID + strings.Repeat("0", 23) + "c"
@@ -73,6 +82,12 @@ func demoMessages(n int, runID string, fake *proxytest.Fake, base []tasks.Option
 		}
 		key := fmt.Sprintf("demo-%s-%03d", runID, i+1)
 		opts := append(append([]tasks.Option{}, base...), tasks.IdempotencyKey(key), tasks.SendWithin(demoSendWithin))
+		if withConv && Conversation(i) {
+			c := &tasks.ConversationPayload{ConversationSID: conversation, Author: "dispatch", Body: p.Body,
+				Attributes: []byte(fmt.Sprintf(`{"demo":%d}`, i+1))}
+			out[i] = demoMessage{msg: tasks.Message{Options: opts}, conv: c, key: key, body: p.Body}
+			continue
+		}
 		out[i] = demoMessage{msg: tasks.Message{Payload: p, Options: opts}, key: key, body: p.Body, reason: reason}
 	}
 	return out
@@ -90,14 +105,17 @@ var demoFaultRates = map[proxytest.Fault]float64{
 // producer, sent by the worker to the fake (which serves faults and status callbacks), and
 // their progress and what became of each printed.
 type Demo struct {
-	N        int                // messages
-	Timeout  time.Duration      // how long to wait for them to finish (--demo-timeout)
-	Redis    asynq.RedisConnOpt // where the worker dequeues
-	Options  []tasks.Option     // enqueue options every message gets (from PROXYQ_* variables)
-	Fake     *proxytest.Fake    // the fake the worker sends to
-	BaseURL  string             // the dev server's http://host:port, for callbacks and links
-	Out      io.Writer          // progress and summary
-	Terminal *Terminal          // nil when Out is not a terminal: progress is printed line by line
+	N       int                // messages
+	Timeout time.Duration      // how long to wait for them to finish (--demo-timeout)
+	Redis   asynq.RedisConnOpt // where the worker dequeues
+	Options []tasks.Option     // enqueue options every message gets (from PROXYQ_* variables)
+	Fake    *proxytest.Fake    // the fake the worker sends to
+	// Conv is the Conversations fake the worker sends Conversations messages to; nil: the demo
+	// sends Proxy messages only.
+	Conv     *convtest.Fake
+	BaseURL  string    // the dev server's http://host:port, for callbacks and links
+	Out      io.Writer // progress and summary
+	Terminal *Terminal // nil when Out is not a terminal: progress is printed line by line
 }
 
 // Run enqueues the batch and waits until every message is completed or archived and every sent
@@ -107,9 +125,14 @@ type Demo struct {
 func (d Demo) Run(ctx context.Context) error {
 	n, redisOpt, base, fake, url, out := d.N, d.Redis, d.Options, d.Fake, d.BaseURL, d.Out
 	runID := randomHex(4)
-	msgs := demoMessages(n, runID, fake, base)
+	msgs := demoMessages(n, runID, fake, d.Conv != nil, base)
 	if err := fake.SetFaultRates(demoFaultRates); err != nil {
 		return err
+	}
+	if d.Conv != nil {
+		if err := d.Conv.SetFaultRates(demoFaultRates); err != nil {
+			return err
+		}
 	}
 	if err := fake.SetCallbackConfig(demoCallbacks(url)); err != nil {
 		return err
@@ -120,16 +143,24 @@ func (d Demo) Run(ctx context.Context) error {
 
 	enq := tasks.NewEnqueuer(redisOpt)
 	defer enq.Close()
-	batch := make([]tasks.Message, n)
-	for i := range msgs {
-		batch[i] = msgs[i].msg
-	}
+	var batch []tasks.Message
+	convs := 0
 	began := time.Now()
-	if _, err := enq.EnqueueBatch(ctx, batch); err != nil {
+	for i := range msgs {
+		if c := msgs[i].conv; c != nil {
+			if _, err := enq.EnqueueConversation(ctx, *c, msgs[i].msg.Options...); err != nil {
+				return fmt.Errorf("demo: enqueue: %w", err)
+			}
+			convs++
+			continue
+		}
+		batch = append(batch, msgs[i].msg)
+	}
+	if _, err := enq.EnqueueBatch(ctx, batch); len(batch) > 0 && err != nil {
 		return fmt.Errorf("demo: enqueue: %w", err)
 	}
-	fmt.Fprintf(out, "Demo: enqueued %d messages (IDs demo-%s-001…). The fake answers some with 429, 503 and \"500 after create\"; %d go to a removed participant or a closed session.\n",
-		n, runID, countFailures(msgs))
+	fmt.Fprintf(out, "Demo: enqueued %d messages (IDs demo-%s-001…), %d of them Twilio Conversations messages. The fakes answer some with 429, 503 and \"500 after create\"; %d go to a removed participant or a closed session.\n",
+		n, runID, convs, countFailures(msgs))
 
 	// Progress from queue counts (cheap at any size); the summary then reads every message.
 	ticker := time.NewTicker(progressEvery)
@@ -168,7 +199,7 @@ loop:
 		stopped = waitDeliveries(ctx, insp, msgs, deadline.C)
 	}
 	d.Terminal.Clear()
-	s := summarize(insp, msgs, fake, time.Since(began))
+	s := summarize(insp, msgs, fake, d.Conv, time.Since(began))
 	s.print(out, stopped)
 	ds := summarizeDeliveries(insp, msgs)
 	ds.print(out)
@@ -240,6 +271,7 @@ func demoFinished(insp *asynq.Inspector, msgs []demoMessage) bool {
 // demoSummary is what became of the demo's messages, read from asynq and the fake.
 type demoSummary struct {
 	n, sent, reconciled, failed, unfinished, duplicates, unexpected int
+	conversations                                                   int // sent through Conversations
 	reasons                                                         map[string]int
 	faults                                                          map[string]int
 	creates                                                         int
@@ -252,8 +284,18 @@ var twilioReasons = map[int]string{
 	80607: "session closed",
 }
 
-func summarize(insp *asynq.Inspector, msgs []demoMessage, fake *proxytest.Fake, elapsed time.Duration) demoSummary {
+func summarize(insp *asynq.Inspector, msgs []demoMessage, fake *proxytest.Fake, conv *convtest.Fake, elapsed time.Duration) demoSummary {
 	s := demoSummary{n: len(msgs), reasons: map[string]int{}, faults: map[string]int{}, elapsed: elapsed}
+	// Bodies are unique to a message: a body created twice in its conversation is a duplicate.
+	convCreates := map[string]int{}
+	for _, m := range msgs {
+		if m.conv != nil && conv != nil {
+			for _, cm := range conv.Messages(FakeAccountSID, "", m.conv.ConversationSID) {
+				convCreates[cm.Body]++
+			}
+			break // the demo's Conversations messages share one conversation
+		}
+	}
 	for _, m := range msgs {
 		info, err := insp.GetTaskInfo(tasks.DefaultQueue, m.key)
 		if err != nil {
@@ -264,6 +306,9 @@ func summarize(insp *asynq.Inspector, msgs []demoMessage, fake *proxytest.Fake, 
 		switch {
 		case info.State == asynq.TaskStateCompleted && o != nil && o.State == tasks.OutcomeSent:
 			s.sent++
+			if m.conv != nil {
+				s.conversations++
+			}
 			if o.Reconciled {
 				s.reconciled++
 			}
@@ -286,16 +331,25 @@ func summarize(insp *asynq.Inspector, msgs []demoMessage, fake *proxytest.Fake, 
 		default:
 			s.unfinished++
 		}
-		if fake != nil && fake.CreatesForBody(m.body) > 1 {
+		if m.conv != nil && convCreates[m.body] > 1 || m.conv == nil && fake != nil && fake.CreatesForBody(m.body) > 1 {
 			s.duplicates++
+		}
+	}
+	if conv != nil {
+		st := conv.Stats()
+		s.creates += st.Creates
+		for k, v := range st.Faults {
+			if v > 0 {
+				s.faults[k] += v
+			}
 		}
 	}
 	if fake != nil {
 		st := fake.Stats()
-		s.creates = st.Creates
+		s.creates += st.Creates
 		for k, v := range st.Faults {
 			if v > 0 {
-				s.faults[k.String()] = v
+				s.faults[k.String()] += v
 			}
 		}
 		if st.ConcurrencyRejections > 0 {
@@ -317,6 +371,8 @@ func (s demoSummary) print(w io.Writer, stopped string) {
 		fmt.Fprintf(w, "; %d after a \"500 after create\", found by reconciliation instead of sent twice", s.reconciled)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  proxy       %4d  sent through Twilio Proxy\n", s.sent-s.conversations)
+	fmt.Fprintf(w, "  conversations %2d  sent through Twilio Conversations\n", s.conversations)
 	fmt.Fprintf(w, "  reconciled  %4d\n", s.reconciled)
 	fmt.Fprintf(w, "  failed      %4d  archived, not retried\n", s.failed)
 	reasons := make([]string, 0, len(s.reasons))

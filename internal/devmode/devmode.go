@@ -18,6 +18,9 @@ const (
 	FakeAuthToken = "dev"
 	// FakePrefix is the path under which the dev server mounts the fake Twilio API.
 	FakePrefix = "/twilio"
+	// ConversationsPrefix is where the dev server (and the sandbox) mounts the fake Conversations
+	// API (convtest): the worker's Conversations base URL is the server's URL + this prefix.
+	ConversationsPrefix = "/conversations"
 )
 
 // Defaults are dev mode's values of the PROXYQ_* variables the user did not set. With the fake

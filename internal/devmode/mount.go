@@ -3,7 +3,9 @@ package devmode
 import (
 	"crypto/rand"
 	"net/http"
+	"time"
 
+	"github.com/proxyq/proxyq/conversations/convtest"
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
@@ -36,4 +38,25 @@ func MountFake(mux *http.ServeMux, fake *proxytest.Fake, svc *delivery.Service, 
 	mux.Handle("/_proxytest/", fake) // also at the root
 	mux.Handle("POST "+delivery.CallbackPath, callbacks)
 	return fake.SetCallbackConfig(proxytest.CallbackConfig{URL: base + delivery.CallbackPath, AuthToken: FakeAuthToken})
+}
+
+// NewConversationsFake is dev mode's Conversations fake: its onDeliveryUpdated receipts go to
+// the receipts route (delivery.ReceiptsPath) of the dev server at base, signed with
+// FakeAuthToken, and advance to a final status (delivered, some undelivered) as Twilio's do.
+func NewConversationsFake(base string, seed uint64) (*convtest.Fake, error) {
+	return convtest.New(convtest.Config{Seed: seed, Delivery: convtest.DeliveryConfig{
+		URL: base + delivery.ReceiptsPath, AuthToken: FakeAuthToken, Delay: 150 * time.Millisecond}})
+}
+
+// MountConversationsFake serves the Conversations fake on mux under ConversationsPrefix and
+// serve's receipts route of svc, which checks the fake's signatures with FakeAuthToken.
+func MountConversationsFake(mux *http.ServeMux, fake *convtest.Fake, svc *delivery.Service, base string) error {
+	receipts, err := svc.ReceiptsHandler(delivery.CallbackConfig{PublicURL: base,
+		Tokens: delivery.StaticToken{AccountSID: FakeAccountSID, Token: FakeAuthToken}})
+	if err != nil {
+		return err
+	}
+	mux.Handle(ConversationsPrefix+"/", fake.Mount(ConversationsPrefix))
+	mux.Handle("POST "+delivery.ReceiptsPath, receipts)
+	return nil
 }

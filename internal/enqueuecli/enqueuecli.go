@@ -19,11 +19,14 @@ type Flags struct {
 	Media                                        []string
 	Key, At, Queue, File, OrderingKey            string
 	In, SendWithin                               time.Duration
-	Set                                          map[string]bool // flags given on the command line
+	// A Conversations message (--conversation and the ConversationFlags).
+	ConversationSID, ChatService, Author, MediaSID, ContentSID, ContentVariables, Attributes string
+	NoWebhooks                                                                               bool
+	Set                                                                                      map[string]bool // flags given on the command line
 }
 
 // MessageFlags are the flags that describe one message; they cannot be combined with --file.
-var MessageFlags = []string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key", "account"}
+var MessageFlags = append([]string{"service", "session", "participant", "body", "media-url", "idempotency-key", "at", "in", "ordering-key", "account"}, ConversationFlags...)
 
 // flagOfField names the flag behind a payload field in flag mode.
 var flagOfField = map[string]string{
@@ -51,13 +54,13 @@ func (f Flags) Check() error {
 	case f.Set["file"] && f.File == "":
 		return errors.New(`--file needs a path, or "-" for stdin`)
 	case !f.Set["file"] && len(given) == 0:
-		return errors.New("no message: give --service, --session, --participant and --body (or --media-url), or --file (see --help)")
+		return errors.New("no message: give --service, --session, --participant and --body (or --media-url); or --conversation CH… with --body (or --media-sid, --content-sid); or --file (see --help)")
 	case f.In < 0 || f.SendWithin < 0:
 		return errors.New("--in and --send-within must not be negative")
 	case f.Set["queue"] && strings.TrimSpace(f.Queue) == "":
 		return errors.New("--queue must not be empty")
 	}
-	return nil
+	return f.checkAPI()
 }
 
 // Options are the options every message gets: env (PROXYQ_MAX_RETRY, PROXYQ_RETENTION), then
@@ -76,21 +79,9 @@ func (f Flags) Options(env []tasks.Option) []tasks.Option {
 // Message builds the one message of flag mode. Invalid values are problems (Line 0); err is a
 // usage error that is not about one field.
 func (f Flags) Message(enq *tasks.Enqueuer, base []tasks.Option) (tasks.Message, []jsonl.Problem, error) {
-	opts := append([]tasks.Option(nil), base...)
-	switch {
-	case f.Set["at"] && f.Set["in"]:
-		return tasks.Message{}, nil, errors.New("--at and --in cannot be combined: give one send time")
-	case f.Set["at"]:
-		at, err := time.Parse(time.RFC3339, strings.TrimSpace(f.At))
-		if err != nil {
-			return tasks.Message{}, nil, fmt.Errorf("--at=%q: want an RFC 3339 time such as 2025-01-02T15:04:05Z", f.At)
-		}
-		opts = append(opts, tasks.ProcessAt(at))
-	case f.In > 0:
-		opts = append(opts, tasks.ProcessIn(f.In))
-	}
-	if f.Set["idempotency-key"] {
-		opts = append(opts, tasks.IdempotencyKey(f.Key))
+	opts, err := f.timeOptions(base)
+	if err != nil {
+		return tasks.Message{}, nil, err
 	}
 	p := tasks.Payload{ServiceSID: f.Service, SessionSID: f.Session, ParticipantSID: f.Participant,
 		Body: f.Body, MediaURLs: f.Media, AccountSID: f.Account}
@@ -104,6 +95,28 @@ func (f Flags) Message(enq *tasks.Enqueuer, base []tasks.Option) (tasks.Message,
 		return tasks.Message{}, jsonl.ProblemsOf(0, err), nil
 	}
 	return tasks.Message{Payload: p, Options: opts}, nil, nil
+}
+
+// timeOptions are base with the flag-mode options of either API: --at or --in, and
+// --idempotency-key.
+func (f Flags) timeOptions(base []tasks.Option) ([]tasks.Option, error) {
+	opts := append([]tasks.Option(nil), base...)
+	switch {
+	case f.Set["at"] && f.Set["in"]:
+		return nil, errors.New("--at and --in cannot be combined: give one send time")
+	case f.Set["at"]:
+		at, err := time.Parse(time.RFC3339, strings.TrimSpace(f.At))
+		if err != nil {
+			return nil, fmt.Errorf("--at=%q: want an RFC 3339 time such as 2025-01-02T15:04:05Z", f.At)
+		}
+		opts = append(opts, tasks.ProcessAt(at))
+	case f.In > 0:
+		opts = append(opts, tasks.ProcessIn(f.In))
+	}
+	if f.Set["idempotency-key"] {
+		opts = append(opts, tasks.IdempotencyKey(f.Key))
+	}
+	return opts, nil
 }
 
 // Validate adds to problems (those found reading the messages) the messages whose account

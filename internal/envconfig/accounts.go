@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/accounts"
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/proxyclient"
 )
 
@@ -14,11 +15,23 @@ import (
 // TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN). client is the template of every account's client
 // (API location, timeout); its credentials are not used.
 func Accounts(getenv func(string) string, client proxyclient.Config, log *zap.Logger) (*accounts.Registry, error) {
+	return loadAccounts(getenv, client, nil, log)
+}
+
+// WorkerAccounts is Accounts with a Conversations client per account too, built from the
+// template conv (API location, timeout; its credentials are not used).
+func WorkerAccounts(getenv func(string) string, client proxyclient.Config, conv conversations.Config, log *zap.Logger) (*accounts.Registry, error) {
+	conv.AccountSID, conv.AuthToken, conv.APIKey, conv.APISecret = "", "", "", ""
+	return loadAccounts(getenv, client, &conv, log)
+}
+
+func loadAccounts(getenv func(string) string, client proxyclient.Config, conv *conversations.Config, log *zap.Logger) (*accounts.Registry, error) {
 	e := New(getenv)
 	client.AccountSID, client.AuthToken, client.APIKey, client.APISecret = "", "", "", ""
 	reg, err := accounts.New(accounts.Options{
 		Path:              e.String("PROXYQ_ACCOUNTS_FILE", ""),
 		Client:            client,
+		Conversations:     conv,
 		DefaultAccountSID: e.String("TWILIO_ACCOUNT_SID", ""),
 		DefaultAuthToken:  e.String("TWILIO_AUTH_TOKEN", ""),
 		Logger:            log,

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/httpapi"
 	"github.com/proxyq/proxyq/internal/redisurl"
 	"github.com/proxyq/proxyq/proxyclient"
@@ -129,6 +130,27 @@ func Client(getenv func(string) string) (proxyclient.Config, error) {
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
+		return cfg, ClientError(err)
+	}
+	return cfg, nil
+}
+
+// Conversations is the Conversations client's configuration: the Proxy client's credentials,
+// edge, region, timeout and user agent (one Twilio account serves both APIs), with its own API
+// location, PROXYQ_CONVERSATIONS_BASE_URL (default conversations.twilio.com, by edge and
+// region). Validation errors name the variables.
+func Conversations(getenv func(string) string, proxy proxyclient.Config) (conversations.Config, error) {
+	cfg := conversations.Config{
+		AccountSID: proxy.AccountSID, AuthToken: proxy.AuthToken, APIKey: proxy.APIKey, APISecret: proxy.APISecret,
+		Edge: proxy.Edge, Region: proxy.Region, HTTPTimeout: proxy.HTTPTimeout, MaxRetryAfter: proxy.MaxRetryAfter,
+		MaxIdleConnsPerHost: proxy.MaxIdleConnsPerHost, UserAgent: proxy.UserAgent,
+		BaseURL: New(getenv).String("PROXYQ_CONVERSATIONS_BASE_URL", ""),
+	}.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		var verr *proxyclient.ValidationError
+		if errors.As(err, &verr) && verr.Field == "BaseURL" {
+			return cfg, fmt.Errorf("PROXYQ_CONVERSATIONS_BASE_URL %s", verr.Rule)
+		}
 		return cfg, ClientError(err)
 	}
 	return cfg, nil
@@ -310,7 +332,8 @@ func Logger(getenv func(string) string, levelFlag string, w io.Writer) (*zap.Log
 
 // ServiceLimits reads PROXYQ_SERVICE_RATE ("off" switches per-Service limits off),
 // PROXYQ_SERVICE_WINDOW, PROXYQ_SERVICE_MARGIN, PROXYQ_SERVICE_BURST, PROXYQ_SERVICE_MAX_WAIT and
-// PROXYQ_SERVICE_LIMITS (KS…=rate,…).
+// PROXYQ_SERVICE_LIMITS (KS…=rate,…), and the per-conversation limit of Conversations messages,
+// PROXYQ_CONVERSATION_RATE over PROXYQ_CONVERSATION_WINDOW (default 30 per 1s).
 func ServiceLimits(getenv func(string) string) (worker.ServiceLimits, error) {
 	e := New(getenv)
 	var lim worker.ServiceLimits
@@ -323,6 +346,8 @@ func ServiceLimits(getenv func(string) string) (worker.ServiceLimits, error) {
 	lim.Margin = e.Duration("PROXYQ_SERVICE_MARGIN", 0)
 	lim.MaxWait = e.Duration("PROXYQ_SERVICE_MAX_WAIT", 0)
 	lim.BurstRate = e.Float("PROXYQ_SERVICE_BURST", 0)
+	lim.ConversationRate = e.Float("PROXYQ_CONVERSATION_RATE", 0)
+	lim.ConversationWindow = e.Duration("PROXYQ_CONVERSATION_WINDOW", 0)
 	if s := e.String("PROXYQ_SERVICE_LIMITS", ""); s != "" {
 		rates, err := worker.ParseServiceRates(s)
 		if err != nil {
@@ -335,7 +360,8 @@ func ServiceLimits(getenv func(string) string) (worker.ServiceLimits, error) {
 	}
 	if err := lim.WithDefaults().Validate(); err != nil {
 		r := strings.NewReplacer("ServiceRate", "PROXYQ_SERVICE_RATE", "ServiceWindow", "PROXYQ_SERVICE_WINDOW",
-			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS")
+			"ServiceMargin", "PROXYQ_SERVICE_MARGIN", "ServiceMaxWait", "PROXYQ_SERVICE_MAX_WAIT", "ServiceBurst", "PROXYQ_SERVICE_BURST", "ServiceOverrides", "PROXYQ_SERVICE_LIMITS",
+			"ConversationRate", "PROXYQ_CONVERSATION_RATE", "ConversationWindow", "PROXYQ_CONVERSATION_WINDOW")
 		return lim, errors.New(r.Replace(strings.TrimPrefix(err.Error(), "service limits: ")))
 	}
 	return lim, nil

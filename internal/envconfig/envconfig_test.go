@@ -102,3 +102,52 @@ func TestServiceLimits(t *testing.T) {
 		t.Errorf("bad overrides: %v", err)
 	}
 }
+
+// TestConversations: the Conversations client takes the Proxy client's credentials, edge,
+// region and timeout, and its own base URL; a bad base URL is named by its variable.
+func TestConversations(t *testing.T) {
+	const sid = "AC0123456789abcdef0123456789abcdef"
+	base := []string{"TWILIO_ACCOUNT_SID", sid, "TWILIO_AUTH_TOKEN", "tok", "PROXYQ_HTTP_TIMEOUT", "7s", "TWILIO_EDGE", "dublin", "TWILIO_REGION", "ie1"}
+	proxy, err := Client(envOf(base...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Conversations(envOf(base...), proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AccountSID != sid || cfg.AuthToken != "tok" || cfg.HTTPTimeout.String() != "7s" || cfg.BaseURL != "" {
+		t.Errorf("config %+v", cfg)
+	}
+	if got, want := cfg.Endpoint(), "https://conversations.dublin.ie1.twilio.com"; got != want {
+		t.Errorf("endpoint %q, want %q", got, want)
+	}
+	env := append(base, "PROXYQ_CONVERSATIONS_BASE_URL", "http://127.0.0.1:9/conversations")
+	if cfg, err = Conversations(envOf(env...), proxy); err != nil || cfg.Endpoint() != "http://127.0.0.1:9/conversations" {
+		t.Errorf("base URL: %q %v", cfg.Endpoint(), err)
+	}
+	env = append(base, "PROXYQ_CONVERSATIONS_BASE_URL", "ftp://x")
+	if _, err = Conversations(envOf(env...), proxy); err == nil || !strings.HasPrefix(err.Error(), "PROXYQ_CONVERSATIONS_BASE_URL ") {
+		t.Errorf("bad base URL: %v", err)
+	}
+}
+
+// TestConversationLimits: the per-conversation limit is read, checked, and named by its variables.
+func TestConversationLimits(t *testing.T) {
+	lim, err := ServiceLimits(envOf("PROXYQ_CONVERSATION_RATE", "10", "PROXYQ_CONVERSATION_WINDOW", "2s"))
+	if err != nil || lim.ConversationRate != 10 || lim.ConversationWindow.String() != "2s" {
+		t.Fatalf("%+v %v", lim, err)
+	}
+	for _, tt := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"PROXYQ_CONVERSATION_RATE", "fast"}, `PROXYQ_CONVERSATION_RATE="fast"`},
+		{[]string{"PROXYQ_CONVERSATION_WINDOW", "10ms"}, "PROXYQ_CONVERSATION_WINDOW must be at least 100ms"},
+		{[]string{"PROXYQ_CONVERSATION_RATE", "0.1", "PROXYQ_CONVERSATION_WINDOW", "1s"}, "PROXYQ_CONVERSATION_RATE × PROXYQ_CONVERSATION_WINDOW must allow"},
+	} {
+		if _, err := ServiceLimits(envOf(tt.env...)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.env, err, tt.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/worker"
 )
@@ -25,9 +26,12 @@ type WorkerFlags struct {
 
 // WorkerProcess is the checked configuration of one `proxyq worker`.
 type WorkerProcess struct {
-	Worker    worker.Config
-	Client    proxyclient.Config
-	AdminAddr string // "": the admin server is off
+	Worker worker.Config
+	Client proxyclient.Config
+	// Conversations is the Conversations client's: Client's credentials and timeout, its own
+	// base URL (PROXYQ_CONVERSATIONS_BASE_URL).
+	Conversations conversations.Config
+	AdminAddr     string // "": the admin server is off
 	// AdminSource names where AdminAddr came from, PROXYQ_ADMIN_ADDR or --admin-addr, for
 	// errors about it.
 	AdminSource string
@@ -75,6 +79,9 @@ func WorkerWithFlags(getenv func(string) string, f WorkerFlags) (WorkerProcess, 
 	// use the same one.
 	p.Client.HTTPTimeout = p.Worker.HTTPTimeout
 	p.Client.UserAgent = "worker"
+	if p.Conversations, err = Conversations(getenv, p.Client); err != nil {
+		return p, err
+	}
 
 	addr, source := New(getenv).String("PROXYQ_ADMIN_ADDR", DefaultAdminAddr), "PROXYQ_ADMIN_ADDR"
 	if f.Set["admin-addr"] {

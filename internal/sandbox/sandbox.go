@@ -40,6 +40,8 @@ type Settings struct {
 	Undelivered, Failed, CallbackDuplicates, CallbackOutOfOrder float64
 	CallbackBeforeAnswer, AdvanceStatus                         bool
 	CallbackAttempts                                            int
+	// ReceiptsURL is --receipts-url: the Conversation Service's onDeliveryUpdated webhook URL.
+	ReceiptsURL string
 
 	Limits Limits
 }
@@ -115,37 +117,9 @@ func (f Settings) NewFake(log *zap.Logger) (*proxytest.Fake, string, error) {
 		return nil, "", err
 	}
 
-	rates := map[proxytest.Fault]float64{}
-	named := []struct {
-		flag  string
-		kind  proxytest.Fault
-		value float64
-	}{
-		{"--rate-429", proxytest.Fault429, f.Rate429},
-		{"--rate-503", proxytest.Fault503, f.Rate503},
-		{"--rate-500-after-create", proxytest.Fault500AfterCreate, f.Rate500AfterCreate},
-		{"--rate-reset-after-create", proxytest.FaultResetAfterCreate, f.RateResetAfterCreate},
-		{"--rate-hang-after-create", proxytest.FaultHangAfterCreate, f.RateHangAfterCreate},
-	}
-	for _, n := range named {
-		if n.value < 0 || n.value > 1 {
-			return nil, "", fmt.Errorf("%s=%v: want a probability between 0 and 1", n.flag, n.value)
-		}
-		if n.value > 0 {
-			rates[n.kind] = n.value
-		}
-	}
-	for _, fr := range f.FaultRates {
-		name, value, ok := strings.Cut(fr, "=")
-		kind, err := proxytest.ParseFault(strings.TrimSpace(name))
-		if !ok || err != nil {
-			return nil, "", fmt.Errorf("--fault-rate=%q: want name=rate with name one of %s", fr, FaultNames())
-		}
-		rate, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil || rate < 0 || rate > 1 {
-			return nil, "", fmt.Errorf("--fault-rate=%q: want a rate between 0 and 1", fr)
-		}
-		rates[kind] = rate
+	rates, err := f.faultRates()
+	if err != nil {
+		return nil, "", err
 	}
 	fake := proxytest.New(cfg)
 	if err := fake.SetFaultRates(rates); err != nil {
@@ -321,4 +295,41 @@ func (f Settings) WriteBanner(w io.Writer, addr, base string) {
 		fmt.Fprintf(w, "  callbacks:   none (--callback-url)\n")
 	}
 	fmt.Fprintln(w)
+}
+
+// faultRates reads --rate-* and --fault-rate; errors name the flag.
+func (f Settings) faultRates() (map[proxytest.Fault]float64, error) {
+	rates := map[proxytest.Fault]float64{}
+	named := []struct {
+		flag  string
+		kind  proxytest.Fault
+		value float64
+	}{
+		{"--rate-429", proxytest.Fault429, f.Rate429},
+		{"--rate-503", proxytest.Fault503, f.Rate503},
+		{"--rate-500-after-create", proxytest.Fault500AfterCreate, f.Rate500AfterCreate},
+		{"--rate-reset-after-create", proxytest.FaultResetAfterCreate, f.RateResetAfterCreate},
+		{"--rate-hang-after-create", proxytest.FaultHangAfterCreate, f.RateHangAfterCreate},
+	}
+	for _, n := range named {
+		if n.value < 0 || n.value > 1 {
+			return nil, fmt.Errorf("%s=%v: want a probability between 0 and 1", n.flag, n.value)
+		}
+		if n.value > 0 {
+			rates[n.kind] = n.value
+		}
+	}
+	for _, fr := range f.FaultRates {
+		name, value, ok := strings.Cut(fr, "=")
+		kind, err := proxytest.ParseFault(strings.TrimSpace(name))
+		if !ok || err != nil {
+			return nil, fmt.Errorf("--fault-rate=%q: want name=rate with name one of %s", fr, FaultNames())
+		}
+		rate, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil || rate < 0 || rate > 1 {
+			return nil, fmt.Errorf("--fault-rate=%q: want a rate between 0 and 1", fr)
+		}
+		rates[kind] = rate
+	}
+	return rates, nil
 }

@@ -70,6 +70,7 @@ func Write(w io.Writer, st *tasks.Status, posts int, delivery Rows) error {
 	}
 	row("Task ID", st.ID)
 	row("Queue", st.Queue)
+	row("API", apiName(st))
 	row("State", st.State)
 	row("Outcome", o.State)
 	attempts := "-"
@@ -79,6 +80,7 @@ func Write(w io.Writer, st *tasks.Status, posts int, delivery Rows) error {
 	row("Attempts", attempts+" (requests to Twilio)")
 	row("Retried", fmt.Sprintf("%d of %d failed attempts allowed", st.Retried, st.MaxRetry))
 	row("Interaction SID", o.InteractionSID)
+	row("Message SID", o.MessageSID)
 	row("Outbound status", o.OutboundStatus)
 	row("Outbound SID", o.OutboundResourceSID)
 	row("Sent at", ts(o.SentAt))
@@ -86,7 +88,11 @@ func Write(w io.Writer, st *tasks.Status, posts int, delivery Rows) error {
 		delivery(row, ts, o)
 	}
 	if o.State == tasks.OutcomeSent {
-		row("Reconciled", map[bool]string{true: "yes (found by listing the participant's interactions)", false: "no"}[o.Reconciled])
+		how := "yes (found by listing the participant's interactions)"
+		if o.MessageSID != "" {
+			how = "yes (found by proxyq's stamp among the conversation's messages)"
+		}
+		row("Reconciled", map[bool]string{true: how, false: "no"}[o.Reconciled])
 	}
 	if o.ErrorCode != 0 {
 		row("Twilio error", fmt.Sprintf("%d (HTTP %d)", o.ErrorCode, o.HTTPStatus))
@@ -112,5 +118,22 @@ func Write(w io.Writer, st *tasks.Status, posts int, delivery Rows) error {
 	row("Participant", st.Message.ParticipantSID)
 	row("Session", st.Message.SessionSID)
 	row("Service", st.Message.ServiceSID)
+	row("Conversation", st.Message.ConversationSID)
+	row("Chat service", st.Message.ChatServiceSID)
 	return tw.Flush()
+}
+
+// apiName names the Twilio API a message goes to, as people read it.
+func apiName(st *tasks.Status) string {
+	api := st.API
+	if api == "" && st.Outcome != nil {
+		api = st.Outcome.API
+	}
+	switch api {
+	case tasks.APIConversations:
+		return "Conversations"
+	case "proxy":
+		return "Proxy"
+	}
+	return api
 }

@@ -52,3 +52,27 @@ func TestWrite(t *testing.T) {
 		t.Errorf("unknown posts:\n%s", out.String())
 	}
 }
+
+// TestWriteConversations: a Conversations message names its API, its IM… message SID, its
+// conversation and Service, and how it was reconciled.
+func TestWriteConversations(t *testing.T) {
+	st := &tasks.Status{ID: "abc", Queue: "default", State: "completed", API: tasks.APIConversations,
+		Outcome: &tasks.Outcome{State: tasks.OutcomeSent, API: tasks.APIConversations, Reconciled: true,
+			MessageSID: "IM00000000000000000000000000000001", ConversationSID: "CH00000000000000000000000000000001"}}
+	st.Message.ConversationSID = "CH00000000000000000000000000000001"
+	st.Message.ChatServiceSID = "IS00000000000000000000000000000001"
+	var out bytes.Buffer
+	if err := Write(&out, st, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"API:", "Conversations", "Message SID:", "IM00000000000000000000000000000001",
+		"Conversation:", "CH00000000000000000000000000000001", "Chat service:", "IS00000000000000000000000000000001",
+		"found by proxyq's stamp"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "Interaction SID") {
+		t.Errorf("a Conversations message shows an interaction SID:\n%s", out.String())
+	}
+}
