@@ -28,10 +28,12 @@ import (
 //
 //	proxyq:{<KP>}:m:<day>   HASH  field task ID, value `<first enqueued at, ms base 36>[|<queue>]`
 //	proxyq:{<KC>}:p:<day>   SET   the session's participant SIDs with a message in that bucket
+//	proxyq:{<CH>}:m:<day>   HASH  a Conversations message's conversation: as a participant's
 //
 // A lookup reads the buckets from today to LookupDays ahead (one pipeline, one slot per key:
 // Cluster-safe), never the keyspace. It costs the enqueue one pipelined round trip of four
-// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT); the send path nothing.
+// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT; two for a Conversations message); the send
+// path nothing.
 
 // HeaderOrigin is the task header that says when and through what a message was enqueued.
 const HeaderOrigin = "origin"
@@ -123,6 +125,18 @@ func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
 	if queue != DefaultQueue {
 		value += "|" + queue
 	}
+	if pr.conversation != "" {
+		_, err := e.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			kch := participantIndexKey(pr.conversation, day) // the same bucket shape, keyed by CH…
+			pl.HSetNX(ctx, kch, id, value)
+			pl.PExpireAt(ctx, kch, expireAt)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("enqueue: file the message under its conversation: %w", err)
+		}
+		return nil
+	}
 	_, err := e.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		kp, kc := participantIndexKey(p.ParticipantSID, day), sessionIndexKey(p.SessionSID, day)
 		pl.HSetNX(ctx, kp, id, value) // a duplicate enqueue keeps the first one's time
@@ -153,6 +167,12 @@ func ByParticipant(ctx context.Context, rdb redis.UniversalClient, kp string, no
 		return nil, 0, err
 	}
 	return page(all, offset, limit), len(all), nil
+}
+
+// ByConversation returns the Conversations messages enqueued for conversation ch (CH…) that
+// may still exist, newest first, as ByParticipant does.
+func ByConversation(ctx context.Context, rdb redis.UniversalClient, ch string, now time.Time, offset, limit int) (_ []Indexed, total int, err error) {
+	return ByParticipant(ctx, rdb, ch, now, offset, limit)
 }
 
 // BySession returns the messages enqueued in session kc that may still exist, newest first, as

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,5 +54,38 @@ func TestOriginAndLookups(t *testing.T) {
 	}
 	if _, ok := PackTaskID("order-8812-eta"); ok {
 		t.Error("an idempotency key was packed")
+	}
+}
+
+// A Conversations message is filed under its conversation (CH…), one bucket in one slot, and
+// not under an empty participant or session.
+func TestConversationLookup(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rdb := e.enq.rdb
+	first, err := e.enq.EnqueueConversation(ctx, ConversationPayload{ConversationSID: testCH, Body: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	second, err := e.enq.EnqueueConversation(ctx, ConversationPayload{ConversationSID: testCH, Body: "two"}, Queue("other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, total, err := ByConversation(ctx, rdb, testCH, time.Now(), 0, 10)
+	if err != nil || total != 2 || got[0].TaskID != second.TaskID || got[0].Queue != "other" || got[1].TaskID != first.TaskID {
+		t.Errorf("ByConversation = %+v, %d, %v; want both, newest first", got, total, err)
+	}
+	keys := rdb.Keys(ctx, "proxyq:{*}:*").Val()
+	for _, key := range keys {
+		if !strings.HasPrefix(key, "proxyq:{"+testCH+"}:m:") {
+			continue
+		}
+		if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > (LookupDays+1)*24*time.Hour {
+			t.Errorf("conversation lookup key %s expires in %v", key, ttl)
+		}
+	}
+	if n := len(rdb.Keys(ctx, "proxyq:{}:*").Val()); n != 0 {
+		t.Errorf("%d keys filed under an empty participant or session", n)
 	}
 }
