@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/base64"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -62,7 +63,13 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	r := &rig{db: db, insp: asynq.NewInspector(db.ConnOpt())}
 	t.Cleanup(func() { _ = r.insp.Close() })
 
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The application takes the Conversations message's webhooks (the console shows them
+		// accepted, after asynq deleted their tasks) and refuses the others.
+		if b, _ := io.ReadAll(r.Body); strings.Contains(string(b), `"api":"conversations"`) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		http.Error(w, "maintenance", http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(app.Close)
@@ -169,7 +176,8 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 			return false
 		}
 		r.convIM = st.Outcome.MessageSID
-		return true
+		answers, err := delivery.WebhookAnswers(ctx, rdb, "default", r.convID)
+		return err == nil && len(answers) > 0 && answers[len(answers)-1].Status == "delivered"
 	})
 	for i := range 3 {
 		res, err := enq.Enqueue(ctx, msg(goneKP, "Are you still there? "+strings.Repeat("!", i)))

@@ -40,6 +40,7 @@ type Story struct {
 	Media    []string
 	Revealed bool
 	Account  string
+	Answers  []delivery.WebhookAnswer // the application's answers to finished status webhooks
 	// API is "proxy" or "conversations"; Conversation is a Conversations message's address.
 	API          string
 	Conversation *ConversationFacts
@@ -66,6 +67,9 @@ func (c *Console) loadStory(ctx context.Context, id string) (*Story, error) {
 		s.TraceID = strings.Split(tp, "-")[1]
 	}
 	if s.Log, err = worker.ReadAttemptLog(ctx, c.rdb, st.Queue, id); err != nil {
+		return nil, err
+	}
+	if s.Answers, err = delivery.WebhookAnswers(ctx, c.rdb, st.Queue, id); err != nil {
 		return nil, err
 	}
 	s.API = st.API
@@ -226,7 +230,17 @@ func (c *Console) timeline(s *Story) []Event {
 			ev = append(ev, Event{At: at, Kind: "delivery-error", Title: fmt.Sprintf("Delivery error %d", o.DeliveryErrorCode),
 				Detail: o.DeliveryError, Code: o.DeliveryErrorCode, Bad: true})
 		}
+		// Finished webhooks (accepted, or given up) from the answers kept with the message;
+		// the others from their asynq tasks (queued, retrying).
+		finished := map[string]bool{}
+		for _, a := range s.Answers {
+			finished[a.Status] = true
+			ev = append(ev, answerEvent(a))
+		}
 		for _, h := range o.StatusHistory {
+			if finished[h.Status] {
+				continue
+			}
 			if info, err := c.insp.GetTaskInfo(st.Queue, delivery.WebhookTaskID(st.Queue, st.ID, h.Status)); err == nil {
 				ev = append(ev, webhookEvent(h.Status, info))
 			}
@@ -257,6 +271,23 @@ func (c *Console) timeline(s *Story) []Event {
 // phase orders the kinds of events along a message's trip.
 var phase = map[string]int{"enqueued": 0, "attempt": 1, "reconciled": 1, "waits": 2, "created": 3, "callback": 4,
 	"delivery-error": 5, "webhook": 6, "state": 7}
+
+// answerEvent is a finished status webhook and how the application answered it.
+func answerEvent(a delivery.WebhookAnswer) Event {
+	e := Event{At: a.At, Kind: "webhook"}
+	switch {
+	case a.Accepted():
+		e.Title = "Status webhook (" + a.Status + "): accepted"
+		e.Detail = fmt.Sprintf("your application answered %d", a.Code)
+	case a.Code == 0:
+		e.Title, e.Bad = "Status webhook ("+a.Status+"): given up", true
+		e.Detail = "your application never answered (connection failed or timed out) on the last retry"
+	default:
+		e.Title, e.Bad = "Status webhook ("+a.Status+"): given up", true
+		e.Detail = fmt.Sprintf("your application answered %d on the last retry", a.Code)
+	}
+	return e
+}
 
 func webhookEvent(status string, info *asynq.TaskInfo) Event {
 	e := Event{Kind: "webhook", Title: "Status webhook (" + status + "): " + info.State.String()}
