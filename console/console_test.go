@@ -102,6 +102,7 @@ func TestSearchAndSafety(t *testing.T) {
 			`id="api">Twilio Conversations`, clinicCH, clinicIS, `id="author">clinic`, r.convIM,
 			"https://console.twilio.com/us1/develop/conversations/", "Conversations message " + r.convIM + " in conversation " + clinicCH,
 			"Delivery receipt: delivered", "to Twilio Conversations",
+			"through HTTP API (proxyq serve), token clinic-app",
 			"Status webhook (delivered): accepted", "your application answered 204",
 		} {
 			if !strings.Contains(page, want) {

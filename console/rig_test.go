@@ -165,7 +165,7 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	r.driverID = res.TaskID
 	waitState(t, ctx, r.insp, r.driverID, "completed")
 	cres, err := enq.EnqueueConversation(ctx, tasks.ConversationPayload{ConversationSID: clinicCH, ServiceSID: clinicIS,
-		Author: "clinic", Body: "Your appointment is at 3pm"})
+		Author: "clinic", Body: "Your appointment is at 3pm"}, tasks.Via("http:clinic-app"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,8 +131,10 @@ func (c *Console) timeline(s *Story) []Event {
 		via = "Go (tasks.Enqueuer)"
 	case via == "cli":
 		via = "CLI (proxyq enqueue)"
-	case strings.HasPrefix(via, "http"):
-		via = "HTTP API (proxyq serve" + strings.TrimPrefix(via, "http") + ")"
+	case via == "http":
+		via = "HTTP API (proxyq serve)"
+	case strings.HasPrefix(via, "http:"): // a named API token (PROXYQ_API_TOKENS "name:token")
+		via = "HTTP API (proxyq serve), token " + strings.TrimPrefix(via, "http:")
 	}
 	detail := "to " + apiName(s.API) + ", queue " + st.Queue + ", through " + via
 	if s.TraceID != "" {

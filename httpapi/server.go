@@ -193,8 +193,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.logRequest(r, rec.status, time.Since(start), public && !twilio)
 	}()
-	if !public && !s.authenticate(rec, r) {
-		return
+	if !public {
+		if r = s.authenticate(rec, r); r == nil {
+			return
+		}
 	}
 	s.mux.ServeHTTP(rec, r)
 }

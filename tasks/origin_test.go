@@ -63,9 +63,12 @@ func TestConversationLookup(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	rdb := e.enq.rdb
-	first, err := e.enq.EnqueueConversation(ctx, ConversationPayload{ConversationSID: testCH, Body: "one"})
+	first, err := e.enq.EnqueueConversation(ctx, ConversationPayload{ConversationSID: testCH, Body: "one"}, Via("cli"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o := ParseOrigin(e.taskInfo(t, DefaultQueue, first.TaskID).Headers); o.Via != "cli" || time.Since(o.EnqueuedAt) > time.Minute {
+		t.Errorf("origin of a Conversations message = %+v, want cli, now", o)
 	}
 	time.Sleep(5 * time.Millisecond)
 	second, err := e.enq.EnqueueConversation(ctx, ConversationPayload{ConversationSID: testCH, Body: "two"}, Queue("other"))
