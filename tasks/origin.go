@@ -26,9 +26,16 @@ import (
 // a margin (reservationTTL) — so that every bucket expires by itself at the end of that day, after
 // every message in it:
 //
-//	proxyq:{<KP>}:m:<day>   HASH  field task ID, value `<first enqueued at, ms base 36>[|<queue>]`
+//	proxyq:{<KP>}:m:<day>   HASH  field task ID (PackTaskID: 17 bytes for a generated one),
+//	                              value `<first enqueued at, ms relative to the bucket's end>[|<queue>]`
 //	proxyq:{<KC>}:p:<day>   SET   the session's participant SIDs with a message in that bucket
 //	proxyq:{<CH>}:m:<day>   HASH  a Conversations message's conversation: as a participant's
+//
+// A bucket holds a participant's messages of a day, usually fewer than Redis's
+// hash-max-listpack-entries (128), so Redis keeps it as a listpack, where a packed ID and a
+// value that is a small integer (the enqueue time in ms before the bucket's day ends: a few
+// days, which a listpack stores in 4 bytes) cost 13 bytes less per message than the ID's 26
+// characters and a base-36 Unix time.
 //
 // A lookup reads the buckets from today to LookupDays ahead (one pipeline, one slot per key:
 // Cluster-safe), never the keyspace. It costs the enqueue one pipelined round trip of four
@@ -121,7 +128,10 @@ func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
 	now := pr.enqueuedAt
 	day := (now.UnixMilli() + pr.life.Milliseconds()) / indexDayMs
 	expireAt := time.UnixMilli((day + 1) * indexDayMs)
-	value := strconv.FormatInt(now.UnixMilli(), 36)
+	value := strconv.FormatInt(now.UnixMilli()-expireAt.UnixMilli(), 10) // expireAt: the bucket's end
+	if packed, ok := PackTaskID(id); ok {
+		id = packed
+	}
 	if queue != DefaultQueue {
 		value += "|" + queue
 	}
@@ -224,14 +234,15 @@ func byParticipants(ctx context.Context, rdb redis.UniversalClient, kps []string
 		return nil, fmt.Errorf("participant index: %w", err)
 	}
 	byID := map[string]Indexed{}
-	for _, c := range cmds {
+	for i, c := range cmds {
+		dayEnd := (today + int64(i%(LookupDays+1)) + 1) * indexDayMs
 		for id, v := range c.Val() {
+			id = UnpackTaskID(id)
 			at, queue, found := strings.Cut(v, "|")
 			if !found {
 				queue = DefaultQueue
 			}
-			ms, _ := strconv.ParseInt(at, 36, 64)
-			byID[id] = Indexed{TaskID: id, Queue: queue, EnqueuedAt: time.UnixMilli(ms).UTC()}
+			byID[id] = Indexed{TaskID: id, Queue: queue, EnqueuedAt: parseLookupTime(at, dayEnd)}
 		}
 	}
 	out := make([]Indexed, 0, len(byID))
@@ -245,6 +256,16 @@ func byParticipants(ctx context.Context, rdb redis.UniversalClient, kps []string
 		return out[i].TaskID < out[j].TaskID
 	})
 	return out, nil
+}
+
+// parseLookupTime reads a lookup's time: ms relative to its bucket's end (dayEnd, Unix ms), or
+// (written before) Unix ms in base 36, which always starts with a letter.
+func parseLookupTime(s string, dayEnd int64) time.Time {
+	if rel, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(dayEnd + rel).UTC()
+	}
+	ms, _ := strconv.ParseInt(s, 36, 64)
+	return time.UnixMilli(ms).UTC()
 }
 
 func page(all []Indexed, offset, limit int) []Indexed {

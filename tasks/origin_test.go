@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,38 @@ func TestConversationLookup(t *testing.T) {
 	}
 	if n := len(rdb.Keys(ctx, "proxyq:{}:*").Val()); n != 0 {
 		t.Errorf("%d keys filed under an empty participant or session", n)
+	}
+}
+
+// A participant's bucket holds a generated ID packed (17 bytes) and the time as a small
+// integer (ms before the bucket's end: a listpack stores it in 4 bytes); entries written in the
+// earlier form (the ID as text, Unix ms in base 36) are still read.
+func TestLookupBucketCompact(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rdb := e.enq.rdb
+	p := validPayload()
+	res, err := e.enq.Enqueue(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := rdb.Keys(ctx, "proxyq:{"+p.ParticipantSID+"}:m:*").Val()
+	if len(keys) != 1 {
+		t.Fatalf("participant buckets %v", keys)
+	}
+	packed, _ := PackTaskID(res.TaskID)
+	v, err := rdb.HGet(ctx, keys[0], packed).Result()
+	if err != nil {
+		t.Fatalf("the bucket has no packed field for %s: %v", res.TaskID, err)
+	}
+	if rel, err := strconv.ParseInt(v, 10, 64); err != nil || rel >= 0 || rel < -int64(LookupDays+1)*indexDayMs {
+		t.Errorf("bucket value %q: want ms before the bucket's end, a small negative integer", v)
+	}
+	old := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+	rdb.HSet(ctx, keys[0], "order-old-form", strconv.FormatInt(old.UnixMilli(), 36))
+	got, total, err := ByParticipant(ctx, rdb, p.ParticipantSID, time.Now(), 0, 10)
+	if err != nil || total != 2 || got[0].TaskID != res.TaskID || got[1].TaskID != "order-old-form" || !got[1].EnqueuedAt.Equal(old) ||
+		time.Since(got[0].EnqueuedAt) > time.Minute || got[0].EnqueuedAt.Before(old) {
+		t.Errorf("ByParticipant = %+v, %d, %v", got, total, err)
 	}
 }
