@@ -194,9 +194,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.logRequest(r, rec.status, time.Since(start), public && !twilio)
 	}()
 	if !public {
-		if r = s.authenticate(rec, r); r == nil {
+		authed := s.authenticate(rec, r)
+		if authed == nil {
 			return
 		}
+		r = authed
 	}
 	s.mux.ServeHTTP(rec, r)
 }
