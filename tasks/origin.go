@@ -15,8 +15,8 @@ import (
 
 // A message's origin and its lookups by participant and session, for the console.
 //
-// Origin. Every task the Enqueuer makes carries the header HeaderOrigin: `<enqueued at, Unix ms
-// in base 36> <via>`, via being "go" (this package, the default), "cli" (`proxyq enqueue`) or
+// Origin. Every task the Enqueuer makes carries the header HeaderOrigin ("o"): `<enqueued at,
+// Unix ms in base 36>[ <via>]`, via (left out for "go") being "go" (this package, the default), "cli" (`proxyq enqueue`) or
 // "http" / "http:<token label>" (`proxyq serve`), as the caller says with the Via option. asynq
 // keeps headers in the task message: no Redis command of its own, ~20 bytes.
 //
@@ -42,8 +42,13 @@ import (
 // commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT; two for a Conversations message); the send
 // path nothing.
 
-// HeaderOrigin is the task header that says when and through what a message was enqueued.
-const HeaderOrigin = "origin"
+// HeaderOrigin is the task header that says when and through what a message was enqueued:
+// `<enqueued at, Unix ms base 36>[ <via>]`, via left out for "go" (the default). Its name is
+// one letter because every task carries it; ParseOrigin also reads the earlier "origin".
+const HeaderOrigin = "o"
+
+// headerOriginV1 is the header's earlier name, still read.
+const headerOriginV1 = "origin"
 
 // LookupDays is how far ahead of today lookups read the buckets: messages whose life ends
 // later (scheduled more than ~3 weeks ahead) are not found by participant or session.
@@ -67,10 +72,11 @@ const indexDayMs = int64(24 * time.Hour / time.Millisecond)
 
 // originHeader is the header value of a message enqueued at now through via.
 func originHeader(now time.Time, via string) string {
-	if via == "" {
-		via = "go"
+	at := strconv.FormatInt(now.UnixMilli(), 36)
+	if via == "" || via == "go" {
+		return at
 	}
-	return strconv.FormatInt(now.UnixMilli(), 36) + " " + via
+	return at + " " + via
 }
 
 // withOrigin returns task with the origin header added.
@@ -93,9 +99,14 @@ type Origin struct {
 func ParseOrigin(headers map[string]string) Origin {
 	v, ok := headers[HeaderOrigin]
 	if !ok {
-		return Origin{}
+		if v, ok = headers[headerOriginV1]; !ok {
+			return Origin{}
+		}
 	}
 	at, via, _ := strings.Cut(v, " ")
+	if via == "" {
+		via = "go"
+	}
 	ms, err := strconv.ParseInt(at, 36, 64)
 	if err != nil {
 		return Origin{Via: via}

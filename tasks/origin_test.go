@@ -126,3 +126,26 @@ func TestLookupBucketCompact(t *testing.T) {
 		t.Errorf("ByParticipant = %+v, %d, %v", got, total, err)
 	}
 }
+
+// The origin header is short ("o", via left out for go); the earlier "origin" header still reads.
+func TestParseOriginForms(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	ms := strconv.FormatInt(at.UnixMilli(), 36)
+	for _, c := range []struct {
+		headers map[string]string
+		want    Origin
+	}{
+		{map[string]string{HeaderOrigin: originHeader(at, "")}, Origin{EnqueuedAt: at, Via: "go"}},
+		{map[string]string{HeaderOrigin: originHeader(at, "http:billing")}, Origin{EnqueuedAt: at, Via: "http:billing"}},
+		{map[string]string{"origin": ms + " cli"}, Origin{EnqueuedAt: at, Via: "cli"}},
+		{map[string]string{"origin": ms + " go"}, Origin{EnqueuedAt: at, Via: "go"}},
+		{map[string]string{}, Origin{}},
+	} {
+		if got := ParseOrigin(c.headers); got != c.want {
+			t.Errorf("ParseOrigin(%v) = %+v, want %+v", c.headers, got, c.want)
+		}
+	}
+	if h := originHeader(at, "go"); h != ms {
+		t.Errorf("origin header of a Go message = %q, want %q (no via)", h, ms)
+	}
+}
