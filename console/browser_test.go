@@ -130,6 +130,27 @@ func TestSupportAgentFlow(t *testing.T) {
 		browsertest.WaitText(t, op, "the revealed body", func(s string) bool { return strings.Contains(s, riderBody) })
 	})
 
+	t.Run("a conversation lists its Conversations message; its page names the API and the IM", func(t *testing.T) {
+		navigate(t, op, r.base+"/")
+		if err := chromedp.Do(op, chromedp.SendKeys(chromedp.CSS(`input[name="q"]`), clinicCH+"\n")); err != nil {
+			t.Fatal(err)
+		}
+		browsertest.WaitText(t, op, "the conversation's messages", func(s string) bool {
+			return strings.Contains(s, "Messages in conversation "+clinicCH) && strings.Contains(s, r.convID) && strings.Contains(s, "Conversations")
+		})
+		if err := chromedp.Do(op, chromedp.Click(chromedp.CSS(`a.msgid`))); err != nil {
+			t.Fatal(err)
+		}
+		story := browsertest.WaitText(t, op, "the Conversations message's story", func(s string) bool {
+			return strings.Contains(s, "Twilio Conversations") && strings.Contains(s, r.convIM)
+		})
+		for _, want := range []string{"clinic", clinicIS, "Delivery receipt: delivered", "Status webhook (delivered): accepted"} {
+			if !strings.Contains(story, want) {
+				t.Errorf("the Conversations story lacks %q:\n%s", want, story)
+			}
+		}
+	})
+
 	t.Run("a dashed idempotency key finds its message, shown in full", func(t *testing.T) {
 		navigate(t, op, r.base+"/search?q="+url.QueryEscape(riderKey))
 		browsertest.WaitText(t, op, "the message page", func(s string) bool { return strings.Contains(s, "Story") })

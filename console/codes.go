@@ -41,6 +41,8 @@ func twilioURL(sid string) string {
 		return "https://console.twilio.com/us1/monitor/logs/sms/" + url.PathEscape(sid)
 	case strings.HasPrefix(sid, "KI"), strings.HasPrefix(sid, "KC"), strings.HasPrefix(sid, "KP"), strings.HasPrefix(sid, "KS"):
 		return "https://console.twilio.com/us1/develop/proxy/services"
+	case strings.HasPrefix(sid, "IM"), strings.HasPrefix(sid, "CH"), strings.HasPrefix(sid, "IS"):
+		return "https://console.twilio.com/us1/develop/conversations/manage/services"
 	}
 	return ""
 }

@@ -86,8 +86,40 @@ func TestSearchAndSafety(t *testing.T) {
 		}
 	})
 
+	t.Run("a Conversations message: its page, IM and CH searches, the API in lists", func(t *testing.T) {
+		if r.convIM == "" || !strings.HasPrefix(r.convIM, "IM") {
+			t.Fatalf("the Conversations message recorded no IM SID: %q", r.convIM)
+		}
+		if a := search(r.convIM); a.status != http.StatusSeeOther || !strings.HasSuffix(a.location, "/m/"+r.convID) {
+			t.Errorf("search the IM SID: %d → %q, want the message %s", a.status, a.location, r.convID)
+		}
+		a := search(clinicCH)
+		if a.status != 200 || !strings.Contains(a.body, r.convID) || !strings.Contains(a.body, ">Conversations</td>") || strings.Contains(a.body, riderKey) {
+			t.Errorf("conversation list: %d, has the message %v, names the API %v:\n%s", a.status, strings.Contains(a.body, r.convID), strings.Contains(a.body, ">Conversations</td>"), a.body)
+		}
+		page := get(t, r.base+"/m/"+r.convID, opUser, opPassword).body
+		for _, want := range []string{
+			`id="api">Twilio Conversations`, clinicCH, clinicIS, `id="author">clinic`, r.convIM,
+			"https://console.twilio.com/us1/develop/conversations/", "Conversations message " + r.convIM + " in conversation " + clinicCH,
+			"Delivery receipt: delivered", "to Twilio Conversations",
+			"through HTTP API (proxyq serve), token clinic-app",
+			"Status webhook (delivered): accepted", "your application answered 204",
+		} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the Conversations message's page lacks %q", want)
+			}
+		}
+		if strings.Contains(page, "Your appointment") {
+			t.Error("the Conversations body is in the page")
+		}
+		home := get(t, r.base+"/?state=completed&fragment=1", opUser, opPassword).body
+		if !strings.Contains(home, r.convID) || !strings.Contains(home, ">Proxy</td>") || !strings.Contains(home, ">Conversations</td>") {
+			t.Errorf("the completed list should show both APIs' messages, each named:\n%s", home)
+		}
+	})
+
 	t.Run("unknown values say so", func(t *testing.T) {
-		for _, q := range []string{"no-such-key", "SM99999999999999999999999999999999", "KI99999999999999999999999999999999", "KC99999999999999999999999999999999"} {
+		for _, q := range []string{"no-such-key", "SM99999999999999999999999999999999", "KI99999999999999999999999999999999", "KC99999999999999999999999999999999", "IM99999999999999999999999999999999", "CH99999999999999999999999999999999"} {
 			if a := search(q); a.status != http.StatusNotFound || !strings.Contains(a.body, "known") {
 				t.Errorf("search %q: %d, want 404 saying nothing is known:\n%s", q, a.status, a.body)
 			}

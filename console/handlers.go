@@ -100,6 +100,7 @@ func (f Filter) narrowed() bool {
 // Row is one message in a list.
 type Row struct {
 	ID, Queue, State, Participant, Session, Service, Account string
+	API, Conversation                                        string // "proxy" or "conversations"; CH… for the latter
 	Delivery                                                 string
 	Code                                                     int
 	When                                                     time.Time
@@ -108,8 +109,13 @@ type Row struct {
 
 func rowOf(st *tasks.Status, info *asynq.TaskInfo) Row {
 	r := Row{ID: st.ID, Queue: st.Queue, State: st.State, Participant: st.Message.ParticipantSID, Session: st.Message.SessionSID,
-		Service: st.Message.ServiceSID, LastError: st.LastError}
-	var p tasks.Payload
+		Service: st.Message.ServiceSID, LastError: st.LastError, API: st.API, Conversation: st.Message.ConversationSID}
+	if r.API == tasks.APIConversations {
+		r.Service = st.Message.ChatServiceSID
+	}
+	var p struct {
+		AccountSID string `json:"account_sid"`
+	}
 	if info != nil && json.Unmarshal(info.Payload, &p) == nil {
 		r.Account = p.AccountSID
 	}
@@ -176,7 +182,7 @@ func (c *Console) listPage(f Filter, page, size int) (rows []Row, full bool, err
 		return nil, false, err
 	}
 	for _, info := range infos {
-		if info.Type != tasks.TypeSendInteraction {
+		if info.Type != tasks.TypeSendInteraction && info.Type != tasks.TypeSendConversationMessage {
 			continue
 		}
 		r := rowOf(statusOf(info), info)
@@ -189,10 +195,18 @@ func (c *Console) listPage(f Filter, page, size int) (rows []Row, full bool, err
 
 // statusOf is tasks' view of a listed task (Lookup would look it up again).
 func statusOf(info *asynq.TaskInfo) *tasks.Status {
-	st := &tasks.Status{ID: info.ID, Queue: info.Queue, State: info.State.String(), LastError: info.LastErr}
-	var p tasks.Payload
-	if json.Unmarshal(info.Payload, &p) == nil {
-		st.Message.ServiceSID, st.Message.SessionSID, st.Message.ParticipantSID = p.ServiceSID, p.SessionSID, p.ParticipantSID
+	st := &tasks.Status{ID: info.ID, Queue: info.Queue, State: info.State.String(), LastError: info.LastErr, API: "proxy"}
+	if info.Type == tasks.TypeSendConversationMessage {
+		st.API = tasks.APIConversations
+		var p tasks.ConversationPayload
+		if json.Unmarshal(info.Payload, &p) == nil {
+			st.Message.ConversationSID, st.Message.ChatServiceSID = p.ConversationSID, p.ServiceSID
+		}
+	} else {
+		var p tasks.Payload
+		if json.Unmarshal(info.Payload, &p) == nil {
+			st.Message.ServiceSID, st.Message.SessionSID, st.Message.ParticipantSID = p.ServiceSID, p.SessionSID, p.ParticipantSID
+		}
 	}
 	if o, err := tasks.ParseOutcome(info.Result); err == nil {
 		st.Outcome = o
@@ -307,7 +321,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request) {
 	res, err := c.resolve(r.Context(), q)
 	switch {
 	case errors.Is(err, errUnknown):
-		p := c.newPage(r, "Not found", fmt.Sprintf("Nothing is known by %q: no message ID or idempotency key, interaction (KI), Message (SM), participant (KP) or session (KC) SID that proxyq still keeps. Messages are kept for their retention (72 h by default) after they finish.", q))
+		p := c.newPage(r, "Not found", fmt.Sprintf("Nothing is known by %q: no message ID or idempotency key, interaction (KI), Message (SM), Conversations Message (IM), participant (KP), session (KC) or conversation (CH) SID that proxyq still keeps. Messages are kept for their retention (72 h by default) after they finish.", q))
 		p.Query = q
 		c.render(w, r, "error", http.StatusNotFound, p)
 		return
@@ -322,10 +336,14 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request) {
 	var total int
 	offset := (f.Page - 1) * c.cfg.PageSize
 	heading := ""
-	if res.participant != "" {
+	switch {
+	case res.participant != "":
 		found, total, err = tasks.ByParticipant(r.Context(), c.rdb, res.participant, c.cfg.Now(), offset, c.cfg.PageSize)
 		heading = "Messages to participant " + res.participant + ", newest first"
-	} else {
+	case res.conversation != "":
+		found, total, err = tasks.ByConversation(r.Context(), c.rdb, res.conversation, c.cfg.Now(), offset, c.cfg.PageSize)
+		heading = "Messages in conversation " + res.conversation + ", newest first"
+	default:
 		found, total, err = tasks.BySession(r.Context(), c.rdb, res.session, c.cfg.Now(), offset, c.cfg.PageSize)
 		heading = "Messages in session " + res.session + ", newest first"
 	}
@@ -348,7 +366,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request) {
 		d.Rows = append(d.Rows, rowOf(statusOf(info), info))
 	}
 	if total == 0 {
-		p := c.newPage(r, "Not found", fmt.Sprintf("No messages are known for %s (messages are found by participant and session for their retention after they finish).", q))
+		p := c.newPage(r, "Not found", fmt.Sprintf("No messages are known for %s (messages are found by participant, session and conversation for their retention after they finish).", q))
 		p.Query = q
 		c.render(w, r, "error", http.StatusNotFound, p)
 		return

@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/base64"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/proxyq/proxyq/conversations"
+	"github.com/proxyq/proxyq/conversations/convtest"
 	"github.com/proxyq/proxyq/dashboard"
 	"github.com/proxyq/proxyq/delivery"
 	"github.com/proxyq/proxyq/internal/redistest"
@@ -35,6 +38,8 @@ const (
 	goneKP     = "KP0123456789abcdef0123456789abc0ff" // removed from the session: sends fail for good (20404)
 	riderKey   = "order-8812-eta"
 	riderBody  = "Your driver Sam is 2 minutes away"
+	clinicCH   = "CH0123456789abcdef0123456789abc0c1" // a Conversations message to it ends delivered
+	clinicIS   = "IS0123456789abcdef0123456789abc0c1"
 
 	opUser, opPassword = "ops", "operator password 1"
 	roUser, roPassword = "support", "viewer password 1"
@@ -47,6 +52,8 @@ type rig struct {
 	roBase   string // the read-only dashboard's
 	archived []string
 	driverID string
+	convID   string // the Conversations message's task ID
+	convIM   string // the Message it created (IM…)
 }
 
 func newRig(t *testing.T, ctx context.Context) *rig {
@@ -56,7 +63,13 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	r := &rig{db: db, insp: asynq.NewInspector(db.ConnOpt())}
 	t.Cleanup(func() { _ = r.insp.Close() })
 
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The application takes the Conversations message's webhooks (the console shows them
+		// accepted, after asynq deleted their tasks) and refuses the others.
+		if b, _ := io.ReadAll(r.Body); strings.Contains(string(b), `"api":"conversations"`) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		http.Error(w, "maintenance", http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(app.Close)
@@ -75,6 +88,12 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 		t.Fatal(err)
 	}
 	mux.Handle("POST "+delivery.CallbackPath, cb)
+	receipts, err := dsvc.ReceiptsHandler(delivery.CallbackConfig{PublicURL: srv.URL,
+		Tokens: delivery.StaticToken{AccountSID: accountSID, Token: authToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.Handle("POST "+delivery.ReceiptsPath, receipts)
 	for _, d := range []struct {
 		root       string
 		user, pass string
@@ -96,12 +115,22 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	convFake, err := convtest.NewServer(convtest.Config{Delivery: convtest.DeliveryConfig{URL: srv.URL + delivery.ReceiptsPath,
+		AuthToken: authToken, Delay: 30 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(convFake.Close)
+	conv, err := conversations.New(conversations.Config{AccountSID: accountSID, AuthToken: authToken, BaseURL: convFake.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
 	dwork, err := dsvc.NewWorker(delivery.ClientFetcher(api), noLimit{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w, err := worker.New(worker.Config{Concurrency: 4, HTTPTimeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second},
-		worker.Deps{Redis: db.ConnOpt(), API: api, Delivery: dsvc, Tasks: dwork.Handlers()})
+		worker.Deps{Redis: db.ConnOpt(), API: api, Conversations: conv, Delivery: dsvc, Tasks: dwork.Handlers()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +164,21 @@ func newRig(t *testing.T, ctx context.Context) *rig {
 	}
 	r.driverID = res.TaskID
 	waitState(t, ctx, r.insp, r.driverID, "completed")
+	cres, err := enq.EnqueueConversation(ctx, tasks.ConversationPayload{ConversationSID: clinicCH, ServiceSID: clinicIS,
+		Author: "clinic", Body: "Your appointment is at 3pm"}, tasks.Via("http:clinic-app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.convID = cres.TaskID
+	waitFor(t, ctx, "the Conversations message delivered", func() bool {
+		st, err := tasks.Lookup(ctx, r.insp, r.convID)
+		if err != nil || st.State != "completed" || st.Outcome == nil || !st.Outcome.Final {
+			return false
+		}
+		r.convIM = st.Outcome.MessageSID
+		answers, err := delivery.WebhookAnswers(ctx, rdb, "default", r.convID)
+		return err == nil && len(answers) > 0 && answers[len(answers)-1].Status == "delivered"
+	})
 	for i := range 3 {
 		res, err := enq.Enqueue(ctx, msg(goneKP, "Are you still there? "+strings.Repeat("!", i)))
 		if err != nil {

@@ -40,6 +40,15 @@ type Story struct {
 	Media    []string
 	Revealed bool
 	Account  string
+	Answers  []delivery.WebhookAnswer // the application's answers to finished status webhooks
+	// API is "proxy" or "conversations"; Conversation is a Conversations message's address.
+	API          string
+	Conversation *ConversationFacts
+}
+
+// ConversationFacts is what the page names of a Conversations message.
+type ConversationFacts struct {
+	ConversationSID, ChatServiceSID, Author string
 }
 
 // loadStory reads one message: its task (one Inspector call per queue until found), its
@@ -60,13 +69,33 @@ func (c *Console) loadStory(ctx context.Context, id string) (*Story, error) {
 	if s.Log, err = worker.ReadAttemptLog(ctx, c.rdb, st.Queue, id); err != nil {
 		return nil, err
 	}
-	var p tasks.Payload
-	if json.Unmarshal(info.Payload, &p) == nil {
-		s.Body = fmt.Sprintf("[redacted: %d chars]", len([]rune(p.Body)))
-		if n := len(p.MediaURLs); n > 0 {
-			s.Media = []string{fmt.Sprintf("[redacted: %d URLs]", n)}
+	if s.Answers, err = delivery.WebhookAnswers(ctx, c.rdb, st.Queue, id); err != nil {
+		return nil, err
+	}
+	s.API = st.API
+	if info.Type == tasks.TypeSendConversationMessage {
+		var p tasks.ConversationPayload
+		if json.Unmarshal(info.Payload, &p) == nil {
+			s.Body = fmt.Sprintf("[redacted: %d chars]", len([]rune(p.Body)))
+			if p.MediaSID != "" {
+				s.Media = []string{"[redacted: 1 Media SID]"}
+			}
+			s.Account = p.AccountSID
+			author := p.Author
+			if author == "" {
+				author = "system (Twilio's default)"
+			}
+			s.Conversation = &ConversationFacts{ConversationSID: p.ConversationSID, ChatServiceSID: p.ServiceSID, Author: author}
 		}
-		s.Account = p.AccountSID
+	} else {
+		var p tasks.Payload
+		if json.Unmarshal(info.Payload, &p) == nil {
+			s.Body = fmt.Sprintf("[redacted: %d chars]", len([]rune(p.Body)))
+			if n := len(p.MediaURLs); n > 0 {
+				s.Media = []string{fmt.Sprintf("[redacted: %d URLs]", n)}
+			}
+			s.Account = p.AccountSID
+		}
 	}
 	s.Events = c.timeline(s)
 	return s, nil
@@ -74,6 +103,16 @@ func (c *Console) loadStory(ctx context.Context, id string) (*Story, error) {
 
 // reveal fills in the body and media URLs.
 func (s *Story) reveal() {
+	if s.Info.Type == tasks.TypeSendConversationMessage {
+		var p tasks.ConversationPayload
+		if json.Unmarshal(s.Info.Payload, &p) == nil {
+			s.Body, s.Media, s.Revealed = p.Body, nil, true
+			if p.MediaSID != "" {
+				s.Media = []string{p.MediaSID}
+			}
+		}
+		return
+	}
 	var p tasks.Payload
 	if json.Unmarshal(s.Info.Payload, &p) == nil {
 		s.Body, s.Media, s.Revealed = p.Body, p.MediaURLs, true
@@ -92,10 +131,12 @@ func (c *Console) timeline(s *Story) []Event {
 		via = "Go (tasks.Enqueuer)"
 	case via == "cli":
 		via = "CLI (proxyq enqueue)"
-	case strings.HasPrefix(via, "http"):
-		via = "HTTP API (proxyq serve" + strings.TrimPrefix(via, "http") + ")"
+	case via == "http":
+		via = "HTTP API (proxyq serve)"
+	case strings.HasPrefix(via, "http:"): // a named API token (PROXYQ_API_TOKENS "name:token")
+		via = "HTTP API (proxyq serve), token " + strings.TrimPrefix(via, "http:")
 	}
-	detail := "queue " + st.Queue + ", through " + via
+	detail := "to " + apiName(s.API) + ", queue " + st.Queue + ", through " + via
 	if s.TraceID != "" {
 		detail += ", trace " + s.TraceID
 	}
@@ -142,6 +183,16 @@ func (c *Console) timeline(s *Story) []Event {
 			at := o.RecordedAt
 			d := "interaction " + o.InteractionSID
 			sids := []string{o.InteractionSID}
+			if o.MessageSID != "" { // Conversations: the Message (IM…) in its conversation
+				d = "Conversations message " + o.MessageSID
+				if o.ConversationSID != "" {
+					d += " in conversation " + o.ConversationSID
+				}
+				if o.ChatServiceSID != "" {
+					d += " of chat Service " + o.ChatServiceSID
+				}
+				sids = []string{o.MessageSID}
+			}
 			if o.OutboundResourceSID != "" {
 				d += ", message " + o.OutboundResourceSID
 				sids = append(sids, o.OutboundResourceSID)
@@ -159,7 +210,11 @@ func (c *Console) timeline(s *Story) []Event {
 		seen := map[string]bool{}
 		var latest time.Time
 		for _, h := range o.StatusHistory {
-			e := Event{At: h.At, Kind: "callback", Title: "Status: " + h.Status, Bad: h.Status == "undelivered" || h.Status == "failed"}
+			title := "Status: "
+			if s.API == tasks.APIConversations {
+				title = "Delivery receipt: "
+			}
+			e := Event{At: h.At, Kind: "callback", Title: title + h.Status, Bad: h.Status == "undelivered" || h.Status == "failed"}
 			switch {
 			case seen[h.Status]:
 				e.Mark = "duplicate"
@@ -177,7 +232,17 @@ func (c *Console) timeline(s *Story) []Event {
 			ev = append(ev, Event{At: at, Kind: "delivery-error", Title: fmt.Sprintf("Delivery error %d", o.DeliveryErrorCode),
 				Detail: o.DeliveryError, Code: o.DeliveryErrorCode, Bad: true})
 		}
+		// Finished webhooks (accepted, or given up) from the answers kept with the message;
+		// the others from their asynq tasks (queued, retrying).
+		finished := map[string]bool{}
+		for _, a := range s.Answers {
+			finished[a.Status] = true
+			ev = append(ev, answerEvent(a))
+		}
 		for _, h := range o.StatusHistory {
+			if finished[h.Status] {
+				continue
+			}
 			if info, err := c.insp.GetTaskInfo(st.Queue, delivery.WebhookTaskID(st.Queue, st.ID, h.Status)); err == nil {
 				ev = append(ev, webhookEvent(h.Status, info))
 			}
@@ -209,6 +274,23 @@ func (c *Console) timeline(s *Story) []Event {
 var phase = map[string]int{"enqueued": 0, "attempt": 1, "reconciled": 1, "waits": 2, "created": 3, "callback": 4,
 	"delivery-error": 5, "webhook": 6, "state": 7}
 
+// answerEvent is a finished status webhook and how the application answered it.
+func answerEvent(a delivery.WebhookAnswer) Event {
+	e := Event{At: a.At, Kind: "webhook"}
+	switch {
+	case a.Accepted():
+		e.Title = "Status webhook (" + a.Status + "): accepted"
+		e.Detail = fmt.Sprintf("your application answered %d", a.Code)
+	case a.Code == 0:
+		e.Title, e.Bad = "Status webhook ("+a.Status+"): given up", true
+		e.Detail = "your application never answered (connection failed or timed out) on the last retry"
+	default:
+		e.Title, e.Bad = "Status webhook ("+a.Status+"): given up", true
+		e.Detail = fmt.Sprintf("your application answered %d on the last retry", a.Code)
+	}
+	return e
+}
+
 func webhookEvent(status string, info *asynq.TaskInfo) Event {
 	e := Event{Kind: "webhook", Title: "Status webhook (" + status + "): " + info.State.String()}
 	switch info.State {
@@ -225,6 +307,14 @@ func webhookEvent(status string, info *asynq.TaskInfo) Event {
 		}
 	}
 	return e
+}
+
+// apiName is the Twilio API a message goes to, as the page names it.
+func apiName(api string) string {
+	if api == tasks.APIConversations {
+		return "Twilio Conversations"
+	}
+	return "Twilio Proxy"
 }
 
 func resultName(r string) string {
@@ -246,14 +336,15 @@ func resultName(r string) string {
 // resolved is where a search leads.
 type resolved struct {
 	messageID   string // a message page
-	participant string // a list by participant
-	session     string // a list by session
+	participant  string // a list by participant
+	session      string // a list by session
+	conversation string // a list by conversation (CH…)
 }
 
 var errUnknown = errors.New("unknown")
 
-// resolve finds what q names: a message ID or idempotency key, KI, SM → one message; KP, KC → a
-// list. errUnknown when nothing is known by that value.
+// resolve finds what q names: a message ID or idempotency key, KI, SM, IM → one message; KP,
+// KC, CH → a list. errUnknown when nothing is known by that value.
 func (c *Console) resolve(ctx context.Context, q string) (resolved, error) {
 	today := worker.DayOf(c.cfg.Now().UnixMilli())
 	switch {
@@ -261,7 +352,9 @@ func (c *Console) resolve(ctx context.Context, q string) (resolved, error) {
 		return resolved{participant: q}, nil
 	case isSID(q, "KC"):
 		return resolved{session: q}, nil
-	case isSID(q, "KI"):
+	case isSID(q, "CH"):
+		return resolved{conversation: q}, nil
+	case isSID(q, "KI"), isSID(q, "IM"): // delivery indexes a Conversations Message SID as it does a KI
 		_, id, ok, err := delivery.FindInteraction(ctx, c.rdb, q)
 		if err != nil {
 			return resolved{}, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.uber.org/zap"
 
@@ -116,24 +117,46 @@ func parseSecret(secret string) ([]byte, error) {
 // sendWebhook POSTs one event, signed per Standard Webhooks: webhook-id (stable across
 // retries), webhook-timestamp (this attempt, Unix seconds), webhook-signature
 // ("v1,<base64 HMAC-SHA256 of id.timestamp.body>"). A 2xx is success; anything else is retried.
+// When the webhook ends (accepted, or its last retry failed) the answer is kept with the message
+// (noteAnswer), because asynq deletes a completed webhook task.
 func (w *Worker) sendWebhook(ctx context.Context, t *asynq.Task) error {
 	var wt webhookTask
 	if err := json.Unmarshal(t.Payload(), &wt); err != nil || wt.ID == "" {
 		return fmt.Errorf("invalid status webhook task: %w", asynq.SkipRetry)
 	}
+	code, err := w.postWebhook(ctx, wt)
+	if webhookFinished(ctx, err) {
+		w.noteAnswer(ctx, wt.Body, code)
+	}
+	return err
+}
+
+// webhookFinished reports whether this run ends the webhook: it was accepted, or it failed on
+// its last retry (asynq archives it next; a SkipRetry is a malformed task, not an answer).
+func webhookFinished(ctx context.Context, err error) bool {
+	if err == nil {
+		return true
+	}
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && retried >= maxRetry && !errors.Is(err, asynq.SkipRetry)
+}
+
+// postWebhook makes the POST; code is the application's HTTP answer (0: none came).
+func (w *Worker) postWebhook(ctx context.Context, wt webhookTask) (code int, _ error) {
 	if w.signer == nil {
-		return errors.New("status webhooks are queued but this worker has no PROXYQ_STATUS_WEBHOOK_URL and secret")
+		return 0, errors.New("status webhooks are queued but this worker has no PROXYQ_STATUS_WEBHOOK_URL and secret")
 	}
 	ts := w.s.now()
 	sig, err := w.signer.Sign(wt.ID, ts, wt.Body)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.s.cfg.WebhookTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.s.cfg.WebhookURL, bytes.NewReader(wt.Body))
 	if err != nil {
-		return fmt.Errorf("status webhook: %w", asynq.SkipRetry)
+		return 0, fmt.Errorf("status webhook: %w", asynq.SkipRetry)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "proxyq-webhooks")
@@ -148,16 +171,93 @@ func (w *Worker) sendWebhook(ctx context.Context, t *asynq.Task) error {
 		if errors.As(err, &ue) {
 			err = ue.Unwrap()
 		}
-		return fmt.Errorf("status webhook %s: %w", wt.ID, err)
+		return 0, fmt.Errorf("status webhook %s: %w", wt.ID, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		w.s.metrics.Webhooks.WithLabelValues("rejected").Inc()
-		return fmt.Errorf("status webhook %s: the application answered %d", wt.ID, resp.StatusCode)
+		return resp.StatusCode, fmt.Errorf("status webhook %s: the application answered %d", wt.ID, resp.StatusCode)
 	}
 	w.s.metrics.Webhooks.WithLabelValues("sent").Inc()
-	return nil
+	return resp.StatusCode, nil
+}
+
+// The answers to a message's status webhooks, kept in field answersField of the message's own
+// asynq task hash, so they expire with it: `<status> <HTTP code, 0 for none> <Unix ms, base
+// 36>;` per finished webhook, appended by appendAnswer (only to a hash that exists, and at most
+// answersMax bytes: a message has a handful of statuses). The send path never writes it.
+const (
+	answersField = "wh"
+	answersMax   = 600
+)
+
+var appendAnswer = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+local v = redis.call("HGET", KEYS[1], ARGV[1]) or ""
+if string.len(v) + string.len(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call("HSET", KEYS[1], ARGV[1], v .. ARGV[2])
+return 1
+`)
+
+// noteAnswer keeps the application's answer to a finished webhook with its message. A failure
+// is logged: the webhook itself is done either way.
+func (w *Worker) noteAnswer(ctx context.Context, body []byte, code int) {
+	var ev struct {
+		Data struct {
+			ID     string `json:"id"`
+			Queue  string `json:"queue"`
+			Status string `json:"status"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(body, &ev) != nil || ev.Data.ID == "" || ev.Data.Queue == "" {
+		return
+	}
+	entry := strings.ReplaceAll(ev.Data.Status, " ", "_") + " " + strconv.Itoa(code) + " " + strconv.FormatInt(w.s.now().UnixMilli(), 36) + ";"
+	err := appendAnswer.Run(ctx, w.s.rdb, []string{taskKey(ev.Data.Queue, ev.Data.ID)}, answersField, entry, answersMax).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		w.s.log.Warn("delivery: status webhook answer not kept", zap.String("task_id", ev.Data.ID), zap.Error(err))
+	}
+}
+
+// WebhookAnswer is how the application answered one finished status webhook.
+type WebhookAnswer struct {
+	Status string    // the status the webhook announced
+	Code   int       // the HTTP answer, 0 when none came
+	At     time.Time // when the webhook finished
+}
+
+// Accepted reports whether the application took the webhook (a 2xx).
+func (a WebhookAnswer) Accepted() bool { return a.Code >= 200 && a.Code <= 299 }
+
+// WebhookAnswers returns the answers to a message's finished status webhooks, in order (one
+// HGET).
+func WebhookAnswers(ctx context.Context, rdb redis.UniversalClient, queue, taskID string) ([]WebhookAnswer, error) {
+	v, err := rdb.HGet(ctx, taskKey(queue, taskID), answersField).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("status webhook answers: %w", err)
+	}
+	return parseAnswers(v), nil
+}
+
+func parseAnswers(v string) []WebhookAnswer {
+	var out []WebhookAnswer
+	for _, e := range strings.Split(v, ";") {
+		f := strings.Fields(e)
+		if len(f) != 3 {
+			continue
+		}
+		code, err1 := strconv.Atoi(f[1])
+		ms, err2 := strconv.ParseInt(f[2], 36, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, WebhookAnswer{Status: f[0], Code: code, At: time.UnixMilli(ms).UTC()})
+	}
+	return out
 }
 
 func newSigner(secret string) (*standardwebhooks.Webhook, error) {

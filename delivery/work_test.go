@@ -294,14 +294,63 @@ func TestWebhookRetriedWithSameID(t *testing.T) {
 	if err := h.ProcessTask(context.Background(), task); err == nil || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("first attempt: %v, want an error naming the 500 (asynq retries it)", err)
 	}
+	if got, err := WebhookAnswers(context.Background(), e.rdb, "default", id); err != nil || len(got) != 0 {
+		t.Fatalf("answers after a refusal that will be retried: %+v, %v; want none yet", got, err)
+	}
 	if err := h.ProcessTask(context.Background(), task); err != nil {
 		t.Fatalf("retry: %v", err)
+	}
+	// The accepted webhook's answer is kept with the message (asynq deletes the webhook task).
+	got, err := WebhookAnswers(context.Background(), e.rdb, "default", id)
+	if err != nil || len(got) != 1 || got[0].Status != "delivered" || got[0].Code != 200 || !got[0].Accepted() || time.Since(got[0].At) > time.Minute {
+		t.Fatalf("answers after the accepted retry: %+v, %v; want delivered 200 now", got, err)
 	}
 	if len(ids) != 2 || ids[0] != ids[1] || bodies[0] != bodies[1] || ids[0] != webhookID("default", id, "delivered") {
 		t.Fatalf("ids %v, bodies equal %v", ids, bodies[0] == bodies[1])
 	}
 	if strings.Contains(fmt.Sprint(h.ProcessTask(context.Background(), asynq.NewTask(TypeStatusWebhook, []byte("{")))), app.URL) {
 		t.Fatal("an error names the webhook URL")
+	}
+}
+
+// A webhook's answer is kept only when it ends: accepted, or refused on its last retry; the
+// entries are appended to the message's own task hash (never creating one), bounded.
+func TestWebhookAnswersKept(t *testing.T) {
+	bg := context.Background()
+	if !webhookFinished(bg, nil) {
+		t.Error("an accepted webhook is not finished")
+	}
+	if webhookFinished(bg, errors.New("503")) {
+		t.Error("a refusal without asynq's retry count counts as the last")
+	}
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	w := &Worker{s: s}
+	id, _, _ := e.message(t, "default")
+	body := func(taskID, status string) []byte {
+		b, _ := json.Marshal(Event{Data: EventData{ID: taskID, Queue: "default", Status: status}})
+		return b
+	}
+	ttl := e.rdb.PTTL(bg, taskKey("default", id)).Val()
+	w.noteAnswer(bg, body(id, "sent"), 204)
+	w.noteAnswer(bg, body(id, "undelivered"), 503) // given up after its last retry
+	w.noteAnswer(bg, body("gone", "sent"), 204)    // its message is gone: nothing written
+	got, err := WebhookAnswers(bg, e.rdb, "default", id)
+	if err != nil || len(got) != 2 || got[0] != (WebhookAnswer{Status: "sent", Code: 204, At: got[0].At}) ||
+		got[1].Status != "undelivered" || got[1].Code != 503 || got[1].Accepted() {
+		t.Fatalf("answers %+v, %v", got, err)
+	}
+	if n := e.rdb.Exists(bg, taskKey("default", "gone")).Val(); n != 0 {
+		t.Error("an answer created a task hash for a message that is gone")
+	}
+	if after := e.rdb.PTTL(bg, taskKey("default", id)).Val(); (ttl > 0) != (after > 0) {
+		t.Errorf("the message's expiry changed: %v → %v", ttl, after)
+	}
+	for range 100 {
+		w.noteAnswer(bg, body(id, "delivered"), 200)
+	}
+	if n := len(e.rdb.HGet(bg, taskKey("default", id), answersField).Val()); n > answersMax {
+		t.Errorf("answers hold %d bytes, more than %d", n, answersMax)
 	}
 }
 

@@ -88,7 +88,9 @@ type Config struct {
 	// Tokens are the accepted bearer tokens; any of them grants access, so several can be
 	// live during a rotation. Required: with none, New fails. Each must be at least
 	// MinTokenLen characters of the RFC 6750 token alphabet (A-Z a-z 0-9 - . _ ~ + / and
-	// trailing =). See LoadTokens.
+	// trailing =). An entry "name:token" names its token (name: 1 to 32 of A-Z a-z 0-9 _ . -):
+	// messages enqueued with it say they came through "http:<name>" (the console shows
+	// "HTTP API (proxyq serve), token <name>"); an unnamed token's say "http". See LoadTokens.
 	Tokens []string
 }
 
@@ -134,7 +136,7 @@ func (c Config) Validate() error {
 		return &ConfigError{Field: "Tokens", Rule: "must hold at least one token", Err: ErrNoTokens}
 	}
 	for i, tok := range c.Tokens {
-		if rule := tokenProblem(tok); rule != "" {
+		if rule := tokenEntryProblem(tok); rule != "" {
 			// The index, never the value: error messages end up in logs.
 			return invalid(fmt.Sprintf("Tokens[%d]", i), "%s", rule)
 		}
@@ -203,17 +205,22 @@ func isB64Token(s string) bool {
 }
 
 // LoadTokens reads bearer tokens from an environment variable's value and from a file (either
-// may be empty) and returns them all, de-duplicated, in order. Tokens are separated by commas
+// may be empty) and returns them all, de-duplicated, in order. Entries are separated by commas
 // or newlines; surrounding spaces are trimmed, blank entries skipped, and '#' starts a comment
 // that runs to the end of the line ('#' cannot occur in a token). A file mounted from a
 // Kubernetes Secret, one token per line, works as is.
+//
+// An entry is a token, or "name:token" to name it: the text before the entry's first ':' is the
+// name (1 to 32 of A-Z a-z 0-9 _ . -), the rest is the token (':' cannot occur in a token). A
+// named token's messages record it ("http:<name>"); an unnamed one's record "http". The same
+// token listed twice under different names is an error.
 //
 // It returns an error naming the source ("PROXYQ_API_TOKENS", the file path and line) for an
 // unreadable file or a malformed token (never quoting the token), or one wrapping ErrNoTokens
 // when neither source holds a token.
 func LoadTokens(envValue, filePath string) ([]string, error) {
 	var tokens []string
-	seen := map[string]bool{}
+	seen := map[string]string{} // token → its name
 	add := func(source, text string) error {
 		for lineNo, line := range strings.Split(text, "\n") {
 			if i := strings.IndexByte(line, '#'); i >= 0 {
@@ -224,13 +231,18 @@ func LoadTokens(envValue, filePath string) ([]string, error) {
 				if tok == "" {
 					continue
 				}
-				if rule := tokenProblem(tok); rule != "" {
+				if rule := tokenEntryProblem(tok); rule != "" {
 					return fmt.Errorf("httpapi: bearer token in %s line %d: %s", source, lineNo+1, rule)
 				}
-				if !seen[tok] {
-					seen[tok] = true
-					tokens = append(tokens, tok)
+				name, secret := splitTokenEntry(tok)
+				if prev, ok := seen[secret]; ok {
+					if prev != name {
+						return fmt.Errorf("httpapi: bearer token in %s line %d: the same token is listed before under another name", source, lineNo+1)
+					}
+					continue
 				}
+				seen[secret] = name
+				tokens = append(tokens, tok)
 			}
 		}
 		return nil

@@ -137,6 +137,13 @@ func TestLoadTokens(t *testing.T) {
 		{name: "missing file names it", file: filepath.Join(dir, "missing"), errHas: []string{filepath.Join(dir, "missing")}},
 		{name: "nothing anywhere", env: " , ", file: empty, errHas: []string{empty}, noToken: true},
 		{name: "nothing at all", errHas: []string{"PROXYQ_API_TOKENS"}, noToken: true},
+		{name: "named tokens", env: "billing:" + tokenA + ", " + tokenB + "\nops.team-2_b:" + tokenC, want: []string{"billing:" + tokenA, tokenB, "ops.team-2_b:" + tokenC}},
+		{name: "a named token repeated is de-duplicated", env: "billing:" + tokenA + ",billing:" + tokenA, want: []string{"billing:" + tokenA}},
+		{name: "one token under two names", env: "billing:" + tokenA + "\nops:" + tokenA, errHas: []string{"line 2", "another name"}},
+		{name: "a name with a space", env: "bil ling:" + tokenA, errHas: []string{"name", "A-Z a-z 0-9 _ . -"}},
+		{name: "an empty name", env: ":" + tokenA, errHas: []string{"name"}},
+		{name: "a name too long", env: strings.Repeat("n", 33) + ":" + tokenA, errHas: []string{"name"}},
+		{name: "a named short token", env: "billing:short", errHas: []string{"at least 16"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,12 +178,19 @@ func TestLoadTokens(t *testing.T) {
 
 func TestTokenSetMatch(t *testing.T) {
 	t.Parallel()
-	set := newTokenSet([]string{tokenA, tokenB})
+	set := newTokenSet([]string{tokenA, "billing:" + tokenB})
 	for tok, want := range map[string]bool{
 		tokenA: true, tokenB: true, "": false, tokenA + "x": false, tokenA[:len(tokenA)-1]: false, strings.ToUpper(tokenA): false,
+		"billing:" + tokenB: false,
 	} {
-		if got := set.match(tok); got != want {
+		if _, got := set.match(tok); got != want {
 			t.Errorf("match(%q) = %v, want %v", tok, got, want)
 		}
+	}
+	if name, _ := set.match(tokenB); name != "billing" {
+		t.Errorf("the named token matched as %q, want billing", name)
+	}
+	if name, _ := set.match(tokenA); name != "" {
+		t.Errorf("the unnamed token matched as %q, want none", name)
 	}
 }

@@ -57,7 +57,7 @@ func (s *Server) handleCreateConversation(w http.ResponseWriter, r *http.Request
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	opts := append(append([]tasks.Option(nil), s.cfg.EnqueueOptions...), tasks.Queue(queue))
+	opts := append(append([]tasks.Option(nil), s.cfg.EnqueueOptions...), tasks.Queue(queue), via(r))
 	if key != "" {
 		opts = append(opts, tasks.IdempotencyKey(key))
 		unlock := s.locks.lock(key)

@@ -35,12 +35,17 @@ type message struct {
 	Queue string
 	// Key is the idempotency key, "" for none.
 	Key string
+	// Via is the origin's "through what" (the request's token name): see via.
+	Via tasks.Option
 }
 
 // options returns the tasks.Enqueuer options for m, after base (Config.EnqueueOptions).
 func (m message) options(now time.Time, base ...tasks.Option) []tasks.Option {
 	opts := append(make([]tasks.Option, 0, len(base)+3), base...)
 	opts = append(opts, tasks.Queue(m.Queue), tasks.Via("http"))
+	if m.Via != nil {
+		opts = append(opts, m.Via)
+	}
 	if m.SendAt != nil && m.SendAt.After(now) {
 		opts = append(opts, tasks.ProcessAt(*m.SendAt))
 	}

@@ -73,7 +73,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, prob)
 		return
 	}
-	m.Key = key
+	m.Key, m.Via = key, via(r)
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 
@@ -249,6 +249,7 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	batch := make([]tasks.Message, len(fresh))
 	for j, i := range fresh {
+		msgs[i].Via = via(r)
 		batch[j] = tasks.Message{Payload: msgs[i].Payload, Options: msgs[i].options(now, s.cfg.EnqueueOptions...)}
 	}
 	res, err := s.enq.EnqueueBatch(ctx, batch)

@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 const (
 	tokenA = "token-a-0123456789abcdef"
 	tokenB = "token-b-fedcba9876543210"
+	tokenC = "token-c-0011223344556677"
 
 	ks = "KS0123456789abcdef0123456789abcdef"
 	kc = "KC0123456789abcdef0123456789abcdef"

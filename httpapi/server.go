@@ -193,8 +193,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.logRequest(r, rec.status, time.Since(start), public && !twilio)
 	}()
-	if !public && !s.authenticate(rec, r) {
-		return
+	if !public {
+		authed := s.authenticate(rec, r)
+		if authed == nil {
+			return
+		}
+		r = authed
 	}
 	s.mux.ServeHTTP(rec, r)
 }

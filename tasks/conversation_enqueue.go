@@ -95,6 +95,6 @@ func (e *Enqueuer) prepareConversation(p ConversationPayload, now time.Time, opt
 	} else if o.processIn > 0 {
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
-	return prepared{task: task, aopts: aopts, key: o.idempotencyKey,
+	return prepared{task: withOrigin(task, originHeader(now, o.via)), aopts: aopts, key: o.idempotencyKey, conversation: p.ConversationSID,
 		enqueuedAt: now, life: messageLife(now, sendAt, p.SendBefore, o.retention)}, nil
 }

@@ -183,6 +183,9 @@ type prepared struct {
 	// life is how long the message can be looked up (messageLife): its lookups expire then.
 	life       time.Duration
 	enqueuedAt time.Time // the batch's instant, in the origin header and the lookups (origin.go)
+	// conversation is a Conversations message's CH…, filed under it instead of a participant
+	// and session (origin.go); "" for a Proxy message.
+	conversation string
 }
 
 // prepare is Prepare at a given now, so a batch judges all its messages at one instant.

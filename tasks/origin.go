@@ -15,8 +15,8 @@ import (
 
 // A message's origin and its lookups by participant and session, for the console.
 //
-// Origin. Every task the Enqueuer makes carries the header HeaderOrigin: `<enqueued at, Unix ms
-// in base 36> <via>`, via being "go" (this package, the default), "cli" (`proxyq enqueue`) or
+// Origin. Every task the Enqueuer makes carries the header HeaderOrigin ("o"): `<enqueued at,
+// Unix ms in base 36>[ <via>]`, via (left out for "go") being "go" (this package, the default), "cli" (`proxyq enqueue`) or
 // "http" / "http:<token label>" (`proxyq serve`), as the caller says with the Via option. asynq
 // keeps headers in the task message: no Redis command of its own, ~20 bytes.
 //
@@ -26,15 +26,29 @@ import (
 // a margin (reservationTTL) — so that every bucket expires by itself at the end of that day, after
 // every message in it:
 //
-//	proxyq:{<KP>}:m:<day>   HASH  field task ID, value `<first enqueued at, ms base 36>[|<queue>]`
+//	proxyq:{<KP>}:m:<day>   HASH  field task ID (PackTaskID: 17 bytes for a generated one),
+//	                              value `<first enqueued at, ms relative to the bucket's end>[|<queue>]`
 //	proxyq:{<KC>}:p:<day>   SET   the session's participant SIDs with a message in that bucket
+//	proxyq:{<CH>}:m:<day>   HASH  a Conversations message's conversation: as a participant's
+//
+// A bucket holds a participant's messages of a day, usually fewer than Redis's
+// hash-max-listpack-entries (128), so Redis keeps it as a listpack, where a packed ID and a
+// value that is a small integer (the enqueue time in ms before the bucket's day ends: a few
+// days, which a listpack stores in 4 bytes) cost 13 bytes less per message than the ID's 26
+// characters and a base-36 Unix time.
 //
 // A lookup reads the buckets from today to LookupDays ahead (one pipeline, one slot per key:
 // Cluster-safe), never the keyspace. It costs the enqueue one pipelined round trip of four
-// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT); the send path nothing.
+// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT; two for a Conversations message); the send
+// path nothing.
 
-// HeaderOrigin is the task header that says when and through what a message was enqueued.
-const HeaderOrigin = "origin"
+// HeaderOrigin is the task header that says when and through what a message was enqueued:
+// `<enqueued at, Unix ms base 36>[ <via>]`, via left out for "go" (the default). Its name is
+// one letter because every task carries it; ParseOrigin also reads the earlier "origin".
+const HeaderOrigin = "o"
+
+// headerOriginV1 is the header's earlier name, still read.
+const headerOriginV1 = "origin"
 
 // LookupDays is how far ahead of today lookups read the buckets: messages whose life ends
 // later (scheduled more than ~3 weeks ahead) are not found by participant or session.
@@ -58,10 +72,11 @@ const indexDayMs = int64(24 * time.Hour / time.Millisecond)
 
 // originHeader is the header value of a message enqueued at now through via.
 func originHeader(now time.Time, via string) string {
-	if via == "" {
-		via = "go"
+	at := strconv.FormatInt(now.UnixMilli(), 36)
+	if via == "" || via == "go" {
+		return at
 	}
-	return strconv.FormatInt(now.UnixMilli(), 36) + " " + via
+	return at + " " + via
 }
 
 // withOrigin returns task with the origin header added.
@@ -84,9 +99,14 @@ type Origin struct {
 func ParseOrigin(headers map[string]string) Origin {
 	v, ok := headers[HeaderOrigin]
 	if !ok {
-		return Origin{}
+		if v, ok = headers[headerOriginV1]; !ok {
+			return Origin{}
+		}
 	}
 	at, via, _ := strings.Cut(v, " ")
+	if via == "" {
+		via = "go"
+	}
 	ms, err := strconv.ParseInt(at, 36, 64)
 	if err != nil {
 		return Origin{Via: via}
@@ -119,9 +139,24 @@ func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
 	now := pr.enqueuedAt
 	day := (now.UnixMilli() + pr.life.Milliseconds()) / indexDayMs
 	expireAt := time.UnixMilli((day + 1) * indexDayMs)
-	value := strconv.FormatInt(now.UnixMilli(), 36)
+	value := strconv.FormatInt(now.UnixMilli()-expireAt.UnixMilli(), 10) // expireAt: the bucket's end
+	if packed, ok := PackTaskID(id); ok {
+		id = packed
+	}
 	if queue != DefaultQueue {
 		value += "|" + queue
+	}
+	if pr.conversation != "" {
+		_, err := e.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+			kch := participantIndexKey(pr.conversation, day) // the same bucket shape, keyed by CH…
+			pl.HSetNX(ctx, kch, id, value)
+			pl.PExpireAt(ctx, kch, expireAt)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("enqueue: file the message under its conversation: %w", err)
+		}
+		return nil
 	}
 	_, err := e.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
 		kp, kc := participantIndexKey(p.ParticipantSID, day), sessionIndexKey(p.SessionSID, day)
@@ -153,6 +188,12 @@ func ByParticipant(ctx context.Context, rdb redis.UniversalClient, kp string, no
 		return nil, 0, err
 	}
 	return page(all, offset, limit), len(all), nil
+}
+
+// ByConversation returns the Conversations messages enqueued for conversation ch (CH…) that
+// may still exist, newest first, as ByParticipant does.
+func ByConversation(ctx context.Context, rdb redis.UniversalClient, ch string, now time.Time, offset, limit int) (_ []Indexed, total int, err error) {
+	return ByParticipant(ctx, rdb, ch, now, offset, limit)
 }
 
 // BySession returns the messages enqueued in session kc that may still exist, newest first, as
@@ -204,14 +245,15 @@ func byParticipants(ctx context.Context, rdb redis.UniversalClient, kps []string
 		return nil, fmt.Errorf("participant index: %w", err)
 	}
 	byID := map[string]Indexed{}
-	for _, c := range cmds {
+	for i, c := range cmds {
+		dayEnd := (today + int64(i%(LookupDays+1)) + 1) * indexDayMs
 		for id, v := range c.Val() {
+			id = UnpackTaskID(id)
 			at, queue, found := strings.Cut(v, "|")
 			if !found {
 				queue = DefaultQueue
 			}
-			ms, _ := strconv.ParseInt(at, 36, 64)
-			byID[id] = Indexed{TaskID: id, Queue: queue, EnqueuedAt: time.UnixMilli(ms).UTC()}
+			byID[id] = Indexed{TaskID: id, Queue: queue, EnqueuedAt: parseLookupTime(at, dayEnd)}
 		}
 	}
 	out := make([]Indexed, 0, len(byID))
@@ -225,6 +267,16 @@ func byParticipants(ctx context.Context, rdb redis.UniversalClient, kps []string
 		return out[i].TaskID < out[j].TaskID
 	})
 	return out, nil
+}
+
+// parseLookupTime reads a lookup's time: ms relative to its bucket's end (dayEnd, Unix ms), or
+// (written before) Unix ms in base 36, which always starts with a letter.
+func parseLookupTime(s string, dayEnd int64) time.Time {
+	if rel, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(dayEnd + rel).UTC()
+	}
+	ms, _ := strconv.ParseInt(s, 36, 64)
+	return time.UnixMilli(ms).UTC()
 }
 
 func page(all []Indexed, offset, limit int) []Indexed {

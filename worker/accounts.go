@@ -83,7 +83,7 @@ func (r *run) unknownAccount(err error) error {
 			}
 		}
 	}
-	r.metrics.Attempts.WithLabelValues(outcomePermanent).Inc()
+	r.metrics.Attempts.WithLabelValues(outcomePermanent, r.apiLabel()).Inc()
 	r.log.Warn("archived: unknown account", zap.String("task_id", r.id), zap.String("queue", r.queue),
 		zap.String("account", r.p.AccountSID), zap.String("outcome", outcomePermanent))
 	return archive(err)

@@ -29,6 +29,7 @@ import (
 // by ';', each a comma-separated list:
 //
 //	a,<start ms base 36>,<duration ms>,<result>,<http status>,<twilio code>,<Twilio-Request-Id>
+//	a,<start ms base 36>,<duration ms>,s            (a sent attempt: 201, no code)
 //	r,<at ms base 36>,<candidates found>,<adopted interaction SID or empty>,<truncated 0|1>
 //
 // Results: s sent, t rate limited (429: not a failed attempt), r retried, p permanent failure,
@@ -77,7 +78,8 @@ func AttemptEntry(start time.Time, took time.Duration, result string, err error)
 	case errors.As(err, &apiErr):
 		fmt.Fprintf(&b, ",%d,%d,%s", apiErr.StatusCode, apiErr.Code, logSafe(apiErr.RequestID))
 	case err == nil && result == ResultSent:
-		b.WriteString(",,,") // 201 Created: implied by the result
+		// 201 Created, no code, no request ID: implied by the result, so the row ends here
+		// (3 bytes less in every sent message's record).
 	default:
 		b.WriteString(",,,")
 	}
@@ -207,6 +209,9 @@ func ParseAttemptLog(raw string) AttemptLog {
 	}
 	for _, row := range strings.Split(rows, ";") {
 		f := strings.Split(row, ",")
+		if len(f) == 4 && f[0] == "a" && f[3] == ResultSent {
+			f = append(f, "", "", "") // a sent attempt's short row
+		}
 		switch {
 		case f[0] == "a" && len(f) >= 7:
 			ms, _ := strconv.ParseInt(f[1], 36, 64)

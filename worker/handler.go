@@ -125,7 +125,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 func (h *Handler) handle(ctx context.Context, id, queue string, t *asynq.Task) error {
 	m, err := h.decode(t)
 	if err != nil {
-		h.metrics.Attempts.WithLabelValues(outcomeInvalid).Inc()
+		h.metrics.Attempts.WithLabelValues(outcomeInvalid, apiOfType(t.Type())).Inc()
 		traceOutcome(trace.SpanFromContext(ctx), outcomeInvalid, "", 0, nil)
 		h.log.Warn("archived: invalid payload", zap.String("task_id", id), zap.String("queue", queue),
 			zap.String("outcome", outcomeInvalid), zap.Error(err))
@@ -181,7 +181,7 @@ func (r *run) send(ctx context.Context) error {
 		return r.track(ctx, "", own.Outcome)
 	case own.BusyFor > 0:
 		permit.Release(false)
-		h.metrics.Attempts.WithLabelValues(outcomeDuplicate).Inc()
+		r.metrics.Attempts.WithLabelValues(outcomeDuplicate, r.apiLabel()).Inc()
 		traceOutcome(r.span, outcomeDuplicate, "", own.Posts, nil)
 		return &retryLater{After: own.BusyFor + jitter(time.Second), Err: errors.New("another run of this message holds its send lease")}
 	case own.Began:
@@ -232,7 +232,7 @@ func (r *run) limited(ctx context.Context, err error) error {
 	if !errors.As(err, &limitedErr) {
 		return fmt.Errorf("account limiter: %w", err)
 	}
-	r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+	r.metrics.Attempts.WithLabelValues(outcomeRateLimited, r.apiLabel()).Inc()
 	traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
 	spread := limitedErr.RetryIn / 2
 	if limitedErr.Service != "" {
@@ -320,7 +320,7 @@ func (r *run) post(ctx context.Context, permit Permit, startedAt, begun time.Tim
 	latency := r.now().Sub(began)
 	r.noteAttempt(began, latency, err)
 	r.metrics.InFlight.Dec()
-	r.metrics.RequestDuration.WithLabelValues("create").Observe(latency.Seconds())
+	r.metrics.RequestDuration.WithLabelValues("create", r.apiLabel()).Observe(latency.Seconds())
 	cancel()
 
 	var apiErr *proxyclient.Error
@@ -395,7 +395,7 @@ func (r *run) departing(ctx context.Context, permit Permit) error {
 	r.release(rctx, attemptNone, nil) // refused if another run took over; then it decides
 	var limited *LimitedError
 	if errors.As(err, &limited) {
-		r.metrics.Attempts.WithLabelValues(outcomeRateLimited).Inc()
+		r.metrics.Attempts.WithLabelValues(outcomeRateLimited, r.apiLabel()).Inc()
 		traceOutcome(r.span, outcomeRateLimited, "", r.posts, nil)
 		return &retryLater{After: limited.RetryIn + jitter(limited.RetryIn/20+10*time.Millisecond), Err: err}
 	}
@@ -424,7 +424,7 @@ func (r *run) reconcile(ctx context.Context) (done bool, err error) {
 	if err == nil {
 		r.note(ReconcileEntry(began, len(res.Candidates), "", res.Inconclusive != ""))
 	}
-	r.metrics.RequestDuration.WithLabelValues("list").Observe(r.now().Sub(began).Seconds())
+	r.metrics.RequestDuration.WithLabelValues("list", r.apiLabel()).Observe(r.now().Sub(began).Seconds())
 	if err != nil {
 		r.release(ctx, attemptUnknown, nil)
 		if limited := (*LimitedError)(nil); errors.As(err, &limited) {
@@ -521,7 +521,7 @@ func (r *run) release(ctx context.Context, attempt string, o *tasks.Outcome) {
 
 // logOutcome writes the one log line of an attempt. Never the body or media URLs.
 func (r *run) logOutcome(outcome, interactionSID string, latency time.Duration, err error, note string) {
-	r.metrics.Attempts.WithLabelValues(outcome).Inc()
+	r.metrics.Attempts.WithLabelValues(outcome, r.apiLabel()).Inc()
 	traceOutcome(r.span, outcome, interactionSID, r.posts, err)
 	// Room for every field below: one allocation, where growing from five took two.
 	fields := make([]zap.Field, 0, 14)

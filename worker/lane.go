@@ -79,7 +79,7 @@ func (r *run) inLane(ctx context.Context, send func(context.Context) error) erro
 // consulted as in limited (it knows when the message was first seen, and whether it was sent
 // already — then it has nothing to wait for).
 func (r *run) laneWait(ctx context.Context, turn tasks.Turn) error {
-	r.metrics.Attempts.WithLabelValues(outcomeLaneWait).Inc()
+	r.metrics.Attempts.WithLabelValues(outcomeLaneWait, r.apiLabel()).Inc()
 	wait := r.cfg.LaneRecheck
 	if turn.Ahead > 1 {
 		wait *= 12

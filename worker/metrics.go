@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/proxyq/proxyq/tasks"
 )
 
 // Attempt outcomes, the values of proxyq_attempts_total's outcome label.
@@ -36,17 +38,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyq_attempts_total",
-			Help: "Message handling attempts by outcome: sent, retried, rate_limited, permanent, unknown, reconciled, expired, invalid, duplicate.",
-		}, []string{"outcome"}),
+			Help: "Message handling attempts by outcome (sent, retried, rate_limited, permanent, unknown, reconciled, expired, invalid, duplicate, lane_wait) and API (proxy, conversations).",
+		}, []string{"outcome", "api"}),
 		TwilioErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proxyq_twilio_errors_total",
 			Help: "Error answers from Twilio by Twilio error code and HTTP status (code 0: no Twilio body).",
 		}, []string{"code", "status"}),
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "proxyq_request_duration_seconds",
-			Help:    "Duration of requests to the Proxy API by operation (create, list).",
+			Help:    "Duration of requests to Twilio by operation (create, list) and API (proxy, conversations).",
 			Buckets: []float64{.01, .025, .05, .1, .2, .35, .5, .75, 1, 1.5, 2.5, 5, 10, 15, 30},
-		}, []string{"operation"}),
+		}, []string{"operation", "api"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "proxyq_in_flight_sends",
 			Help: "Create requests to the Proxy API in flight in this process.",
@@ -70,6 +72,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// apiOfType is the api label (apiProxy or apiConversations, sender.go) of a task type.
+func apiOfType(taskType string) string {
+	if taskType == tasks.TypeSendConversationMessage {
+		return apiConversations
+	}
+	return apiProxy
+}
+
+// apiLabel is the api label of the run's message.
+func (r *run) apiLabel() string { return apiOfType(r.task.Type()) }
 
 func (m *Metrics) twilioError(code, status int) {
 	m.TwilioErrors.WithLabelValues(strconv.Itoa(code), strconv.Itoa(status)).Inc()
