@@ -419,14 +419,40 @@ func TestDevServesEverything(t *testing.T) {
 
 // metricValue finds one series in Prometheus text output, labels written exactly as the
 // registry writes them (sorted).
+// metricValue sums the samples of series (`name` or `name{k="v",…}`) over every label set that
+// has the given labels, so a check need not name labels it does not care about (the api
+// label, say). ok is false when no sample matches.
 func metricValue(text, series string) (float64, bool) {
+	name, want, _ := strings.Cut(series, "{")
+	want = strings.TrimSuffix(want, "}")
+	sum, ok := 0.0, false
 	for _, line := range strings.Split(text, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v, err == nil
+		sample, value, found := strings.Cut(line, " ")
+		if !found || strings.HasPrefix(line, "#") {
+			continue
 		}
+		lname, labels, _ := strings.Cut(sample, "{")
+		if lname != name {
+			continue
+		}
+		labels = "," + strings.TrimSuffix(labels, "}") + ","
+		matches := true
+		for _, l := range strings.Split(want, ",") {
+			if l != "" && !strings.Contains(labels, ","+l+",") {
+				matches = false
+				break
+			}
+		}
+		if !matches {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, false
+		}
+		sum, ok = sum+v, true
 	}
-	return 0, false
+	return sum, ok
 }
 
 func TestDevUsageErrors(t *testing.T) {

@@ -137,7 +137,7 @@ func TestE2EHappyPath(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", status)
 	}
-	for _, want := range []string{`proxyq_attempts_total{outcome="sent"} 20`, `asynq_queue_size{queue="default"}`, "proxyq_worker_up 1", "go_goroutines"} {
+	for _, want := range []string{`proxyq_attempts_total{api="proxy",outcome="sent"} 20`, `asynq_queue_size{queue="default"}`, "proxyq_worker_up 1", "go_goroutines"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
