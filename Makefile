@@ -42,7 +42,7 @@ chaos-lanes:
 # script, the end-to-end path, and chaos runs with failovers and killed masters. Needs
 # redis-server, redis-cli and redis-sentinel on PATH. A few minutes.
 test-redis-ha: test-deps
-	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./delivery/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
+	go test -tags cluster -count=1 -p 1 -v -timeout 30m ./internal/redisproc/ ./worker/ ./delivery/ ./console/ ./cmd/proxyq/ ./chaos/ -run 'Harness|Cluster|Sentinel'
 
 # Prism mocking Twilio's published Conversations v1 description accepts every request the
 # Conversations client makes (needs node; npx fetches @stoplight/prism-cli 5). Not in make test.

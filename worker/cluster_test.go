@@ -87,8 +87,13 @@ func TestClusterSlotSafety(t *testing.T) {
 				t.Fatal(err)
 			}
 			sid := fmt.Sprintf("KI%032x", 0xC1A1D+i) // not a SID the stub API hands out later
-			if err := l.MarkSent(ctx, q, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); err != nil {
+			sm := fmt.Sprintf("SM%032x", 0xC1A1D+i)
+			if err := l.MarkSent(ctx, q, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid, OutboundResourceSID: sm}); err != nil {
 				t.Fatal(err)
+			}
+			// The Message SID index (another slot than the record's) finds it for the console.
+			if ref, ok, err := FindByMessageSID(ctx, rdb, sm, time.Now().UnixMilli()/dayMs, 2); err != nil || !ok || ref != (MessageRef{Queue: q, TaskID: id}) {
+				t.Fatalf("FindByMessageSID(%s): %+v %v %v", sm, ref, ok, err)
 			}
 			makeTask(t, rdb, q, id+"-other")
 			if err := l.MarkSent(ctx, q, id+"-other", testKP, 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
