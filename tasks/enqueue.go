@@ -425,12 +425,17 @@ func taskIDAndQueue(aopts []asynq.Option) (id, queue string) {
 // file names, and never mistaken for a command-line flag.
 var taskIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// newTaskID is a random task ID (128 bits) for a message without an idempotency key. It is 26
-// characters where asynq's UUIDs are 36, and a task ID is stored several times per message (the
-// task's key and message, asynq's completed set, the claim, the delivery index): ≈ 50 bytes of
-// Redis less per message.
+// taskIDBytes is how much randomness a generated task ID carries: 104 bits, 21 characters. Two
+// of 10^10 messages share an ID with a chance of about 10^-11; asynq's own task IDs (UUIDs,
+// 122 random bits) take 36 characters. Short IDs pay on every message: a task ID is stored
+// several times (the task's key and message, asynq's completed set, the claim, the delivery
+// index, the console's lookups), and packed (PackTaskID) it is 14 bytes, which fits a value in
+// Redis's smallest allocations.
+const taskIDBytes = 13
+
+// newTaskID is a random task ID for a message without an idempotency key.
 func newTaskID() string {
-	var b [16]byte
+	var b [taskIDBytes]byte
 	_, _ = rand.Read(b[:])
 	return taskIDEncoding.EncodeToString(b[:])
 }

@@ -50,7 +50,7 @@ func TestOriginAndLookups(t *testing.T) {
 			t.Errorf("lookup key %s expires in %v", key, ttl)
 		}
 	}
-	if packed, ok := PackTaskID(second.TaskID); !ok || len(packed) != 17 || UnpackTaskID(packed) != second.TaskID {
+	if packed, ok := PackTaskID(second.TaskID); !ok || len(packed) != 14 || UnpackTaskID(packed) != second.TaskID {
 		t.Errorf("PackTaskID(%q) = %q, %v", second.TaskID, packed, ok)
 	}
 	if _, ok := PackTaskID("order-8812-eta"); ok {
