@@ -52,49 +52,15 @@ func (e *Enqueuer) PrepareConversation(p ConversationPayload, opts ...Option) (*
 // options, the task of type TypeSendConversationMessage. (Its intent is left empty: only
 // EnqueueBatch's same-message rule reads it.)
 func (e *Enqueuer) prepareConversation(p ConversationPayload, now time.Time, opts ...Option) (prepared, error) {
-	o := enqueueOptions{queue: DefaultQueue, retention: DefaultRetention, maxRetry: DefaultMaxRetry}
-	for _, opt := range opts {
-		opt(&o)
+	s, err := schedule(now, p.SendBefore, opts)
+	if err != nil {
+		return prepared{}, err
 	}
-	if o.idempotencyKey != "" {
-		if err := ValidateIdempotencyKey(o.idempotencyKey); err != nil {
-			return prepared{}, err
-		}
-	}
-	if o.queue == "" {
-		return prepared{}, &ValidationError{Field: "queue", Rule: "must not be empty"}
-	}
-	if o.processIn < 0 || o.sendWithin < 0 || o.retention < 0 || o.maxRetry < 0 {
-		return prepared{}, &ValidationError{Field: "options", Rule: "durations and retry counts must not be negative"}
-	}
-	sendAt := now
-	if !o.processAt.IsZero() {
-		sendAt = o.processAt
-	} else if o.processIn > 0 {
-		sendAt = sendAt.Add(o.processIn)
-	}
-	if p.SendBefore == nil && o.sendWithin > 0 {
-		t := sendAt.Add(o.sendWithin).UTC().Truncate(time.Millisecond)
-		p.SendBefore = &t
-	}
-	if p.SendBefore != nil && !p.SendBefore.After(sendAt) {
-		return prepared{}, &ValidationError{Field: "send_before", Rule: "must be after the scheduled send time"}
-	}
+	p.SendBefore = s.sendBefore
 	task, err := p.Task()
 	if err != nil {
 		return prepared{}, err
 	}
-	id := o.idempotencyKey
-	if id == "" {
-		id = newTaskID()
-	}
-	aopts := []asynq.Option{asynq.Queue(o.queue), asynq.MaxRetry(o.maxRetry), asynq.Timeout(DefaultTimeout),
-		asynq.Retention(o.retention), asynq.TaskID(id)}
-	if !o.processAt.IsZero() {
-		aopts = append(aopts, asynq.ProcessAt(o.processAt))
-	} else if o.processIn > 0 {
-		aopts = append(aopts, asynq.ProcessIn(o.processIn))
-	}
-	return prepared{task: withOrigin(task, originHeader(now, o.via)), aopts: aopts, key: o.idempotencyKey, conversation: p.ConversationSID,
-		enqueuedAt: now, life: messageLife(now, sendAt, p.SendBefore, o.retention)}, nil
+	return prepared{task: withOrigin(task, originHeader(now, s.o.via)), aopts: s.aopts, key: s.o.idempotencyKey, conversation: p.ConversationSID,
+		enqueuedAt: now, life: messageLife(now, s.sendAt, p.SendBefore, s.o.retention)}, nil
 }

@@ -188,22 +188,34 @@ type prepared struct {
 	conversation string
 }
 
-// prepare is Prepare at a given now, so a batch judges all its messages at one instant.
-func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, error) {
+// scheduled is what a message's options decide, whichever its API: the options, when it is due,
+// its deadline (send_before, derived from SendWithin when the payload has none) and its asynq
+// options, task ID included.
+type scheduled struct {
+	o          enqueueOptions
+	sendAt     time.Time
+	sendBefore *time.Time
+	aopts      []asynq.Option
+}
+
+// schedule applies opts at now to a message whose payload says sendBefore, with the option rules
+// both APIs share. It returns a *ValidationError for a bad key, queue, negative option or a
+// deadline not after the send time.
+func schedule(now time.Time, sendBefore *time.Time, opts []Option) (scheduled, error) {
 	o := enqueueOptions{queue: DefaultQueue, retention: DefaultRetention, maxRetry: DefaultMaxRetry}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.idempotencyKey != "" {
 		if err := ValidateIdempotencyKey(o.idempotencyKey); err != nil {
-			return prepared{}, err
+			return scheduled{}, err
 		}
 	}
 	if o.queue == "" {
-		return prepared{}, &ValidationError{Field: "queue", Rule: "must not be empty"}
+		return scheduled{}, &ValidationError{Field: "queue", Rule: "must not be empty"}
 	}
 	if o.processIn < 0 || o.sendWithin < 0 || o.retention < 0 || o.maxRetry < 0 {
-		return prepared{}, &ValidationError{Field: "options", Rule: "durations and retry counts must not be negative"}
+		return scheduled{}, &ValidationError{Field: "options", Rule: "durations and retry counts must not be negative"}
 	}
 	sendAt := now
 	if !o.processAt.IsZero() {
@@ -211,39 +223,52 @@ func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, 
 	} else if o.processIn > 0 {
 		sendAt = sendAt.Add(o.processIn)
 	}
-	if p.SendBefore == nil && o.sendWithin > 0 {
+	if sendBefore == nil && o.sendWithin > 0 {
 		t := sendAt.Add(o.sendWithin).UTC().Truncate(time.Millisecond)
-		p.SendBefore = &t
+		sendBefore = &t
 	}
-	if p.SendBefore != nil && !p.SendBefore.After(sendAt) {
-		return prepared{}, &ValidationError{Field: "send_before", Rule: "must be after the scheduled send time"}
+	if sendBefore != nil && !sendBefore.After(sendAt) {
+		return scheduled{}, &ValidationError{Field: "send_before", Rule: "must be after the scheduled send time"}
 	}
-	data, err := p.Encode()
-	if err != nil {
-		return prepared{}, err
+	id := o.idempotencyKey
+	if id == "" {
+		// Known before the enqueue (a lane place is taken first), and shorter than asynq's own.
+		id = newTaskID()
 	}
 	aopts := []asynq.Option{
 		asynq.Queue(o.queue),
 		asynq.MaxRetry(o.maxRetry),
 		asynq.Timeout(DefaultTimeout),
 		asynq.Retention(o.retention),
-	}
-	if o.idempotencyKey != "" {
-		aopts = append(aopts, asynq.TaskID(o.idempotencyKey))
-	} else {
-		// Known before the enqueue (a lane place is taken first), and shorter than asynq's own.
-		aopts = append(aopts, asynq.TaskID(newTaskID()))
+		asynq.TaskID(id),
 	}
 	if !o.processAt.IsZero() {
 		aopts = append(aopts, asynq.ProcessAt(o.processAt))
 	} else if o.processIn > 0 {
 		aopts = append(aopts, asynq.ProcessIn(o.processIn))
 	}
-	pr := prepared{task: withOrigin(asynq.NewTask(TypeSendInteraction, data), originHeader(now, o.via)), aopts: aopts,
-		key: o.idempotencyKey, intent: Intent{Payload: p, Queue: o.queue}, enqueuedAt: now,
-		life: messageLife(now, sendAt, p.SendBefore, o.retention)}
-	if !o.processAt.IsZero() || o.processIn > 0 {
-		pr.intent.SendAt = sendAt
+	return scheduled{o: o, sendAt: sendAt, sendBefore: sendBefore, aopts: aopts}, nil
+}
+
+// delayed reports whether the options schedule the message later than its enqueue.
+func (s scheduled) delayed() bool { return !s.o.processAt.IsZero() || s.o.processIn > 0 }
+
+// prepare is Prepare at a given now, so a batch judges all its messages at one instant.
+func (e *Enqueuer) prepare(p Payload, now time.Time, opts ...Option) (prepared, error) {
+	s, err := schedule(now, p.SendBefore, opts)
+	if err != nil {
+		return prepared{}, err
+	}
+	p.SendBefore = s.sendBefore
+	data, err := p.Encode()
+	if err != nil {
+		return prepared{}, err
+	}
+	pr := prepared{task: withOrigin(asynq.NewTask(TypeSendInteraction, data), originHeader(now, s.o.via)), aopts: s.aopts,
+		key: s.o.idempotencyKey, intent: Intent{Payload: p, Queue: s.o.queue}, enqueuedAt: now,
+		life: messageLife(now, s.sendAt, p.SendBefore, s.o.retention)}
+	if s.delayed() {
+		pr.intent.SendAt = s.sendAt
 	}
 	return pr, nil
 }
