@@ -170,30 +170,48 @@ func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string
 	if neverOurs(params) {
 		return s.applyIfIndexed(ctx, ki, signer, u, ResultNotOurs)
 	}
+	ref, res, err := s.keepUnlessIndexed(ctx, ki, signer, u)
+	if ref == nil {
+		return res, err
+	}
+	return s.applyUpdates(ctx, *ref, signer, []Update{u}, "callback")
+}
+
+// keepUnlessIndexed returns the message sid (a KI… or IM…) is indexed under, for the caller to
+// apply u to; or, when sid is not indexed yet, keeps u with its signer as an early update
+// (ResultPending: applied when the send is recorded, dropped after PendingTTL). When the early
+// set is full only an indexed sid gets through (ResultDropped otherwise).
+func (s *Service) keepUnlessIndexed(ctx context.Context, sid, signer string, u Update) (*msgRef, string, error) {
 	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
-		// Full: only a known interaction gets through.
-		return s.applyIfIndexed(ctx, ki, signer, u, ResultDropped)
+		ref, err := s.lookup(ctx, sid)
+		switch {
+		case err != nil:
+			return nil, ResultError, err
+		case ref == nil:
+			return nil, ResultDropped, nil
+		}
+		return ref, "", nil
 	}
 	entry, _ := json.Marshal(earlyCallback{Update: u, Signer: signer})
-	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(ki), earlyList(ki)}, string(entry), pendingPerInteraction,
+	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(sid), earlyList(sid)}, string(entry), pendingPerInteraction,
 		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		// Kept for PendingTTL; the list itself lives a little longer so that the sweeper
 		// can count what it drops.
 		expiry := s.now().Add(s.cfg.PendingTTL).UnixMilli()
-		if err := s.rdb.ZAdd(ctx, earlyKey, redis.Z{Score: float64(expiry), Member: ki}).Err(); err != nil {
-			return ResultError, fmt.Errorf("schedule the pending callback's expiry: %w", err)
+		if err := s.rdb.ZAdd(ctx, earlyKey, redis.Z{Score: float64(expiry), Member: sid}).Err(); err != nil {
+			return nil, ResultError, fmt.Errorf("schedule the pending update's expiry: %w", err)
 		}
-		return ResultPending, nil
+		return nil, ResultPending, nil
 	}
 	if err != nil {
-		return ResultError, err
+		return nil, ResultError, err
 	}
-	ref, err := decodeRef(ki, v)
+	ref, err := decodeRef(sid, v)
 	if err != nil {
-		return ResultError, err
+		return nil, ResultError, err
 	}
-	return s.applyCallback(ctx, *ref, signer, u)
+	return ref, "", nil
 }
 
 // neverOurs reports whether a callback belongs to an interaction proxyq never creates: proxyq
@@ -218,16 +236,17 @@ func (s *Service) applyIfIndexed(ctx context.Context, ki, signer string, u Updat
 		}
 		return notIndexed, nil
 	}
-	return s.applyCallback(ctx, *ref, signer, u)
+	return s.applyUpdates(ctx, *ref, signer, []Update{u}, "callback")
 }
 
-// applyCallback applies one callback signed by signer's Auth Token to the message of ref.
-func (s *Service) applyCallback(ctx context.Context, ref msgRef, signer string, u Update) (string, error) {
+// applyUpdates applies ups (what one callback or receipt means) to a recorded message, if the
+// account that signed it is the message's (ResultWrongAccount otherwise, changing nothing).
+func (s *Service) applyUpdates(ctx context.Context, ref msgRef, signer string, ups []Update, source string) (string, error) {
 	if !ref.signedBy(signer) {
 		s.wrongAccount(ref, signer, 1)
 		return ResultWrongAccount, nil
 	}
-	res, err := s.apply(ctx, ref, []Update{u}, "callback")
+	res, err := s.apply(ctx, ref, ups, source)
 	switch {
 	case errors.Is(err, errGone):
 		return ResultUnknownInteraction, nil

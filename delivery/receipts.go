@@ -11,9 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-
 	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
@@ -140,54 +137,11 @@ func (s *Service) HandleReceipt(ctx context.Context, params url.Values) (string,
 			u.ErrorCode = n
 		}
 	}
-	entry, _ := json.Marshal(earlyCallback{Update: u, Signer: account})
-	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
-		ref, err := s.lookup(ctx, im)
-		if err != nil {
-			return ResultError, err
-		}
-		if ref == nil {
-			return ResultDropped, nil
-		}
-		return s.applyReceipt(ctx, *ref, account, u)
+	ref, res, err := s.keepUnlessIndexed(ctx, im, account, u)
+	if ref == nil {
+		return res, err
 	}
-	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(im), earlyList(im)}, string(entry), pendingPerInteraction,
-		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
-	if errors.Is(err, redis.Nil) {
-		expiry := s.now().Add(s.cfg.PendingTTL).UnixMilli()
-		if err := s.rdb.ZAdd(ctx, earlyKey, redis.Z{Score: float64(expiry), Member: im}).Err(); err != nil {
-			return ResultError, fmt.Errorf("schedule the pending receipt's expiry: %w", err)
-		}
-		return ResultPending, nil
-	}
-	if err != nil {
-		return ResultError, err
-	}
-	ref, err := decodeRef(im, v)
-	if err != nil {
-		return ResultError, err
-	}
-	return s.applyReceipt(ctx, *ref, account, u)
-}
-
-// applyReceipt applies a receipt to a recorded message, if the account that signed it is the
-// message's.
-func (s *Service) applyReceipt(ctx context.Context, ref msgRef, account string, u Update) (string, error) {
-	if !strings.EqualFold(ref.AccountSID, account) {
-		s.log.Warn("receipt ignored: signed by another account than the message's", zap.String("message_sid", ref.KI),
-			zap.String("signed_by", account), zap.String("account_sid", ref.AccountSID))
-		return ResultUnknownInteraction, nil
-	}
-	res, err := s.apply(ctx, ref, receiptUpdates(u), "receipt")
-	switch {
-	case errors.Is(err, errGone):
-		return ResultUnknownInteraction, nil
-	case err != nil:
-		return ResultError, err
-	case res.change == Advanced || res.change == ErrorAdded:
-		return ResultAccepted, nil
-	}
-	return ResultDuplicateOrStale, nil
+	return s.applyUpdates(ctx, *ref, account, receiptUpdates(u), "receipt")
 }
 
 // ReceiptLister lists a Conversations message's delivery receipts with the client of
