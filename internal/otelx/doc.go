@@ -7,8 +7,9 @@
 // the other packages start is OpenTelemetry's no-op. When on, spans are batched and exported
 // over OTLP (http/protobuf by default, http/json by OTEL_EXPORTER_OTLP_PROTOCOL; grpc only in a
 // binary built with -tags otlpgrpc, which keeps gRPC's packages out of the default build) or
-// printed to stderr (OTEL_TRACES_EXPORTER=console); the exporters read their other variables
-// (headers, timeout, TLS, compression) themselves, and the SDK reads OTEL_TRACES_SAMPLER,
+// printed to stderr (OTEL_TRACES_EXPORTER=console). The OTLP/HTTP client is this package's own
+// (otlphttp.go, on the SDK's otlptrace exporter) and reads the exporter's other variables
+// (headers, timeout, certificates, compression) here too; the SDK reads OTEL_TRACES_SAMPLER,
 // OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_* and OTEL_RESOURCE_ATTRIBUTES. A malformed value of a
 // variable read here is an error naming it.
 //

@@ -12,7 +12,6 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -31,6 +30,8 @@ type Config struct {
 	EndpointURL string
 	// ServiceName is OTEL_SERVICE_NAME ("" = the caller's default, e.g. "proxyq-worker").
 	ServiceName string
+	// otlp holds the OTLP/HTTP exporter's other settings (headers, timeout, compression, TLS).
+	otlp otlpSettings
 }
 
 // Enabled reports whether spans are exported.
@@ -111,6 +112,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 
 	if err := checkSampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG")); err != nil {
 		return Config{}, err
+	}
+	if c.Protocol != "grpc" { // the gRPC exporter reads its own
+		var err error
+		if c.otlp, err = otlpSettingsFromEnv(getenv); err != nil {
+			return Config{}, err
+		}
 	}
 	return c, nil
 }
@@ -197,14 +204,7 @@ func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer
 		}
 		return exp, nil
 	}
-	var opts []otlptracehttp.Option
-	if cfg.EndpointURL != "" {
-		opts = append(opts, otlptracehttp.WithEndpointURL(cfg.EndpointURL))
-	}
-	if cfg.Protocol == "http/json" {
-		opts = append(opts, otlptracehttp.WithEncoding(otlptracehttp.EncodingJSON))
-	}
-	exp, err := otlptracehttp.New(ctx, opts...)
+	exp, err := newOTLPHTTPExporter(ctx, cfg, cfg.otlp)
 	if err != nil {
 		return nil, fmt.Errorf("OTLP http trace exporter: %w", err)
 	}
