@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -312,5 +313,49 @@ func TestGRPCProtocolNeedsTheBuildTag(t *testing.T) {
 		if _, err := newExporter(context.Background(), c, "otlp", nil); err != nil {
 			t.Errorf("grpc exporter: %v", err)
 		}
+	}
+}
+
+// Errors are marked as the conventions say: a client span for a 4xx/5xx answer or a failed
+// request, a server span for a 5xx; both carry the status and error.type.
+func TestHTTPSpansMarkErrors(t *testing.T) {
+	rec, _ := recorder(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	client := &http.Client{Transport: ClientTransport(nil)}
+	resp, err := client.Get(srv.URL + "/v1/Services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	srv.Close()
+	if _, err := client.Get(srv.URL + "/v1/Services"); err == nil { // closed: the request fails
+		t.Fatal("request to a closed server succeeded")
+	}
+	api := ServerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "boom", http.StatusInternalServerError)
+	}))
+	api.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/message-interactions", nil))
+
+	spans := rec.Ended()
+	if len(spans) != 3 {
+		t.Fatalf("%d spans, want 3", len(spans))
+	}
+	attrs := func(i int) map[string]string {
+		m := map[string]string{}
+		for _, kv := range spans[i].Attributes() {
+			m[string(kv.Key)] = kv.Value.Emit()
+		}
+		return m
+	}
+	if a := attrs(0); a["http.response.status_code"] != "503" || a["error.type"] != "503" || spans[0].Status().Code != codes.Error {
+		t.Errorf("client 503 span: %v %v", a, spans[0].Status())
+	}
+	if a := attrs(1); a["error.type"] == "" || a["http.response.status_code"] != "" || spans[1].Status().Code != codes.Error {
+		t.Errorf("client failed-request span: %v %v", a, spans[1].Status())
+	}
+	if a := attrs(2); a["http.response.status_code"] != "500" || a["http.route"] != "/v1/message-interactions" || spans[2].Status().Code != codes.Error {
+		t.Errorf("server 500 span: %v %v", a, spans[2].Status())
 	}
 }
