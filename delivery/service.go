@@ -21,7 +21,9 @@ import (
 // Redis keys of this package. Keys a script touches together share a hash tag, so each script
 // touches one Redis Cluster slot; the two sets are single keys.
 //
-//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a","m","t"}; IndexTTL
+//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a","m","t"}; IndexTTL.
+//	                                  Before the send is recorded, earlyMarker while callbacks
+//	                                  wait in :early; ,"e":1 added while early ones are applied
 //	proxyq:{ki:<KI>}:early    LIST    callbacks that came before the send was recorded; PendingTTL
 //	proxyq:delivery:poll      ZSET    KI, score = when to poll it next (unix ms); removed when final
 //	proxyq:delivery:early     ZSET    KI with early callbacks, score = when they expire (unix ms)
@@ -63,24 +65,36 @@ type earlyCallback struct {
 	Signer string `json:"by,omitempty"`
 }
 
-// earlyScript: the index if the interaction is recorded; else keep the callback for later.
-// One script, so a callback never slips between a record's drain and its own append.
+// earlyMarker is the index key's value while callbacks wait in the early list and the send
+// is not recorded: a recorded send's first write of the index (SET NX GET, track) finds it and
+// takes the slow path that reads them. lookup reads it as "not indexed".
+const earlyMarker = "~"
+
+// earlyScript: the index if the interaction is recorded; else keep the callback for later,
+// and mark the index key (earlyMarker) for as long as the list lives. One script, so a
+// callback never slips between a record's read of the list and its own append.
 var earlyScript = redis.NewScript(`
 local v = redis.call("GET", KEYS[1])
-if v then return v end
+if v and v ~= "` + earlyMarker + `" then return v end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 redis.call("LTRIM", KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call("PEXPIRE", KEYS[2], ARGV[3])
+redis.call("SET", KEYS[1], "` + earlyMarker + `", "PX", ARGV[3])
 return false
 `)
 
-// recordScript writes the index and reads the callbacks that came early. It leaves them in
-// place: Recorded deletes them once applied, so a failure in between loses none (a repeated
-// Recorded applies them again, and applying is idempotent). Once the index exists no callback
-// is appended any more (earlyScript), so the list cannot grow behind Recorded's back.
+// recordScript is the slow path of writing the index (track): it writes the index and reads
+// the callbacks that came early. It leaves them in place: track deletes them once applied,
+// so a failure in between loses none. While they are there the index carries ,"e":1 (ARGV[1]
+// is a JSON object), so that a repeated Recorded, whose SET NX finds the key, comes back here
+// and applies them again (applying is idempotent). Once the index exists no callback is
+// appended any more (earlyScript), so the list cannot grow behind Recorded's back.
 var recordScript = redis.NewScript(`
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-return redis.call("LRANGE", KEYS[2], 0, -1)
+local l = redis.call("LRANGE", KEYS[2], 0, -1)
+local v = ARGV[1]
+if #l > 0 then v = string.sub(v, 1, -2) .. ',"e":1}' end
+redis.call("SET", KEYS[1], v, "PX", ARGV[2])
+return l
 `)
 
 // claimScript takes up to ARGV[2] messages due for a poll and pushes them to ARGV[3], so that
@@ -146,11 +160,12 @@ func (s *Service) Config() Config { return s.cfg }
 // sent (worker.DeliveryHook), after the outcome record is written: it indexes the interaction
 // for IndexTTL, applies the callbacks that came early (those signed by the message's own
 // account; others are counted as wrong_account), and schedules the polling fallback. The
-// common case is one round trip (EVAL and ZADD in one pipeline).
+// common case is one round trip of two commands (SET NX GET and ZADD NX in one pipeline).
 //
 // It is idempotent, so the worker calls it again whenever a run finds the message sent (a
 // lost MarkSent reply, a worker that died before its call, an earlier call that failed): the
-// index is rewritten, early callbacks are deleted only once applied, the poll entry is added
+// index is left when it already says the same and rewritten otherwise, early callbacks are
+// deleted only once applied (until then the index says so), the poll entry is added
 // only when missing (ZADD NX: a repeat never postpones a scheduled poll), and a status
 // already in the timeline changes nothing. A message whose record is already final gets no
 // poll entry.
@@ -185,20 +200,30 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 // schedule the poll. See Recorded for why each step is idempotent.
 func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Outcome, expand func(Update) []Update) error {
 	final := o.Final || IsFinal(o.OutboundStatus)
-	var early *redis.Cmd
-	// EVAL rather than EVALSHA: in a pipeline a missing script cannot be retried, and the
-	// script is short.
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
+	// The common case in one round trip of two commands: SET NX GET writes the index when the
+	// key does not exist (no callback came early) and says what is there otherwise (Redis
+	// 7.0+). Anything but nil or this very value — the early marker, a ref still applying its
+	// early callbacks, an older server refusing the syntax — takes the script (slow path).
+	var set *redis.StatusCmd
+	var poll *redis.IntCmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
 		if !s.cfg.PollOff && !final {
-			p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
+			// NX: a repeat never postpones a scheduled poll.
+			poll = p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+	if poll != nil && poll.Err() != nil {
+		return fmt.Errorf("delivery: schedule the poll of %s: %w", ref.KI, poll.Err())
 	}
-	raw, _ := early.StringSlice()
+	var raw []string
+	if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != string(val)) {
+		raw, err = recordScript.Run(ctx, s.rdb, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds()).StringSlice()
+		if err != nil {
+			return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+		}
+	}
 	var ups []Update
 	refused, refusedSigner := 0, ""
 	for _, r := range raw {
@@ -233,11 +258,11 @@ func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Ou
 		s.wrongAccount(ref, refusedSigner, refused)
 		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
 	}
-	// Applied (or refused): only now are they let go. Two keys in different slots, one round
-	// trip; this replaces the drain the script used to do, so the count of round trips is the
-	// same as before.
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// Applied (or refused): only now are they let go, and the index stops saying they wait (the
+	// list first: the same slot, in order). One round trip.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, earlyList(ref.KI))
+		p.Set(ctx, indexKey(ref.KI), val, s.cfg.IndexTTL)
 		p.ZRem(ctx, earlyKey, ref.KI)
 		return nil
 	})
@@ -247,10 +272,11 @@ func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Ou
 	return nil
 }
 
-// lookup returns the message an interaction belongs to, or nil when it is not indexed.
+// lookup returns the message an interaction belongs to, or nil when it is not indexed (no
+// key, or only early callbacks waiting).
 func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
 	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, redis.Nil) || (err == nil && v == earlyMarker) {
 		return nil, nil
 	}
 	if err != nil {
