@@ -157,11 +157,7 @@ func TestEarlyCallbacksSurviveAnInterruptedRecord(t *testing.T) {
 	}
 	// The interrupted record: the slow path's script ran, nothing was applied.
 	// Its value is what Recorded writes, so only the flag sends the next one to the slow path.
-	r := msgRef{Queue: "default", TaskID: id, AccountSID: testAccount, MessageSID: o.OutboundResourceSID}
-	if o.SentAt != nil {
-		r.SentAt = o.SentAt.Unix()
-	}
-	ref, _ := json.Marshal(r)
+	ref, _ := json.Marshal(s.newRef("default", id, testAccount, ki))
 	if err := recordScript.Run(ctx, e.rdb, []string{indexKey(ki), earlyList(ki)}, string(ref), time.Hour.Milliseconds()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -405,5 +401,25 @@ func TestCallbacksThatCannotMatchAreNotKept(t *testing.T) {
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
 		t.Fatalf("our early callback was not applied: %+v", got)
+	}
+}
+
+// TestIndexOfAnEarlierVersion: index entries written before the index held only queue, task
+// and account (they also named the SM…, the send time, a conversation) still route callbacks.
+func TestIndexOfAnEarlierVersion(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	ctx := context.Background()
+	id, ki, o := e.message(t, "default")
+	old := `{"q":"default","id":"` + id + `","a":"` + testAccount + `","m":"` + o.OutboundResourceSID + `","t":1765000000,"c":"CH0","s":"IS0"}`
+	if err := e.rdb.Set(ctx, indexKey(ki), old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
+		t.Fatalf("not applied through an older index entry: %+v", got)
 	}
 }

@@ -21,7 +21,7 @@ import (
 // Redis keys of this package. Keys a script touches together share a hash tag, so each script
 // touches one Redis Cluster slot; the two sets are single keys.
 //
-//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a","m","t"}; IndexTTL.
+//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a"}; IndexTTL.
 //	                                  Before the send is recorded, earlyMarker while callbacks
 //	                                  wait in :early; ,"e":1 added while early ones are applied
 //	proxyq:{ki:<KI>}:early    LIST    callbacks that came before the send was recorded; PendingTTL
@@ -41,14 +41,28 @@ func earlyList(ki string) string { return "proxyq:{ki:" + ki + "}:early" }
 // field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
 func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
-// msgRef is what the index holds: where the message's outcome record is, and what to fetch.
+// msgRef is what the index holds: where the message's outcome record is, and the account
+// whose callbacks may change it. Everything else about the message (its SM… to fetch, a
+// Conversations message's conversation) is in the record, which every use reads anyway: an
+// index entry is kept for every message for IndexTTL, so it holds no more than it must.
 type msgRef struct {
 	Queue      string `json:"q"`
 	TaskID     string `json:"id"`
 	AccountSID string `json:"a,omitempty"`
-	MessageSID string `json:"m,omitempty"` // SM…, the outbound resource
-	SentAt     int64  `json:"t,omitempty"` // unix seconds
+	// MessageSID is the SM… to fetch, filled from the record where a fetch needs it (and
+	// carried in a fetch task's payload); never written to the index ("m" in entries
+	// written before 2026-12).
+	MessageSID string `json:"m,omitempty"`
 	KI         string `json:"-"`
+}
+
+// fetchSID is the Message (SM…) a fetch of o's status reads: Proxy's outbound resource; ""
+// for a Conversations message, whose status comes from its receipts.
+func fetchSID(o *tasks.Outcome) string {
+	if o.MessageSID != "" {
+		return ""
+	}
+	return o.OutboundResourceSID
 }
 
 // signedBy reports whether a callback signed with account's Auth Token may change this
@@ -183,22 +197,24 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID == "" {
 		return nil
 	}
-	ref := msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, MessageSID: o.OutboundResourceSID, KI: o.InteractionSID}
-	if ref.AccountSID == "" {
-		ref.AccountSID = s.cfg.AccountSID
+	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.InteractionSID), o, nil)
+}
+
+// newRef is the index entry of a message recorded under accountSID (the default account's
+// when empty) that created sid.
+func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
+	if accountSID == "" {
+		accountSID = s.cfg.AccountSID
 	}
-	if o.SentAt != nil {
-		ref.SentAt = o.SentAt.Unix()
-	}
-	val, _ := json.Marshal(ref)
-	return s.track(ctx, ref, val, o, nil)
+	return msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: sid}
 }
 
 // track is Recorded's work for one created SID (ref.KI: a Proxy interaction KI… or a
-// Conversations message IM…): index it (val is the index's value), apply the early updates
-// signed by ref's account (expand, when not nil, turns one into the updates it means), and
-// schedule the poll. See Recorded for why each step is idempotent.
-func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Outcome, expand func(Update) []Update) error {
+// Conversations message IM…): index it, apply the early updates signed by ref's account
+// (expand, when not nil, turns one into the updates it means), and schedule the poll. See
+// Recorded for why each step is idempotent.
+func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update) error {
+	val, _ := json.Marshal(ref)
 	final := o.Final || IsFinal(o.OutboundStatus)
 	// The common case in one round trip of two commands: SET NX GET writes the index when the
 	// key does not exist (no callback came early) and says what is there otherwise (Redis
@@ -411,6 +427,9 @@ func (s *Service) after(ctx context.Context, ref msgRef, res result, source stri
 		}
 	}
 	needsError := (o.OutboundStatus == StatusUndelivered || o.OutboundStatus == StatusFailed) && o.DeliveryErrorCode == 0
+	if ref.MessageSID == "" {
+		ref.MessageSID = fetchSID(&o)
+	}
 	if res.change == Advanced && needsError && ref.MessageSID != "" {
 		// The callback has no error code: the worker fetches the Message, under the account's
 		// limits, and announces the status with its code.
