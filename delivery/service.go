@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -147,6 +148,27 @@ type Service struct {
 	metrics *Metrics
 	log     *zap.Logger
 	now     func() time.Time
+	// autopipe carries the commands every message and every callback makes (the record's
+	// SET and ZADD, a callback's GET, HGET and compare-and-set) on one Redis: go-redis's async
+	// autopipeliner, the same one the worker's ledger uses (go-redis shares it per client),
+	// puts the commands of all concurrent messages and callbacks in shared pipelines, so
+	// each costs a fraction of a round trip's syscalls. Each caller still waits for its own
+	// replies before it acts. nil (a Cluster, or a Service built without New): rdb.
+	autopipe func() *redis.AutoPipeliner
+}
+
+// perMessage returns where a message's or a callback's own commands go: the autopipeliner,
+// else rdb.
+func (s *Service) perMessage() interface {
+	redis.Cmdable
+	redis.Scripter
+} {
+	if s.autopipe != nil {
+		if ap := s.autopipe(); ap != nil {
+			return ap
+		}
+	}
+	return s.rdb
 }
 
 // New returns a service on rdb. cfg is defaulted and validated; metrics and log may be nil.
@@ -164,7 +186,17 @@ func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logge
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}, nil
+	s := &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}
+	if c, ok := rdb.(*redis.Client); ok {
+		s.autopipe = sync.OnceValue(func() *redis.AutoPipeliner {
+			ap, err := c.AsyncAutoPipeline() // closed with the client
+			if err != nil {
+				return nil
+			}
+			return ap
+		})
+	}
+	return s, nil
 }
 
 // Config returns the service's configuration, defaults applied.
@@ -222,20 +254,19 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	// early callbacks, an older server refusing the syntax — takes the script (slow path).
 	var set *redis.StatusCmd
 	var poll *redis.IntCmd
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	s.oneTrip(ctx, func(p redis.Cmdable) {
 		set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
 		if !s.cfg.PollOff && !final {
 			// NX: a repeat never postpones a scheduled poll.
 			poll = p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
 		}
-		return nil
 	})
 	if poll != nil && poll.Err() != nil {
 		return fmt.Errorf("delivery: schedule the poll of %s: %w", ref.KI, poll.Err())
 	}
 	var raw []string
 	if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != string(val)) {
-		raw, err = recordScript.Run(ctx, s.rdb, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds()).StringSlice()
+		raw, err = recordScript.Run(ctx, s.perMessage(), []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds()).StringSlice()
 		if err != nil {
 			return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
 		}
@@ -288,10 +319,25 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	return nil
 }
 
+// oneTrip sends fn's commands in one round trip (queued on the autopipeliner, or as a
+// pipeline); each command's reply and error are read from the command afterwards.
+func (s *Service) oneTrip(ctx context.Context, fn func(redis.Cmdable)) {
+	if s.autopipe != nil {
+		if ap := s.autopipe(); ap != nil {
+			fn(ap)
+			return
+		}
+	}
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fn(p)
+		return nil
+	})
+}
+
 // lookup returns the message an interaction belongs to, or nil when it is not indexed (no
 // key, or only early callbacks waiting).
 func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
-	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
+	v, err := s.perMessage().Get(ctx, indexKey(ki)).Result()
 	if errors.Is(err, redis.Nil) || (err == nil && v == earlyMarker) {
 		return nil, nil
 	}
@@ -340,7 +386,7 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 	committed := false
 	for range maxTxRetries {
 		res = result{}
-		raw, err := s.rdb.HGet(ctx, key, "result").Result()
+		raw, err := s.perMessage().HGet(ctx, key, "result").Result()
 		if errors.Is(err, redis.Nil) {
 			return res, errGone
 		}
@@ -378,7 +424,7 @@ func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source st
 			return res, err
 		}
 		sum := sha1.Sum([]byte(raw))
-		n, err := casScript.Run(ctx, s.rdb, []string{key}, hex.EncodeToString(sum[:]), data).Int()
+		n, err := casScript.Run(ctx, s.perMessage(), []string{key}, hex.EncodeToString(sum[:]), data).Int()
 		if err != nil {
 			return res, err
 		}
@@ -422,7 +468,7 @@ func (s *Service) after(ctx context.Context, ref msgRef, res result, source stri
 		zap.String("interaction_sid", ref.KI), zap.String("status", o.OutboundStatus), zap.Bool("final", o.Final),
 		zap.Int("error_code", o.DeliveryErrorCode), zap.String("source", source))
 	if o.Final {
-		if err := s.rdb.ZRem(ctx, pollKey, ref.KI).Err(); err != nil {
+		if err := s.perMessage().ZRem(ctx, pollKey, ref.KI).Err(); err != nil {
 			s.log.Warn("delivery: could not unschedule the poll of a final message", zap.String("interaction_sid", ref.KI), zap.Error(err))
 		}
 	}
