@@ -181,8 +181,19 @@ func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string
 // apply u to; or, when sid is not indexed yet, keeps u with its signer as an early update
 // (ResultPending: applied when the send is recorded, dropped after PendingTTL). When the early
 // set is full only an indexed sid gets through (ResultDropped otherwise).
+//
+// The common case, a callback for a recorded message, is one GET; only a miss pays for the
+// early set's size and the script that checks the index again and keeps u atomically.
 func (s *Service) keepUnlessIndexed(ctx context.Context, sid, signer string, u Update) (*msgRef, string, error) {
+	ref, err := s.lookup(ctx, sid)
+	switch {
+	case err != nil:
+		return nil, ResultError, err
+	case ref != nil:
+		return ref, "", nil
+	}
 	if n, err := s.rdb.ZCard(ctx, earlyKey).Result(); err == nil && n >= int64(s.cfg.PendingMax) {
+		// Full: only an interaction recorded since the GET above gets through.
 		ref, err := s.lookup(ctx, sid)
 		switch {
 		case err != nil:
@@ -207,8 +218,7 @@ func (s *Service) keepUnlessIndexed(ctx context.Context, sid, signer string, u U
 	if err != nil {
 		return nil, ResultError, err
 	}
-	ref, err := decodeRef(sid, v)
-	if err != nil {
+	if ref, err = decodeRef(sid, v); err != nil {
 		return nil, ResultError, err
 	}
 	return ref, "", nil

@@ -140,6 +140,45 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	}
 }
 
+// TestEarlyCallbacksSurviveAnInterruptedRecord: a Recorded that read the early callbacks and
+// wrote the index, then failed before applying them (Redis gone, the worker killed), leaves
+// the index saying they wait; the next Recorded, whose SET NX finds the key, applies them.
+func TestEarlyCallbacksSurviveAnInterruptedRecord(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	ctx := context.Background()
+	id, ki, o := e.message(t, "default")
+	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	if v, _ := e.rdb.Get(ctx, indexKey(ki)).Result(); v != earlyMarker {
+		t.Fatalf("index while a callback waits: %q, want the early marker", v)
+	}
+	// The interrupted record: the slow path's script ran, nothing was applied.
+	// Its value is what Recorded writes, so only the flag sends the next one to the slow path.
+	ref, _ := json.Marshal(s.newRef("default", id, testAccount, ki))
+	if err := recordScript.Run(ctx, e.rdb, []string{indexKey(ki), earlyList(ki)}, string(ref), time.Hour.Milliseconds()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Callbacks now find the message (the flag does not hide it).
+	if got, err := s.lookup(ctx, ki); err != nil || got == nil || got.TaskID != id {
+		t.Fatalf("lookup during the early application: %+v, %v", got, err)
+	}
+	if err := s.Recorded(ctx, "default", id, testAccount, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
+		t.Fatalf("the early callback was lost: %+v", got)
+	}
+	if n, _ := e.rdb.Exists(ctx, earlyList(ki)).Result(); n != 0 {
+		t.Fatal("pending callbacks left behind")
+	}
+	if v, _ := e.rdb.Get(ctx, indexKey(ki)).Result(); strings.Contains(v, `"e"`) {
+		t.Fatalf("index still says callbacks wait: %s", v)
+	}
+}
+
 func TestEarlyCallbacksAppliedAtRecord(t *testing.T) {
 	e := newEnv(t)
 	s := e.service(t, Config{})
@@ -362,5 +401,25 @@ func TestCallbacksThatCannotMatchAreNotKept(t *testing.T) {
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
 		t.Fatalf("our early callback was not applied: %+v", got)
+	}
+}
+
+// TestIndexOfAnEarlierVersion: index entries written before the index held only queue, task
+// and account (they also named the SM…, the send time, a conversation) still route callbacks.
+func TestIndexOfAnEarlierVersion(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	c := newCallbackClient(t, s)
+	ctx := context.Background()
+	id, ki, o := e.message(t, "default")
+	old := `{"q":"default","id":"` + id + `","a":"` + testAccount + `","m":"` + o.OutboundResourceSID + `","t":1765000000,"c":"CH0","s":"IS0"}`
+	if err := e.rdb.Set(ctx, indexKey(ki), old, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
+		t.Fatalf("not applied through an older index entry: %+v", got)
 	}
 }

@@ -61,8 +61,8 @@ func (e *clusterEnv) outcome(queue, id string) *tasks.Outcome {
 	return o
 }
 
-// Every script of the package (early, record, claim, drain) and the timeline's optimistic
-// transaction run on a real Redis Cluster without a cross-slot error, and do their job: callbacks
+// Every script of the package (early, record, claim, drain, the timeline's compare-and-set)
+// and the record's SET NX GET run on a real Redis Cluster without a cross-slot error, and do their job: callbacks
 // reach the outcome record, early ones are applied at record, polls are claimed and applied,
 // expired early callbacks are drained, and a missing error code is fetched. Run with
 // `go test -tags cluster ./delivery/`.
@@ -83,8 +83,8 @@ func TestClusterSlotSafety(t *testing.T) {
 	cb := newCallbackClient(t, s)
 	queues := []string{"dq-0", "dq-1", "dq-2", "dq-3", "dq-4", "dq-5"}
 
-	// Callbacks after the record: the early script finds the index and the timeline is updated
-	// in a WATCH/MULTI transaction on the task's slot; a final status unschedules the poll and
+	// Callbacks after the record: a GET finds the index and the timeline is updated by the
+	// compare-and-set script on the task's slot; a final status unschedules the poll and
 	// announces the change (a webhook task on the message's queue).
 	type msg struct{ q, id, ki string }
 	var after []msg
@@ -221,8 +221,11 @@ func TestClusterSlotSafety(t *testing.T) {
 	}
 
 	// The scripts that ran, by their first key.
-	if n := log.ScriptRuns(indexKey(after[0].ki)); n < 4 { // record + 3 callbacks
-		t.Errorf("%d record/early scripts on %s, want 4", n, after[0].ki)
+	if n := log.ScriptRuns(indexKey(early[0].ki)); n < 3 { // 2 early callbacks + the record's slow path
+		t.Errorf("%d record/early scripts on %s, want 3", n, early[0].ki)
+	}
+	if n := log.ScriptRuns(taskKey(after[0].q, after[0].id)); n < 2 { // sent, delivered
+		t.Errorf("%d compare-and-set scripts on %s, want 2", n, after[0].id)
 	}
 	if n := log.ScriptRuns(pollKey); n < 1 {
 		t.Error("the claim script did not run")
@@ -230,5 +233,5 @@ func TestClusterSlotSafety(t *testing.T) {
 	if n := log.ScriptRuns(earlyList(unknown)); n != 1 {
 		t.Errorf("the drain script ran %d times, want 1", n)
 	}
-	log.Check(t, "EVAL", "EVALSHA", "WATCH", "EXEC", "HSET", "ZADD")
+	log.Check(t, "EVAL", "EVALSHA", "SET", "HSET", "ZADD")
 }

@@ -29,9 +29,10 @@
 //     sent < delivery-unknown < delivered|undelivered|failed; the last three are final and never
 //     replaced. A duplicate changes nothing; an older status is added to the history only;
 //     statuses we do not know are kept in the history without moving the rank.
-//   - Updates are atomic across processes: each is an optimistic transaction (WATCH/MULTI/EXEC)
-//     on the one key that holds the record, asynq's task hash, so two serve replicas, a poll and
-//     a fetch can race on one message and every status lands once. Only the process whose
+//   - Updates are atomic across processes: each is an optimistic transaction on the one key
+//     that holds the record, asynq's task hash (read, fold, then a compare-and-set script that
+//     writes only if the record is still the one read), so two serve replicas, a poll and a
+//     fetch can race on one message and every status lands once. Only the process whose
 //     transaction committed a change counts it and announces it.
 //   - A callback that arrives before the send is recorded (its POST's answer still on the way, or
 //     an ambiguous POST reconciled later) is kept for PendingTTL and applied by Recorded, on

@@ -2,9 +2,7 @@ package delivery
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -71,29 +69,13 @@ func isConversationMessage(sid string) bool {
 	return strings.HasPrefix(sid, conversations.PrefixMessage)
 }
 
-// convRef is the index entry of a Conversations message: msgRef's fields (so the sweeper and
-// the apply path read it) and where its receipts are listed.
-type convRef struct {
-	msgRef
-	ConversationSID string `json:"c"`
-	ServiceSID      string `json:"s,omitempty"`
-}
-
 // recordedConversation indexes a recorded Conversations message by its IM… SID, applies the
 // receipts that came early (those signed by its account), and schedules the poll fallback.
 // The worker's hook (Recorded) calls it for an outcome with a MessageSID; it is Recorded's
-// track with the index value of a Conversations message and receipts' meaning of a status.
+// track with receipts' meaning of a status. Where its receipts are listed (conversation,
+// Conversation Service) the poll reads from the record.
 func (s *Service) recordedConversation(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
-	ref := convRef{msgRef: msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: o.MessageSID},
-		ConversationSID: o.ConversationSID, ServiceSID: o.ChatServiceSID}
-	if ref.AccountSID == "" {
-		ref.AccountSID = s.cfg.AccountSID
-	}
-	if o.SentAt != nil {
-		ref.SentAt = o.SentAt.Unix()
-	}
-	val, _ := json.Marshal(ref)
-	return s.track(ctx, ref.msgRef, val, o, receiptUpdates)
+	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.MessageSID), o, receiptUpdates)
 }
 
 // receiptUpdates is what one receipt status means for the timeline: "read" also records
@@ -154,19 +136,11 @@ type ReceiptLister interface {
 // one they end at their last receipt (or delivery-unknown after MaxAge).
 func (w *Worker) SetReceiptLister(l ReceiptLister) { w.receipts = l }
 
-// pollConversation is pollOne's fetch for a Conversations message: its receipts, under the
-// account's limits. stop is true when the account has no room.
-func (w *Worker) pollConversation(ctx context.Context, ki string) (stop bool, err error) {
+// pollConversation is pollOne's fetch for a Conversations message (ref, whose record is o):
+// its receipts, under the account's limits. stop is true when the account has no room.
+func (w *Worker) pollConversation(ctx context.Context, ref msgRef, o *tasks.Outcome) (stop bool, err error) {
 	s := w.s
-	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
-	if err != nil {
-		return false, err
-	}
-	var ref convRef
-	if err := json.Unmarshal([]byte(v), &ref); err != nil {
-		return false, fmt.Errorf("delivery: corrupt index for %s: %w", ki, err)
-	}
-	ref.KI = ki
+	ki := ref.KI
 	if w.receipts == nil || w.limit == nil {
 		s.metrics.Polls.WithLabelValues("no_fetcher").Inc()
 		return false, nil
@@ -178,7 +152,7 @@ func (w *Worker) pollConversation(ctx context.Context, ki string) (stop bool, er
 	}
 	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	receipts, err := w.receipts.ListReceipts(fctx, ref.AccountSID,
-		conversations.Conversation{ServiceSID: ref.ServiceSID, ConversationSID: ref.ConversationSID}, ki)
+		conversations.Conversation{ServiceSID: o.ChatServiceSID, ConversationSID: o.ConversationSID}, ki)
 	cancel()
 	var apiErr *proxyclient.Error
 	is429 := errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests
@@ -205,7 +179,7 @@ func (w *Worker) pollConversation(ctx context.Context, ki string) (stop bool, er
 		s.metrics.Polls.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
-	res, err := s.apply(ctx, ref.msgRef, ups, "poll")
+	res, err := s.apply(ctx, ref, ups, "poll")
 	if errors.Is(err, errGone) {
 		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
 	}

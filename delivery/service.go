@@ -2,11 +2,14 @@ package delivery
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -19,7 +22,9 @@ import (
 // Redis keys of this package. Keys a script touches together share a hash tag, so each script
 // touches one Redis Cluster slot; the two sets are single keys.
 //
-//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a","m","t"}; IndexTTL
+//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a"}; IndexTTL.
+//	                                  Before the send is recorded, earlyMarker while callbacks
+//	                                  wait in :early; ,"e":1 added while early ones are applied
 //	proxyq:{ki:<KI>}:early    LIST    callbacks that came before the send was recorded; PendingTTL
 //	proxyq:delivery:poll      ZSET    KI, score = when to poll it next (unix ms); removed when final
 //	proxyq:delivery:early     ZSET    KI with early callbacks, score = when they expire (unix ms)
@@ -37,14 +42,28 @@ func earlyList(ki string) string { return "proxyq:{ki:" + ki + "}:early" }
 // field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
 func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
-// msgRef is what the index holds: where the message's outcome record is, and what to fetch.
+// msgRef is what the index holds: where the message's outcome record is, and the account
+// whose callbacks may change it. Everything else about the message (its SM… to fetch, a
+// Conversations message's conversation) is in the record, which every use reads anyway: an
+// index entry is kept for every message for IndexTTL, so it holds no more than it must.
 type msgRef struct {
 	Queue      string `json:"q"`
 	TaskID     string `json:"id"`
 	AccountSID string `json:"a,omitempty"`
-	MessageSID string `json:"m,omitempty"` // SM…, the outbound resource
-	SentAt     int64  `json:"t,omitempty"` // unix seconds
+	// MessageSID is the SM… to fetch, filled from the record where a fetch needs it (and
+	// carried in a fetch task's payload); never written to the index ("m" in entries
+	// written before 2026-12).
+	MessageSID string `json:"m,omitempty"`
 	KI         string `json:"-"`
+}
+
+// fetchSID is the Message (SM…) a fetch of o's status reads: Proxy's outbound resource; ""
+// for a Conversations message, whose status comes from its receipts.
+func fetchSID(o *tasks.Outcome) string {
+	if o.MessageSID != "" {
+		return ""
+	}
+	return o.OutboundResourceSID
 }
 
 // signedBy reports whether a callback signed with account's Auth Token may change this
@@ -61,24 +80,36 @@ type earlyCallback struct {
 	Signer string `json:"by,omitempty"`
 }
 
-// earlyScript: the index if the interaction is recorded; else keep the callback for later.
-// One script, so a callback never slips between a record's drain and its own append.
+// earlyMarker is the index key's value while callbacks wait in the early list and the send
+// is not recorded: a recorded send's first write of the index (SET NX GET, track) finds it and
+// takes the slow path that reads them. lookup reads it as "not indexed".
+const earlyMarker = "~"
+
+// earlyScript: the index if the interaction is recorded; else keep the callback for later,
+// and mark the index key (earlyMarker) for as long as the list lives. One script, so a
+// callback never slips between a record's read of the list and its own append.
 var earlyScript = redis.NewScript(`
 local v = redis.call("GET", KEYS[1])
-if v then return v end
+if v and v ~= "` + earlyMarker + `" then return v end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 redis.call("LTRIM", KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call("PEXPIRE", KEYS[2], ARGV[3])
+redis.call("SET", KEYS[1], "` + earlyMarker + `", "PX", ARGV[3])
 return false
 `)
 
-// recordScript writes the index and reads the callbacks that came early. It leaves them in
-// place: Recorded deletes them once applied, so a failure in between loses none (a repeated
-// Recorded applies them again, and applying is idempotent). Once the index exists no callback
-// is appended any more (earlyScript), so the list cannot grow behind Recorded's back.
+// recordScript is the slow path of writing the index (track): it writes the index and reads
+// the callbacks that came early. It leaves them in place: track deletes them once applied,
+// so a failure in between loses none. While they are there the index carries ,"e":1 (ARGV[1]
+// is a JSON object), so that a repeated Recorded, whose SET NX finds the key, comes back here
+// and applies them again (applying is idempotent). Once the index exists no callback is
+// appended any more (earlyScript), so the list cannot grow behind Recorded's back.
 var recordScript = redis.NewScript(`
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-return redis.call("LRANGE", KEYS[2], 0, -1)
+local l = redis.call("LRANGE", KEYS[2], 0, -1)
+local v = ARGV[1]
+if #l > 0 then v = string.sub(v, 1, -2) .. ',"e":1}' end
+redis.call("SET", KEYS[1], v, "PX", ARGV[2])
+return l
 `)
 
 // claimScript takes up to ARGV[2] messages due for a poll and pushes them to ARGV[3], so that
@@ -87,6 +118,17 @@ var claimScript = redis.NewScript(`
 local m = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[2]))
 for _, k in ipairs(m) do redis.call("ZADD", KEYS[1], "XX", ARGV[3], k) end
 return m
+`)
+
+// casScript writes a task's outcome record (ARGV[2]) only if the record is still the one the
+// update was folded into (its SHA-1 is ARGV[1]): 1 written, 0 changed meanwhile (fold again),
+// -1 gone. Comparing a digest keeps the old record off the wire.
+var casScript = redis.NewScript(`
+local v = redis.call("HGET", KEYS[1], "result")
+if not v then return -1 end
+if redis.sha1hex(v) ~= ARGV[1] then return 0 end
+redis.call("HSET", KEYS[1], "result", ARGV[2])
+return 1
 `)
 
 // drainScript drops an expired early list and says how many callbacks it held.
@@ -106,6 +148,27 @@ type Service struct {
 	metrics *Metrics
 	log     *zap.Logger
 	now     func() time.Time
+	// autopipe carries the commands every message and every callback makes (the record's
+	// SET and ZADD, a callback's GET, HGET and compare-and-set) on one Redis: go-redis's async
+	// autopipeliner, the same one the worker's ledger uses (go-redis shares it per client),
+	// puts the commands of all concurrent messages and callbacks in shared pipelines, so
+	// each costs a fraction of a round trip's syscalls. Each caller still waits for its own
+	// replies before it acts. nil (a Cluster, or a Service built without New): rdb.
+	autopipe func() *redis.AutoPipeliner
+}
+
+// perMessage returns where a message's or a callback's own commands go: the autopipeliner,
+// else rdb.
+func (s *Service) perMessage() interface {
+	redis.Cmdable
+	redis.Scripter
+} {
+	if s.autopipe != nil {
+		if ap := s.autopipe(); ap != nil {
+			return ap
+		}
+	}
+	return s.rdb
 }
 
 // New returns a service on rdb. cfg is defaulted and validated; metrics and log may be nil.
@@ -123,7 +186,17 @@ func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logge
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}, nil
+	s := &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}
+	if c, ok := rdb.(*redis.Client); ok {
+		s.autopipe = sync.OnceValue(func() *redis.AutoPipeliner {
+			ap, err := c.AsyncAutoPipeline() // closed with the client
+			if err != nil {
+				return nil
+			}
+			return ap
+		})
+	}
+	return s, nil
 }
 
 // Config returns the service's configuration, defaults applied.
@@ -133,11 +206,12 @@ func (s *Service) Config() Config { return s.cfg }
 // sent (worker.DeliveryHook), after the outcome record is written: it indexes the interaction
 // for IndexTTL, applies the callbacks that came early (those signed by the message's own
 // account; others are counted as wrong_account), and schedules the polling fallback. The
-// common case is one round trip (EVAL and ZADD in one pipeline).
+// common case is one round trip of two commands (SET NX GET and ZADD NX in one pipeline).
 //
 // It is idempotent, so the worker calls it again whenever a run finds the message sent (a
 // lost MarkSent reply, a worker that died before its call, an earlier call that failed): the
-// index is rewritten, early callbacks are deleted only once applied, the poll entry is added
+// index is left when it already says the same and rewritten otherwise, early callbacks are
+// deleted only once applied (until then the index says so), the poll entry is added
 // only when missing (ZADD NX: a repeat never postpones a scheduled poll), and a status
 // already in the timeline changes nothing. A message whose record is already final gets no
 // poll entry.
@@ -155,37 +229,48 @@ func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string
 	if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID == "" {
 		return nil
 	}
-	ref := msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, MessageSID: o.OutboundResourceSID, KI: o.InteractionSID}
-	if ref.AccountSID == "" {
-		ref.AccountSID = s.cfg.AccountSID
+	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.InteractionSID), o, nil)
+}
+
+// newRef is the index entry of a message recorded under accountSID (the default account's
+// when empty) that created sid.
+func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
+	if accountSID == "" {
+		accountSID = s.cfg.AccountSID
 	}
-	if o.SentAt != nil {
-		ref.SentAt = o.SentAt.Unix()
-	}
-	val, _ := json.Marshal(ref)
-	return s.track(ctx, ref, val, o, nil)
+	return msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: sid}
 }
 
 // track is Recorded's work for one created SID (ref.KI: a Proxy interaction KI… or a
-// Conversations message IM…): index it (val is the index's value), apply the early updates
-// signed by ref's account (expand, when not nil, turns one into the updates it means), and
-// schedule the poll. See Recorded for why each step is idempotent.
-func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Outcome, expand func(Update) []Update) error {
+// Conversations message IM…): index it, apply the early updates signed by ref's account
+// (expand, when not nil, turns one into the updates it means), and schedule the poll. See
+// Recorded for why each step is idempotent.
+func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update) error {
+	val, _ := json.Marshal(ref)
 	final := o.Final || IsFinal(o.OutboundStatus)
-	var early *redis.Cmd
-	// EVAL rather than EVALSHA: in a pipeline a missing script cannot be retried, and the
-	// script is short.
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		early = recordScript.Eval(ctx, p, []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds())
+	// The common case in one round trip of two commands: SET NX GET writes the index when the
+	// key does not exist (no callback came early) and says what is there otherwise (Redis
+	// 7.0+). Anything but nil or this very value — the early marker, a ref still applying its
+	// early callbacks, an older server refusing the syntax — takes the script (slow path).
+	var set *redis.StatusCmd
+	var poll *redis.IntCmd
+	s.oneTrip(ctx, func(p redis.Cmdable) {
+		set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
 		if !s.cfg.PollOff && !final {
-			p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
+			// NX: a repeat never postpones a scheduled poll.
+			poll = p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
 		}
-		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+	if poll != nil && poll.Err() != nil {
+		return fmt.Errorf("delivery: schedule the poll of %s: %w", ref.KI, poll.Err())
 	}
-	raw, _ := early.StringSlice()
+	var raw []string
+	if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != string(val)) {
+		raw, err = recordScript.Run(ctx, s.perMessage(), []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds()).StringSlice()
+		if err != nil {
+			return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+		}
+	}
 	var ups []Update
 	refused, refusedSigner := 0, ""
 	for _, r := range raw {
@@ -220,11 +305,11 @@ func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Ou
 		s.wrongAccount(ref, refusedSigner, refused)
 		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
 	}
-	// Applied (or refused): only now are they let go. Two keys in different slots, one round
-	// trip; this replaces the drain the script used to do, so the count of round trips is the
-	// same as before.
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	// Applied (or refused): only now are they let go, and the index stops saying they wait (the
+	// list first: the same slot, in order). One round trip.
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, earlyList(ref.KI))
+		p.Set(ctx, indexKey(ref.KI), val, s.cfg.IndexTTL)
 		p.ZRem(ctx, earlyKey, ref.KI)
 		return nil
 	})
@@ -234,10 +319,26 @@ func (s *Service) track(ctx context.Context, ref msgRef, val []byte, o *tasks.Ou
 	return nil
 }
 
-// lookup returns the message an interaction belongs to, or nil when it is not indexed.
+// oneTrip sends fn's commands in one round trip (queued on the autopipeliner, or as a
+// pipeline); each command's reply and error are read from the command afterwards.
+func (s *Service) oneTrip(ctx context.Context, fn func(redis.Cmdable)) {
+	if s.autopipe != nil {
+		if ap := s.autopipe(); ap != nil {
+			fn(ap)
+			return
+		}
+	}
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fn(p)
+		return nil
+	})
+}
+
+// lookup returns the message an interaction belongs to, or nil when it is not indexed (no
+// key, or only early callbacks waiting).
 func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
-	v, err := s.rdb.Get(ctx, indexKey(ki)).Result()
-	if errors.Is(err, redis.Nil) {
+	v, err := s.perMessage().Get(ctx, indexKey(ki)).Result()
+	if errors.Is(err, redis.Nil) || (err == nil && v == earlyMarker) {
 		return nil, nil
 	}
 	if err != nil {
@@ -269,67 +370,74 @@ type result struct {
 	reached []string // the statuses outbound_status moved to, in order
 }
 
-// apply folds ups into the outcome record of ref, atomically: WATCH the task's hash, read
-// "result", fold, write it back in MULTI/EXEC, and start again when another writer (a second
-// serve replica, a poll, the worker) got there first. Keys this version does not know survive
-// (tasks.PatchOutcome). Then, outside the transaction: metrics, status webhooks, the error
-// fetch, and the poll's removal when final.
+// apply folds ups into the outcome record of ref, atomically: read "result" of the task's
+// hash, fold, and write it back with casScript only if it is still what was read; start again
+// when another writer (a second serve replica, a poll, the worker) got there first. Keys this
+// version does not know survive (tasks.PatchOutcome). Then, outside the transaction: metrics,
+// status webhooks, the error fetch, and the poll's removal when final.
+//
+// A compare-and-set rather than WATCH/MULTI/EXEC: the same optimistic transaction (the timeline
+// rules stay in Go, applyUpdate), in two round trips and four commands (HGET, EVALSHA and its
+// HGET and HSET) where WATCH, HGET, MULTI, HSET, EXEC and UNWATCH took six. An update that
+// changes nothing costs the HGET alone.
 func (s *Service) apply(ctx context.Context, ref msgRef, ups []Update, source string) (result, error) {
 	key := taskKey(ref.Queue, ref.TaskID)
 	var res result
-	var err error
+	committed := false
 	for range maxTxRetries {
 		res = result{}
-		err = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			raw, err := tx.HGet(ctx, key, "result").Result()
-			if errors.Is(err, redis.Nil) {
-				return errGone
+		raw, err := s.perMessage().HGet(ctx, key, "result").Result()
+		if errors.Is(err, redis.Nil) {
+			return res, errGone
+		}
+		if err != nil {
+			return res, err
+		}
+		o, err := tasks.ParseOutcome([]byte(raw))
+		if err != nil {
+			return res, fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
+		}
+		if o == nil || o.State != tasks.OutcomeSent || o.CreatedSID() != ref.KI {
+			// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
+			return res, errGone
+		}
+		best := Unchanged
+		for _, u := range ups {
+			prev, prevFinal := o.OutboundStatus, o.Final
+			c := applyUpdate(o, u)
+			if o.OutboundStatus != prev || o.Final != prevFinal {
+				res.reached = append(res.reached, o.OutboundStatus)
 			}
-			if err != nil {
-				return err
+			if c != Unchanged {
+				res.applied = append(res.applied, u)
 			}
-			o, err := tasks.ParseOutcome([]byte(raw))
-			if err != nil {
-				return fmt.Errorf("delivery: outcome record of %s: %w", ref.TaskID, err)
+			if c == Advanced || (c == ErrorAdded && best != Advanced) || (c == Stale && best == Unchanged) {
+				best = c
 			}
-			if o == nil || o.State != tasks.OutcomeSent || o.CreatedSID() != ref.KI {
-				// A later run rewrote the record (or it belongs to another interaction): not ours to touch.
-				return errGone
-			}
-			best := Unchanged
-			for _, u := range ups {
-				prev, prevFinal := o.OutboundStatus, o.Final
-				c := applyUpdate(o, u)
-				if o.OutboundStatus != prev || o.Final != prevFinal {
-					res.reached = append(res.reached, o.OutboundStatus)
-				}
-				if c != Unchanged {
-					res.applied = append(res.applied, u)
-				}
-				if c == Advanced || (c == ErrorAdded && best != Advanced) || (c == Stale && best == Unchanged) {
-					best = c
-				}
-			}
-			res.change, res.outcome = best, *o
-			if best == Unchanged {
-				return nil
-			}
-			data, err := tasks.PatchOutcome([]byte(raw), o)
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.HSet(ctx, key, "result", data)
-				return nil
-			})
-			return err
-		}, key)
-		if !errors.Is(err, redis.TxFailedErr) {
+		}
+		res.change, res.outcome = best, *o
+		if best == Unchanged {
+			return res, nil
+		}
+		data, err := tasks.PatchOutcome([]byte(raw), o)
+		if err != nil {
+			return res, err
+		}
+		sum := sha1.Sum([]byte(raw))
+		n, err := casScript.Run(ctx, s.perMessage(), []string{key}, hex.EncodeToString(sum[:]), data).Int()
+		if err != nil {
+			return res, err
+		}
+		if n < 0 {
+			return res, errGone
+		}
+		if n == 1 {
+			committed = true
 			break
 		}
 	}
-	if err != nil {
-		return res, err
+	if !committed {
+		return res, fmt.Errorf("delivery: outcome record of %s: still changing after %d attempts", ref.TaskID, maxTxRetries)
 	}
 	s.after(ctx, ref, res, source)
 	return res, nil
@@ -360,11 +468,14 @@ func (s *Service) after(ctx context.Context, ref msgRef, res result, source stri
 		zap.String("interaction_sid", ref.KI), zap.String("status", o.OutboundStatus), zap.Bool("final", o.Final),
 		zap.Int("error_code", o.DeliveryErrorCode), zap.String("source", source))
 	if o.Final {
-		if err := s.rdb.ZRem(ctx, pollKey, ref.KI).Err(); err != nil {
+		if err := s.perMessage().ZRem(ctx, pollKey, ref.KI).Err(); err != nil {
 			s.log.Warn("delivery: could not unschedule the poll of a final message", zap.String("interaction_sid", ref.KI), zap.Error(err))
 		}
 	}
 	needsError := (o.OutboundStatus == StatusUndelivered || o.OutboundStatus == StatusFailed) && o.DeliveryErrorCode == 0
+	if ref.MessageSID == "" {
+		ref.MessageSID = fetchSID(&o)
+	}
 	if res.change == Advanced && needsError && ref.MessageSID != "" {
 		// The callback has no error code: the worker fetches the Message, under the account's
 		// limits, and announces the status with its code.

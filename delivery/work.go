@@ -279,7 +279,10 @@ func (w *Worker) pollOne(ctx context.Context, ki string, now time.Time) (stop bo
 		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
 	}
 	if isConversationMessage(ki) {
-		return w.pollConversation(ctx, ki) // its receipts (receipts.go)
+		return w.pollConversation(ctx, *ref, o) // its receipts (receipts.go)
+	}
+	if ref.MessageSID == "" {
+		ref.MessageSID = fetchSID(o)
 	}
 	if w.fetch == nil {
 		s.metrics.Polls.WithLabelValues("no_fetcher").Inc()

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ var outcomeCases = func() map[string]*Outcome {
 			ConversationSID: "CH00000000000000000000000000000001", ChatServiceSID: "IS00000000000000000000000000000001",
 			OutboundStatus: "delivered", Attempts: 2, Reconciled: true, SentAt: &sec, RecordedAt: at, DeliveredAt: &at, Final: true,
 			StatusHistory: []StatusEvent{{Status: "sent", At: sec}, {Status: "delivered", At: at}, {Status: "read", At: at}}},
+		"opaque statuses with the history's separators, before recorded_at": {State: OutcomeSent, InteractionSID: "KI3",
+			OutboundStatus: "sent", Attempts: 1, SentAt: &sec, RecordedAt: at,
+			StatusHistory: []StatusEvent{{Status: "queued", At: sec.Add(-time.Hour)}, {Status: "a;b,c%3B%", At: sec}, {Status: "sent", At: at}}},
 	}
 }()
 
@@ -179,5 +183,32 @@ func TestOutcomeConversationsKeys(t *testing.T) {
 	}
 	if (&Outcome{InteractionSID: "KI1"}).CreatedSID() != "KI1" {
 		t.Fatal("CreatedSID of a Proxy record must be its interaction")
+	}
+}
+
+// Records whose history is the JSON array of earlier versions ("h") still read; one updated
+// by both versions during an upgrade holds both forms, read as one history in time order,
+// each status once.
+func TestStatusHistoryArrayForm(t *testing.T) {
+	t.Parallel()
+	o, err := ParseOutcome([]byte(`{"s":"sent","ki":"KI1","os":"sent","n":1,"ra":1796133047392,` +
+		`"h":[{"s":"queued","t":1796133047000},{"s":"sent","t":1796133048000}]}`))
+	if err != nil || len(o.StatusHistory) != 2 || o.StatusHistory[1].Status != "sent" || o.StatusHistory[1].At.UnixMilli() != 1796133048000 {
+		t.Fatalf("array form: %+v, %v", o, err)
+	}
+	o, err = ParseOutcome([]byte(`{"s":"sent","ki":"KI1","os":"delivered","n":1,"ra":1796133047392,` +
+		`"h":[{"s":"sent","t":1796133047392},{"s":"delivered","t":1796133049000}],"hl":"queued,-os;sent,ri"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range o.StatusHistory {
+		got = append(got, fmt.Sprintf("%s@%d", e.Status, e.At.UnixMilli()))
+	}
+	if want := []string{"queued@1796133046500", "sent@1796133047392", "delivered@1796133049000"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("both forms: %v, want %v", got, want)
+	}
+	if _, err := ParseOutcome([]byte(`{"s":"sent","ra":1,"hl":"queued"}`)); err == nil {
+		t.Error("an unreadable history: no error")
 	}
 }

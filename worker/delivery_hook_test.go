@@ -101,7 +101,9 @@ func TestDeliveryHookOnEveryRecordedSend(t *testing.T) {
 type faultHook struct {
 	// cmd, when it matches a command that ran, replaces its reply by an error (reply lost).
 	cmd func(redis.Cmder) bool
-	// pipeline, when it matches a pipeline, fails it before it is sent (request lost).
+	// pipeline, when it matches a pipeline, fails it before it is sent (request lost). A
+	// command sent alone is a pipeline of one: go-redis's autopipeliner sends a batch of one
+	// through the process hook.
 	pipeline func([]redis.Cmder) bool
 	// after is called with each pipeline that went through.
 	after func([]redis.Cmder)
@@ -114,6 +116,10 @@ func (f *faultHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (f *faultHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if f.pipeline != nil && f.pipeline([]redis.Cmder{cmd}) && f.fired.Add(1) == 1 {
+			cmd.SetErr(errInjected)
+			return errInjected
+		}
 		err := next(ctx, cmd)
 		if err == nil && f.cmd != nil && f.cmd(cmd) && f.fired.Add(1) == 1 {
 			cmd.SetErr(errInjected)
