@@ -32,7 +32,8 @@ func TestPerformanceBenchMarkers(t *testing.T) {
 		t.Fatalf("docs/performance.md needs %q and then %q, each alone on a line (found lines %d and %d)", benchBegin, benchEnd, begin+1, end+1)
 	}
 	between := strings.Join(lines[begin+1:end], "\n")
-	for _, want := range []string{"Machine: ", "| # | measure | unit | proxyq | peer | ratio | target | met |"} {
+	// What bench.Report.Markdown writes: the run's date and machine, then the table.
+	for _, want := range []string{"Measured by `proxyq bench` on ", "| # | measure | unit | proxyq | peer | ratio | target | met |"} {
 		if !strings.Contains(between, want) {
 			t.Errorf("docs/performance.md: the bench block lacks %q", want)
 		}
