@@ -335,7 +335,7 @@ func resultName(r string) string {
 
 // resolved is where a search leads.
 type resolved struct {
-	messageID   string // a message page
+	messageID    string // a message page
 	participant  string // a list by participant
 	session      string // a list by session
 	conversation string // a list by conversation (CH…)
