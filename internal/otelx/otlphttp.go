@@ -175,7 +175,9 @@ func (c *otlpHTTPClient) UploadTraces(ctx context.Context, spans []*tracepb.Reso
 	if err != nil {
 		return err
 	}
-	backoff := 5 * time.Second / 8 // the SDK's initial interval is 5 s; exports are short-lived here
+	// Backoff from 1 s, doubling, jittered; otlptracehttp starts at 5 s, but the whole export
+	// has only the timeout (10 s by default), and a collector's brief 503 is the common case.
+	backoff := time.Second
 	for attempt := 1; ; attempt++ {
 		wait, err := c.post(ctx, body, contentType)
 		if err == nil || wait < 0 {
