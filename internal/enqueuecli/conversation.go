@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/proxyq/proxyq/tasks"
 	"github.com/proxyq/proxyq/tasks/jsonl"
@@ -206,20 +205,9 @@ func parseConversationLine(enq *tasks.Enqueuer, n int, line []byte, base []tasks
 	if err != nil {
 		return ConversationMessage{}, "", jsonl.ProblemsOf(n, err)
 	}
-	opts := append([]tasks.Option(nil), base...)
-	if q, ok := extras["queue"]; ok {
-		opts = append(opts, tasks.Queue(q))
-	}
-	if at, ok := extras["send_at"]; ok {
-		t, err := time.Parse(time.RFC3339, at)
-		if err != nil {
-			return bad("send_at", "must be an RFC 3339 time such as 2025-01-02T15:04:05Z")
-		}
-		opts = append(opts, tasks.ProcessAt(t))
-	}
-	key, hasKey := extras["idempotency_key"]
-	if hasKey {
-		opts = append(opts, tasks.IdempotencyKey(key))
+	opts, key, problems := jsonl.ExtraOptions(n, base, extras)
+	if problems != nil {
+		return ConversationMessage{}, "", problems
 	}
 	if _, _, err := enq.PrepareConversation(p, opts...); err != nil {
 		return ConversationMessage{}, "", jsonl.ProblemsOf(n, err)

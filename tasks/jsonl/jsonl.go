@@ -121,6 +121,20 @@ func ParseLine(enq *tasks.Enqueuer, n int, line []byte, base []tasks.Option) (ta
 	if err != nil {
 		return tasks.Message{}, "", ProblemsOf(n, err)
 	}
+	opts, key, problems := ExtraOptions(n, base, extras)
+	if problems != nil {
+		return tasks.Message{}, "", problems
+	}
+	if _, _, err := enq.Prepare(p, opts...); err != nil {
+		return tasks.Message{}, "", ProblemsOf(n, err)
+	}
+	return tasks.Message{Payload: p, Options: opts}, key, nil
+}
+
+// ExtraOptions is base followed by the options line n's extra keys (ExtraKeys: queue, send_at,
+// idempotency_key) ask for, and the line's idempotency key ("" when it has none). A send_at
+// that is not an RFC 3339 time is the line's problem. Both APIs' lines read their extras here.
+func ExtraOptions(n int, base []tasks.Option, extras map[string]string) ([]tasks.Option, string, []Problem) {
 	opts := append([]tasks.Option(nil), base...)
 	if q, ok := extras["queue"]; ok {
 		opts = append(opts, tasks.Queue(q))
@@ -128,7 +142,7 @@ func ParseLine(enq *tasks.Enqueuer, n int, line []byte, base []tasks.Option) (ta
 	if at, ok := extras["send_at"]; ok {
 		t, err := time.Parse(time.RFC3339, at)
 		if err != nil {
-			return bad("send_at", "must be an RFC 3339 time such as 2025-01-02T15:04:05Z")
+			return nil, "", []Problem{{n, "send_at", "must be an RFC 3339 time such as 2025-01-02T15:04:05Z"}}
 		}
 		opts = append(opts, tasks.ProcessAt(t))
 	}
@@ -136,10 +150,7 @@ func ParseLine(enq *tasks.Enqueuer, n int, line []byte, base []tasks.Option) (ta
 	if hasKey {
 		opts = append(opts, tasks.IdempotencyKey(key))
 	}
-	if _, _, err := enq.Prepare(p, opts...); err != nil {
-		return tasks.Message{}, "", ProblemsOf(n, err)
-	}
-	return tasks.Message{Payload: p, Options: opts}, key, nil
+	return opts, key, nil
 }
 
 // lineReader reads lines of at most max bytes (newline excluded) without holding a longer one
