@@ -179,17 +179,5 @@ func (w *Worker) pollConversation(ctx context.Context, ref msgRef, o *tasks.Outc
 		s.metrics.Polls.WithLabelValues("unchanged").Inc()
 		return false, nil
 	}
-	res, err := s.apply(ctx, ref, ups, "poll")
-	if errors.Is(err, errGone) {
-		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
-	}
-	if err != nil {
-		return false, err
-	}
-	if res.change == Advanced || res.change == ErrorAdded {
-		s.metrics.Polls.WithLabelValues("advanced").Inc()
-	} else {
-		s.metrics.Polls.WithLabelValues("unchanged").Inc()
-	}
-	return false, nil
+	return false, s.applyPolled(ctx, ref, ups)
 }

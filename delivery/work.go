@@ -296,19 +296,25 @@ func (w *Worker) pollOne(ctx context.Context, ki string, now time.Time) (stop bo
 	if err != nil {
 		return false, err
 	}
-	res, err := s.apply(ctx, *ref, []Update{u}, "poll")
+	return false, s.applyPolled(ctx, *ref, []Update{u})
+}
+
+// applyPolled applies what a poll found and counts the poll advanced or unchanged; a message
+// whose record is gone leaves the poll set.
+func (s *Service) applyPolled(ctx context.Context, ref msgRef, ups []Update) error {
+	res, err := s.apply(ctx, ref, ups, "poll")
 	if errors.Is(err, errGone) {
-		return false, s.rdb.ZRem(ctx, pollKey, ki).Err()
+		return s.rdb.ZRem(ctx, pollKey, ref.KI).Err()
 	}
 	if err != nil {
-		return false, err
+		return err
 	}
 	if res.change == Advanced || res.change == ErrorAdded {
 		s.metrics.Polls.WithLabelValues("advanced").Inc()
 	} else {
 		s.metrics.Polls.WithLabelValues("unchanged").Inc()
 	}
-	return false, nil
+	return nil
 }
 
 // dropExpiredEarly drops early callbacks whose interaction was never recorded within
