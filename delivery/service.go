@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/internal/autopipe"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -148,28 +148,15 @@ type Service struct {
 	metrics *Metrics
 	log     *zap.Logger
 	now     func() time.Time
-	// autopipe carries the commands every message and every callback makes (the record's
-	// SET and ZADD, a callback's GET, HGET and compare-and-set) on one Redis: go-redis's async
-	// autopipeliner, the same one the worker's ledger uses (go-redis shares it per client),
-	// puts the commands of all concurrent messages and callbacks in shared pipelines, so
-	// each costs a fraction of a round trip's syscalls. Each caller still waits for its own
-	// replies before it acts. nil (a Cluster, or a Service built without New): rdb.
-	autopipe func() *redis.AutoPipeliner
+	// pipe carries the commands every message and every callback make (the record's SET and
+	// ZADD, a callback's GET, HGET and compare-and-set) on go-redis's autopipeliner where there
+	// is one (internal/autopipe; the same one the worker's ledger uses: go-redis keeps one per
+	// client).
+	pipe *autopipe.Pipe
 }
 
-// perMessage returns where a message's or a callback's own commands go: the autopipeliner,
-// else rdb.
-func (s *Service) perMessage() interface {
-	redis.Cmdable
-	redis.Scripter
-} {
-	if s.autopipe != nil {
-		if ap := s.autopipe(); ap != nil {
-			return ap
-		}
-	}
-	return s.rdb
-}
+// perMessage returns where a message's or a callback's own commands go.
+func (s *Service) perMessage() autopipe.Cmds { return s.pipe.Cmds() }
 
 // New returns a service on rdb. cfg is defaulted and validated; metrics and log may be nil.
 func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logger) (*Service, error) {
@@ -187,15 +174,7 @@ func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logge
 		log = zap.NewNop()
 	}
 	s := &Service{cfg: cfg, rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), metrics: metrics, log: log, now: time.Now}
-	if c, ok := rdb.(*redis.Client); ok {
-		s.autopipe = sync.OnceValue(func() *redis.AutoPipeliner {
-			ap, err := c.AsyncAutoPipeline() // closed with the client
-			if err != nil {
-				return nil
-			}
-			return ap
-		})
-	}
+	s.pipe = autopipe.New(rdb)
 	return s, nil
 }
 
@@ -254,7 +233,7 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	// early callbacks, an older server refusing the syntax — takes the script (slow path).
 	var set *redis.StatusCmd
 	var poll *redis.IntCmd
-	s.oneTrip(ctx, func(p redis.Cmdable) {
+	s.pipe.OneTrip(ctx, func(p redis.Cmdable) {
 		set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
 		if !s.cfg.PollOff && !final {
 			// NX: a repeat never postpones a scheduled poll.
@@ -317,21 +296,6 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 		return fmt.Errorf("delivery: clear early updates of %s: %w", ref.KI, err)
 	}
 	return nil
-}
-
-// oneTrip sends fn's commands in one round trip (queued on the autopipeliner, or as a
-// pipeline); each command's reply and error are read from the command afterwards.
-func (s *Service) oneTrip(ctx context.Context, fn func(redis.Cmdable)) {
-	if s.autopipe != nil {
-		if ap := s.autopipe(); ap != nil {
-			fn(ap)
-			return
-		}
-	}
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		fn(p)
-		return nil
-	})
 }
 
 // lookup returns the message an interaction belongs to, or nil when it is not indexed (no

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/delivery"
+	"github.com/proxyq/proxyq/internal/autopipe"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -168,7 +169,7 @@ func withFaults(t *testing.T, f *handlerFixture, h *faultHook) *redis.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	c.AddHook(h)
 	f.h.ledger = NewLedger(c, f.h.cfg.LedgerTTL)
-	f.h.ledger.autopipe = func() *redis.AutoPipeliner { return nil }
+	f.h.ledger.pipe = autopipe.Direct(c)
 	return c
 }
 

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/proxyq/proxyq/internal/autopipe"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -119,14 +119,11 @@ type Ledger struct {
 	// Cluster the claims hash and the task hash are in different slots. On one Redis both are
 	// one script: one round trip fewer per message, and no claim is left by a fenced run.
 	splitClaim bool
-	// autopipe carries the two round trips every message makes (the in-flight mark, the
-	// record) on one Redis: go-redis's async autopipeliner puts the commands of all the
-	// process's concurrent runs in shared pipelines, so each costs a fraction of a round trip
-	// (docs/performance.md, Redis cost per message). Each run still waits for its own replies before it
-	// acts: the mark is in Redis before the POST. It returns nil on a Cluster, where rdb does.
-	// Made on first use, so a ledger that only reads (`proxyq status`, serve's send guard)
-	// starts none.
-	autopipe func() *redis.AutoPipeliner
+	// pipe carries the two round trips every message makes (the in-flight mark, the record)
+	// on go-redis's autopipeliner where there is one (internal/autopipe). Each run still waits
+	// for its own replies before it acts: the mark is in Redis before the POST. Made on first
+	// use, so a ledger that only reads (`proxyq status`, serve's send guard) starts none.
+	pipe     *autopipe.Pipe
 	sidIndex sidIndex // Message SID → message, for the console (lookup.go)
 }
 
@@ -134,41 +131,7 @@ type Ledger struct {
 // ends.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 	_, cluster := rdb.(*redis.ClusterClient)
-	l := &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster,
-		autopipe: func() *redis.AutoPipeliner { return nil }}
-	if c, ok := rdb.(*redis.Client); ok {
-		l.autopipe = sync.OnceValue(func() *redis.AutoPipeliner {
-			// Closed with the client. Its defaults: one ordered stream of batches, no waiting
-			// for a batch to fill (a lone command goes at once).
-			ap, err := c.AsyncAutoPipeline()
-			if err != nil {
-				return nil
-			}
-			return ap
-		})
-	}
-	return l
-}
-
-// perMessage returns where a message's own commands go: the autopipeliner, else rdb.
-func (l *Ledger) perMessage() redis.Scripter {
-	if ap := l.autopipe(); ap != nil {
-		return ap
-	}
-	return l.rdb
-}
-
-// oneTrip sends fn's commands in one round trip (queued on the autopipeliner, or as a
-// pipeline); each command's reply and error are read from the command afterwards.
-func (l *Ledger) oneTrip(ctx context.Context, fn func(redis.Cmdable)) {
-	if ap := l.autopipe(); ap != nil {
-		fn(ap)
-		return
-	}
-	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		fn(p)
-		return nil
-	})
+	return &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster, pipe: autopipe.New(rdb)}
 }
 
 // ClaimTTL is how long a claim is kept: reconciliation's horizon.
@@ -345,7 +308,7 @@ func (l *Ledger) beginFresh(ctx context.Context, queue, taskID string, intent Se
 	entry = append(entry, ":1"...)
 	key := LedgerKey(queue, taskID)
 	var created, exists *redis.BoolCmd
-	l.oneTrip(ctx, func(c redis.Cmdable) {
+	l.pipe.OneTrip(ctx, func(c redis.Cmdable) {
 		created = c.HSetNX(ctx, key, ledgerField, entry)
 		exists = c.HExists(ctx, key, "state")
 	})
@@ -540,13 +503,13 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 		return err
 	}
 	if participantSID == "" {
-		return l.markSent(ctx, l.perMessage(), queue, taskID, fence, data, rows, waits)
+		return l.markSent(ctx, l.pipe.Cmds(), queue, taskID, fence, data, rows, waits)
 	}
 	day := l.now().UnixMilli() / dayMs
 	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
 	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, expireAt)
 	if !l.splitClaim {
-		res, err := claimSentScript.Run(ctx, l.perMessage(), []string{LedgerKey(queue, taskID), sm.key, claims},
+		res, err := claimSentScript.Run(ctx, l.pipe.Cmds(), []string{LedgerKey(queue, taskID), sm.key, claims},
 			o.InteractionSID, taskID, expireAt, fence, data, rows, waits, sm.field, sm.value, sm.expireAt).Text()
 		if err != nil {
 			return fmt.Errorf("send ledger: mark sent: %w", err)
