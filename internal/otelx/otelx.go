@@ -73,12 +73,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 
-	protoVar := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-	c.Protocol = get(protoVar)
-	if c.Protocol == "" {
-		protoVar = "OTEL_EXPORTER_OTLP_PROTOCOL"
-		c.Protocol = get(protoVar)
-	}
+	var protoVar string
+	c.Protocol, protoVar = tracesOrGeneral(getenv, "PROTOCOL")
 	switch c.Protocol {
 	case "":
 		c.Protocol = "http/protobuf"

@@ -64,16 +64,7 @@ type otlpSettings struct {
 // otlpSettingsFromEnv reads the exporter's variables through getenv; a malformed value is an
 // error naming its variable.
 func otlpSettingsFromEnv(getenv func(string) string) (otlpSettings, error) {
-	// lookup returns the traces form of a variable when it is set, else the general form, and
-	// the name of the one it read (for errors).
-	lookup := func(suffix string) (string, string) {
-		name := "OTEL_EXPORTER_OTLP_TRACES_" + suffix
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v, name
-		}
-		name = "OTEL_EXPORTER_OTLP_" + suffix
-		return strings.TrimSpace(getenv(name)), name
-	}
+	lookup := func(suffix string) (string, string) { return tracesOrGeneral(getenv, suffix) }
 	s := otlpSettings{timeout: defaultOTLPTimeout, headers: http.Header{}}
 
 	if v, name := lookup("HEADERS"); v != "" {
@@ -134,6 +125,17 @@ func otlpSettingsFromEnv(getenv func(string) string) (otlpSettings, error) {
 		s.tls.Certificates = []tls.Certificate{pair}
 	}
 	return s, nil
+}
+
+// tracesOrGeneral returns OTEL_EXPORTER_OTLP_TRACES_<suffix> when it is set, else
+// OTEL_EXPORTER_OTLP_<suffix>, trimmed, with the name of the variable it read (for errors).
+func tracesOrGeneral(getenv func(string) string, suffix string) (value, name string) {
+	name = "OTEL_EXPORTER_OTLP_TRACES_" + suffix
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v, name
+	}
+	name = "OTEL_EXPORTER_OTLP_" + suffix
+	return strings.TrimSpace(getenv(name)), name
 }
 
 // newOTLPHTTPExporter is the exporter for cfg (protocol http/protobuf or http/json).
