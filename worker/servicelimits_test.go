@@ -213,8 +213,8 @@ func TestServiceLimiterBatchesConcurrentDemand(t *testing.T) {
 	t.Logf("%d acquisitions, %d scripts", workers*each, scripts)
 }
 
-// Batches never put more than the limit into a window: departures of many concurrent
-// requests, measured here, stay within `limit` per window+margin.
+// Batches never put more than the limit into a window: the slots reserved by many concurrent
+// requests stay within `limit` per window+margin.
 func TestServiceLimiterBatchesKeepTheWindow(t *testing.T) {
 	t.Parallel()
 	const limit = 50 // a burst of 50 spaced 20ms apart, then the window
@@ -223,7 +223,7 @@ func TestServiceLimiterBatchesKeepTheWindow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	var mu sync.Mutex
-	var left []time.Time
+	var left []int64 // reserved times on Redis's clock (ms): the window is kept there
 	var wg sync.WaitGroup
 	for range 30 {
 		wg.Add(1)
@@ -235,19 +235,21 @@ func TestServiceLimiterBatchesKeepTheWindow(t *testing.T) {
 					continue // refused (retry later) or out of time
 				}
 				mu.Lock()
-				left = append(left, rsv.slot)
+				left = append(left, rsv.atMs)
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	slices.SortFunc(left, func(a, b time.Time) int { return a.Compare(b) })
+	slices.Sort(left)
 	if len(left) < 2*limit {
 		t.Fatalf("%d requests left in 2.5s, want at least %d (two windows)", len(left), 2*limit)
 	}
 	window := lim.Window + lim.Margin
 	for i := limit; i < len(left); i++ {
-		if d := left[i].Sub(left[i-limit]); d < window-5*time.Millisecond {
+		// Judged on the reserved times, not on when this loaded test process saw Reserve
+		// return: those moved with the scheduler and made the test flaky on 2 cores.
+		if d := time.Duration(left[i]-left[i-limit]) * time.Millisecond; d < window-time.Millisecond {
 			t.Fatalf("requests %d and %d left %v apart: %d in less than a window of %v", i-limit, i, d, limit+1, window)
 		}
 	}

@@ -146,6 +146,9 @@ func checkSampler(sampler, arg string) error {
 // Provider is the process's tracer provider; the zero value (tracing off) is valid.
 type Provider struct {
 	tp *sdktrace.TracerProvider
+	// uploads are the OTLP/HTTP exports in flight; Shutdown ends them, so that none goes on
+	// retrying (and reporting) after it returned.
+	uploads *uploads
 }
 
 // Enabled reports whether spans are exported.
@@ -171,8 +174,9 @@ func Start(ctx context.Context, cfg Config, defaultService, version string, cons
 		return nil, fmt.Errorf("tracing resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	inFlight := newUploads()
 	for _, e := range cfg.Exporters {
-		exp, err := newExporter(ctx, cfg, e, console)
+		exp, err := newExporter(ctx, cfg, e, console, inFlight)
 		if err != nil {
 			return nil, err
 		}
@@ -186,10 +190,10 @@ func Start(ctx context.Context, cfg Config, defaultService, version string, cons
 	// For code of the embedding process that uses the global propagator; proxyq's own
 	// packages name theirs explicitly, so propagation works with tracing off too.
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	return &Provider{tp: tp}, nil
+	return &Provider{tp: tp, uploads: inFlight}, nil
 }
 
-func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer) (sdktrace.SpanExporter, error) {
+func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer, inFlight *uploads) (sdktrace.SpanExporter, error) {
 	if kind == "console" {
 		return stdouttrace.New(stdouttrace.WithWriter(console))
 	}
@@ -200,7 +204,7 @@ func newExporter(ctx context.Context, cfg Config, kind string, console io.Writer
 		}
 		return exp, nil
 	}
-	exp, err := newOTLPHTTPExporter(ctx, cfg, cfg.otlp)
+	exp, err := newOTLPHTTPExporter(ctx, cfg, cfg.otlp, inFlight)
 	if err != nil {
 		return nil, fmt.Errorf("OTLP http trace exporter: %w", err)
 	}
@@ -224,14 +228,17 @@ func supportedProtocols() string {
 const ShutdownTimeout = 5 * time.Second
 
 // Shutdown flushes the spans not exported yet and stops the exporters, within ShutdownTimeout.
-// It does nothing with tracing off.
+// An export still retrying then is ended, and Shutdown waits for it to give up, so that it
+// does not go on in the background of an exiting process. It does nothing with tracing off.
 func (p *Provider) Shutdown() error {
 	if !p.Enabled() {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
-	if err := p.tp.Shutdown(ctx); err != nil {
+	err := p.tp.Shutdown(ctx)
+	p.uploads.end()
+	if err != nil {
 		return fmt.Errorf("tracing: flush on exit: %w", err)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,6 +288,43 @@ func TestShutdownBoundedWhenCollectorFails(t *testing.T) {
 	}
 }
 
+// An export still retrying when Shutdown's bound passes is ended by Shutdown: nothing goes on
+// posting, or reporting into whatever error handler is installed next, after it returned.
+// (It did: a test's export kept retrying a closed collector into the next test's handler.)
+func TestShutdownEndsExportsStillRetrying(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the flush timeout")
+	}
+	prev := otel.GetTracerProvider()
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	col := &collector{t: t, failStatus: http.StatusServiceUnavailable, failures: 1 << 30, retryAfter: true}
+	srv := httptest.NewServer(col)
+	defer srv.Close()
+	cfg, err := ConfigFromEnv(envOf("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL, "OTEL_EXPORTER_OTLP_TIMEOUT", "60000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported atomic.Int32
+	p, err := Start(context.Background(), cfg, "proxyq-test", "dev", io.Discard, func(error) { reported.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := otel.Tracer("t").Start(context.Background(), "lost")
+	span.End()
+	if err := p.Shutdown(); err == nil {
+		t.Error("Shutdown against a collector answering 503 returned no error")
+	}
+	time.Sleep(50 * time.Millisecond) // the processor reports the ended export just after it returns
+	calls, errs := col.calls.Load(), reported.Load()
+	time.Sleep(2500 * time.Millisecond) // the collector asks for a retry every second
+	if got := col.calls.Load(); got != calls {
+		t.Errorf("the export went on after Shutdown: %d requests then, %d now", calls, got)
+	}
+	if got := reported.Load(); got != errs {
+		t.Errorf("errors were reported after Shutdown: %d then, %d now", errs, got)
+	}
+}
+
 // TestGRPCProtocolNeedsTheBuildTag: the default build has no gRPC exporter, and asking for one
 // is an error naming the variable and what is supported; with -tags otlpgrpc it is accepted and
 // the endpoint is used without a signal path, as the specification says for gRPC.
@@ -310,7 +348,7 @@ func TestGRPCProtocolNeedsTheBuildTag(t *testing.T) {
 		if c.Protocol != "grpc" || c.EndpointURL != "http://collector:4317" {
 			t.Errorf("%s=grpc: got %+v", v, c)
 		}
-		if _, err := newExporter(context.Background(), c, "otlp", nil); err != nil {
+		if _, err := newExporter(context.Background(), c, "otlp", nil, newUploads()); err != nil {
 			t.Errorf("grpc exporter: %v", err)
 		}
 	}

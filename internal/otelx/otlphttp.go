@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -50,6 +51,40 @@ type otlpHTTPClient struct {
 	timeout time.Duration
 	headers http.Header
 	http    *http.Client
+	uploads *uploads
+}
+
+// uploads tracks the exports in flight so that Provider.Shutdown can end them: the SDK's
+// batch processor stops waiting for an export at Shutdown's deadline but leaves it running,
+// and it calls the client's Stop only after the export returns.
+type uploads struct {
+	stop     context.Context
+	stopNow  context.CancelFunc
+	inFlight sync.WaitGroup
+}
+
+func newUploads() *uploads {
+	stop, stopNow := context.WithCancel(context.Background())
+	return &uploads{stop: stop, stopNow: stopNow}
+}
+
+// begin is the context of one export: ctx, bounded by timeout, and ended by end. done must be
+// called when the export returns.
+func (u *uploads) begin(ctx context.Context, timeout time.Duration) (_ context.Context, done func()) {
+	u.inFlight.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	unhook := context.AfterFunc(u.stop, cancel)
+	return ctx, func() {
+		unhook()
+		cancel()
+		u.inFlight.Done()
+	}
+}
+
+// end cancels the exports in flight and waits for them to return.
+func (u *uploads) end() {
+	u.stopNow()
+	u.inFlight.Wait()
 }
 
 // otlpSettings are the OTEL_EXPORTER_OTLP_* settings the client reads besides the endpoint
@@ -139,7 +174,7 @@ func tracesOrGeneral(getenv func(string) string, suffix string) (value, name str
 }
 
 // newOTLPHTTPExporter is the exporter for cfg (protocol http/protobuf or http/json).
-func newOTLPHTTPExporter(ctx context.Context, cfg Config, s otlpSettings) (*otlptrace.Exporter, error) {
+func newOTLPHTTPExporter(ctx context.Context, cfg Config, s otlpSettings, inFlight *uploads) (*otlptrace.Exporter, error) {
 	endpoint := cfg.EndpointURL
 	if endpoint == "" {
 		endpoint = defaultTracesURL
@@ -158,6 +193,7 @@ func newOTLPHTTPExporter(ctx context.Context, cfg Config, s otlpSettings) (*otlp
 		timeout: s.timeout,
 		headers: s.headers,
 		http:    &http.Client{Transport: transport},
+		uploads: inFlight,
 	})
 }
 
@@ -171,8 +207,8 @@ func (c *otlpHTTPClient) Stop(context.Context) error {
 // UploadTraces sends one ExportTraceServiceRequest, retrying what the specification says is
 // retryable until the export's timeout.
 func (c *otlpHTTPClient) UploadTraces(ctx context.Context, spans []*tracepb.ResourceSpans) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
+	ctx, done := c.uploads.begin(ctx, c.timeout)
+	defer done()
 	body, contentType, err := c.encode(spans)
 	if err != nil {
 		return err
