@@ -59,11 +59,15 @@ const (
 	mixNarrow    mix = "narrow"
 )
 
-// realisticMessage is message i of a run on the realistic mix, and its idempotency key.
-func realisticMessage(run string, i int) (tasks.Payload, string) {
+// realisticMessage is message i of n in a run on the realistic mix, and its idempotency key.
+// Sessions are interleaved, as a fleet's are: a ride's messages are minutes apart, so
+// consecutive messages belong to different sessions (and Services), not one session's six
+// back to back, which would put a whole worker pool on a handful of Services at once.
+func realisticMessage(run string, i, n int) (tasks.Payload, string) {
 	perSession := realParticipantsPerSession * realPerParticipant
-	session := i / perSession
-	participant := session*realParticipantsPerSession + i%realParticipantsPerSession
+	sessions := (n + perSession - 1) / perSession
+	session, nth := i%sessions, i/sessions
+	participant := session*realParticipantsPerSession + nth%realParticipantsPerSession
 	return tasks.Payload{
 		ServiceSID:     fmt.Sprintf("KS%032x", 0xbe0d00+session%realServices),
 		SessionSID:     fmt.Sprintf("KC%032x", 0xbe0d000000+session),
@@ -86,7 +90,7 @@ func enqueueRealistic(ctx context.Context, e *tasks.Enqueuer, run string, n int)
 	for start := 0; start < n; start += batch {
 		msgs := make([]tasks.Message, 0, batch)
 		for i := start; i < min(start+batch, n); i++ {
-			p, key := realisticMessage(run, i)
+			p, key := realisticMessage(run, i, n)
 			msgs = append(msgs, tasks.Message{Payload: p, Options: []tasks.Option{tasks.IdempotencyKey(key)}})
 		}
 		if _, err := e.EnqueueBatch(ctx, msgs); err != nil {
@@ -102,7 +106,7 @@ func enqueueRealisticPeer(ctx context.Context, opt asynq.RedisConnOpt, run strin
 	client := asynq.NewClient(opt)
 	defer client.Close()
 	for i := range n {
-		p, key := realisticMessage(run, i)
+		p, key := realisticMessage(run, i, n)
 		data, err := p.Encode()
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 )
 
 const testToken = "test-auth-token-0123456789abcdef"
@@ -421,5 +422,107 @@ func TestIndexOfAnEarlierVersion(t *testing.T) {
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
 		t.Fatalf("not applied through an older index entry: %+v", got)
+	}
+}
+
+// commandCounter counts the commands a client sends, one by one or in pipelines (a script
+// counts as one: its EVALSHA).
+type commandCounter struct{ names []string }
+
+func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.names = append(c.names, cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			c.names = append(c.names, cmd.Name())
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A message's later callbacks cost one command each (the compare-and-set), not the index's
+// GET, the record's HGET and the compare-and-set: the endpoint remembers where the message is
+// and its record as last written. A duplicate costs nothing.
+func TestCallbacksOfARememberedMessageSkipTheReads(t *testing.T) {
+	e := newEnv(t)
+	rdb := e.db.Client(t)
+	var count commandCounter
+	rdb.AddHook(&count)
+	s, err := New(Config{}, rdb, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCallbackClient(t, s)
+	recorder := e.service(t, Config{}) // the worker
+	record := func() (id, ki string) {
+		id, ki, o := e.message(t, "default")
+		if err := recorder.Recorded(context.Background(), "default", id, testAccount, o); err != nil {
+			t.Fatal(err)
+		}
+		return id, ki
+	}
+	// A first message loads the scripts and opens the connections.
+	_, warm := record()
+	for _, st := range []string{"queued", "sent", "delivered"} {
+		c.post(c.params(warm, st), "")
+	}
+	id, ki := record()
+	for _, step := range []struct {
+		status string
+		want   []string
+	}{
+		{"queued", []string{"get", "hget"}}, // first sight: where, and the record (nothing to write)
+		{"sent", []string{"evalsha"}},
+		{"sent", nil},
+		{"delivered", []string{"evalsha", "zrem"}}, // final: off the poll set too
+	} {
+		count.names = nil
+		if code := c.post(c.params(ki, step.status), ""); code != http.StatusOK {
+			t.Fatalf("%s: %d", step.status, code)
+		}
+		if !slices.Equal(count.names, step.want) {
+			t.Errorf("%s: commands %v, want %v", step.status, count.names, step.want)
+		}
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final ||
+		!slices.Equal(statuses(got), []string{"queued", "sent", "delivered"}) {
+		t.Fatalf("outcome %+v, history %v", got, statuses(got))
+	}
+}
+
+// A remembered record that another replica has changed since is folded again onto the current
+// one, which the compare-and-set hands back: nothing the other replica wrote is lost, and an
+// update the current record already has is not written or announced twice.
+func TestRememberedRecordChangedByAnotherReplica(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.service(t, Config{}), e.service(t, Config{})
+	ca, cb := newCallbackClient(t, a), newCallbackClient(t, b)
+	id, ki, o := e.message(t, "default")
+	if err := a.Recorded(context.Background(), "default", id, testAccount, o); err != nil {
+		t.Fatal(err)
+	}
+	post := func(c *callbackClient, status string) {
+		t.Helper()
+		if code := c.post(c.params(ki, status), ""); code != http.StatusOK {
+			t.Fatalf("%s: %d", status, code)
+		}
+	}
+	post(ca, "sending") // a remembers the record with sending
+	post(cb, "sent")    // b moves it on
+	post(ca, "sending") // a's copy has it: nothing to write
+	post(ca, "sent")    // a's copy lacks it: folded onto b's record, which has it: nothing to write
+	if got := e.outcome(t, "default", id); !slices.Equal(statuses(got), []string{"queued", "sending", "sent"}) || got.OutboundStatus != "sent" {
+		t.Fatalf("after a's stale duplicates: status %s, history %v", got.OutboundStatus, statuses(got))
+	}
+	post(cb, "delivered")
+	post(ca, "delivered") // a's copy lacks it: folded onto b's final record, which has it
+	got := e.outcome(t, "default", id)
+	if got.OutboundStatus != "delivered" || !got.Final || !slices.Equal(statuses(got), []string{"queued", "sending", "sent", "delivered"}) {
+		t.Fatalf("status %s final %v, history %v; want delivered, final, with b's statuses kept", got.OutboundStatus, got.Final, statuses(got))
 	}
 }
