@@ -98,6 +98,16 @@ func TestSignaturePortsQueriesAndRepeatedParams(t *testing.T) {
 	if manual != hmacSHA1B64("tok", "https://x/cba0a1b2") {
 		t.Error("signature is not HMAC-SHA1 over url + sorted name/value pairs")
 	}
+	// A value repeated under one name: signed with both (Node) or once (Python), both accepted.
+	twice := url.Values{"a": {"1", "1"}, "b": {"2"}}
+	for _, signedAs := range []string{"https://x/cba1a1b2", "https://x/cba1b2"} {
+		if !ValidSignature("tok", "https://x/cb", twice, hmacSHA1B64("tok", signedAs)) {
+			t.Errorf("repeated value signed as %q not accepted", signedAs)
+		}
+	}
+	if ValidSignature("tok", "https://x/cb", twice, hmacSHA1B64("tok", "https://x/cbb2")) {
+		t.Error("a signature without the repeated name validated")
+	}
 	if got := CallbackURL("https://p.example/prefix/", "/v1/twilio/proxy/callbacks", "a=1&a=2"); got != "https://p.example/prefix/v1/twilio/proxy/callbacks?a=1&a=2" {
 		t.Errorf("CallbackURL = %q", got)
 	}

@@ -855,7 +855,12 @@ func (c *callbacks) startLocked() {
 		hc := *c.cfg.HTTPClient
 		c.client = &hc
 	} else {
-		c.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// One kept-alive connection per worker: with the default two per host, the other
+		// workers' connections are closed after every callback and dialled again, which costs
+		// both the fake and the receiving endpoint far more than the callback itself.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = c.cfg.Workers
+		c.client = &http.Client{Transport: t}
 	}
 	c.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.wg.Add(1 + c.cfg.Workers)
