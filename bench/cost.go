@@ -398,6 +398,7 @@ func (b *bencher) scenario7(ctx context.Context) ([]Row, error) {
 // remoteFake is the proxytest fake in a child process (`proxyq bench --child --side fake`).
 type remoteFake struct {
 	URL  string
+	pid  int
 	stop func()
 }
 
@@ -435,7 +436,7 @@ func (b *bencher) startRemote(a childArgs) (*remoteFake, error) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	// The child exits when its stdin ends; the kill covers a child that does not.
-	return &remoteFake{URL: hello.URL, stop: func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
+	return &remoteFake{URL: hello.URL, pid: cmd.Process.Pid, stop: func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
 }
 
 func (f *remoteFake) close() { f.stop() }
@@ -485,8 +486,8 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 			cc = s8Concurrency
 		}
 		best, err := b.bestOf(ctx, 8, &fakeAPI{}, b.z.s7Messages, cc,
-			contender{side: sideProxyq, m: mixRealistic, api: rig.apiFor(sideProxyq)},
-			contender{side: sidePeer, m: mixRealistic, api: rig.apiFor(sidePeer)})
+			contender{side: sideProxyq, m: mixRealistic, api: rig.apiFor(sideProxyq), cpu: b.cpuMeterFor(ctx, rig, sideProxyq)},
+			contender{side: sidePeer, m: mixRealistic, api: rig.apiFor(sidePeer), cpu: b.cpuMeterFor(ctx, rig, sidePeer)})
 		rig.close()
 		if err != nil {
 			return nil, err
@@ -495,6 +496,7 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 		rows = append(rows, Row{Scenario: 8, Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q, Target: "proxyq/peer ≥ 0.9", Met: met(p/q >= 0.9),
 			Measure: fmt.Sprintf("throughput, realistic mix (%d msgs with keys, %d Services, status callbacks on), %v API latency, concurrency %d, fake in another process, %s, best of %d (proxyq: defaults, delivery on)",
 				b.z.s7Messages, realServices, latency, cc, aof, b.z.repeats)})
+		rows = append(rows, b.cpuRows(cc)...)
 	}
 	rf, err := b.startRemoteFake()
 	if err != nil {

@@ -2,6 +2,12 @@
 
 package bench
 
-import "os/exec"
+import (
+	"os/exec"
+	"time"
+)
 
 func dieWithParent(*exec.Cmd) {}
+
+// processCPU needs /proc: elsewhere the CPU rows are left out.
+func processCPU(int) (time.Duration, bool) { return 0, false }

@@ -56,6 +56,7 @@ func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fak
 	if err != nil {
 		return 0, err
 	}
+	cpuBefore := c.cpu.sample()
 	began := time.Now()
 	if err := r.Start(); err != nil {
 		stopProfile()
@@ -63,12 +64,24 @@ func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fak
 	}
 	doneAt, _, _, err := waitCompleted(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
 	stopProfile()
+	var use cpuUse
+	if c.cpu != nil {
+		// Counted once the status callbacks of the last messages have arrived too: every
+		// message's whole trip.
+		use = perMessage(cpuBefore, c.cpu.settled(), n)
+	}
 	r.Shutdown()
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
 	}
 	rate := float64(n) / doneAt.Sub(began).Seconds()
-	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)", scenario, name, rate, n, concurrency)
+	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)%s", scenario, name, rate, n, concurrency, use)
+	if use != nil {
+		key := cpuKey(name, concurrency)
+		if prev, ok := b.cpu[key]; !ok || use.total() < prev.total() {
+			b.cpu[key] = use // the run that spent least: a busy machine only adds
+		}
+	}
 	return rate, nil
 }
 
@@ -89,6 +102,7 @@ type contender struct {
 	o    proxyqOptions
 	m    mix
 	api  string
+	cpu  cpuMeter // when set, what each process spends per message is kept (bencher.cpu)
 }
 
 // bestOf runs the contenders in turn, z.repeats times, so that a slow spell of the machine hits
