@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/proxyq/proxyq/internal/autopipe"
 )
 
 // What the console reads of this package's state, without reaching into it.
@@ -13,8 +11,7 @@ import (
 // FindInteraction returns the queue and task ID of the message that recorded interaction ki,
 // from the interaction index (kept IndexTTL); ok is false when it is not indexed.
 func FindInteraction(ctx context.Context, rdb redis.UniversalClient, ki string) (queue, taskID string, ok bool, err error) {
-	s := &Service{rdb: rdb, pipe: autopipe.Direct(rdb)} // one read: no autopipeliner started for it
-	ref, err := s.lookup(ctx, ki)
+	ref, err := readIndex(ctx, rdb, ki)
 	if err != nil || ref == nil {
 		return "", "", false, err
 	}

@@ -325,18 +325,24 @@ func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
 		ref := m.ref
 		return &ref, nil
 	}
-	v, err := s.perMessage().Get(ctx, indexKey(ki)).Result()
+	ref, err := readIndex(ctx, s.perMessage(), ki)
+	if ref != nil {
+		s.recent.Add(ki, recentMsg{ref: *ref})
+	}
+	return ref, err
+}
+
+// readIndex reads the index of ki: nil when it is not indexed (no key, or only early callbacks
+// waiting).
+func readIndex(ctx context.Context, c redis.Cmdable, ki string) (*msgRef, error) {
+	v, err := c.Get(ctx, indexKey(ki)).Result()
 	if errors.Is(err, redis.Nil) || (err == nil && v == earlyMarker) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	ref, err := decodeRef(ki, v)
-	if err == nil {
-		s.recent.Add(ki, recentMsg{ref: *ref})
-	}
-	return ref, err
+	return decodeRef(ki, v)
 }
 
 func decodeRef(ki, v string) (*msgRef, error) {
