@@ -148,7 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer rs.close()
-	b := &bencher{cfg: cfg, z: cfg.sizes(), redis: rs, log: cfg.Log, began: began, cpu: map[string]cpuUse{}}
+	b := &bencher{cfg: cfg, z: cfg.sizes(), redis: rs, log: cfg.Log, began: began}
 	if b.log == nil {
 		b.log = io.Discard
 	}
@@ -183,7 +183,6 @@ type bencher struct {
 	redis *redisServer
 	log   io.Writer
 	began time.Time
-	cpu   map[string]cpuUse // per run name and concurrency: the run that spent least (contender.cpu)
 }
 
 func (b *bencher) logf(format string, args ...any) {

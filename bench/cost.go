@@ -476,6 +476,7 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 	defer restoreAOF()
 	c := b.z.s1Concurrency
 	var rows []Row
+	redisPID := b.redisPID(ctx)
 	for _, latency := range []time.Duration{0, s8Latency} {
 		rig, err := b.startRealRig(latency)
 		if err != nil {
@@ -485,9 +486,9 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 		if latency > 0 {
 			cc = s8Concurrency
 		}
-		best, err := b.bestOf(ctx, 8, &fakeAPI{}, b.z.s7Messages, cc,
-			contender{side: sideProxyq, m: mixRealistic, api: rig.apiFor(sideProxyq), cpu: b.cpuMeterFor(ctx, rig, sideProxyq)},
-			contender{side: sidePeer, m: mixRealistic, api: rig.apiFor(sidePeer), cpu: b.cpuMeterFor(ctx, rig, sidePeer)})
+		best, cpu, err := b.bestOf(ctx, 8, &fakeAPI{}, b.z.s7Messages, cc,
+			contender{side: sideProxyq, m: mixRealistic, api: rig.apiFor(sideProxyq), cpu: rig.cpuMeter(sideProxyq, redisPID)},
+			contender{side: sidePeer, m: mixRealistic, api: rig.apiFor(sidePeer), cpu: rig.cpuMeter(sidePeer, redisPID)})
 		rig.close()
 		if err != nil {
 			return nil, err
@@ -496,7 +497,7 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 		rows = append(rows, Row{Scenario: 8, Unit: "tasks/s", Proxyq: p, Peer: q, Ratio: p / q, Target: "proxyq/peer ≥ 0.9", Met: met(p/q >= 0.9),
 			Measure: fmt.Sprintf("throughput, realistic mix (%d msgs with keys, %d Services, status callbacks on), %v API latency, concurrency %d, fake in another process, %s, best of %d (proxyq: defaults, delivery on)",
 				b.z.s7Messages, realServices, latency, cc, aof, b.z.repeats)})
-		rows = append(rows, b.cpuRows(cc)...)
+		rows = append(rows, cpuRows(cpu[0], cpu[1])...)
 	}
 	rf, err := b.startRemoteFake()
 	if err != nil {
@@ -504,7 +505,7 @@ func (b *bencher) scenario8(ctx context.Context) ([]Row, error) {
 	}
 	defer rf.close()
 	fake := &fakeAPI{URL: rf.URL} // no reset: every run's bodies are its own
-	best, err := b.bestOf(ctx, 8, fake, b.z.s1Messages, c,
+	best, _, err := b.bestOf(ctx, 8, fake, b.z.s1Messages, c,
 		contender{side: sideProxyq}, contender{side: sidePeer}, contender{side: sideProxyq, o: proxyqOptions{DequeueLoops: 1}})
 	if err != nil {
 		return nil, err
@@ -563,18 +564,11 @@ func (b *bencher) isolateRedis(ctx context.Context) (restore func(), note string
 	if cpus < 2 || err != nil {
 		return nothing, ", Redis sharing the CPUs with the side measured"
 	}
-	rdb := b.redis.client()
-	defer rdb.Close()
-	info, err := rdb.Info(ctx, "server").Result()
-	if err != nil {
+	pid := b.redisPID(ctx)
+	if pid == 0 {
 		return nothing, ", Redis sharing the CPUs with the side measured"
 	}
-	var redisPid string
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
-			redisPid = v
-		}
-	}
+	redisPid := strconv.Itoa(pid)
 	pin := func(cpuList, pid string) error {
 		return exec.Command(taskset, "-a", "-p", "-c", cpuList, pid).Run()
 	}

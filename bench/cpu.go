@@ -52,9 +52,6 @@ func (m cpuMeter) settled() map[string]time.Duration {
 	return s
 }
 
-// cpuKey names a run's CPU use in bencher.cpu.
-func cpuKey(name string, concurrency int) string { return name + "@" + strconv.Itoa(concurrency) }
-
 // cpuUse is what one run's processes spent, per message.
 type cpuUse map[string]time.Duration
 
@@ -87,8 +84,8 @@ func perMessage(before, after map[string]time.Duration, n int) cpuUse {
 	return u
 }
 
-// redisPID is the process ID the Redis server reports, for a Redis on this machine; 0 when it
-// cannot be read.
+// redisPID is the process ID the Redis server reports (INFO server), for pinning it or reading
+// its CPU when it runs on this machine; 0 when it cannot be read.
 func (b *bencher) redisPID(ctx context.Context) int {
 	rdb := b.redis.client()
 	defer rdb.Close()
@@ -105,29 +102,27 @@ func (b *bencher) redisPID(ctx context.Context) int {
 	return 0
 }
 
-// cpuMeterFor is the meter of a side's run on the realistic rig.
-func (b *bencher) cpuMeterFor(ctx context.Context, rig *realRig, side string) cpuMeter {
+// cpuMeter is the meter of a side's run on the rig; redisPID 0 leaves Redis out.
+func (r *realRig) cpuMeter(side string, redisPID int) cpuMeter {
 	m := cpuMeter{cpuWorker: os.Getpid()}
-	if pid := b.redisPID(ctx); pid != 0 {
-		m[cpuRedis] = pid
+	if redisPID != 0 {
+		m[cpuRedis] = redisPID
 	}
 	if side == sideProxyq {
-		m[cpuCallbacks] = rig.receiver.pid
-		m[cpuFake] = rig.withCallbacks.pid
+		m[cpuCallbacks] = r.receiver.pid
+		m[cpuFake] = r.withCallbacks.pid
 	} else {
-		m[cpuFake] = rig.plain.pid
+		m[cpuFake] = r.plain.pid
 	}
 	return m
 }
 
-// cpuRows are scenario 8's CPU rows for the realistic runs at concurrency c: where a message's
-// CPU goes, on each side, in the run that spent least. On a machine with few CPUs the sides'
-// processes, Redis and the fake share them, so throughput is the inverse of all of it summed;
-// these rows say whose it is.
-func (b *bencher) cpuRows(c int) []Row {
-	p, okP := b.cpu[cpuKey(string(mixRealistic)+"-"+sideProxyq, c)]
-	q, okQ := b.cpu[cpuKey(string(mixRealistic)+"-"+sidePeer, c)]
-	if !okP || !okQ || p[cpuWorker] == 0 || q[cpuWorker] == 0 {
+// cpuRows are scenario 8's CPU rows for a realistic run, p proxyq's and q the peer's: where a
+// message's CPU goes, on each side, in the run that spent least. On a machine with few CPUs
+// the sides' processes, Redis and the fake share them, so throughput is the inverse of all of
+// it summed; these rows say whose it is.
+func cpuRows(p, q cpuUse) []Row {
+	if p[cpuWorker] == 0 || q[cpuWorker] == 0 {
 		return nil // no /proc here
 	}
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

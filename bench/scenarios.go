@@ -28,10 +28,11 @@ var nan = math.NaN()
 // throughput enqueues n messages, then starts the side's pool and returns its rate in tasks/s:
 // n over the time from Start to the last completion. (A 10%–90% slope would be quantised by the
 // latency-sized waves of a run with high latency; over the whole run the start-up of the pool
-// is counted, which is part of what a user waits for.)
-func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fake *fakeAPI, n, concurrency int) (float64, error) {
+// is counted, which is part of what a user waits for.) With c.cpu it also returns what each
+// metered process spent per message.
+func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fake *fakeAPI, n, concurrency int) (float64, cpuUse, error) {
 	if err := b.redis.flush(ctx); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	fake.reset()
 	side, o, m := c.side, c.o, cmp.Or(c.m, mixNarrow)
@@ -43,24 +44,24 @@ func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fak
 		name = string(m) + "-" + name
 	}
 	if err := b.enqueueMix(ctx, m, side, fmt.Sprintf("s%d-%s", scenario, name), n); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	o.Concurrency = concurrency
 	r, err := b.newRunner(m, side, cmp.Or(c.api, fake.URL), o)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	rdb := b.redis.client()
 	defer rdb.Close()
 	stopProfile, err := b.profile(fmt.Sprintf("cpu-%d-%s.pprof", scenario, name))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	cpuBefore := c.cpu.sample()
 	began := time.Now()
 	if err := r.Start(); err != nil {
 		stopProfile()
-		return 0, err
+		return 0, nil, err
 	}
 	doneAt, _, _, err := waitCompleted(ctx, rdb, n, time.Duration(n)*10*time.Millisecond+time.Minute)
 	stopProfile()
@@ -72,23 +73,17 @@ func (b *bencher) throughput(ctx context.Context, scenario int, c contender, fak
 	}
 	r.Shutdown()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
+		return 0, nil, fmt.Errorf("%s: %w: %w", side, errIncomplete, err)
 	}
 	rate := float64(n) / doneAt.Sub(began).Seconds()
 	b.logf("scenario %d: %s %.0f tasks/s (%d messages, concurrency %d)%s", scenario, name, rate, n, concurrency, use)
-	if use != nil {
-		key := cpuKey(name, concurrency)
-		if prev, ok := b.cpu[key]; !ok || use.total() < prev.total() {
-			b.cpu[key] = use // the run that spent least: a busy machine only adds
-		}
-	}
-	return rate, nil
+	return rate, use, nil
 }
 
 // compare runs both sides in turn, z.repeats times, and returns each side's best throughput:
 // the machine may be shared, and a run slowed by someone else says nothing about the code.
 func (b *bencher) compare(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, o proxyqOptions) (proxyq, peer float64, err error) {
-	best, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{side: sideProxyq, o: o}, contender{side: sidePeer, o: o})
+	best, _, err := b.bestOf(ctx, scenario, fake, n, concurrency, contender{side: sideProxyq, o: o}, contender{side: sidePeer, o: o})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -102,23 +97,28 @@ type contender struct {
 	o    proxyqOptions
 	m    mix
 	api  string
-	cpu  cpuMeter // when set, what each process spends per message is kept (bencher.cpu)
+	cpu  cpuMeter // when set, what each process spends per message is measured
 }
 
 // bestOf runs the contenders in turn, z.repeats times, so that a slow spell of the machine hits
-// them all, and returns each one's best throughput, in the order given.
-func (b *bencher) bestOf(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, cs ...contender) ([]float64, error) {
+// them all, and returns each one's best throughput, in the order given, and for a metered
+// contender the CPU of the run that spent least (a busy machine only adds).
+func (b *bencher) bestOf(ctx context.Context, scenario int, fake *fakeAPI, n, concurrency int, cs ...contender) ([]float64, []cpuUse, error) {
 	best := make([]float64, len(cs))
+	least := make([]cpuUse, len(cs))
 	for range b.z.repeats {
 		for i, c := range cs {
-			rate, err := b.throughput(ctx, scenario, c, fake, n, concurrency)
+			rate, use, err := b.throughput(ctx, scenario, c, fake, n, concurrency)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			best[i] = max(best[i], rate)
+			if use != nil && (least[i] == nil || use.total() < least[i].total()) {
+				least[i] = use
+			}
 		}
 	}
-	return best, nil
+	return best, least, nil
 }
 
 // profile starts a CPU profile into ProfileDir/name, if profiling was asked for.
