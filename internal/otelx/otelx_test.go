@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,8 +247,6 @@ func TestShutdownBoundedWhenCollectorFails(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the flush timeout")
 	}
-	prev := otel.GetTracerProvider()
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
 	release := make(chan struct{})
 	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
 	defer hanging.Close()
@@ -259,32 +255,17 @@ func TestShutdownBoundedWhenCollectorFails(t *testing.T) {
 	down.Close() // nothing listens there any more
 
 	for _, url := range []string{down.URL, hanging.URL} {
-		cfg, err := ConfigFromEnv(envOf("OTEL_EXPORTER_OTLP_ENDPOINT", url))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mu sync.Mutex
-		var reported []error
-		p, err := Start(context.Background(), cfg, "proxyq-test", "dev", io.Discard, func(err error) {
-			mu.Lock()
-			reported = append(reported, err)
-			mu.Unlock()
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, reported := startOTLP(t, url)
 		_, span := otel.Tracer("t").Start(context.Background(), "lost")
 		span.End()
 		began := time.Now()
-		err = p.Shutdown()
+		err := p.Shutdown()
 		if took := time.Since(began); took > ShutdownTimeout+2*time.Second {
 			t.Errorf("%s: Shutdown took %v, want at most about %v", url, took, ShutdownTimeout)
 		}
-		mu.Lock()
-		if err == nil && len(reported) == 0 {
+		if err == nil && len(reported()) == 0 {
 			t.Errorf("%s: spans lost without an error from Shutdown or the error handler", url)
 		}
-		mu.Unlock()
 	}
 }
 
@@ -295,32 +276,22 @@ func TestShutdownEndsExportsStillRetrying(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the flush timeout")
 	}
-	prev := otel.GetTracerProvider()
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
 	col := &collector{t: t, failStatus: http.StatusServiceUnavailable, failures: 1 << 30, retryAfter: true}
 	srv := httptest.NewServer(col)
 	defer srv.Close()
-	cfg, err := ConfigFromEnv(envOf("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL, "OTEL_EXPORTER_OTLP_TIMEOUT", "60000"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reported atomic.Int32
-	p, err := Start(context.Background(), cfg, "proxyq-test", "dev", io.Discard, func(error) { reported.Add(1) })
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, reported := startOTLP(t, srv.URL, "OTEL_EXPORTER_OTLP_TIMEOUT", "60000")
 	_, span := otel.Tracer("t").Start(context.Background(), "lost")
 	span.End()
 	if err := p.Shutdown(); err == nil {
 		t.Error("Shutdown against a collector answering 503 returned no error")
 	}
 	time.Sleep(50 * time.Millisecond) // the processor reports the ended export just after it returns
-	calls, errs := col.calls.Load(), reported.Load()
+	calls, errs := col.calls.Load(), len(reported())
 	time.Sleep(2500 * time.Millisecond) // the collector asks for a retry every second
 	if got := col.calls.Load(); got != calls {
 		t.Errorf("the export went on after Shutdown: %d requests then, %d now", calls, got)
 	}
-	if got := reported.Load(); got != errs {
+	if got := len(reported()); got != errs {
 		t.Errorf("errors were reported after Shutdown: %d then, %d now", errs, got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,33 +64,45 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(c.answer)
 }
 
-// exportOne starts tracing with env pointed at col, ends one span named name and shuts down.
-func exportOne(t *testing.T, col http.Handler, name string, env ...string) (traceID string, shutdownErr error, reported []error) {
+// startOTLP starts tracing to the OTLP endpoint url, with env's other variables, and returns
+// the provider and the export errors reported so far; the global tracer provider is put back
+// when the test ends.
+func startOTLP(t *testing.T, url string, env ...string) (p *Provider, reported func() []error) {
 	t.Helper()
-	srv := httptest.NewServer(col)
-	t.Cleanup(srv.Close)
 	prev := otel.GetTracerProvider()
 	t.Cleanup(func() { otel.SetTracerProvider(prev) })
-	cfg, err := ConfigFromEnv(envOf(append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL}, env...)...))
+	cfg, err := ConfigFromEnv(envOf(append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT", url}, env...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	p, err := Start(context.Background(), cfg, "proxyq-test", "v1", io.Discard, func(err error) {
+	var errs []error
+	p, err = Start(context.Background(), cfg, "proxyq-test", "v1", io.Discard, func(err error) {
 		mu.Lock()
-		reported = append(reported, err)
+		errs = append(errs, err)
 		mu.Unlock()
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, func() []error {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(errs)
+	}
+}
+
+// exportOne starts tracing with env pointed at col, ends one span named name and shuts down.
+func exportOne(t *testing.T, col http.Handler, name string, env ...string) (traceID string, shutdownErr error, reported []error) {
+	t.Helper()
+	srv := httptest.NewServer(col)
+	t.Cleanup(srv.Close)
+	p, errs := startOTLP(t, srv.URL, env...)
 	_, span := otel.Tracer("t").Start(context.Background(), name)
 	traceID = span.SpanContext().TraceID().String()
 	span.End()
 	shutdownErr = p.Shutdown()
-	mu.Lock()
-	defer mu.Unlock()
-	return traceID, shutdownErr, reported
+	return traceID, shutdownErr, errs()
 }
 
 func decodeExport(t *testing.T, body []byte) *coltracepb.ExportTraceServiceRequest {
