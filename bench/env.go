@@ -27,7 +27,7 @@ const (
 	serviceSID = "KS00000000000000000000000000be0c01"
 	sessionSID = "KC00000000000000000000000000be0c01"
 	queueName  = tasks.DefaultQueue
-	// participants spreads messages over this many participants (claims are a hash per participant and day).
+	// participants spreads the narrow mix's messages over this many participants.
 	participants = 64
 )
 

@@ -230,5 +230,5 @@ func TestClusterConsole(t *testing.T) {
 	if n, err := rdb.Exists(ctx, "proxyq:console:audit").Result(); err != nil || n != 1 {
 		t.Errorf("the audit list is not where the console reads it (%d, %v)", n, err)
 	}
-	log.Check(t, "EVAL", "EVALSHA", "HSETNX", "SADD", "HINCRBY", "HGETALL", "SMEMBERS", "HGET", "LPUSH", "LRANGE")
+	log.Check(t, "EVAL", "EVALSHA", "HSETNX", "HKEYS", "HINCRBY", "HGETALL", "SMEMBERS", "HGET", "LPUSH", "LRANGE")
 }

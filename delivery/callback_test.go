@@ -14,6 +14,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/proxyq/proxyq/internal/interaction"
 )
 
 const testToken = "test-auth-token-0123456789abcdef"
@@ -65,7 +67,7 @@ func TestCallbackUpdatesTimeline(t *testing.T) {
 	s := e.service(t, Config{})
 	c := newCallbackClient(t, s)
 	id, ki, o := e.message(t, "default")
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 
 	for _, st := range []string{"sent", "sent", "queued", "delivered", "sending", "delivered"} {
 		if code := c.post(c.params(ki, st), ""); code != http.StatusOK {
@@ -93,7 +95,7 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	s := e.service(t, Config{})
 	c := newCallbackClient(t, s)
 	id, ki, o := e.message(t, "default")
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	before := e.rawResult(t, "default", id)
 
 	p := c.params(ki, "delivered")
@@ -166,7 +168,7 @@ func TestEarlyCallbacksSurviveAnInterruptedRecord(t *testing.T) {
 	if got, err := s.lookup(ctx, ki); err != nil || got == nil || got.TaskID != id {
 		t.Fatalf("lookup during the early application: %+v, %v", got, err)
 	}
-	if err := s.Recorded(ctx, "default", id, testAccount, o); err != nil {
+	if err := s.Recorded(ctx, "default", id, testAccount, o, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
@@ -195,7 +197,7 @@ func TestEarlyCallbacksAppliedAtRecord(t *testing.T) {
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "queued" || len(got.StatusHistory) != 0 {
 		t.Fatalf("applied before the record: %+v", got)
 	}
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	got := e.outcome(t, "default", id)
 	if got.OutboundStatus != "delivered" || !got.Final || !slices.Equal(statuses(got), []string{"queued", "sent", "delivered"}) {
 		t.Fatalf("after record: %+v", got)
@@ -255,7 +257,7 @@ func TestReplicasRaceAtomically(t *testing.T) {
 	var msgs []msg
 	for range 20 {
 		id, ki, o := e.message(t, "default")
-		a.Recorded(context.Background(), "default", id, testAccount, o)
+		a.Recorded(context.Background(), "default", id, testAccount, o, false)
 		msgs = append(msgs, msg{id, ki})
 	}
 	var wg sync.WaitGroup
@@ -339,7 +341,7 @@ func TestReconciledSendWithEarlyCallbacks(t *testing.T) {
 	if err := e.rdb.HSet(context.Background(), taskKey("default", id), "result", raw).Err(); err != nil {
 		t.Fatal(err)
 	}
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	got := e.outcome(t, "default", id)
 	if !got.Final || got.OutboundStatus != "delivered" || got.DeliveredAt == nil || !got.Reconciled {
 		t.Fatalf("%+v", got)
@@ -397,7 +399,7 @@ func TestCallbacksThatCannotMatchAreNotKept(t *testing.T) {
 	if n, _ := e.rdb.ZCard(ctx, earlyKey).Result(); n != 1 {
 		t.Fatalf("%d interactions in the early set, want 1 (ours)", n)
 	}
-	if err := s.Recorded(ctx, "default", id, testAccount, o); err != nil {
+	if err := s.Recorded(ctx, "default", id, testAccount, o, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
@@ -429,6 +431,19 @@ func TestIndexOfAnEarlierVersion(t *testing.T) {
 // counts as one: its EVALSHA).
 type commandCounter struct{ names []string }
 
+// countedService is a service on a client of its own whose commands count counts.
+func (e *env) countedService(t *testing.T) (*Service, *commandCounter) {
+	t.Helper()
+	rdb := e.db.Client(t)
+	count := &commandCounter{}
+	rdb.AddHook(count)
+	s, err := New(Config{}, rdb, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, count
+}
+
 func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -450,18 +465,12 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 // and its record as last written. A duplicate costs nothing.
 func TestCallbacksOfARememberedMessageSkipTheReads(t *testing.T) {
 	e := newEnv(t)
-	rdb := e.db.Client(t)
-	var count commandCounter
-	rdb.AddHook(&count)
-	s, err := New(Config{}, rdb, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, count := e.countedService(t)
 	c := newCallbackClient(t, s)
 	recorder := e.service(t, Config{}) // the worker
 	record := func() (id, ki string) {
 		id, ki, o := e.message(t, "default")
-		if err := recorder.Recorded(context.Background(), "default", id, testAccount, o); err != nil {
+		if err := recorder.Recorded(context.Background(), "default", id, testAccount, o, false); err != nil {
 			t.Fatal(err)
 		}
 		return id, ki
@@ -503,7 +512,7 @@ func TestRememberedRecordChangedByAnotherReplica(t *testing.T) {
 	a, b := e.service(t, Config{}), e.service(t, Config{})
 	ca, cb := newCallbackClient(t, a), newCallbackClient(t, b)
 	id, ki, o := e.message(t, "default")
-	if err := a.Recorded(context.Background(), "default", id, testAccount, o); err != nil {
+	if err := a.Recorded(context.Background(), "default", id, testAccount, o, false); err != nil {
 		t.Fatal(err)
 	}
 	post := func(c *callbackClient, status string) {
@@ -524,5 +533,74 @@ func TestRememberedRecordChangedByAnotherReplica(t *testing.T) {
 	got := e.outcome(t, "default", id)
 	if got.OutboundStatus != "delivered" || !got.Final || !slices.Equal(statuses(got), []string{"queued", "sending", "sent", "delivered"}) {
 		t.Fatalf("status %s final %v, history %v; want delivered, final, with b's statuses kept", got.OutboundStatus, got.Final, statuses(got))
+	}
+}
+
+// The send ledger's claim is the index (package internal/interaction): after a record whose
+// claim wrote it and found nothing waiting (indexed), tracking is the poll's entry alone, and
+// callbacks find the message.
+func TestRecordedAfterTheClaimWritesOnlyThePoll(t *testing.T) {
+	e := newEnv(t)
+	s, count := e.countedService(t)
+	record := func() (string, string) {
+		id, ki, o := e.message(t, "default")
+		claim := interaction.Ref{Queue: "default", TaskID: id, AccountSID: testAccount}.Value()
+		if err := e.rdb.Set(context.Background(), interaction.Key(ki), claim, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		count.names = nil
+		if err := s.Recorded(context.Background(), "default", id, testAccount, o, true); err != nil {
+			t.Fatal(err)
+		}
+		return id, ki
+	}
+	record() // opens the connections
+	id, ki := record()
+	if !slices.Equal(count.names, []string{"zadd"}) {
+		t.Errorf("commands %v, want [zadd]: the claim is the index", count.names)
+	}
+	c := newCallbackClient(t, s)
+	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+		t.Fatalf("callback: %d", code)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
+		t.Fatalf("outcome %+v: the callback did not find the message by the claim", got)
+	}
+}
+
+// On a Redis Cluster the ledger claims before it records ("~" + the message): callbacks wait as
+// if nothing were recorded, without taking the claim's place, and the hook then applies them,
+// leaves the key saying the message, and never shortens the claim's life.
+func TestCallbacksWaitBehindAClaimNotYetRecorded(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	id, ki, o := e.message(t, "default")
+	ctx := context.Background()
+	ref := interaction.Ref{Queue: "default", TaskID: id, AccountSID: testAccount}.Value()
+	const claimLife = 100 * time.Hour // longer than IndexTTL (72h)
+	if err := e.rdb.Set(ctx, interaction.Key(ki), interaction.Waiting+ref, claimLife).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := newCallbackClient(t, s)
+	if code := c.post(c.params(ki, "sent"), ""); code != http.StatusOK {
+		t.Fatalf("callback: %d", code)
+	}
+	if v := e.rdb.Get(ctx, interaction.Key(ki)).Val(); v != interaction.Waiting+ref {
+		t.Fatalf("after an early callback the key says %q; the claim must stay", v)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "queued" {
+		t.Fatalf("outcome %+v: applied before the record", got)
+	}
+	if err := s.Recorded(ctx, "default", id, testAccount, o, false); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.rdb.Get(ctx, interaction.Key(ki)).Val(); v != ref {
+		t.Fatalf("key %q, want %q", v, ref)
+	}
+	if ttl := e.rdb.PTTL(ctx, interaction.Key(ki)).Val(); ttl < claimLife-time.Minute {
+		t.Fatalf("key TTL %v: the claim's %v was shortened", ttl, claimLife)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
+		t.Fatalf("outcome %+v: the waiting callback was not applied", got)
 	}
 }

@@ -90,7 +90,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	var after []msg
 	for _, q := range queues {
 		id, ki, o := e.message(q)
-		s.Recorded(ctx, q, id, testAccount, o)
+		s.Recorded(ctx, q, id, testAccount, o, false)
 		if n, err := rdb.Exists(ctx, indexKey(ki)).Result(); err != nil || n != 1 {
 			t.Fatalf("%s not indexed: %v", ki, err)
 		}
@@ -136,7 +136,7 @@ func TestClusterSlotSafety(t *testing.T) {
 		if got := e.outcome(q, id); got.OutboundStatus != "queued" || len(got.StatusHistory) != 0 {
 			t.Fatalf("%s applied before its record: %+v", ki, got)
 		}
-		s.Recorded(ctx, q, id, testAccount, o)
+		s.Recorded(ctx, q, id, testAccount, o, false)
 		got := e.outcome(q, id)
 		if got.OutboundStatus != "sent" || got.Final || !slices.Equal(statuses(got), []string{"queued", "sending", "sent"}) &&
 			!slices.Equal(statuses(got), []string{"queued", "sent", "sending"}) {
@@ -202,7 +202,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	// undelivered without a code (a callback has none): the fetch task, run by the worker's
 	// handler, records the code.
 	id, ki, o := e.message(queues[4])
-	s.Recorded(ctx, queues[4], id, testAccount, o)
+	s.Recorded(ctx, queues[4], id, testAccount, o, false)
 	f.mu.Lock()
 	f.status[o.OutboundResourceSID] = Update{Status: StatusUndelivered, ErrorCode: 30003, ErrorMessage: "Unreachable destination handset"}
 	f.mu.Unlock()

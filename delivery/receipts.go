@@ -75,7 +75,7 @@ func isConversationMessage(sid string) bool {
 // track with receipts' meaning of a status. Where its receipts are listed (conversation,
 // Conversation Service) the poll reads from the record.
 func (s *Service) recordedConversation(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
-	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.MessageSID), o, receiptUpdates)
+	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.MessageSID), o, receiptUpdates, false)
 }
 
 // receiptUpdates is what one receipt status means for the timeline: "read" also records

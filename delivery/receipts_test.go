@@ -81,7 +81,7 @@ func (c *convEnv) send(t *testing.T) (string, *tasks.Outcome) {
 	if err := c.rdb.HSet(context.Background(), taskKey("default", info.ID), "result", data).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c.s.Recorded(context.Background(), "default", info.ID, testAccount, o)
+	c.s.Recorded(context.Background(), "default", info.ID, testAccount, o, false)
 	return info.ID, o
 }
 
@@ -202,7 +202,7 @@ func TestReceiptEarlyAppliedOnRecord(t *testing.T) {
 	if err := c.rdb.HSet(context.Background(), taskKey("default", info.ID), "result", data).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c.s.Recorded(context.Background(), "default", info.ID, testAccount, o)
+	c.s.Recorded(context.Background(), "default", info.ID, testAccount, o, false)
 	got := c.outcome(t, "default", info.ID)
 	if got.OutboundStatus != "delivered" || slices.Contains(statuses(got), "undelivered") {
 		t.Fatalf("outcome %+v: want delivered, the other account's receipt dropped", got)

@@ -17,15 +17,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/proxyq/proxyq/internal/autopipe"
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/tasks"
 )
 
 // Redis keys of this package. Keys a script touches together share a hash tag, so each script
 // touches one Redis Cluster slot; the two sets are single keys.
 //
-//	proxyq:{ki:<KI>}:msg      STRING  the interaction's message: {"q","id","a"}; IndexTTL.
-//	                                  Before the send is recorded, earlyMarker while callbacks
-//	                                  wait in :early; ,"e":1 added while early ones are applied
+//	proxyq:{ki:<KI>}:msg      STRING  the interaction's key (package internal/interaction): its
+//	                                  message {"q","id","a"}, for IndexTTL. The send ledger
+//	                                  writes it as its claim when it records a Proxy send; this
+//	                                  package when it is missing (a Conversations message) or
+//	                                  must say something else. "~" (interaction.Waiting) while
+//	                                  callbacks wait in :early before the send is recorded;
+//	                                  ,"e":1 added while early ones are applied
 //	proxyq:{ki:<KI>}:early    LIST    callbacks that came before the send was recorded; PendingTTL
 //	proxyq:delivery:poll      ZSET    KI, score = when to poll it next (unix ms); removed when final
 //	proxyq:delivery:early     ZSET    KI with early callbacks, score = when they expire (unix ms)
@@ -36,8 +41,8 @@ const (
 	earlyKey = "proxyq:delivery:early"
 )
 
-func indexKey(ki string) string  { return "proxyq:{ki:" + ki + "}:msg" }
-func earlyList(ki string) string { return "proxyq:{ki:" + ki + "}:early" }
+func indexKey(ki string) string  { return interaction.Key(ki) }
+func earlyList(ki string) string { return interaction.EarlyList(ki) }
 
 // taskKey is asynq's key of a task's hash (internal/base.TaskKey in asynq v0.26); its "result"
 // field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
@@ -81,21 +86,24 @@ type earlyCallback struct {
 	Signer string `json:"by,omitempty"`
 }
 
-// earlyMarker is the index key's value while callbacks wait in the early list and the send
-// is not recorded: a recorded send's first write of the index (SET NX GET, track) finds it and
-// takes the slow path that reads them. lookup reads it as "not indexed".
-const earlyMarker = "~"
+// earlyMarker is the index key's value while callbacks wait in the early list and nobody has
+// claimed the interaction: the ledger's claim (or a recorded send's first write of the index,
+// track) finds it and the record takes the slow path that reads them. A value that begins
+// with it (a claim whose record may be missing: interaction.Waiting + ref) means the same to
+// callbacks. lookup reads both as "not indexed".
+const earlyMarker = interaction.Waiting
 
 // earlyScript: the index if the interaction is recorded; else keep the callback for later,
-// and mark the index key (earlyMarker) for as long as the list lives. One script, so a
-// callback never slips between a record's read of the list and its own append.
+// and mark the index key (earlyMarker) for as long as the list lives, unless a claim already
+// holds it. One script, so a callback never slips between a record's read of the list and its
+// own append.
 var earlyScript = redis.NewScript(`
 local v = redis.call("GET", KEYS[1])
-if v and v ~= "` + earlyMarker + `" then return v end
+if v and string.sub(v, 1, 1) ~= "` + earlyMarker + `" then return v end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 redis.call("LTRIM", KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call("PEXPIRE", KEYS[2], ARGV[3])
-redis.call("SET", KEYS[1], "` + earlyMarker + `", "PX", ARGV[3])
+if not v or v == "` + earlyMarker + `" then redis.call("SET", KEYS[1], "` + earlyMarker + `", "PX", ARGV[3]) end
 return false
 `)
 
@@ -104,12 +112,13 @@ return false
 // so a failure in between loses none. While they are there the index carries ,"e":1 (ARGV[1]
 // is a JSON object), so that a repeated Recorded, whose SET NX finds the key, comes back here
 // and applies them again (applying is idempotent). Once the index exists no callback is
-// appended any more (earlyScript), so the list cannot grow behind Recorded's back.
+// appended any more (earlyScript), so the list cannot grow behind Recorded's back. It never
+// shortens the key's life: the key is the send ledger's claim too, which may be kept longer.
 var recordScript = redis.NewScript(`
 local l = redis.call("LRANGE", KEYS[2], 0, -1)
 local v = ARGV[1]
 if #l > 0 then v = string.sub(v, 1, -2) .. ',"e":1}' end
-redis.call("SET", KEYS[1], v, "PX", ARGV[2])
+redis.call("SET", KEYS[1], v, "PX", math.max(tonumber(ARGV[2]), redis.call("PTTL", KEYS[1])))
 return l
 `)
 
@@ -201,11 +210,16 @@ func New(cfg Config, rdb redis.UniversalClient, metrics *Metrics, log *zap.Logge
 // Config returns the service's configuration, defaults applied.
 func (s *Service) Config() Config { return s.cfg }
 
+// IndexTTL is how long an interaction's key must live (worker.DeliveryHook).
+func (s *Service) IndexTTL() time.Duration { return s.cfg.IndexTTL }
+
 // Recorded is the worker's hook, called on every path that finds or makes the ledger say
 // sent (worker.DeliveryHook), after the outcome record is written: it indexes the interaction
 // for IndexTTL, applies the callbacks that came early (those signed by the message's own
 // account; others are counted as wrong_account), and schedules the polling fallback. The
-// common case is one round trip of two commands (SET NX GET and ZADD NX in one pipeline).
+// common case is the poll's ZADD NX alone: indexed says the send ledger's claim wrote the
+// key as the index wants it and found no callback waiting (worker.DeliveryHook). Otherwise it
+// is one round trip of two commands (SET NX GET and ZADD NX in one pipeline).
 //
 // It is idempotent, so the worker calls it again whenever a run finds the message sent (a
 // lost MarkSent reply, a worker that died before its call, an earlier call that failed): the
@@ -221,14 +235,14 @@ func (s *Service) Config() Config { return s.cfg }
 //
 // A Conversations message (its record names a Message SID, IM…) is tracked the same way by
 // recordedConversation (receipts.go).
-func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
+func (s *Service) Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome, indexed bool) error {
 	if o != nil && o.State == tasks.OutcomeSent && o.MessageSID != "" {
 		return s.recordedConversation(ctx, queue, taskID, accountSID, o)
 	}
 	if o == nil || o.State != tasks.OutcomeSent || o.InteractionSID == "" {
 		return nil
 	}
-	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.InteractionSID), o, nil)
+	return s.track(ctx, s.newRef(queue, taskID, accountSID, o.InteractionSID), o, nil, indexed)
 }
 
 // newRef is the index entry of a message recorded under accountSID (the default account's
@@ -244,8 +258,8 @@ func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
 // Conversations message IM…): index it, apply the early updates signed by ref's account
 // (expand, when not nil, turns one into the updates it means), and schedule the poll. See
 // Recorded for why each step is idempotent.
-func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update) error {
-	val, _ := json.Marshal(ref)
+func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update, indexed bool) error {
+	val := interaction.Ref{Queue: ref.Queue, TaskID: ref.TaskID, AccountSID: ref.AccountSID}.Value()
 	final := o.Final || IsFinal(o.OutboundStatus)
 	// The common case in one round trip of two commands: SET NX GET writes the index when the
 	// key does not exist (no callback came early) and says what is there otherwise (Redis
@@ -254,7 +268,9 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	var set *redis.StatusCmd
 	var poll *redis.IntCmd
 	s.pipe.OneTrip(ctx, func(p redis.Cmdable) {
-		set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
+		if !indexed {
+			set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
+		}
 		if !s.cfg.PollOff && !final {
 			// NX: a repeat never postpones a scheduled poll.
 			poll = p.ZAddNX(ctx, pollKey, redis.Z{Score: float64(s.now().Add(s.cfg.PollAfter).UnixMilli()), Member: ref.KI})
@@ -264,8 +280,10 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 		return fmt.Errorf("delivery: schedule the poll of %s: %w", ref.KI, poll.Err())
 	}
 	var raw []string
-	if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != string(val)) {
-		raw, err = recordScript.Run(ctx, s.perMessage(), []string{indexKey(ref.KI), earlyList(ref.KI)}, string(val), s.cfg.IndexTTL.Milliseconds()).StringSlice()
+	if indexed {
+		// The claim wrote the index and nothing waited: no early callbacks to apply.
+	} else if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != val) {
+		raw, err = recordScript.Run(ctx, s.perMessage(), []string{indexKey(ref.KI), earlyList(ref.KI)}, val, s.cfg.IndexTTL.Milliseconds()).StringSlice()
 		if err != nil {
 			return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
 		}
@@ -305,10 +323,11 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 		s.metrics.Callbacks.WithLabelValues(ResultWrongAccount).Add(float64(refused))
 	}
 	// Applied (or refused): only now are they let go, and the index stops saying they wait (the
-	// list first: the same slot, in order). One round trip.
+	// list first: the same slot, in order). One round trip. KEEPTTL: recordScript set the
+	// key's life, which may be the claim's, longer than IndexTTL.
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, earlyList(ref.KI))
-		p.Set(ctx, indexKey(ref.KI), val, s.cfg.IndexTTL)
+		p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{KeepTTL: true})
 		p.ZRem(ctx, earlyKey, ref.KI)
 		return nil
 	})
@@ -336,7 +355,7 @@ func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
 // waiting).
 func readIndex(ctx context.Context, c redis.Cmdable, ki string) (*msgRef, error) {
 	v, err := c.Get(ctx, indexKey(ki)).Result()
-	if errors.Is(err, redis.Nil) || (err == nil && v == earlyMarker) {
+	if errors.Is(err, redis.Nil) || (err == nil && strings.HasPrefix(v, earlyMarker)) {
 		return nil, nil
 	}
 	if err != nil {

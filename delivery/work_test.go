@@ -78,7 +78,7 @@ func TestPollingFallbackWithCallbacksOff(t *testing.T) {
 	var ids []string
 	for i := range 5 {
 		id, _, o := e.message(t, "default")
-		s.Recorded(context.Background(), "default", id, testAccount, o)
+		s.Recorded(context.Background(), "default", id, testAccount, o, false)
 		ids = append(ids, id)
 		switch i {
 		case 0, 1:
@@ -173,7 +173,7 @@ func TestUndeliveredFetchesErrorThenAnnounces(t *testing.T) {
 	}
 	id, ki, o := e.message(t, "default")
 	f.status[o.OutboundResourceSID] = Update{Status: "undelivered", ErrorCode: 30003, ErrorMessage: "Unreachable destination handset"}
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	for _, st := range []string{"sent", "undelivered"} {
 		if code := c.post(c.params(ki, st), ""); code != 200 {
 			t.Fatal(code)
@@ -272,7 +272,7 @@ func TestWebhookRetriedWithSameID(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _, o := e.message(t, "default")
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	c := newCallbackClient(t, s)
 	if code := c.post(c.params(o.InteractionSID, "delivered"), ""); code != 200 {
 		t.Fatal(code)
@@ -373,7 +373,7 @@ func TestPendingCallbacksBounded(t *testing.T) {
 	}
 	// A known interaction still gets through when the pending set is full.
 	id, ki, o := e.message(t, "default")
-	s.Recorded(context.Background(), "default", id, testAccount, o)
+	s.Recorded(context.Background(), "default", id, testAccount, o, false)
 	if code := c.post(c.params(ki, "delivered"), ""); code != 200 {
 		t.Fatal(code)
 	}

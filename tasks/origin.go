@@ -28,7 +28,11 @@ import (
 //
 //	proxyq:{<KP>}:m:<day>   HASH  field task ID (PackTaskID: 14 bytes for a generated one),
 //	                              value `<first enqueued at, ms relative to the bucket's end>[|<queue>]`
-//	proxyq:{<KC>}:p:<day>   SET   the session's participant SIDs with a message in that bucket
+//	proxyq:{<KC>}:s:<day>   HASH  field: the session's participant SIDs with a message in that
+//	                              bucket; value empty. A hash, not a set: Redis before 7.2
+//	                              keeps a small hash as a listpack but a set of strings as a
+//	                              hashtable (336 bytes for two participants, 150 as a hash)
+//	proxyq:{<KC>}:p:<day>   SET   the same, written before 2026-12-08: read until it expires
 //	proxyq:{<CH>}:m:<day>   HASH  a Conversations message's conversation: as a participant's
 //
 // A bucket holds a participant's messages of a day, usually fewer than Redis's
@@ -39,7 +43,7 @@ import (
 //
 // A lookup reads the buckets from today to LookupDays ahead (one pipeline, one slot per key:
 // Cluster-safe), never the keyspace. It costs the enqueue one pipelined round trip of four
-// commands (HSETNX, PEXPIREAT, SADD, PEXPIREAT; two for a Conversations message); the send
+// commands (HSETNX, PEXPIREAT, HSETNX, PEXPIREAT; two for a Conversations message); the send
 // path nothing.
 
 // HeaderOrigin is the task header that says when and through what a message was enqueued:
@@ -65,6 +69,11 @@ func participantIndexKey(kp string, day int64) string {
 }
 
 func sessionIndexKey(kc string, day int64) string {
+	return "proxyq:{" + kc + "}:s:" + strconv.FormatInt(day, 10)
+}
+
+// sessionSetKey is the session's bucket as versions before 2026-12-08 wrote it (a SET).
+func sessionSetKey(kc string, day int64) string {
 	return "proxyq:{" + kc + "}:p:" + strconv.FormatInt(day, 10)
 }
 
@@ -162,7 +171,7 @@ func (e *Enqueuer) indexMessage(ctx context.Context, pr prepared) error {
 		kp, kc := participantIndexKey(p.ParticipantSID, day), sessionIndexKey(p.SessionSID, day)
 		pl.HSetNX(ctx, kp, id, value) // a duplicate enqueue keeps the first one's time
 		pl.PExpireAt(ctx, kp, expireAt)
-		pl.SAdd(ctx, kc, p.ParticipantSID)
+		pl.HSetNX(ctx, kc, p.ParticipantSID, "")
 		pl.PExpireAt(ctx, kc, expireAt)
 		return nil
 	})
@@ -200,10 +209,10 @@ func ByConversation(ctx context.Context, rdb redis.UniversalClient, ch string, n
 // ByParticipant does.
 func BySession(ctx context.Context, rdb redis.UniversalClient, kc string, now time.Time, offset, limit int) (_ []Indexed, total int, err error) {
 	today := now.UnixMilli() / indexDayMs
-	cmds := make([]*redis.StringSliceCmd, 0, LookupDays)
+	cmds := make([]*redis.StringSliceCmd, 0, 2*LookupDays)
 	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for d := today; d <= today+LookupDays; d++ {
-			cmds = append(cmds, p.SMembers(ctx, sessionIndexKey(kc, d)))
+			cmds = append(cmds, p.HKeys(ctx, sessionIndexKey(kc, d)), p.SMembers(ctx, sessionSetKey(kc, d)))
 		}
 		return nil
 	})

@@ -149,3 +149,41 @@ func TestParseOriginForms(t *testing.T) {
 		t.Errorf("origin header of a Go message = %q, want %q (no via)", h, ms)
 	}
 }
+
+// A session's bucket is a small hash (a listpack before Redis 7.2, where a set of strings is a
+// hashtable), and sets written before it are still read until they expire.
+func TestSessionBucketIsAHash(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rdb := e.enq.rdb
+	p := validPayload()
+	res, err := e.enq.Enqueue(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := rdb.Keys(ctx, "proxyq:{"+p.SessionSID+"}:*").Val()
+	if len(keys) != 1 || !strings.Contains(keys[0], "}:s:") || rdb.Type(ctx, keys[0]).Val() != "hash" {
+		t.Fatalf("session buckets %v, want one hash", keys)
+	}
+	if enc := rdb.ObjectEncoding(ctx, keys[0]).Val(); enc != "listpack" && enc != "ziplist" {
+		t.Errorf("session bucket encoded as %s, want a listpack", enc)
+	}
+	// A participant filed by an earlier version, in the session's set.
+	old := validPayload()
+	old.ParticipantSID = "KP" + "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+	oldRes, err := e.enq.Enqueue(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := strings.TrimPrefix(keys[0], "proxyq:{"+p.SessionSID+"}:s:")
+	if err := rdb.HDel(ctx, keys[0], old.ParticipantSID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.SAdd(ctx, "proxyq:{"+p.SessionSID+"}:p:"+day, old.ParticipantSID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, total, err := BySession(ctx, rdb, p.SessionSID, time.Now(), 0, 10)
+	if err != nil || total != 2 || got[0].TaskID != oldRes.TaskID || got[1].TaskID != res.TaskID {
+		t.Errorf("BySession = %+v, %d, %v; want both, newest first", got, total, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -210,5 +211,42 @@ func TestStatusHistoryArrayForm(t *testing.T) {
 	}
 	if _, err := ParseOutcome([]byte(`{"s":"sent","ra":1,"hl":"queued"}`)); err == nil {
 		t.Error("an unreadable history: no error")
+	}
+}
+
+// A delivered record leaves out delivered_at when its history says the same time (21 bytes a
+// message), and reads it back from there; one whose history disagrees keeps it.
+func TestDeliveredAtFromTheHistory(t *testing.T) {
+	rec := time.UnixMilli(1796686293330).UTC()
+	at := rec.Add(60 * time.Millisecond)
+	o := &Outcome{State: OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdef", OutboundStatus: "delivered",
+		Attempts: 1, RecordedAt: rec, Final: true, DeliveredAt: &at,
+		StatusHistory: []StatusEvent{{"queued", rec}, {"sent", rec.Add(30 * time.Millisecond)}, {"delivered", at}}}
+	data, err := EncodeOutcome(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), `"da"`) {
+		t.Errorf("stored %s: delivered_at is in the history already", data)
+	}
+	back, err := ParseOutcome(data)
+	if err != nil || back.DeliveredAt == nil || !back.DeliveredAt.Equal(at) {
+		t.Fatalf("parsed delivered_at %v, %v; want %v", back.DeliveredAt, err, at)
+	}
+	other := rec.Add(time.Second)
+	o.DeliveredAt = &other
+	if data, _ = EncodeOutcome(o); !strings.Contains(string(data), `"da"`) {
+		t.Errorf("stored %s: a delivered_at the history does not say must be kept", data)
+	}
+	if back, _ = ParseOutcome(data); back.DeliveredAt == nil || !back.DeliveredAt.Equal(other) {
+		t.Errorf("parsed delivered_at %v, want %v", back.DeliveredAt, other)
+	}
+	// Not delivered (a later failure is final first): no delivered_at is made up.
+	o.OutboundStatus, o.DeliveredAt = "failed", nil
+	if data, _ = EncodeOutcome(o); strings.Contains(string(data), `"da"`) {
+		t.Errorf("stored %s", data)
+	}
+	if back, _ = ParseOutcome(data); back.DeliveredAt != nil {
+		t.Errorf("parsed delivered_at %v for a failed message", back.DeliveredAt)
 	}
 }

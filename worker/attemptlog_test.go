@@ -41,7 +41,7 @@ func TestAttemptLogRidesTheLedger(t *testing.T) {
 	sm := "SM0123456789abcdef0123456789abcdef"
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdef", OutboundResourceSID: sm,
 		Attempts: 2, RecordedAt: start.Add(time.Second)}
-	if err := l.MarkSent(ctx, testQ, "t1", testKP, own.Fence, o,
+	if _, err := l.MarkSent(ctx, testQ, "t1", testClaim, own.Fence, o,
 		ReconcileEntry(start.Add(500*time.Millisecond), 0, "", false),
 		AttemptEntry(start.Add(time.Second), 40*time.Millisecond, ResultSent, nil)); err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func TestAttemptLogOfAFirstRunSendIsInTheRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI0123456789abcdef0123456789abcdea", Attempts: 1, RecordedAt: start}
-	if err := l.MarkSent(ctx, testQ, "a", testKP, own.Fence, o, AttemptEntry(start, 12*time.Millisecond, ResultSent, nil)); err != nil {
+	if _, err := l.MarkSent(ctx, testQ, "a", testClaim, own.Fence, o, AttemptEntry(start, 12*time.Millisecond, ResultSent, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if o.AttemptLog != "" {

@@ -88,7 +88,7 @@ func TestClusterSlotSafety(t *testing.T) {
 			}
 			sid := fmt.Sprintf("KI%032x", 0xC1A1D+i) // not a SID the stub API hands out later
 			sm := fmt.Sprintf("SM%032x", 0xC1A1D+i)
-			if err := l.MarkSent(ctx, q, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid, OutboundResourceSID: sm}); err != nil {
+			if _, err := l.MarkSent(ctx, q, id, testClaim, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid, OutboundResourceSID: sm}); err != nil {
 				t.Fatal(err)
 			}
 			// The Message SID index (another slot than the record's) finds it for the console.
@@ -96,7 +96,7 @@ func TestClusterSlotSafety(t *testing.T) {
 				t.Fatalf("FindByMessageSID(%s): %+v %v %v", sm, ref, ok, err)
 			}
 			makeTask(t, rdb, q, id+"-other")
-			if err := l.MarkSent(ctx, q, id+"-other", testKP, 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
+			if _, err := l.MarkSent(ctx, q, id+"-other", testClaim, 0, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: sid}); !errors.Is(err, ErrLostOwnership) && !errors.Is(err, ErrClaimed) {
 				t.Fatalf("MarkSent by another message: %v", err)
 			}
 			by, err := l.ClaimedBy(ctx, testKP, time.Now(), time.Now(), []string{sid, "KI-none"})

@@ -25,8 +25,15 @@ import (
 // sent, nothing is sent again), but the run does not complete: it returns a retry that is not
 // counted as a failure, and the next run, finding the ledger sent, calls Recorded again. A
 // task is therefore completed only once its tracking is in place.
+//
+// indexed says that this run's MarkSent wrote the interaction's key (its claim, which is the
+// delivery index) and found no callback waiting: the hook need not write it again. It is
+// false on every other path; the hook then checks the key itself.
 type DeliveryHook interface {
-	Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error
+	Recorded(ctx context.Context, queue, taskID, accountSID string, o *tasks.Outcome, indexed bool) error
+	// IndexTTL is how long the hook needs the interaction's key: MarkSent keeps claims at
+	// least that long.
+	IndexTTL() time.Duration
 }
 
 // trackRetryAfter is the wait before a run whose delivery tracking failed runs again.
@@ -35,22 +42,13 @@ const trackRetryAfter = 5 * time.Second
 // track calls the delivery hook for a message whose ledger says sent, on a context detached
 // from the task's and bounded by recordTimeout. It returns nil when tracking is in place (or
 // nobody listens), else the retry the run must return.
-func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome) error {
+func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome, indexed bool) error {
 	if r.delivery == nil || o == nil {
 		return nil
 	}
-	// The interaction's account: Twilio's answer names it; a run that found the message sent
-	// has the payload's account, or for the default account its client's Account SID (with
-	// an API key alone, "": the hook uses TWILIO_ACCOUNT_SID).
-	if accountSID == "" {
-		accountSID = r.p.AccountSID
-	}
-	if k := r.Handler.api.AccountKey(); accountSID == "" && proxyclient.ValidSID("AC", k) {
-		accountSID = k
-	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	err := r.delivery.Recorded(tctx, r.queue, r.id, accountSID, o)
+	err := r.delivery.Recorded(tctx, r.queue, r.id, r.interactionAccount(accountSID), o, indexed)
 	if err == nil {
 		return nil
 	}
@@ -59,8 +57,28 @@ func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome) er
 	return &retryLater{After: trackRetryAfter + jitter(trackRetryAfter), Err: fmt.Errorf("delivery tracking of sent interaction %s: %w", o.InteractionSID, err)}
 }
 
-// SetDeliveryHook sets the hook of a handler built with NewHandler (tests, benchmarks).
-func (h *Handler) SetDeliveryHook(d DeliveryHook) { h.delivery = d }
+// interactionAccount is the account a created interaction belongs to: Twilio's answer names
+// it (accountSID); a run that found the message sent has the payload's account, or for the
+// default account its client's Account SID (with an API key alone, "": the hook uses
+// TWILIO_ACCOUNT_SID).
+func (r *run) interactionAccount(accountSID string) string {
+	if accountSID == "" {
+		accountSID = r.p.AccountSID
+	}
+	if k := r.Handler.api.AccountKey(); accountSID == "" && proxyclient.ValidSID("AC", k) {
+		accountSID = k
+	}
+	return accountSID
+}
+
+// SetDeliveryHook sets the hook of a handler built with NewHandler (tests, benchmarks), and
+// keeps claims as long as the hook needs the interaction's key.
+func (h *Handler) SetDeliveryHook(d DeliveryHook) {
+	h.delivery = d
+	if d != nil {
+		h.ledger.keepClaimsFor(d.IndexTTL())
+	}
+}
 
 // Limiter returns the account limiter the pool's sends go through, so that other requests
 // to the same account (the delivery package's Message fetches) share it.

@@ -20,6 +20,7 @@ import (
 type recordedCall struct {
 	queue, id, account string
 	o                  tasks.Outcome
+	indexed            bool
 }
 
 // hookRecorder records the hook's calls; fail, when set, answers each call (before recording
@@ -31,7 +32,9 @@ type hookRecorder struct {
 	n     int
 }
 
-func (h *hookRecorder) Recorded(_ context.Context, queue, taskID, accountSID string, o *tasks.Outcome) error {
+func (h *hookRecorder) IndexTTL() time.Duration { return time.Hour }
+
+func (h *hookRecorder) Recorded(_ context.Context, queue, taskID, accountSID string, o *tasks.Outcome, indexed bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.n++
@@ -40,7 +43,7 @@ func (h *hookRecorder) Recorded(_ context.Context, queue, taskID, accountSID str
 			return err
 		}
 	}
-	h.calls = append(h.calls, recordedCall{queue, taskID, accountSID, *o})
+	h.calls = append(h.calls, recordedCall{queue, taskID, accountSID, *o, indexed})
 	return nil
 }
 
@@ -79,14 +82,16 @@ func TestDeliveryHookOnEveryRecordedSend(t *testing.T) {
 	if len(calls) != 3 {
 		t.Fatalf("%d hook calls, want 3: %+v", len(calls), calls)
 	}
+	// indexed: the record's claim wrote the delivery index (the send and the reconciled send);
+	// a re-run that only finds the message sent wrote nothing, so the hook must check.
 	for i, want := range []struct {
-		id         string
-		reconciled bool
-	}{{"m1", false}, {"m2", true}, {"m1", false}} {
+		id                  string
+		reconciled, indexed bool
+	}{{"m1", false, true}, {"m2", true, true}, {"m1", false, false}} {
 		c := calls[i]
 		if c.id != want.id || c.queue != "default" || c.account != f.api.AccountKey() || c.o.State != tasks.OutcomeSent || c.o.InteractionSID == "" ||
-			c.o.Reconciled != want.reconciled || c.o.OutboundResourceSID == "" {
-			t.Errorf("call %d: %+v, want %s reconciled=%v", i, c, want.id, want.reconciled)
+			c.o.Reconciled != want.reconciled || c.o.OutboundResourceSID == "" || c.indexed != want.indexed {
+			t.Errorf("call %d: %+v, want %s reconciled=%v indexed=%v", i, c, want.id, want.reconciled, want.indexed)
 		}
 	}
 	if calls[2].o.InteractionSID != calls[0].o.InteractionSID {
@@ -247,7 +252,8 @@ func TestDeliveryTrackedWhenReconcilingRunIsCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	withFaults(t, f, &faultHook{after: func(cmds []redis.Cmder) {
-		if strings.EqualFold(cmds[0].Name(), "hmget") { // the claims read, the last step before recording
+		// The claims read (a GET of each interaction's key), the last step before recording.
+		if key, _ := cmds[0].Args()[1].(string); strings.EqualFold(cmds[0].Name(), "get") && strings.HasPrefix(key, "proxyq:{ki:") {
 			cancel()
 		}
 	}})

@@ -46,13 +46,16 @@
 // Where the state lives. The ledger is one field of asynq's own task hash and the outcome is
 // asynq's result field of it, so both live exactly as long as asynq can deliver the task again
 // (waiting, retrying, archived, completed for its retention) and go when asynq deletes it. The
-// only keys of ours outside it are the claims, one hash per participant and day (kept LedgerTTL
-// after the day ends), which reconciliation reads to never adopt another message's interaction;
-// a message whose last request started beyond that horizon is archived as unknown rather than
-// reconciled. On the common path a fresh message costs one pipelined round trip to take it and
-// begin its send (HSETNX, HEXISTS) and one script to claim and record it, beyond asynq's own
-// dequeue and completion (on a Redis Cluster the claim is a script of its own): 7 Redis
-// commands, against asynq's 15 (docs/performance.md, Redis cost per message).
+// only key of ours per message outside it is the claim, one key per interaction (kept
+// LedgerTTL, or the delivery index's life when longer: the key is delivery's index too), which
+// reconciliation reads to never adopt another message's interaction; a message whose last
+// request started beyond that horizon is archived as unknown rather than reconciled (the
+// console's lookups are the producer's, package tasks). On the common path a fresh message
+// costs one pipelined round trip to take it and begin its send (HSETNX, HEXISTS) and one script
+// to claim and record it (EVALSHA, HMGET, SET NX GET of the claim, HSET of the record, HSET of
+// the console's Message SID index), beyond asynq's own dequeue and completion (on a Redis
+// Cluster the claim is a script of its own): 7 Redis commands, against asynq's 15
+// (docs/performance.md, Redis cost per message).
 //
 // Tracing (tracing.go): each run is a proxyq.attempt span in the trace the task's headers carry
 // (the producer's), with spans for the limiter wait, the ledger scripts, reconciliation and the

@@ -72,7 +72,8 @@ func TestSendGuard(t *testing.T) {
 		}},
 		{name: "sent", maySend: true, setup: func(t *testing.T, kp, id string) {
 			o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI" + kp[2:], Attempts: 1}
-			check(t, ledger.MarkSent(ctx, tasks.DefaultQueue, id, kp, post(t, kp, id), o))
+			_, err := ledger.MarkSent(ctx, tasks.DefaultQueue, id, testClaim, post(t, kp, id), o)
+			check(t, err)
 		}},
 	}
 	for i, tt := range tests {

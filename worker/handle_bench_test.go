@@ -40,7 +40,7 @@ func BenchmarkHandleSent(b *testing.B) {
 	cfg := Config{}.WithDefaults()
 	rdb := redistest.NewDB(b).Client(b)
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	api := &fixedAPI{mi: interaction("KI00000000000000000000000000000001", "x", nil, time.Now().UTC().Truncate(time.Second))}
+	api := &fixedAPI{mi: testInteraction("KI00000000000000000000000000000001", "x", nil, time.Now().UTC().Truncate(time.Second))}
 	api.mi.OutboundResourceSID, api.mi.OutboundResourceStatus = "SM00000000000000000000000000000001", "sent"
 	h := NewHandler(cfg, api, NewLedger(rdb, cfg.LedgerTTL), nil, nil, log)
 	data, _ := json.Marshal(tasks.Payload{ServiceSID: testKS, SessionSID: testKC, ParticipantSID: testKP, Body: "bench message"})

@@ -178,7 +178,7 @@ func (r *run) send(ctx context.Context) error {
 		// the task's result (same hash); send nothing. That run may not have set delivery
 		// tracking up (its MarkSent reply was lost, it died, its hook failed): set it up again.
 		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
-		return r.track(ctx, "", own.Outcome)
+		return r.track(ctx, "", own.Outcome, false)
 	case own.BusyFor > 0:
 		permit.Release(false)
 		r.metrics.Attempts.WithLabelValues(outcomeDuplicate, r.apiLabel()).Inc()
@@ -473,8 +473,13 @@ func (r *run) recordSent(ctx context.Context, mi *created, reconciled bool, late
 		sentAt = o.RecordedAt
 	}
 	o.SentAt = &sentAt
+	account := r.interactionAccount(mi.AccountSID)
+	var claim *Claim
+	if r.msg.claimScope() != "" {
+		claim = &Claim{AccountSID: account}
+	}
 	lctx, sp := startStep(ctx, SpanLedgerRecord)
-	err := r.ledger.MarkSent(lctx, r.queue, r.id, r.msg.claimScope(), r.own.Fence, o, r.logged...)
+	indexed, err := r.ledger.MarkSent(lctx, r.queue, r.id, claim, r.own.Fence, o, r.logged...)
 	sp.end(err)
 	if err != nil {
 		if errors.Is(err, ErrClaimed) {
@@ -494,7 +499,7 @@ func (r *run) recordSent(ctx context.Context, mi *created, reconciled bool, late
 		outcome = outcomeReconciled
 	}
 	r.logOutcome(outcome, mi.SID, latency, nil, "")
-	return r.track(ctx, mi.AccountSID, o)
+	return r.track(ctx, account, o, indexed)
 }
 
 func (r *run) expire(ctx context.Context, deadline time.Time) error {

@@ -51,7 +51,7 @@ func (s *stubAPI) CreateMessageInteraction(ctx context.Context, p proxyclient.Cr
 		return nil, next // refused before creating
 	}
 	n := s.creates.Add(1)
-	mi := interaction(fmt.Sprintf("KI%032d", n), p.Body, p.MediaURLs, time.Now().UTC().Truncate(time.Second))
+	mi := testInteraction(fmt.Sprintf("KI%032d", n), p.Body, p.MediaURLs, time.Now().UTC().Truncate(time.Second))
 	s.created = append(s.created, mi)
 	if next != nil {
 		return nil, next // created, then the answer was lost or an error
@@ -449,7 +449,7 @@ func TestHandlerReconcileBeyondClaimHorizonArchives(t *testing.T) {
 	if err := f.h.ledger.rdb.HSet(context.Background(), LedgerKey(testQ, "old"), ledgerField, field).Err(); err != nil {
 		t.Fatal(err)
 	}
-	f.api.extra = []proxyclient.MessageInteraction{interaction("KI00000000000000000000000000000077", "late", nil, time.Now().UTC().Truncate(time.Second))}
+	f.api.extra = []proxyclient.MessageInteraction{testInteraction("KI00000000000000000000000000000077", "late", nil, time.Now().UTC().Truncate(time.Second))}
 	err := f.run(t, "old", testPayload("late"))
 	if !errors.Is(err, asynq.SkipRetry) || !strings.Contains(err.Error(), "horizon") {
 		t.Fatalf("err = %v, want archived beyond the reconciliation horizon", err)

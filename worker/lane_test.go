@@ -330,7 +330,10 @@ func TestLaneRedisCrashWithAOF(t *testing.T) {
 	srv.Kill()
 	time.Sleep(300 * time.Millisecond)
 	srv.Restart(t)
-	waitFor(t, 90*time.Second, func() bool {
+	// The kill can land between asynq's dequeue script and its reply: the task is active in
+	// Redis with no worker running it, and only asynq's recoverer brings it back, once its 30 s
+	// lease has lapsed, on its next one-minute tick, after the retry delay: up to ~100 s.
+	waitFor(t, 150*time.Second, func() bool {
 		q, err := r.insp.GetQueueInfo(tasks.DefaultQueue)
 		return err == nil && q.Completed == lanes*per
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/proxyq/proxyq/internal/autopipe"
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/tasks"
 )
 
@@ -46,19 +47,18 @@ import (
 //	unknown    a POST may have created the interaction: reconcile before sending again
 //	sent       the interaction exists; asynq's `result` holds the record
 //
-// Claims. Every recorded interaction SID is claimed for its message, so that reconciliation
-// never adopts another message's interaction. A claim is one field of a hash per participant
-// and day, `proxyq:{<participant SID>}:claims:<day>` (field: the interaction SID; value: the
-// task ID; day: days since 1970-01-01 UTC on the recording worker's clock). Each hash expires
-// LedgerTTL after its day ends, so every claim lives at least LedgerTTL. Reconciliation only
-// asks about one participant's interactions created since its request started, so it reads
-// that participant's hashes for those few days (one HMGET each). A field of a small hash costs
-// about 80 bytes, against about 150 for a key of its own (docs/performance.md, Redis cost per message).
-// Claims are keyed by participant and interaction — not by queue — so one participant's messages
-// in several queues see each other's claims. On one Redis the claim and the record are one
-// script; in a Redis Cluster (the claims hash and the task hash are in different slots) the
-// claim is written (HSETNX) before the script records the send: a claim whose record then
-// failed still names its own task, whose next run adopts it.
+// Claims. Every recorded Proxy interaction SID is claimed for its message, so that
+// reconciliation never adopts another message's interaction. The claim is the interaction's
+// key (package internal/interaction), `proxyq:{ki:<KI>}:msg`, whose value names the message
+// (queue, task ID, account): the same key the delivery package reads for status callbacks,
+// so one key per message serves both. It lives ClaimTTL, at least LedgerTTL (and the delivery
+// index's life when longer: SetDeliveryHook). Claims are keyed by interaction — not by queue —
+// so one participant's messages in several queues see each other's claims. On one Redis the
+// claim and the record are one script; in a Redis Cluster (the key and the task hash are in
+// different slots) the claim is taken before the record, marked as not recorded yet (the "~"
+// prefix: status callbacks wait), and a claim whose record then failed still names its own
+// task, whose next run adopts it. Claims made before this layout, fields of a hash per
+// participant and day, are still read by reconciliation until they expire.
 
 // Attempt states stored in the ledger.
 const (
@@ -92,15 +92,19 @@ func LedgerKey(queue, taskID string) string {
 	return "asynq:{" + queue + "}:t:" + taskID
 }
 
-// claimsKey is the hash of one participant's claims made on one day (days since the Unix epoch).
+// claimsKey is the hash of one participant's claims made on one day (days since the Unix
+// epoch), where versions before the interaction key kept claims. Reconciliation still reads
+// them, so that an upgrade keeps the claims made before it; they expire by themselves within
+// LedgerTTL (72h by default) of the day they were made.
 func claimsKey(participantSID string, day int64) string {
 	return "proxyq:{" + participantSID + "}:claims:" + strconv.FormatInt(day, 10)
 }
 
 const dayMs = int64(24 * time.Hour / time.Millisecond)
 
-// claimDaySlack widens the days reconciliation reads beyond its time range: claims are filed
-// under the recording worker's clock, which may differ from the reader's by seconds.
+// claimDaySlack widens the days reconciliation reads beyond its time range: the hashes of
+// earlier versions filed claims under the recording worker's clock, which may differ from the
+// reader's by seconds.
 const claimDaySlack = time.Minute
 
 // legacyClaimKey is where versions before the per-participant hashes kept one claim per key.
@@ -113,10 +117,10 @@ func legacyClaimKey(interactionSID string) string {
 // Ledger is the send ledger on one Redis.
 type Ledger struct {
 	rdb redis.UniversalClient
-	ttl time.Duration
-	now func() time.Time // this process's clock: a fresh message's first entry, the claims' day
+	ttl time.Duration    // ClaimTTL
+	now func() time.Time // this process's clock: a fresh message's first entry, the SM index's day
 	// splitClaim: the claim is its own script before the record script, because in a Redis
-	// Cluster the claims hash and the task hash are in different slots. On one Redis both are
+	// Cluster the interaction's key and the task hash are in different slots. On one Redis both are
 	// one script: one round trip fewer per message, and no claim is left by a fenced run.
 	splitClaim bool
 	// pipe carries the two round trips every message makes (the in-flight mark, the record)
@@ -127,8 +131,7 @@ type Ledger struct {
 	sidIndex sidIndex // Message SID → message, for the console (lookup.go)
 }
 
-// NewLedger returns a ledger whose interaction claims are kept ttl after the day they are made
-// ends.
+// NewLedger returns a ledger whose interaction claims are kept ttl.
 func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 	_, cluster := rdb.(*redis.ClusterClient)
 	return &Ledger{rdb: rdb, ttl: ttl, now: time.Now, splitClaim: cluster, pipe: autopipe.New(rdb)}
@@ -136,6 +139,10 @@ func NewLedger(rdb redis.UniversalClient, ttl time.Duration) *Ledger {
 
 // ClaimTTL is how long a claim is kept: reconciliation's horizon.
 func (l *Ledger) ClaimTTL() time.Duration { return l.ttl }
+
+// keepClaimsFor makes claims live at least d (the delivery index's life: the claim is the
+// index).
+func (l *Ledger) keepClaimsFor(d time.Duration) { l.ttl = max(l.ttl, d) }
 
 // Ownership is what Acquire found and took.
 type Ownership struct {
@@ -437,58 +444,58 @@ end
 return 'ok'
 `)
 
-// luaClaim claims field ARGV[1] of the claims hash (the script's last key) for task ARGV[2]
-// unless another task holds it (then returns 'claimed'), and sets the hash to expire at ARGV[3]
-// (ms).
-const luaClaim = `
-local claims = KEYS[#KEYS]
-if redis.call('HSETNX', claims, ARGV[1], ARGV[2]) == 0 and redis.call('HGET', claims, ARGV[1]) ~= ARGV[2] then
-  return 'claimed'
-end
-redis.call('PEXPIREAT', claims, ARGV[3])
-`
-
-// claimScript is the claim alone, for a Redis Cluster: KEYS[1] the claims hash; ARGV[1]
-// interaction SID, ARGV[2] task ID, ARGV[3] expiry ms.
-var claimScript = redis.NewScript(luaClaim + `
-return 'ok'
+// claimScript is the claim alone, for a Redis Cluster: KEYS[1] the interaction's key; ARGV[1..4]
+// as interaction.LuaClaim takes them. Returns 'claimed' or how it claimed (see LuaClaim).
+var claimScript = redis.NewScript(`local ci = 1` + interaction.LuaClaim + `
+return claim
 `)
 
 // claimSentScript is the claim and sentScript in one step, for a single Redis (not a cluster),
 // with the Message SID's lookup entry (lookup.go): KEYS[1] task hash, KEYS[2] Message SID index,
-// KEYS[3] claims hash; ARGV[1] interaction SID, ARGV[2] task ID, ARGV[3] claims expiry ms,
-// ARGV[4] fence, ARGV[5] outcome JSON, ARGV[6] attempt-log rows, ARGV[7] waits, ARGV[8]
-// Message SID ("" for none), ARGV[9] its index entry, ARGV[10] the index's expiry ms (0: leave
-// it). Six commands: EVALSHA, HMGET, HSETNX, PEXPIREAT, HSET, HSET of the index (and an HGET of
-// the owner only when the claim exists, a PEXPIREAT of the index once a day per process).
+// KEYS[3] the interaction's key; ARGV[1] fence, ARGV[2] outcome JSON, ARGV[3] attempt-log rows,
+// ARGV[4] waits, ARGV[5] Message SID ("" for none), ARGV[6] its index entry, ARGV[7] the
+// index's expiry ms (0: leave it), ARGV[8..11] the claim (interaction.LuaClaim). Returns
+// 'fenced', 'claimed', or how it claimed. Five commands: EVALSHA, HMGET, SET NX GET, HSET, HSET
+// of the index (a PEXPIREAT of the index once a day per process; a PTTL and a SET when the
+// key held something).
 var claimSentScript = redis.NewScript(luaAddLog + `
 local h = redis.call('HMGET', KEYS[1], 'proxyq', 'pl')
 local raw = h[1]
-if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[4] then return 'fenced' end
-` + luaClaim + `
+if not raw or string.match(raw, '^%a:(%d+):') ~= ARGV[1] then return 'fenced' end
+local ci = 8` + interaction.LuaClaim + `
 if h[2] then
-  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5], 'pl', addlog(h[2], ARGV[6], ARGV[7]))
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2], 'pl', addlog(h[2], ARGV[3], ARGV[4]))
 else
-  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[5])
+  redis.call('HSET', KEYS[1], 'proxyq', 's', 'result', ARGV[2])
 end
-if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[8], ARGV[9])
-  if ARGV[10] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[10]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+  if ARGV[7] ~= '0' then redis.call('PEXPIREAT', KEYS[2], ARGV[7]) end
 end
-return 'ok'
+return claim
 `)
 
-// MarkSent claims the outcome's interaction SID for this message (a message to participantSID)
-// and records the outcome as the task's result and the ledger as sent. With participantSID
-// empty no claim is written: a message whose reconciliation is exact (a Conversations message,
-// found by its stamp) only records. It returns ErrClaimed
-// when another message already recorded that SID, or ErrLostOwnership. On one Redis this is one
-// script. In a cluster the claim is taken first, by itself: a claim left behind by a run that
-// then lost ownership names this same task, and the run that took over adopts it.
+// Claim is who claims a Proxy interaction MarkSent records: the message's account, which the
+// delivery index keeps (only callbacks signed by it may change the message). An empty
+// AccountSID is allowed (the delivery service then writes its default account's).
+type Claim struct {
+	AccountSID string
+}
+
+// MarkSent records the outcome as the task's result and the ledger as sent. With claim set it
+// first claims the outcome's interaction SID for this message (a Proxy message); with claim
+// nil nothing is claimed: a message whose reconciliation is exact (a Conversations message,
+// found by its stamp) only records. It returns ErrClaimed when another message already
+// recorded that SID, or ErrLostOwnership. indexed reports that the claim was new and nothing
+// waited on it: the interaction's key is in place as the delivery index wants it, and no
+// status callback came early (DeliveryHook.Recorded then only schedules the poll). On one
+// Redis this is one script. In a cluster the claim is taken first, by itself: a claim left
+// behind by a run that then lost ownership names this same task, and the run that took over
+// adopts it.
 //
 // log entries are added to the attempt log in the same step, and the Message SID is indexed for
 // the console (lookup.go).
-func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID string, fence int64, o *tasks.Outcome, log ...LogEntry) error {
+func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, claim *Claim, fence int64, o *tasks.Outcome, log ...LogEntry) (indexed bool, err error) {
 	rows, waits := logArgs(log)
 	if rows != "" || waits != "" {
 		// This run's part of the log rides in the record (no field of its own: ~40 bytes less
@@ -500,42 +507,44 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID, participantSID str
 	}
 	data, err := tasks.EncodeOutcome(o)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if participantSID == "" {
-		return l.markSent(ctx, l.pipe.Cmds(), queue, taskID, fence, data, rows, waits)
+	if claim == nil {
+		return false, l.markSent(ctx, l.pipe.Cmds(), queue, taskID, fence, data, rows, waits)
 	}
+	ikey := interaction.Key(o.InteractionSID)
+	ival := interaction.Ref{Queue: queue, TaskID: taskID, AccountSID: claim.AccountSID}.Value()
+	ttl := l.ttl.Milliseconds()
 	day := l.now().UnixMilli() / dayMs
-	claims, expireAt := claimsKey(participantSID, day), (day+1)*dayMs+l.ttl.Milliseconds()
-	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, expireAt)
+	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, (day+1)*dayMs+l.ttl.Milliseconds())
 	if !l.splitClaim {
-		res, err := claimSentScript.Run(ctx, l.pipe.Cmds(), []string{LedgerKey(queue, taskID), sm.key, claims},
-			o.InteractionSID, taskID, expireAt, fence, data, rows, waits, sm.field, sm.value, sm.expireAt).Text()
+		res, err := claimSentScript.Run(ctx, l.pipe.Cmds(), []string{LedgerKey(queue, taskID), sm.key, ikey},
+			fence, data, rows, waits, sm.field, sm.value, sm.expireAt, ival, taskID, ttl, "0").Text()
 		if err != nil {
-			return fmt.Errorf("send ledger: mark sent: %w", err)
+			return false, fmt.Errorf("send ledger: mark sent: %w", err)
 		}
 		switch res {
 		case "fenced":
-			return ErrLostOwnership
+			return false, ErrLostOwnership
 		case "claimed":
-			return ErrClaimed
+			return false, ErrClaimed
 		}
-		return nil
+		return res == "new" && claim.AccountSID != "", nil
 	}
-	res, err := claimScript.Run(ctx, l.rdb, []string{claims}, o.InteractionSID, taskID, expireAt).Text()
+	res, err := claimScript.Run(ctx, l.rdb, []string{ikey}, ival, taskID, ttl, "1").Text()
 	if err != nil {
-		return fmt.Errorf("send ledger: claim: %w", err)
+		return false, fmt.Errorf("send ledger: claim: %w", err)
 	}
 	if res == "claimed" {
-		return ErrClaimed
+		return false, ErrClaimed
 	}
 	if err := l.markSent(ctx, l.rdb, queue, taskID, fence, data, rows, waits); err != nil {
-		return err
+		return false, err
 	}
 	// In a cluster the index is in another slot: its own write, after the record. Losing it
 	// loses a console lookup by Message SID, never the send.
 	sm.write(ctx, l.rdb)
-	return nil
+	return false, nil
 }
 
 // markSent is the record alone (sentScript): the ledger says sent, the result is the outcome,
@@ -551,9 +560,10 @@ func (l *Ledger) markSent(ctx context.Context, c redis.Scripter, queue, taskID s
 	return nil
 }
 
-// ClaimedBy returns the task ID that recorded each of the given interaction SIDs of one
-// participant ("" if none), for interactions recorded between since and until. The claims are
-// read in one pipeline: an HMGET per day of the range, and the claim keys of earlier versions.
+// ClaimedBy returns the task ID that claimed each of the given interaction SIDs of one
+// participant ("" if none), for interactions recorded between since and until. One pipeline:
+// the interactions' keys, and where earlier versions kept claims (the participant's hashes for
+// the days of the range, one HMGET each, and the claim keys before those).
 func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, until time.Time, sids []string) ([]string, error) {
 	if len(sids) == 0 {
 		return nil, nil
@@ -564,8 +574,12 @@ func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, un
 		last = first
 	}
 	var days []*redis.SliceCmd
+	keys := make([]*redis.StringCmd, len(sids))
 	legacy := make([]*redis.StringCmd, len(sids))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sid := range sids {
+			keys[i] = p.Get(ctx, interaction.Key(sid))
+		}
 		for day := first; day <= last; day++ {
 			days = append(days, p.HMGet(ctx, claimsKey(participantSID, day), sids...))
 		}
@@ -584,6 +598,20 @@ func (l *Ledger) ClaimedBy(ctx context.Context, participantSID string, since, un
 	}
 	out := make([]string, len(sids))
 	for i := range sids {
+		v, err := keys[i].Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("send ledger: read claims: %w", err)
+		}
+		if err == nil {
+			ref, _, err := interaction.Parse(v)
+			if err != nil {
+				return nil, fmt.Errorf("send ledger: read claims: %w", err)
+			}
+			if ref != nil {
+				out[i] = ref.TaskID
+				continue
+			}
+		}
 		for _, d := range days {
 			if v, ok := d.Val()[i].(string); ok && out[i] == "" {
 				out[i] = v

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,9 +13,13 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/tasks"
 )
+
+// testClaim claims a Proxy interaction for the default test account.
+var testClaim = &Claim{AccountSID: "AC00000000000000000000000000000001"}
 
 const (
 	testKP = "KP00000000000000000000000000000001"
@@ -89,10 +94,10 @@ func TestLedgerStateMachine(t *testing.T) {
 	}
 
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1", Attempts: 1}
-	if err := l.MarkSent(ctx, testQ, "t1", testKP, own.Fence, o); !errors.Is(err, ErrLostOwnership) {
+	if _, err := l.MarkSent(ctx, testQ, "t1", testClaim, own.Fence, o); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent by the superseded run: err = %v, want ErrLostOwnership", err)
 	}
-	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence, o); err != nil {
+	if _, err := l.MarkSent(ctx, testQ, "t1", testClaim, next.Fence, o); err != nil {
 		t.Fatal(err)
 	}
 	done, err := l.Acquire(ctx, testQ, "t1", time.Minute)
@@ -145,10 +150,10 @@ func testClaimsAreExclusive(t *testing.T, split bool) {
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, testQ, "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI1"}
-	if err := l.MarkSent(ctx, testQ, "a", testKP, a.Fence, o); err != nil {
+	if _, err := l.MarkSent(ctx, testQ, "a", testClaim, a.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkSent(ctx, testQ, "b", testKP, b.Fence, o); !errors.Is(err, ErrClaimed) {
+	if _, err := l.MarkSent(ctx, testQ, "b", testClaim, b.Fence, o); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("second message claiming KI1: err = %v, want ErrClaimed", err)
 	}
 	owners, err := l.ClaimedBy(ctx, testKP, time.Now(), time.Now(), []string{"KI1", "KI2"})
@@ -239,7 +244,7 @@ func TestLedgerNeverCreatesTheTaskHash(t *testing.T) {
 		t.Fatalf("AcquireToSend on a deleted task = %+v, %v; want Gone, nothing begun", own, err)
 	}
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-deleted"}
-	if err := l.MarkSent(ctx, testQ, "deleted", testKP, 1, o); !errors.Is(err, ErrLostOwnership) {
+	if _, err := l.MarkSent(ctx, testQ, "deleted", testClaim, 1, o); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent on a deleted task: err = %v, want ErrLostOwnership", err)
 	}
 	if err := l.Release(ctx, testQ, "deleted", 1, attemptUnknown, o); !errors.Is(err, ErrLostOwnership) {
@@ -330,68 +335,144 @@ func testClaimsSpanQueues(t *testing.T, split bool) {
 	a, _ := l.Acquire(ctx, testQ, "a", time.Minute)
 	b, _ := l.Acquire(ctx, "critical", "b", time.Minute)
 	o := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-two-queues"}
-	if err := l.MarkSent(ctx, testQ, "a", testKP, a.Fence, o); err != nil {
+	if _, err := l.MarkSent(ctx, testQ, "a", testClaim, a.Fence, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.MarkSent(ctx, "critical", "b", testKP, b.Fence, o); !errors.Is(err, ErrClaimed) {
+	if _, err := l.MarkSent(ctx, "critical", "b", testClaim, b.Fence, o); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("message in another queue recording the same interaction: err = %v, want ErrClaimed", err)
 	}
 	// A claim left by a run that then lost ownership names its own task: the next run of the
 	// same task may record it.
 	next, _ := l.Acquire(ctx, testQ, "t1", time.Minute)
 	o2 := &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-orphan"}
-	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence+1, o2); !errors.Is(err, ErrLostOwnership) {
+	if _, err := l.MarkSent(ctx, testQ, "t1", testClaim, next.Fence+1, o2); !errors.Is(err, ErrLostOwnership) {
 		t.Fatalf("MarkSent with a stale fence: err = %v, want ErrLostOwnership", err)
 	}
-	if err := l.MarkSent(ctx, testQ, "t1", testKP, next.Fence, o2); err != nil {
+	if _, err := l.MarkSent(ctx, testQ, "t1", testClaim, next.Fence, o2); err != nil {
 		t.Fatalf("the owner recording its own earlier claim: %v", err)
 	}
-	// The day's hash lives the ledger's claim TTL (1h) after the day ends.
-	day := time.Now().UnixMilli() / dayMs
-	want := time.UnixMilli((day + 1) * dayMs).Add(time.Hour)
-	if ttl, err := l.rdb.PTTL(ctx, claimsKey(testKP, day)).Result(); err != nil || ttl <= 0 || ttl > time.Until(want)+time.Second {
-		t.Fatalf("claims TTL = %v, %v; want until the day's end plus the ledger's claim TTL (1h)", ttl, err)
+	// The claim lives the ledger's claim TTL (1h).
+	if ttl, err := l.rdb.PTTL(ctx, interaction.Key("KI-two-queues")).Result(); err != nil || ttl < time.Hour-time.Minute || ttl > time.Hour {
+		t.Fatalf("claim TTL = %v, %v; want the ledger's claim TTL (1h)", ttl, err)
 	}
 }
 
-// Claims are filed under the day the worker records them, and reconciliation reads every day
-// its time range touches, plus the claims of earlier versions (one key per interaction).
-func TestLedgerClaimsAcrossDays(t *testing.T) {
+// Reconciliation reads the claims of every layout: the interaction's key, and where earlier
+// versions kept them (until they expire after an upgrade): a hash per participant and day,
+// every day its time range touches, and one key per interaction before that.
+func TestLedgerClaimsOfEveryLayout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l := newTestLedger(t)
 	midnight := time.UnixMilli((time.Now().UnixMilli()/dayMs + 1) * dayMs).UTC() // the next, so that no hash has expired
-	record := func(id, ki string, at time.Time) {
-		t.Helper()
-		makeTask(t, l.rdb, testQ, id)
-		own, err := l.Acquire(ctx, testQ, id, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.now = func() time.Time { return at }
-		if err := l.MarkSent(ctx, testQ, id, testKP, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: ki}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	record("before", "KI-before", midnight.Add(-time.Second))
-	record("after", "KI-after", midnight.Add(time.Second))
-	if err := l.rdb.Set(ctx, legacyClaimKey("KI-legacy"), "old", time.Hour).Err(); err != nil {
+	day := midnight.UnixMilli() / dayMs
+	makeTask(t, l.rdb, testQ, "now")
+	own, err := l.Acquire(ctx, testQ, "now", time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
-	sids := []string{"KI-before", "KI-after", "KI-legacy", "KI-none"}
+	if _, err := l.MarkSent(ctx, testQ, "now", testClaim, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-now"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, claimsKey(testKP, day-1), "KI-before", "before")
+		p.HSet(ctx, claimsKey(testKP, day), "KI-after", "after")
+		p.Set(ctx, legacyClaimKey("KI-legacy"), "old", time.Hour)
+		// Callbacks waiting are no claim.
+		p.Set(ctx, interaction.Key("KI-waiting"), interaction.Waiting, time.Hour)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sids := []string{"KI-now", "KI-before", "KI-after", "KI-legacy", "KI-waiting", "KI-none"}
 	got, err := l.ClaimedBy(ctx, testKP, midnight.Add(-time.Hour), midnight.Add(time.Hour), sids)
-	if err != nil || !slices.Equal(got, []string{"before", "after", "old", ""}) {
+	if err != nil || !slices.Equal(got, []string{"now", "before", "after", "old", "", ""}) {
 		t.Fatalf("ClaimedBy over midnight = %q, %v", got, err)
 	}
 	// A claim of the day before is read when the range starts within a minute of midnight
 	// (the slack for workers' clocks).
 	got, err = l.ClaimedBy(ctx, testKP, midnight.Add(30*time.Second), midnight.Add(time.Hour), sids)
-	if err != nil || got[0] != "before" {
+	if err != nil || got[1] != "before" {
 		t.Fatalf("ClaimedBy from just after midnight = %q, %v; want the day before's claim too", got, err)
 	}
-	// Another participant's claims are not this one's.
-	got, err = l.ClaimedBy(ctx, "KP-other", midnight.Add(-time.Hour), midnight.Add(time.Hour), sids[:2])
-	if err != nil || !slices.Equal(got, []string{"", ""}) {
+	// Another participant's hashes are not this one's; an interaction's key is whoever's asks.
+	got, err = l.ClaimedBy(ctx, "KP-other", midnight.Add(-time.Hour), midnight.Add(time.Hour), sids[:3])
+	if err != nil || !slices.Equal(got, []string{"now", "", ""}) {
 		t.Fatalf("ClaimedBy for another participant = %q, %v", got, err)
 	}
+}
+
+// The claim is the delivery index: recording a Proxy send writes the interaction's key with
+// what the delivery package reads (queue, task, account), and MarkSent says whether it is in
+// place as delivery wants it with no status callback waiting (indexed), so that the hook
+// skips its own write. Anything else must leave the hook its slow path: callbacks that came
+// early, a claim taken before its record (a cluster), no account to check callbacks against.
+func TestClaimIsTheDeliveryIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ref := func(id, account string) string {
+		return interaction.Ref{Queue: testQ, TaskID: id, AccountSID: account}.Value()
+	}
+	withE := func(v string) string { return strings.TrimSuffix(v, "}") + `,"e":1}` }
+	account := testClaim.AccountSID
+	tests := []struct {
+		name        string
+		split       bool
+		claim       *Claim
+		before      string // the key's value before MarkSent ("" none)
+		wantIndexed bool
+		want        string
+	}{
+		{name: "fresh", claim: testClaim, wantIndexed: true, want: ref("t1", account)},
+		{name: "callbacks came early", claim: testClaim, before: interaction.Waiting, want: withE(ref("t1", account))},
+		{name: "claimed before its record by this message", claim: testClaim, before: interaction.Waiting + ref("t1", account), want: withE(ref("t1", account))},
+		{name: "indexed by an earlier version", claim: testClaim, before: `{"q":"default","id":"t1","a":"` + account + `","m":"SM1"}`, want: withE(ref("t1", account))},
+		{name: "no account", claim: &Claim{}, want: ref("t1", "")},
+		{name: "cluster: claimed before the record", split: true, claim: testClaim, want: interaction.Waiting + ref("t1", account)},
+		{name: "cluster: callbacks came early", split: true, claim: testClaim, before: interaction.Waiting, want: interaction.Waiting + ref("t1", account)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l := newTestLedger(t)
+			l.splitClaim = tt.split
+			key := interaction.Key("KI-t1")
+			if tt.before != "" {
+				if err := l.rdb.Set(ctx, key, tt.before, time.Minute).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			own, _ := l.Acquire(ctx, testQ, "t1", time.Minute)
+			indexed, err := l.MarkSent(ctx, testQ, "t1", tt.claim, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-t1"})
+			if err != nil || indexed != tt.wantIndexed {
+				t.Fatalf("MarkSent: indexed %v, %v; want %v", indexed, err, tt.wantIndexed)
+			}
+			if v, err := l.rdb.Get(ctx, key).Result(); err != nil || v != tt.want {
+				t.Fatalf("interaction key = %q, %v; want %q", v, err, tt.want)
+			}
+			// The claim's life is the ledger's (1h), never the early marker's minute.
+			if ttl := l.rdb.PTTL(ctx, key).Val(); ttl < time.Hour-time.Minute {
+				t.Fatalf("interaction key TTL %v, want the claim's 1h", ttl)
+			}
+		})
+	}
+	t.Run("another message's claim", func(t *testing.T) {
+		t.Parallel()
+		l := newTestLedger(t)
+		for i, before := range []string{ref("b", account), interaction.Waiting + ref("b", account), withE(ref("b", account)), "not json"} {
+			if err := l.rdb.Set(ctx, interaction.Key("KI-t1"), before, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			id := fmt.Sprintf("claimant-%d", i)
+			makeTask(t, l.rdb, testQ, id)
+			own, _ := l.Acquire(ctx, testQ, id, time.Minute)
+			if _, err := l.MarkSent(ctx, testQ, id, testClaim, own.Fence, &tasks.Outcome{State: tasks.OutcomeSent, InteractionSID: "KI-t1"}); !errors.Is(err, ErrClaimed) {
+				t.Fatalf("key %q: MarkSent = %v, want ErrClaimed", before, err)
+			}
+			if e, _ := l.Read(ctx, testQ, id); e.Attempt == attemptSent {
+				t.Fatalf("key %q: recorded as sent over another message's claim", before)
+			}
+		}
+	})
 }

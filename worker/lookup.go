@@ -17,11 +17,11 @@ import (
 
 // The Message SID index: which message created a Message (SM…), for the console's search.
 //
-// One hash per day (the recording worker's clock, as for claims), `proxyq:{sm}:<day>`: field
+// One hash per day (the recording worker's clock), `proxyq:{sm}:<day>`: field
 // the first 8 bytes of the Message SID's 32 hex digits (64 random bits: a collision needs
 // billions of messages a day, and a lookup checks the message it found against its record),
 // value `<task ID>` or `<task ID>|<queue>` for a queue other than "default".
-// Each day's hash expires LedgerTTL after its day ends, like the claims, so an entry outlives
+// Each day's hash expires LedgerTTL after its day ends, so an entry outlives
 // its message's retention (72h by default for both). The hash tag puts a day in one Redis
 // Cluster slot: a lookup reads at most a few days' hashes, one HGET each.
 //
@@ -130,5 +130,5 @@ func FindByMessageSID(ctx context.Context, rdb redis.UniversalClient, sid string
 	return MessageRef{}, false, nil
 }
 
-// DayOf is the day number the indexes and claims use: days since 1970-01-01 UTC.
+// DayOf is the day number the indexes use: days since 1970-01-01 UTC.
 func DayOf(ms int64) int64 { return ms / dayMs }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/proxyq/proxyq/conversations"
 	"github.com/proxyq/proxyq/conversations/convtest"
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/proxyclient/proxytest"
@@ -134,10 +135,10 @@ func TestConversationMessageSentEndToEnd(t *testing.T) {
 	if id, ok := conversations.StampID(m.Attributes); !ok || id != "conv-1" || !strings.Contains(m.Attributes, `"app":"clinic"`) {
 		t.Fatalf("attributes %s: want the producer's and proxyq's stamp conv-1", m.Attributes)
 	}
-	// Exact reconciliation needs no claims: nothing but asynq's task hash was written.
-	keys, err := f.h.ledger.rdb.Keys(context.Background(), "proxyq:*claims*").Result()
+	// Exact reconciliation needs no claims: no interaction key (the ledger's claim) was written.
+	keys, err := f.h.ledger.rdb.Keys(context.Background(), interaction.Key("*")).Result()
 	if err != nil || len(keys) != 0 {
-		t.Fatalf("claims keys %v (%v), want none for a Conversations message", keys, err)
+		t.Fatalf("claims %v (%v), want none for a Conversations message", keys, err)
 	}
 	if e := (&handlerFixture{h: f.h}).entry(t, "conv-1"); e.Attempt != attemptSent {
 		t.Fatalf("ledger = %+v, want sent", e)

@@ -89,7 +89,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		}
 	}
 	h := NewHandler(cfg, deps.API, NewLedger(rdb, cfg.LedgerTTL), limiter, metrics, log)
-	h.delivery = deps.Delivery
+	h.SetDeliveryHook(deps.Delivery)
 	if deps.Conversations != nil {
 		h.SetConversations(deps.Conversations, deps.ConversationsAccounts)
 	}

@@ -120,7 +120,7 @@ func TestCallbackOfAnotherAccountChangesNothing(t *testing.T) {
 	// Recorded first: B's forgery reaches A's message directly.
 	const kiDirect = "KI000000000000000000000000000000d1"
 	idDirect, o := message(kiDirect)
-	if err := svc.Recorded(ctx, "default", idDirect, acctA, o); err != nil {
+	if err := svc.Recorded(ctx, "default", idDirect, acctA, o, false); err != nil {
 		t.Fatal(err)
 	}
 	post(kiDirect, acctB, tokenB, "failed")
@@ -140,7 +140,7 @@ func TestCallbackOfAnotherAccountChangesNothing(t *testing.T) {
 	idEarly, o := message(kiEarly)
 	post(kiEarly, acctB, tokenB, "undelivered")
 	post(kiEarly, acctA, tokenA, "sent")
-	if err := svc.Recorded(ctx, "default", idEarly, acctA, o); err != nil {
+	if err := svc.Recorded(ctx, "default", idEarly, acctA, o, false); err != nil {
 		t.Fatal(err)
 	}
 	got := outcome(idEarly)
