@@ -48,19 +48,15 @@ func earlyList(ki string) string { return interaction.EarlyList(ki) }
 // field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
 func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
-// msgRef is what the index holds: where the message's outcome record is, and the account
-// whose callbacks may change it. Everything else about the message (its SM… to fetch, a
-// Conversations message's conversation) is in the record, which every use reads anyway: an
-// index entry is kept for every message for IndexTTL, so it holds no more than it must.
+// msgRef is what the index holds (interaction.Ref): where the message's outcome record is,
+// and the account whose callbacks may change it, with the interaction it was found by.
+// Everything else about the message (its SM… to fetch, a Conversations message's
+// conversation) is in the record, which every use reads anyway: an index entry is kept for
+// every message for IndexTTL, so it holds no more than it must. Ref.MessageSID is filled from
+// the record where a fetch needs it, and carried in a fetch task's payload.
 type msgRef struct {
-	Queue      string `json:"q"`
-	TaskID     string `json:"id"`
-	AccountSID string `json:"a,omitempty"`
-	// MessageSID is the SM… to fetch, filled from the record where a fetch needs it (and
-	// carried in a fetch task's payload); never written to the index ("m" in entries
-	// written before 2026-12).
-	MessageSID string `json:"m,omitempty"`
-	KI         string `json:"-"`
+	interaction.Ref
+	KI string `json:"-"`
 }
 
 // fetchSID is the Message (SM…) a fetch of o's status reads: Proxy's outbound resource; ""
@@ -251,7 +247,7 @@ func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
 	if accountSID == "" {
 		accountSID = s.cfg.AccountSID
 	}
-	return msgRef{Queue: queue, TaskID: taskID, AccountSID: accountSID, KI: sid}
+	return msgRef{Ref: interaction.Ref{Queue: queue, TaskID: taskID, AccountSID: accountSID}, KI: sid}
 }
 
 // track is Recorded's work for one created SID (ref.KI: a Proxy interaction KI… or a
@@ -259,7 +255,7 @@ func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
 // (expand, when not nil, turns one into the updates it means), and schedule the poll. See
 // Recorded for why each step is idempotent.
 func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update, indexed bool) error {
-	val := interaction.Ref{Queue: ref.Queue, TaskID: ref.TaskID, AccountSID: ref.AccountSID}.Value()
+	val := ref.Value()
 	final := o.Final || IsFinal(o.OutboundStatus)
 	// The common case in one round trip of two commands: SET NX GET writes the index when the
 	// key does not exist (no callback came early) and says what is there otherwise (Redis
@@ -355,7 +351,7 @@ func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
 // waiting).
 func readIndex(ctx context.Context, c redis.Cmdable, ki string) (*msgRef, error) {
 	v, err := c.Get(ctx, indexKey(ki)).Result()
-	if errors.Is(err, redis.Nil) || (err == nil && strings.HasPrefix(v, earlyMarker)) {
+	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
@@ -364,13 +360,17 @@ func readIndex(ctx context.Context, c redis.Cmdable, ki string) (*msgRef, error)
 	return decodeRef(ki, v)
 }
 
+// decodeRef reads a value of ki's index: nil while callbacks wait (only the early marker, or
+// a claim whose record may be missing).
 func decodeRef(ki, v string) (*msgRef, error) {
-	var ref msgRef
-	if err := json.Unmarshal([]byte(v), &ref); err != nil {
+	claim, pending, err := interaction.Parse(v)
+	if err != nil {
 		return nil, fmt.Errorf("delivery: corrupt index for %s: %w", ki, err)
 	}
-	ref.KI = ki
-	return &ref, nil
+	if pending || claim == nil {
+		return nil, nil
+	}
+	return &msgRef{Ref: *claim, KI: ki}, nil
 }
 
 // errGone is returned by apply when the message's task no longer exists (retention over).

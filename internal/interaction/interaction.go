@@ -45,7 +45,8 @@ type Ref struct {
 	Queue      string `json:"q"`
 	TaskID     string `json:"id"`
 	AccountSID string `json:"a,omitempty"`
-	// MessageSID is the SM… of entries written before 2026-12 ("m"); never written now.
+	// MessageSID is an SM… to fetch: read from entries written before 2026-12 ("m"), filled
+	// by delivery from the record where a fetch needs it; never written to the key (Value).
 	MessageSID string `json:"m,omitempty"`
 }
 
