@@ -39,16 +39,17 @@ type DeliveryHook interface {
 // trackRetryAfter is the wait before a run whose delivery tracking failed runs again.
 const trackRetryAfter = 5 * time.Second
 
-// track calls the delivery hook for a message whose ledger says sent, on a context detached
-// from the task's and bounded by recordTimeout. It returns nil when tracking is in place (or
-// nobody listens), else the retry the run must return.
-func (r *run) track(ctx context.Context, accountSID string, o *tasks.Outcome, indexed bool) error {
+// track calls the delivery hook for a message whose ledger says sent, created under account
+// (interactionAccount), on a context detached from the task's and bounded by recordTimeout.
+// It returns nil when tracking is in place (or nobody listens), else the retry the run must
+// return.
+func (r *run) track(ctx context.Context, account string, o *tasks.Outcome, indexed bool) error {
 	if r.delivery == nil || o == nil {
 		return nil
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	err := r.delivery.Recorded(tctx, r.queue, r.id, r.interactionAccount(accountSID), o, indexed)
+	err := r.delivery.Recorded(tctx, r.queue, r.id, account, o, indexed)
 	if err == nil {
 		return nil
 	}

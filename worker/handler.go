@@ -178,7 +178,7 @@ func (r *run) send(ctx context.Context) error {
 		// the task's result (same hash); send nothing. That run may not have set delivery
 		// tracking up (its MarkSent reply was lost, it died, its hook failed): set it up again.
 		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
-		return r.track(ctx, "", own.Outcome, false)
+		return r.track(ctx, r.interactionAccount(""), own.Outcome, false)
 	case own.BusyFor > 0:
 		permit.Release(false)
 		r.metrics.Attempts.WithLabelValues(outcomeDuplicate, r.apiLabel()).Inc()
