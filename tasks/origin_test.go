@@ -98,14 +98,8 @@ func TestConversationLookup(t *testing.T) {
 // integer (ms before the bucket's end: a listpack stores it in 4 bytes); entries written in the
 // earlier form (the ID as text, Unix ms in base 36) are still read.
 func TestLookupBucketCompact(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	rdb := e.enq.rdb
-	p := validPayload()
-	res, err := e.enq.Enqueue(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, p, res := enqueueOne(t)
+	ctx, rdb := context.Background(), e.enq.rdb
 	keys := rdb.Keys(ctx, "proxyq:{"+p.ParticipantSID+"}:m:*").Val()
 	if len(keys) != 1 {
 		t.Fatalf("participant buckets %v", keys)
@@ -153,14 +147,8 @@ func TestParseOriginForms(t *testing.T) {
 // A session's bucket is a small hash (a listpack before Redis 7.2, where a set of strings is a
 // hashtable), and sets written before it are still read until they expire.
 func TestSessionBucketIsAHash(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	rdb := e.enq.rdb
-	p := validPayload()
-	res, err := e.enq.Enqueue(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, p, res := enqueueOne(t)
+	ctx, rdb := context.Background(), e.enq.rdb
 	keys := rdb.Keys(ctx, "proxyq:{"+p.SessionSID+"}:*").Val()
 	if len(keys) != 1 || !strings.Contains(keys[0], "}:s:") || rdb.Type(ctx, keys[0]).Val() != "hash" {
 		t.Fatalf("session buckets %v, want one hash", keys)
@@ -186,4 +174,16 @@ func TestSessionBucketIsAHash(t *testing.T) {
 	if err != nil || total != 2 || got[0].TaskID != oldRes.TaskID || got[1].TaskID != res.TaskID {
 		t.Errorf("BySession = %+v, %d, %v; want both, newest first", got, total, err)
 	}
+}
+
+// enqueueOne enqueues one valid message on a fresh database.
+func enqueueOne(t *testing.T) (*env, Payload, Result) {
+	t.Helper()
+	e := newEnv(t)
+	p := validPayload()
+	res, err := e.enq.Enqueue(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, p, res
 }
