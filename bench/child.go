@@ -40,6 +40,9 @@ type childArgs struct {
 	// (empty: no status callbacks).
 	Latency     time.Duration
 	CallbackURL string
+	// CPUProfile, when set, is a file for a CPU profile of the child's whole life (the
+	// realistic mix's fake and callback endpoint, under --cpuprofile).
+	CPUProfile string
 }
 
 func (a childArgs) flags() []string {
@@ -48,7 +51,7 @@ func (a childArgs) flags() []string {
 		"--concurrency", strconv.Itoa(a.Concurrency), "--max-in-flight", strconv.Itoa(a.MaxInFlight),
 		"--rate", strconv.FormatFloat(a.Rate, 'g', -1, 64), "--expect", strconv.Itoa(a.Expect),
 		"--timeout", a.Timeout.String(), "--service-rate", strconv.FormatFloat(a.ServiceRate, 'g', -1, 64),
-		"--latency", a.Latency.String(), "--callback-url", a.CallbackURL,
+		"--latency", a.Latency.String(), "--callback-url", a.CallbackURL, "--cpuprofile", a.CPUProfile,
 	}
 }
 
@@ -89,8 +92,16 @@ func ChildMain(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&a.Timeout, "timeout", time.Minute, "give up after")
 	fs.DurationVar(&a.Latency, "latency", 0, "the fake's API latency")
 	fs.StringVar(&a.CallbackURL, "callback-url", "", "the fake's status callback URL (empty: none)")
+	fs.StringVar(&a.CPUProfile, "cpuprofile", "", "write a CPU profile of the child's life here")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if a.CPUProfile != "" {
+		stop, err := startCPUProfile(a.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	switch a.Side {
 	case "fake":

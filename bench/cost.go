@@ -438,7 +438,18 @@ func (b *bencher) startRemote(a childArgs) (*remoteFake, error) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	// The child exits when its stdin ends; the kill covers a child that does not.
-	return &remoteFake{URL: hello.URL, pid: cmd.Process.Pid, stop: func() { _ = stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() {
+		_ = stdin.Close()
+		select { // a child writing a profile needs a moment to finish it
+		case <-exited:
+		case <-time.After(2 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	return &remoteFake{URL: hello.URL, pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 func (f *remoteFake) close() { f.stop() }

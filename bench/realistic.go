@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,11 +140,12 @@ type realRig struct {
 }
 
 func (b *bencher) startRealRig(latency time.Duration) (*realRig, error) {
-	recv, err := b.startRemote(childArgs{Side: sideCallbacks, Redis: b.redis.url})
+	recv, err := b.startRemote(childArgs{Side: sideCallbacks, Redis: b.redis.url, CPUProfile: b.childProfile("callbacks", latency)})
 	if err != nil {
 		return nil, err
 	}
-	withCB, err := b.startRemote(childArgs{Side: "fake", CallbackURL: recv.URL + delivery.CallbackPath, Latency: latency})
+	withCB, err := b.startRemote(childArgs{Side: "fake", CallbackURL: recv.URL + delivery.CallbackPath, Latency: latency,
+		CPUProfile: b.childProfile("fake-posting-callbacks", latency)})
 	if err != nil {
 		recv.close()
 		return nil, err
@@ -155,6 +157,16 @@ func (b *bencher) startRealRig(latency time.Duration) (*realRig, error) {
 		return nil, err
 	}
 	return &realRig{withCallbacks: withCB, plain: plain, receiver: recv}, nil
+}
+
+// childProfile is the file for a CPU profile of one of the rig's children, empty when
+// profiling was not asked for.
+func (b *bencher) childProfile(name string, latency time.Duration) string {
+	if b.cfg.ProfileDir == "" {
+		return ""
+	}
+	_ = os.MkdirAll(b.cfg.ProfileDir, 0o755)
+	return filepath.Join(b.cfg.ProfileDir, fmt.Sprintf("cpu-%s-%s.pprof", name, latency))
 }
 
 func (r *realRig) close() {

@@ -129,7 +129,12 @@ func (b *bencher) profile(name string) (stop func(), err error) {
 	if err := os.MkdirAll(b.cfg.ProfileDir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(filepath.Join(b.cfg.ProfileDir, name))
+	return startCPUProfile(filepath.Join(b.cfg.ProfileDir, name))
+}
+
+// startCPUProfile profiles this process into the file at path until stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ func runBench(ctx context.Context, m *Main, args []string) error {
 	messages := fs.Int("messages", 0, "messages per scenario for scenarios 1, 2, 3, 4 and 6 (0: each scenario's default)")
 	quick := fs.Bool("quick", false, "small sizes: a smoke test of the benchmark, not a measurement")
 	redisURL := fs.String("redis", "", "Redis to run on; its database is FLUSHED before every scenario (default: start a private redis-server; REDIS_URL is deliberately not read)")
-	profileDir := fs.String("cpuprofile", "", "directory for CPU profiles of each side of the throughput scenarios (1, 2, 8)")
+	profileDir := fs.String("cpuprofile", "", "directory for CPU profiles of each side of the throughput scenarios (1, 2, 8), and in 8 of the callback endpoint and the fake posting callbacks")
 	writeDocs := fs.String("write-docs", "", "also put the table, with the machine and date, between the <!-- bench:begin --> and <!-- bench:end --> lines of this Markdown file (e.g. docs/performance.md)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
