@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -111,18 +112,24 @@ func (h *signedFormHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want application/x-www-form-urlencoded", http.StatusUnsupportedMediaType)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
-	if err := r.ParseForm(); err != nil {
+	// Only the body's parameters are signed as parameters; the query is part of the URL. The
+	// body is parsed here rather than by r.ParseForm, which would also parse the query and copy
+	// both into r.Form on every callback.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 			return
 		}
+		http.Error(w, "unreadable body", http.StatusBadRequest)
+		return
+	}
+	params, err := url.ParseQuery(string(body))
+	if err != nil {
 		http.Error(w, "malformed form body", http.StatusBadRequest)
 		return
 	}
-	// Only the body's parameters are signed as parameters; the query is part of the URL.
-	params := r.PostForm
 	account := params.Get(h.form.accountParam)
 	token, ok := h.cfg.Tokens.AuthToken(account)
 	if !ok {

@@ -141,6 +141,13 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized body: %d", rec.Code)
 	}
+	req = httptest.NewRequest(http.MethodPost, CallbackPath, strings.NewReader("interactionSid=%zz"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec = httptest.NewRecorder()
+	c.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "malformed form body") {
+		t.Fatalf("malformed body: %d %s", rec.Code, rec.Body)
+	}
 }
 
 // TestEarlyCallbacksSurviveAnInterruptedRecord: a Recorded that read the early callbacks and

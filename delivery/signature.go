@@ -97,9 +97,10 @@ func sign(token, fullURL string, signed []byte) string {
 // ValidSignature reports whether sig signs params for fullURL, trying the URL as given and
 // with its default port added or removed (":443" for https, ":80" for http), as Twilio's SDKs
 // do: which form Twilio signed depends on how the callback URL was written. Every candidate
-// is compared, in constant time. The parameters are put in order once; the form without
+// is compared in constant time. The parameters are put in order once; the form without
 // repeated values is a candidate of its own only when the callback repeats a value (a fact
-// about the request, not the secret), so a usual callback costs two HMACs, not four.
+// about the request, not the secret), so a usual callback costs one HMAC (two when Twilio
+// signed the URL's other form), not four.
 func ValidSignature(token, fullURL string, params url.Values, sig string) bool {
 	if token == "" || sig == "" {
 		return false
@@ -113,13 +114,16 @@ func ValidSignature(token, fullURL string, params url.Values, sig string) bool {
 			break
 		}
 	}
-	ok := 0
+	// The first candidate that matches ends the search: which form Twilio signed is no secret,
+	// and a forged signature still pays for every candidate.
 	for _, u := range urlVariants(fullURL) {
 		for _, signed := range forms {
-			ok |= subtle.ConstantTimeCompare([]byte(sign(token, u, signed)), []byte(sig))
+			if subtle.ConstantTimeCompare([]byte(sign(token, u, signed)), []byte(sig)) == 1 {
+				return true
+			}
 		}
 	}
-	return ok == 1
+	return false
 }
 
 // urlVariants returns fullURL and the same URL with the default port toggled.

@@ -24,6 +24,9 @@ func FuzzDecodeAsEncodingJSON(f *testing.F) {
 		`{"body":"x",}`,
 		`{"send_before":{"nested":[1,2,{"a":null}]},"body":"x"}`,
 		`{"account_sid":"AC00000000000000000000000000000001","body":"1e400"}`,
+		`{"s":"sent","i":"KI00000000000000000000000000000001","n":1,"t":1765000000000,"hl":"queued,0;sent,k"}`,
+		`{"s":"sent","zz":{"s":1},"\u0073":2}`,
+		`{"state":"sent","status_history":[{"status":"queued","at":1}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -36,6 +39,28 @@ func FuzzDecodeAsEncodingJSON(f *testing.F) {
 		}
 		if stdErr == nil && !reflect.DeepEqual(std, fast) {
 			t.Fatalf("%q: encoding/json read %+v, segmentio read %+v", data, std, fast)
+		}
+		// The outcome record is read (ParseOutcome) and its keys checked (PatchOutcome) with
+		// segmentio too: the same must hold, and the keys must be the ones a map would hold.
+		var stdRec, fastRec storedOutcome
+		stdErr, fastErr = json.Unmarshal(data, &stdRec), fastjson.Unmarshal(data, &fastRec)
+		if (stdErr == nil) != (fastErr == nil) || stdErr == nil && !reflect.DeepEqual(stdRec, fastRec) {
+			t.Fatalf("%q: outcome record: encoding/json read %+v (%v), segmentio %+v (%v)", data, stdRec, stdErr, fastRec, fastErr)
+		}
+		var fields map[string]json.RawMessage
+		mapErr := json.Unmarshal(data, &fields)
+		known, keysErr := onlyKnownKeys(data)
+		if (mapErr == nil) != (keysErr == nil) {
+			t.Fatalf("%q: as a map: %v; onlyKnownKeys: %v", data, mapErr, keysErr)
+		}
+		if mapErr == nil {
+			want := true
+			for k := range fields {
+				want = want && (storedKeys[k] || longKeys[k])
+			}
+			if known != want {
+				t.Fatalf("%q: onlyKnownKeys = %v, keys %v", data, known, fields)
+			}
 		}
 	})
 }

@@ -217,14 +217,15 @@ func ParseOutcome(result []byte) (*Outcome, error) {
 	if len(result) == 0 {
 		return nil, nil
 	}
+	// segmentio's decoder, as for payloads: every status callback reads a record.
 	var s storedOutcome
-	if err := json.Unmarshal(result, &s); err != nil {
+	if err := fastjson.Unmarshal(result, &s); err != nil {
 		return nil, err
 	}
 	if s.State == "" {
 		// The long form, written before the compact one (or by hand).
 		var o Outcome
-		if err := json.Unmarshal(result, &o); err != nil {
+		if err := fastjson.Unmarshal(result, &o); err != nil {
 			return nil, err
 		}
 		return &o, nil
@@ -273,6 +274,10 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	known, err := onlyKnownKeys(stored)
+	if err != nil || known {
+		return data, err
+	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(stored, &fields); err != nil {
 		return nil, err
@@ -283,9 +288,6 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 			extra = append(extra, k)
 		}
 	}
-	if len(extra) == 0 {
-		return data, nil
-	}
 	slices.Sort(extra)
 	out := data[:len(data)-1] // without its closing brace
 	for _, k := range extra {
@@ -293,6 +295,27 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 		out = append(append(append(append(out, ','), name...), ':'), fields[k]...)
 	}
 	return append(out, '}'), nil
+}
+
+// onlyKnownKeys reports whether every top-level key of the JSON object stored is one this
+// version writes or reads, the case of every record but one a newer worker wrote. It walks the
+// tokens instead of decoding a map: every status callback that moves a record patches it.
+func onlyKnownKeys(stored []byte) (bool, error) {
+	t := fastjson.NewTokenizer(stored)
+	if !fastjson.Valid(stored) || !t.Next() || t.Delim != '{' {
+		return false, fmt.Errorf("outcome record: not a JSON object: %.40q", stored)
+	}
+	for t.Next() {
+		if t.Depth == 1 && t.IsKey {
+			if k := t.String(); !storedKeys[string(k)] && !longKeys[string(k)] {
+				return false, nil
+			}
+		}
+	}
+	if t.Err != nil {
+		return false, fmt.Errorf("outcome record: %w", t.Err)
+	}
+	return true, nil
 }
 
 func unixMilli(t *time.Time) int64 {

@@ -136,14 +136,17 @@ func TestPatchOutcome(t *testing.T) {
 	o := outcomeCases["sent"]
 	stored, _ := EncodeOutcome(o)
 	newer := append(stored[:len(stored)-1:len(stored)-1], `,"zz":{"a":1},"aa":"x"}`...)
+	// Inside a newer key, a known key's name is only data.
+	nested := append(stored[:len(stored)-1:len(stored)-1], `,"zz":{"s":"sent","k":[{"i":1}]}}`...)
 	long, _ := json.Marshal(o)
 	for name, tc := range map[string]struct {
 		stored []byte
 		extra  string
 	}{
-		"compact":                {stored, ""},
-		"long form":              {long, ""},
-		"keys of a newer writer": {newer, `,"aa":"x","zz":{"a":1}`},
+		"compact":                         {stored, ""},
+		"long form":                       {long, ""},
+		"keys of a newer writer":          {newer, `,"aa":"x","zz":{"a":1}`},
+		"a newer key holding known names": {nested, `,"zz":{"s":"sent","k":[{"i":1}]}`},
 	} {
 		changed := *o
 		changed.OutboundStatus, changed.Final = "delivered", true
@@ -157,8 +160,10 @@ func TestPatchOutcome(t *testing.T) {
 			t.Errorf("%s: PatchOutcome = %s\nwant %s", name, got, want)
 		}
 	}
-	if _, err := PatchOutcome([]byte("not json"), o); err == nil {
-		t.Error("PatchOutcome of a record that is not JSON: no error")
+	for _, bad := range []string{"not json", `["s","sent"]`, `"sent"`, `{"s":"sent"`, ""} {
+		if _, err := PatchOutcome([]byte(bad), o); err == nil {
+			t.Errorf("PatchOutcome of %q, not a JSON object: no error", bad)
+		}
 	}
 }
 
