@@ -255,3 +255,25 @@ func TestDeliveredAtFromTheHistory(t *testing.T) {
 		t.Errorf("parsed delivered_at %v for a failed message", back.DeliveredAt)
 	}
 }
+
+// BenchmarkCallbackRecordRoundTrip is what a status callback that moves a record does with it:
+// read it, fold the status in, and patch it back.
+func BenchmarkCallbackRecordRoundTrip(b *testing.B) {
+	o := *outcomeCases["sent"]
+	o.StatusHistory = []StatusEvent{{Status: "queued", At: time.UnixMilli(1765000000000).UTC()}, {Status: "sent", At: time.UnixMilli(1765000000900).UTC()}}
+	stored, err := EncodeOutcome(&o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := ParseOutcome(stored)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.OutboundStatus, r.Final = "delivered", true
+		if _, err := PatchOutcome(stored, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
