@@ -34,6 +34,13 @@ func TestSupportAgentFlow(t *testing.T) {
 	defer cancel()
 	r := newRig(t, ctx)
 	shots := os.Getenv("PROXYQ_CONSOLE_SCREENSHOTS")
+	if shots != "" {
+		// Made here, so that the flow runs: with the directory missing, the first screenshot
+		// failed its subtest and the later subtests waited out the browser's 3 minutes.
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatalf("PROXYQ_CONSOLE_SCREENSHOTS: %v", err)
+		}
+	}
 	shot := func(t *testing.T, tab context.Context, name string) {
 		t.Helper()
 		if shots == "" {
