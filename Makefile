@@ -3,9 +3,9 @@
 .PHONY: test test-deps test-go fuzz validate-deploy chaos chaos-lanes bench build test-redis-ha prism-conversations console-screenshots
 
 # Everything CI runs: vet, the race-enabled suite (integration tests start their own
-# redis-server), bounded fuzz runs of the HTTP request decoder, the payload key check and the
-# payload decoder against encoding/json, and
-# the deploy-file validation.
+# redis-server), bounded fuzz runs of the HTTP request decoder, the payload key check, and
+# the payload, outcome-record and interaction-key JSON against encoding/json, and the
+# deploy-file validation.
 test: test-deps test-go fuzz validate-deploy
 
 # The programs the tests run (redis-server; redis-sentinel and chromium for the tests that
@@ -25,6 +25,7 @@ fuzz:
 	go test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=40000x ./httpapi/
 	go test -run='^$$' -fuzz=FuzzCheckKeys -fuzztime=80000x ./tasks/
 	go test -run='^$$' -fuzz=FuzzDecodeAsEncodingJSON -fuzztime=60000x ./tasks/
+	go test -run='^$$' -fuzz=FuzzValueAsEncodingJSON -fuzztime=100000x ./internal/interaction/
 
 validate-deploy:
 	cd deploy/validate && go vet ./... && go test -count=1 ./...
