@@ -275,8 +275,11 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 		return nil, err
 	}
 	known, err := onlyKnownKeys(stored)
-	if err != nil || known {
-		return data, err
+	if err != nil {
+		return nil, err
+	}
+	if known {
+		return data, nil
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(stored, &fields); err != nil {
