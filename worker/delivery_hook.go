@@ -58,6 +58,13 @@ func (r *run) track(ctx context.Context, account string, o *tasks.Outcome, index
 	return &retryLater{After: trackRetryAfter + jitter(trackRetryAfter), Err: fmt.Errorf("delivery tracking of sent interaction %s: %w", o.InteractionSID, err)}
 }
 
+// trackFoundSent is track for a run that found the message sent by an earlier run (whose
+// MarkSent reply was lost, which died, or whose hook failed): the account is resolved from the
+// payload, and the hook checks the interaction's key itself.
+func (r *run) trackFoundSent(ctx context.Context, o *tasks.Outcome) error {
+	return r.track(ctx, r.interactionAccount(""), o, false)
+}
+
 // interactionAccount is the account a created interaction belongs to: Twilio's answer names
 // it (accountSID); a run that found the message sent has the payload's account, or for the
 // default account its client's Account SID (with an API key alone, "": the hook uses

@@ -178,7 +178,7 @@ func (r *run) send(ctx context.Context) error {
 		// the task's result (same hash); send nothing. That run may not have set delivery
 		// tracking up (its MarkSent reply was lost, it died, its hook failed): set it up again.
 		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
-		return r.track(ctx, r.interactionAccount(""), own.Outcome, false)
+		return r.trackFoundSent(ctx, own.Outcome)
 	case own.BusyFor > 0:
 		permit.Release(false)
 		r.metrics.Attempts.WithLabelValues(outcomeDuplicate, r.apiLabel()).Inc()
@@ -406,7 +406,7 @@ func (r *run) departing(ctx context.Context, permit Permit) error {
 // reconcile decides, after a request whose answer we never saw, whether it created the
 // interaction. done is false when the caller should go on and send (nothing was created).
 func (r *run) reconcile(ctx context.Context) (done bool, err error) {
-	if horizon := r.own.StartedAt.Add(-r.cfg.ReconcileSkew).Add(r.ledger.ClaimTTL()); r.msg.claimScope() != "" && !r.own.Now.Before(horizon) {
+	if horizon := r.own.StartedAt.Add(-r.cfg.ReconcileSkew).Add(r.ledger.ClaimTTL()); r.msg.claimsInteraction() && !r.own.Now.Before(horizon) {
 		// Claims of look-alike interactions made since that request may have expired: adopting
 		// one could take another message's SMS, and resending could duplicate ours.
 		reason := fmt.Sprintf("outcome unknown: the last request started %s, beyond reconciliation's horizon (claims are kept %v); not resent, to avoid a duplicate SMS",
@@ -475,7 +475,7 @@ func (r *run) recordSent(ctx context.Context, mi *created, reconciled bool, late
 	o.SentAt = &sentAt
 	account := r.interactionAccount(mi.AccountSID)
 	var claim *Claim
-	if r.msg.claimScope() != "" {
+	if r.msg.claimsInteraction() {
 		claim = &Claim{AccountSID: account}
 	}
 	lctx, sp := startStep(ctx, SpanLedgerRecord)

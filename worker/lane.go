@@ -106,7 +106,7 @@ func (r *run) laneWait(ctx context.Context, turn tasks.Turn) error {
 		// nothing is sent, the outcome is already the task's result and the message leaves the
 		// lane once its delivery tracking is in place (see send).
 		r.logOutcome(outcomeDuplicate, own.Outcome.CreatedSID(), 0, nil, "already sent; outcome kept")
-		return r.track(ctx, r.interactionAccount(""), own.Outcome, false)
+		return r.trackFoundSent(ctx, own.Outcome)
 	}
 	deadline := r.deadline()
 	if own.Attempt == attemptNone && !own.Now.Before(deadline) {

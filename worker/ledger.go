@@ -516,7 +516,7 @@ func (l *Ledger) MarkSent(ctx context.Context, queue, taskID string, claim *Clai
 	ival := interaction.Ref{Queue: queue, TaskID: taskID, AccountSID: claim.AccountSID}.Value()
 	ttl := l.ttl.Milliseconds()
 	day := l.now().UnixMilli() / dayMs
-	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, (day+1)*dayMs+l.ttl.Milliseconds())
+	sm := l.sidIndex.entry(day, o.OutboundResourceSID, queue, taskID, (day+1)*dayMs+ttl)
 	if !l.splitClaim {
 		res, err := claimSentScript.Run(ctx, l.pipe.Cmds(), []string{LedgerKey(queue, taskID), sm.key, ikey},
 			fence, data, rows, waits, sm.field, sm.value, sm.expireAt, ival, taskID, ttl, "0").Text()

@@ -25,9 +25,9 @@ import (
 //   - create: the one request that can create the message;
 //   - find: after an answer we never saw, the candidates that request may have created;
 //   - classify, retryAfter, handling, scopeThrottled: what a failure means;
-//   - limitScope and claimScope: the key of the per-scope window limit (a Proxy Service, a
-//     conversation) and of the claims reconciliation needs (a Proxy participant; none when it
-//     is exact).
+//   - limitScope and claimsInteraction: the key of the per-scope window limit (a Proxy
+//     Service, a conversation), and whether the created interaction is claimed for
+//     reconciliation (Proxy; not when reconciliation is exact).
 //
 // The adapters are sender_proxy.go (proxy:send_interaction) and sender_conversations.go
 // (conversations:send_message). The handler picks one by the task's type.
@@ -91,9 +91,10 @@ type message interface {
 	// limitScope keys the per-scope window limit (ServiceLimiter): a Proxy Service (KS…) or a
 	// conversation (CH…).
 	limitScope() string
-	// claimScope keys the claims hash adoption writes (a Proxy participant); "" when
-	// reconciliation is exact and needs no claims.
-	claimScope() string
+	// claimsInteraction reports whether recording the message claims its interaction (a Proxy
+	// message: reconciliation picks among look-alike interactions and must never adopt
+	// another message's); false when reconciliation is exact and needs no claims.
+	claimsInteraction() bool
 	// record fills the outcome record's API-specific fields from what was created.
 	record(c created, o *tasks.Outcome)
 	// logFields name the message's addressee in log lines (never a body).

@@ -199,8 +199,8 @@ func (m *conversationMessage) scopeThrottled(err error) (scope, slowAccount bool
 	return false, true
 }
 
-func (m *conversationMessage) limitScope() string { return m.p.ConversationSID }
-func (m *conversationMessage) claimScope() string { return "" }
+func (m *conversationMessage) limitScope() string      { return m.p.ConversationSID }
+func (m *conversationMessage) claimsInteraction() bool { return false }
 
 func (m *conversationMessage) record(c created, o *tasks.Outcome) {
 	o.API, o.MessageSID, o.OutboundStatus = apiConversations, c.SID, c.Status

@@ -90,8 +90,8 @@ func (m *proxyMessage) scopeThrottled(err error) (scope, slowAccount bool) {
 	return false, true
 }
 
-func (m *proxyMessage) limitScope() string { return m.p.ServiceSID }
-func (m *proxyMessage) claimScope() string { return m.p.ParticipantSID }
+func (m *proxyMessage) limitScope() string      { return m.p.ServiceSID }
+func (m *proxyMessage) claimsInteraction() bool { return true }
 
 func (m *proxyMessage) record(c created, o *tasks.Outcome) {
 	o.InteractionSID, o.OutboundStatus, o.OutboundResourceSID = c.SID, c.Status, c.ResourceSID
