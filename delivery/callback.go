@@ -14,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/proxyq/proxyq/internal/interaction"
 )
 
 // CallbackPath is the route of Twilio Proxy's status callbacks: set the Proxy Service's
@@ -211,7 +213,7 @@ func (s *Service) keepUnlessIndexed(ctx context.Context, sid, signer string, u U
 		return ref, "", nil
 	}
 	entry, _ := json.Marshal(earlyCallback{Update: u, Signer: signer})
-	v, err := earlyScript.Run(ctx, s.rdb, []string{indexKey(sid), earlyList(sid)}, string(entry), pendingPerInteraction,
+	v, err := earlyScript.Run(ctx, s.rdb, []string{interaction.Key(sid), interaction.EarlyList(sid)}, string(entry), pendingPerInteraction,
 		(s.cfg.PendingTTL + s.cfg.SweepInterval*2 + time.Minute).Milliseconds()).Text()
 	if errors.Is(err, redis.Nil) {
 		// Kept for PendingTTL; the list itself lives a little longer so that the sweeper

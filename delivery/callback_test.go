@@ -130,7 +130,7 @@ func TestForgedCallbackChangesNothing(t *testing.T) {
 	if after := e.rawResult(t, "default", id); after != before {
 		t.Fatalf("a forged callback changed the record:\n%s\n%s", before, after)
 	}
-	if n, _ := e.rdb.Exists(context.Background(), earlyList(ki)).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(context.Background(), interaction.EarlyList(ki)).Result(); n != 0 {
 		t.Fatal("a forged callback left a pending entry")
 	}
 	// Limits: a huge body is refused before any signature work.
@@ -162,13 +162,13 @@ func TestEarlyCallbacksSurviveAnInterruptedRecord(t *testing.T) {
 	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
 		t.Fatal(code)
 	}
-	if v, _ := e.rdb.Get(ctx, indexKey(ki)).Result(); v != earlyMarker {
+	if v, _ := e.rdb.Get(ctx, interaction.Key(ki)).Result(); v != earlyMarker {
 		t.Fatalf("index while a callback waits: %q, want the early marker", v)
 	}
 	// The interrupted record: the slow path's script ran, nothing was applied.
 	// Its value is what Recorded writes, so only the flag sends the next one to the slow path.
 	ref, _ := json.Marshal(s.newRef("default", id, testAccount, ki))
-	if err := recordScript.Run(ctx, e.rdb, []string{indexKey(ki), earlyList(ki)}, string(ref), time.Hour.Milliseconds()).Err(); err != nil {
+	if err := recordScript.Run(ctx, e.rdb, []string{interaction.Key(ki), interaction.EarlyList(ki)}, string(ref), time.Hour.Milliseconds()).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Callbacks now find the message (the flag does not hide it).
@@ -181,10 +181,10 @@ func TestEarlyCallbacksSurviveAnInterruptedRecord(t *testing.T) {
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final {
 		t.Fatalf("the early callback was lost: %+v", got)
 	}
-	if n, _ := e.rdb.Exists(ctx, earlyList(ki)).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(ctx, interaction.EarlyList(ki)).Result(); n != 0 {
 		t.Fatal("pending callbacks left behind")
 	}
-	if v, _ := e.rdb.Get(ctx, indexKey(ki)).Result(); strings.Contains(v, `"e"`) {
+	if v, _ := e.rdb.Get(ctx, interaction.Key(ki)).Result(); strings.Contains(v, `"e"`) {
 		t.Fatalf("index still says callbacks wait: %s", v)
 	}
 }
@@ -209,7 +209,7 @@ func TestEarlyCallbacksAppliedAtRecord(t *testing.T) {
 	if got.OutboundStatus != "delivered" || !got.Final || !slices.Equal(statuses(got), []string{"queued", "sent", "delivered"}) {
 		t.Fatalf("after record: %+v", got)
 	}
-	if n, _ := e.rdb.Exists(context.Background(), earlyList(ki)).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(context.Background(), interaction.EarlyList(ki)).Result(); n != 0 {
 		t.Fatal("pending callbacks left behind")
 	}
 	if n, _ := e.rdb.ZCard(context.Background(), earlyKey).Result(); n != 0 {
@@ -244,7 +244,7 @@ func TestUnknownInteractionDroppedAfterTTL(t *testing.T) {
 	if n := counter(t, s.metrics.Callbacks.WithLabelValues(ResultUnknownInteraction)); n != 2 {
 		t.Fatalf("dropped callbacks counted %v, want 2", n)
 	}
-	if n, _ := e.rdb.Exists(context.Background(), earlyList("KI"+strings.Repeat("f", 32))).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(context.Background(), interaction.EarlyList("KI"+strings.Repeat("f", 32))).Result(); n != 0 {
 		t.Fatal("expired pending callbacks kept")
 	}
 	if got := counter(t, s.metrics.Callbacks.WithLabelValues(ResultPending)); got != 2 {
@@ -393,7 +393,7 @@ func TestCallbacksThatCannotMatchAreNotKept(t *testing.T) {
 		t.Fatalf("%d interactions in the early set, want 0", n)
 	}
 	for _, ki := range []string{voice.Get("interactionSid"), relay.Get("interactionSid")} {
-		if n, _ := e.rdb.Exists(ctx, earlyList(ki)).Result(); n != 0 {
+		if n, _ := e.rdb.Exists(ctx, interaction.EarlyList(ki)).Result(); n != 0 {
 			t.Errorf("early callbacks of %s kept", ki)
 		}
 	}
@@ -423,7 +423,7 @@ func TestIndexOfAnEarlierVersion(t *testing.T) {
 	ctx := context.Background()
 	id, ki, o := e.message(t, "default")
 	old := `{"q":"default","id":"` + id + `","a":"` + testAccount + `","m":"` + o.OutboundResourceSID + `","t":1765000000,"c":"CH0","s":"IS0"}`
-	if err := e.rdb.Set(ctx, indexKey(ki), old, time.Hour).Err(); err != nil {
+	if err := e.rdb.Set(ctx, interaction.Key(ki), old, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {

@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/internal/redistest"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -91,7 +92,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	for _, q := range queues {
 		id, ki, o := e.message(q)
 		s.Recorded(ctx, q, id, testAccount, o, false)
-		if n, err := rdb.Exists(ctx, indexKey(ki)).Result(); err != nil || n != 1 {
+		if n, err := rdb.Exists(ctx, interaction.Key(ki)).Result(); err != nil || n != 1 {
 			t.Fatalf("%s not indexed: %v", ki, err)
 		}
 		if _, err := rdb.ZScore(ctx, pollKey, ki).Result(); err != nil {
@@ -130,7 +131,7 @@ func TestClusterSlotSafety(t *testing.T) {
 				t.Fatalf("%s early %s: %d", ki, st, code)
 			}
 		}
-		if n, err := rdb.LLen(ctx, earlyList(ki)).Result(); err != nil || n != 2 {
+		if n, err := rdb.LLen(ctx, interaction.EarlyList(ki)).Result(); err != nil || n != 2 {
 			t.Fatalf("%s: %d callbacks kept, want 2 (%v)", ki, n, err)
 		}
 		if got := e.outcome(q, id); got.OutboundStatus != "queued" || len(got.StatusHistory) != 0 {
@@ -142,7 +143,7 @@ func TestClusterSlotSafety(t *testing.T) {
 			!slices.Equal(statuses(got), []string{"queued", "sent", "sending"}) {
 			t.Fatalf("%s after its record: %+v", ki, got)
 		}
-		if n, err := rdb.Exists(ctx, earlyList(ki)).Result(); err != nil || n != 0 {
+		if n, err := rdb.Exists(ctx, interaction.EarlyList(ki)).Result(); err != nil || n != 0 {
 			t.Fatalf("%s: early callbacks left behind (%v)", ki, err)
 		}
 		if _, err := rdb.ZScore(ctx, earlyKey, ki).Result(); err != redis.Nil {
@@ -194,7 +195,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	if got := counter(t, s.metrics.Callbacks.WithLabelValues(ResultUnknownInteraction)); got != 1 {
 		t.Fatalf("drained early callbacks counted %v, want 1", got)
 	}
-	if n, err := rdb.Exists(ctx, earlyList(unknown)).Result(); err != nil || n != 0 {
+	if n, err := rdb.Exists(ctx, interaction.EarlyList(unknown)).Result(); err != nil || n != 0 {
 		t.Fatalf("expired early callbacks kept (%v)", err)
 	}
 	s.now = time.Now
@@ -221,7 +222,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	}
 
 	// The scripts that ran, by their first key.
-	if n := log.ScriptRuns(indexKey(early[0].ki)); n < 3 { // 2 early callbacks + the record's slow path
+	if n := log.ScriptRuns(interaction.Key(early[0].ki)); n < 3 { // 2 early callbacks + the record's slow path
 		t.Errorf("%d record/early scripts on %s, want 3", n, early[0].ki)
 	}
 	if n := log.ScriptRuns(taskKey(after[0].q, after[0].id)); n < 2 { // sent, delivered
@@ -230,7 +231,7 @@ func TestClusterSlotSafety(t *testing.T) {
 	if n := log.ScriptRuns(pollKey); n < 1 {
 		t.Error("the claim script did not run")
 	}
-	if n := log.ScriptRuns(earlyList(unknown)); n != 1 {
+	if n := log.ScriptRuns(interaction.EarlyList(unknown)); n != 1 {
 		t.Errorf("the drain script ran %d times, want 1", n)
 	}
 	log.Check(t, "EVAL", "EVALSHA", "SET", "HSET", "ZADD")

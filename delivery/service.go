@@ -41,9 +41,6 @@ const (
 	earlyKey = "proxyq:delivery:early"
 )
 
-func indexKey(ki string) string  { return interaction.Key(ki) }
-func earlyList(ki string) string { return interaction.EarlyList(ki) }
-
 // taskKey is asynq's key of a task's hash (internal/base.TaskKey in asynq v0.26); its "result"
 // field holds what the task's ResultWriter wrote. The tests check it against asynq's Inspector.
 func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
@@ -255,7 +252,10 @@ func (s *Service) newRef(queue, taskID, accountSID, sid string) msgRef {
 // (expand, when not nil, turns one into the updates it means), and schedule the poll. See
 // Recorded for why each step is idempotent.
 func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expand func(Update) []Update, indexed bool) error {
-	val := ref.Value()
+	var val string // the index's value, where this call writes it: not when the claim did (indexed)
+	if !indexed {
+		val = ref.Value()
+	}
 	final := o.Final || IsFinal(o.OutboundStatus)
 	// The common case in one round trip of two commands: SET NX GET writes the index when the
 	// key does not exist (no callback came early) and says what is there otherwise (Redis
@@ -265,7 +265,7 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	var poll *redis.IntCmd
 	s.pipe.OneTrip(ctx, func(p redis.Cmdable) {
 		if !indexed {
-			set = p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
+			set = p.SetArgs(ctx, interaction.Key(ref.KI), val, redis.SetArgs{Mode: "NX", Get: true, TTL: s.cfg.IndexTTL})
 		}
 		if !s.cfg.PollOff && !final {
 			// NX: a repeat never postpones a scheduled poll.
@@ -275,13 +275,13 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	if poll != nil && poll.Err() != nil {
 		return fmt.Errorf("delivery: schedule the poll of %s: %w", ref.KI, poll.Err())
 	}
-	var raw []string
-	if indexed {
-		// The claim wrote the index and nothing waited: no early callbacks to apply.
-	} else if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != val) {
-		raw, err = recordScript.Run(ctx, s.perMessage(), []string{indexKey(ref.KI), earlyList(ref.KI)}, val, s.cfg.IndexTTL.Milliseconds()).StringSlice()
-		if err != nil {
-			return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+	var raw []string // the early callbacks; none when indexed (the claim found nothing waiting)
+	if !indexed {
+		if old, err := set.Result(); !errors.Is(err, redis.Nil) && (err != nil || old != val) {
+			raw, err = recordScript.Run(ctx, s.perMessage(), []string{interaction.Key(ref.KI), interaction.EarlyList(ref.KI)}, val, s.cfg.IndexTTL.Milliseconds()).StringSlice()
+			if err != nil {
+				return fmt.Errorf("delivery: index %s: %w", ref.KI, err)
+			}
 		}
 	}
 	var ups []Update
@@ -322,8 +322,8 @@ func (s *Service) track(ctx context.Context, ref msgRef, o *tasks.Outcome, expan
 	// list first: the same slot, in order). One round trip. KEEPTTL: recordScript set the
 	// key's life, which may be the claim's, longer than IndexTTL.
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, earlyList(ref.KI))
-		p.SetArgs(ctx, indexKey(ref.KI), val, redis.SetArgs{KeepTTL: true})
+		p.Del(ctx, interaction.EarlyList(ref.KI))
+		p.SetArgs(ctx, interaction.Key(ref.KI), val, redis.SetArgs{KeepTTL: true})
 		p.ZRem(ctx, earlyKey, ref.KI)
 		return nil
 	})
@@ -350,7 +350,7 @@ func (s *Service) lookup(ctx context.Context, ki string) (*msgRef, error) {
 // readIndex reads the index of ki: nil when it is not indexed (no key, or only early callbacks
 // waiting).
 func readIndex(ctx context.Context, c redis.Cmdable, ki string) (*msgRef, error) {
-	v, err := c.Get(ctx, indexKey(ki)).Result()
+	v, err := c.Get(ctx, interaction.Key(ki)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}

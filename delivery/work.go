@@ -14,6 +14,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.uber.org/zap"
 
+	"github.com/proxyq/proxyq/internal/interaction"
 	"github.com/proxyq/proxyq/proxyclient"
 	"github.com/proxyq/proxyq/tasks"
 )
@@ -334,7 +335,7 @@ func (w *Worker) dropExpiredEarly(ctx context.Context) error {
 		if won == 0 {
 			continue // another worker took it
 		}
-		n, err := drainScript.Run(ctx, s.rdb, []string{earlyList(ki)}).Int()
+		n, err := drainScript.Run(ctx, s.rdb, []string{interaction.EarlyList(ki)}).Int()
 		if err != nil {
 			return err
 		}
