@@ -3,6 +3,7 @@ package tasks
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -122,9 +123,13 @@ type storedEvent struct {
 	At     int64  `json:"t"`
 }
 
-// storedKeys are the keys of storedOutcome, and longKeys those of Outcome: PatchOutcome drops
-// both from the record it rewrites and keeps any other key (one a newer version added).
-var storedKeys, longKeys = jsonKeys(storedOutcome{}), jsonKeys(Outcome{})
+// knownKeys are the keys of storedOutcome and those of Outcome (the long form): PatchOutcome
+// drops them from the record it rewrites and keeps any other key (one a newer version added).
+var knownKeys = func() map[string]bool {
+	keys := jsonKeys(storedOutcome{})
+	maps.Copy(keys, jsonKeys(Outcome{}))
+	return keys
+}()
 
 // EncodeOutcome returns o as it is stored in Redis: the compact form (see storedOutcome).
 // Times are kept to the millisecond. segmentio's encoder (every sent message writes one
@@ -287,7 +292,7 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 	}
 	var extra []string
 	for k := range fields {
-		if !storedKeys[k] && !longKeys[k] {
+		if !knownKeys[k] {
 			extra = append(extra, k)
 		}
 	}
@@ -310,7 +315,7 @@ func onlyKnownKeys(stored []byte) (bool, error) {
 	}
 	for t.Next() {
 		if t.Depth == 1 && t.IsKey {
-			if k := t.String(); !storedKeys[string(k)] && !longKeys[string(k)] {
+			if !knownKeys[string(t.String())] {
 				return false, nil
 			}
 		}
