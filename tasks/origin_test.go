@@ -156,9 +156,12 @@ func TestSessionBucketIsAHash(t *testing.T) {
 	if enc := rdb.ObjectEncoding(ctx, keys[0]).Val(); enc != "listpack" && enc != "ziplist" {
 		t.Errorf("session bucket encoded as %s, want a listpack", enc)
 	}
-	// A participant filed by an earlier version, in the session's set.
+	// A participant filed by an earlier version, in the session's set. Enqueued a few ms
+	// later on the Enqueuer's clock: in the same millisecond the two would list by task ID.
 	old := validPayload()
 	old.ParticipantSID = "KP" + "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+	later := time.Now().Add(5 * time.Millisecond)
+	e.enq.now = func() time.Time { return later }
 	oldRes, err := e.enq.Enqueue(ctx, old)
 	if err != nil {
 		t.Fatal(err)
