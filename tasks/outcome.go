@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -309,8 +310,14 @@ func PatchOutcome(stored []byte, o *Outcome) ([]byte, error) {
 // version writes or reads, the case of every record but one a newer worker wrote. It walks the
 // tokens instead of decoding a map: every status callback that moves a record patches it.
 func onlyKnownKeys(stored []byte) (bool, error) {
+	if !fastjson.Valid(stored) {
+		return false, fmt.Errorf("outcome record: not a JSON object: %.40q", stored)
+	}
+	if string(bytes.TrimSpace(stored)) == "null" {
+		return true, nil // no keys, as encoding/json reads null into a map
+	}
 	t := fastjson.NewTokenizer(stored)
-	if !fastjson.Valid(stored) || !t.Next() || t.Delim != '{' {
+	if !t.Next() || t.Delim != '{' {
 		return false, fmt.Errorf("outcome record: not a JSON object: %.40q", stored)
 	}
 	for t.Next() {

@@ -160,6 +160,10 @@ func TestPatchOutcome(t *testing.T) {
 			t.Errorf("%s: PatchOutcome = %s\nwant %s", name, got, want)
 		}
 	}
+	// null reads as a record without keys (encoding/json's reading into a map): o alone.
+	if got, err := PatchOutcome([]byte(" null\n"), o); err != nil || string(got) != string(stored) {
+		t.Errorf("PatchOutcome of null = %s, %v; want %s", got, err, stored)
+	}
 	for _, bad := range []string{"not json", `["s","sent"]`, `"sent"`, `{"s":"sent"`, ""} {
 		if _, err := PatchOutcome([]byte(bad), o); err == nil {
 			t.Errorf("PatchOutcome of %q, not a JSON object: no error", bad)
