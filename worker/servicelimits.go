@@ -328,6 +328,11 @@ func (l *ServiceLimiter) RateFor(account, service string) float64 {
 	return l.lim.Rate
 }
 
+// trimEvery: reserveScript trims a window's departed reservations once its count crosses a
+// multiple of it. Small, so that a quiet Service's set stays a few hundred bytes (a listpack);
+// large enough that trimming is one reservation's command in 16.
+const trimEvery = "16"
+
 func serviceTag(account, service string) string {
 	return "proxyq:{svc:" + account + ":" + service + "}:"
 }
@@ -345,6 +350,14 @@ func serviceTag(account, service string) string {
 // needs the reservation `limit` places back, which is either in the window already (one ZRANGE
 // fetches every such one the batch needs) or one of the batch's own. The batch stops at the
 // first request that would wait longer than the bound.
+//
+// Reservations that have left the window are trimmed only when the set's count crosses a
+// multiple of trimEvery, not on every call: they change no answer. The reservation `limit`
+// places before a request is the same entry whether older ones are kept or not, and one that
+// has left the window delays nothing, as a missing one would not; the newest entry, when it
+// has left the window, is not taken as the last request (the gap is measured from requests
+// in the window, as when it was trimmed). A reservation then costs one command less 15 times
+// in 16, and a window holds at most trimEvery + the batch more entries than when trimmed.
 var reserveScript = redis.NewScript(luaNow + `local ttl = tonumber(ARGV[6])` + luaRecover + `
 local limit = math.max(1, math.floor(tonumber(ARGV[1]) * f / 1000))
 local win = tonumber(ARGV[3])
@@ -352,10 +365,15 @@ local maxwait = tonumber(ARGV[4])
 local gap = tonumber(ARGV[7]) / f
 local want = tonumber(ARGV[8])
 if ARGV[9] and ARGV[9] ~= '' then redis.call('ZREM', KEYS[1], ARGV[9]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
 local n = redis.call('ZCARD', KEYS[1])
+if math.floor((n + want) / ` + trimEvery + `) > math.floor(n / ` + trimEvery + `) then
+  n = n - redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
+end
 local last = nil
-if n > 0 then last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]) end
+if n > 0 then
+  last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+  if last <= now - win then last = nil end
+end
 local back = {}
 local first = n - limit
 if first + want > 0 and first < n then

@@ -325,3 +325,80 @@ func TestServiceReserveScriptBatch(t *testing.T) {
 		t.Fatalf("batch beyond the wait bound = %v, %v; want none reserved and the wait of the first", res, err)
 	}
 }
+
+// Reservations that have left the window are trimmed only when the set's count crosses a
+// multiple of trimEvery; until then they change no answer: they neither count towards the
+// limit nor set the gap, and the reservation `limit` places back is still found.
+func TestServiceReserveScriptTrimsDepartedOnlyNowAndThen(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.NewDB(t).Client(t)
+	ctx := context.Background()
+	now := func() int64 {
+		tm, err := rdb.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm.UnixMilli()
+	}
+	// reserve runs the script with window 1000ms, wait bound 5s, and the given limit, gap (µs)
+	// and batch; it returns Redis's now and the reserved times.
+	reserve := func(keys []string, limit, gapMicros, count int) (int64, []int64) {
+		t.Helper()
+		res, err := reserveScript.Run(ctx, rdb, keys, limit, 5000, 1000, 5000, "m"+randomSuffix()+"-", 60000, gapMicros, count).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(res[0]) != count {
+			t.Fatalf("reserved %d of %d: %v", res[0], count, res)
+		}
+		return res[4], res[5:]
+	}
+	departed := func(key string, ago ...int64) {
+		t.Helper()
+		at := now()
+		for i, a := range ago {
+			if err := rdb.ZAdd(ctx, key, redis.Z{Score: float64(at - a), Member: "departed" + strconv.Itoa(i)}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// Four departed reservations in the `limit` places before a batch of six (limit 5): the
+	// batch is placed as on an empty window, its sixth a window after its first.
+	keys := []string{"proxyq:{svc:a}:create", "proxyq:{svc:a}:adaptive"}
+	departed(keys[0], 5000, 4000, 3000, 2000)
+	at, times := reserve(keys, 5, 1000, 6)
+	for i, tm := range times[:5] {
+		if tm != at+int64(i) {
+			t.Errorf("slot %d at now%+d ms, want now%+d: a departed reservation counted", i, tm-at, i)
+		}
+	}
+	if times[5] < times[0]+1000 {
+		t.Errorf("sixth slot %d ms after the first, want a window (1000 ms) after it", times[5]-times[0])
+	}
+	if n := rdb.ZCard(ctx, keys[0]).Val(); n != 10 {
+		t.Errorf("window holds %d reservations, want 10: the departed kept (4 + 6, below 16)", n)
+	}
+
+	// A departed newest reservation does not set the gap (here 3s, longer than the window).
+	keys = []string{"proxyq:{svc:b}:create", "proxyq:{svc:b}:adaptive"}
+	departed(keys[0], 1500)
+	if at, times := reserve(keys, 100, 3_000_000, 1); times[0] != at {
+		t.Errorf("slot at now%+d ms, want now: the gap was measured from a departed reservation", times[0]-at)
+	}
+
+	// Trimmed when the count crosses 16: 3 departed and 12 in the window are kept, the next
+	// reservation trims the departed.
+	keys = []string{"proxyq:{svc:c}:create", "proxyq:{svc:c}:adaptive"}
+	departed(keys[0], 5000, 4000, 3000)
+	for range 12 {
+		reserve(keys, 100, 1000, 1)
+	}
+	if n, err := rdb.ZScore(ctx, keys[0], "departed0").Result(); err != nil || rdb.ZCard(ctx, keys[0]).Val() != 15 {
+		t.Fatalf("before the 16th: departed0 = %v, %v and %d reservations; want it kept among 15", n, err, rdb.ZCard(ctx, keys[0]).Val())
+	}
+	reserve(keys, 100, 1000, 1)
+	if n := rdb.ZCard(ctx, keys[0]).Val(); n != 13 {
+		t.Errorf("after the 16th: %d reservations, want 13 (the departed trimmed)", n)
+	}
+}
