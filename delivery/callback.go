@@ -191,10 +191,22 @@ func (s *Service) HandleCallback(ctx context.Context, params url.Values) (string
 // (ResultPending: applied when the send is recorded, dropped after PendingTTL). When the early
 // set is full only an indexed sid gets through (ResultDropped otherwise).
 //
-// The common case, a callback for a recorded message, is one GET; only a miss pays for the
-// early set's size and the script that checks the index again and keeps u atomically.
+// The common case, a callback for a recorded message, is one GET. A miss looks again after
+// each of s.indexWaits, and only a callback still unmatched then pays for the early set's size
+// and the script that checks the index again and keeps u atomically.
 func (s *Service) keepUnlessIndexed(ctx context.Context, sid, signer string, u Update) (*msgRef, string, error) {
 	ref, err := s.lookup(ctx, sid)
+	for _, d := range s.indexWaits {
+		if err != nil || ref != nil {
+			break
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, ResultError, ctx.Err()
+		}
+		ref, err = s.lookup(ctx, sid)
+	}
 	switch {
 	case err != nil:
 		return nil, ResultError, err

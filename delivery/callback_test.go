@@ -85,7 +85,7 @@ func TestCallbackUpdatesTimeline(t *testing.T) {
 		t.Fatalf("the worker's fields changed: %+v", got)
 	}
 	// Final: no longer scheduled for polling.
-	if n, _ := e.rdb.ZScore(context.Background(), pollKey, ki).Result(); n != 0 {
+	if still := stillPolled(t, e.rdb, ki); len(still) != 0 {
 		t.Fatal("a final message is still scheduled for a poll")
 	}
 }
@@ -214,6 +214,42 @@ func TestEarlyCallbacksAppliedAtRecord(t *testing.T) {
 	}
 	if n, _ := e.rdb.ZCard(context.Background(), earlyKey).Result(); n != 0 {
 		t.Fatal("pending expiry entry left behind")
+	}
+}
+
+// A callback that comes while its send is being recorded (Twilio posts the first one while the
+// create's answer is on its way to the worker) finds the record on a second look: it is applied
+// at once, and never kept as early.
+func TestCallbackDuringTheRecordFindsItOnASecondLook(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{})
+	s.indexWaits = []time.Duration{50 * time.Millisecond, 500 * time.Millisecond}
+	c := newCallbackClient(t, s)
+	id, ki, o := e.message(t, "default")
+	recorded := make(chan error, 1)
+	time.AfterFunc(20*time.Millisecond, func() { // after the first look, well before the last
+		recorded <- s.Recorded(context.Background(), "default", id, testAccount, o, false)
+	})
+	res, err := s.HandleCallback(context.Background(), c.params(ki, "sent"))
+	if err != nil || res != ResultAccepted {
+		t.Fatalf("callback during the record: %q, %v; want %q", res, err, ResultAccepted)
+	}
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
+		t.Fatalf("outcome %+v, want sent", got)
+	}
+	if n, _ := e.rdb.Exists(context.Background(), interaction.EarlyList(ki)).Result(); n != 0 {
+		t.Error("kept as early")
+	}
+	if n, _ := e.rdb.ZCard(context.Background(), earlyKey).Result(); n != 0 {
+		t.Error("scheduled as early")
+	}
+	// Never recorded: kept as early once the looks are over.
+	s.indexWaits = []time.Duration{time.Millisecond}
+	if res, err := s.HandleCallback(context.Background(), c.params("KI"+strings.Repeat("e", 32), "sent")); err != nil || res != ResultPending {
+		t.Fatalf("callback never recorded: %q, %v; want %q", res, err, ResultPending)
 	}
 }
 
@@ -436,7 +472,26 @@ func TestIndexOfAnEarlierVersion(t *testing.T) {
 
 // commandCounter counts the commands a client sends, one by one or in pipelines (a script
 // counts as one: its EVALSHA).
-type commandCounter struct{ names []string }
+// commandCounter records the names of the commands a client sends.
+type commandCounter struct {
+	mu    sync.Mutex
+	names []string
+}
+
+// take returns the commands sent since the last take.
+func (c *commandCounter) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := c.names
+	c.names = nil
+	return names
+}
+
+func (c *commandCounter) add(names ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names = append(c.names, names...)
+}
 
 // countedService is a service on a client of its own whose commands count counts.
 func (e *env) countedService(t *testing.T) (*Service, *commandCounter) {
@@ -454,14 +509,14 @@ func (e *env) countedService(t *testing.T) (*Service, *commandCounter) {
 func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.names = append(c.names, cmd.Name())
+		c.add(cmd.Name())
 		return next(ctx, cmd)
 	}
 }
 func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			c.names = append(c.names, cmd.Name())
+			c.add(cmd.Name())
 		}
 		return next(ctx, cmds)
 	}
@@ -473,6 +528,7 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 func TestCallbacksOfARememberedMessageSkipTheReads(t *testing.T) {
 	e := newEnv(t)
 	s, count := e.countedService(t)
+	s.finals.linger = time.Hour // the poll set's removal is another test's
 	c := newCallbackClient(t, s)
 	recorder := e.service(t, Config{}) // the worker
 	record := func() (id, ki string) {
@@ -495,14 +551,14 @@ func TestCallbacksOfARememberedMessageSkipTheReads(t *testing.T) {
 		{"queued", []string{"get", "hget"}}, // first sight: where, and the record (nothing to write)
 		{"sent", []string{"evalsha"}},
 		{"sent", nil},
-		{"delivered", []string{"evalsha", "zrem"}}, // final: off the poll set too
+		{"delivered", []string{"evalsha"}}, // final: off the poll set later, with others (TestFinalMessagesLeaveThePollSetTogether)
 	} {
-		count.names = nil
+		count.take()
 		if code := c.post(c.params(ki, step.status), ""); code != http.StatusOK {
 			t.Fatalf("%s: %d", step.status, code)
 		}
-		if !slices.Equal(count.names, step.want) {
-			t.Errorf("%s: commands %v, want %v", step.status, count.names, step.want)
+		if got := count.take(); !slices.Equal(got, step.want) {
+			t.Errorf("%s: commands %v, want %v", step.status, got, step.want)
 		}
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "delivered" || !got.Final ||
@@ -555,7 +611,7 @@ func TestRecordedAfterTheClaimWritesOnlyThePoll(t *testing.T) {
 		if err := e.rdb.Set(context.Background(), interaction.Key(ki), claim, time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
-		count.names = nil
+		count.take()
 		if err := s.Recorded(context.Background(), "default", id, testAccount, o, true); err != nil {
 			t.Fatal(err)
 		}
@@ -563,8 +619,8 @@ func TestRecordedAfterTheClaimWritesOnlyThePoll(t *testing.T) {
 	}
 	record() // opens the connections
 	id, ki := record()
-	if !slices.Equal(count.names, []string{"zadd"}) {
-		t.Errorf("commands %v, want [zadd]: the claim is the index", count.names)
+	if got := count.take(); !slices.Equal(got, []string{"zadd"}) {
+		t.Errorf("commands %v, want [zadd]: the claim is the index", got)
 	}
 	c := newCallbackClient(t, s)
 	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
@@ -609,5 +665,76 @@ func TestCallbacksWaitBehindAClaimNotYetRecorded(t *testing.T) {
 	}
 	if got := e.outcome(t, "default", id); got.OutboundStatus != "sent" {
 		t.Fatalf("outcome %+v: the waiting callback was not applied", got)
+	}
+}
+
+// Messages that turn final within the linger leave the poll set in one ZREM, not one each.
+func TestFinalMessagesLeaveThePollSetTogether(t *testing.T) {
+	e := newEnv(t)
+	s, count := e.countedService(t)
+	s.finals.linger = 300 * time.Millisecond // room for the callbacks below, even under -race
+	c := newCallbackClient(t, s)
+	var kis []string
+	for range 5 {
+		id, ki, o := e.message(t, "default")
+		if err := s.Recorded(context.Background(), "default", id, testAccount, o, false); err != nil {
+			t.Fatal(err)
+		}
+		kis = append(kis, ki)
+	}
+	count.take()
+	for _, ki := range kis {
+		if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+			t.Fatalf("callback: %d", code)
+		}
+	}
+	if still := stillPolled(t, e.rdb, kis...); len(still) != 0 {
+		t.Fatalf("final but still scheduled for a poll: %v", still)
+	}
+	zrems := 0
+	for _, name := range count.take() {
+		if name == "zrem" {
+			zrems++
+		}
+	}
+	if zrems != 1 {
+		t.Errorf("%d ZREMs took 5 final messages off the poll set, want 1", zrems)
+	}
+}
+
+// A final message whose removal was lost (the endpoint stopped within the linger) is taken off
+// the poll set by the poller when it comes due, without asking Twilio.
+func TestPollerUnschedulesAFinalMessageWhoseRemovalWasLost(t *testing.T) {
+	e := newEnv(t)
+	s := e.service(t, Config{PollAfter: time.Minute, PollEvery: time.Minute, MaxAge: time.Hour})
+	s.finals.linger = time.Hour // the process "stops" before its removals go out
+	f := &fakeFetcher{status: map[string]Update{}}
+	lim := &countLimiter{}
+	lim.room.Store(1000)
+	w, err := s.NewWorker(f, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ki, o := e.message(t, "default")
+	if err := s.Recorded(context.Background(), "default", id, testAccount, o, false); err != nil {
+		t.Fatal(err)
+	}
+	c := newCallbackClient(t, s)
+	if code := c.post(c.params(ki, "delivered"), ""); code != http.StatusOK {
+		t.Fatalf("callback: %d", code)
+	}
+	if _, err := e.rdb.ZScore(context.Background(), pollKey, ki).Result(); err != nil {
+		t.Fatalf("the removal went out at once (%v): this test proves nothing", err)
+	}
+	clock := time.Now().Add(2 * time.Minute)
+	s.now = func() time.Time { return clock }
+	if _, err := w.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if f.calls.Load() != 0 {
+		t.Errorf("asked Twilio %d times about a final message", f.calls.Load())
+	}
+	if n, _ := e.rdb.ZCard(context.Background(), pollKey).Result(); n != 0 {
+		t.Errorf("%d still scheduled, want none", n)
 	}
 }

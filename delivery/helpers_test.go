@@ -116,3 +116,26 @@ func counter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// stillPolled waits (bounded) for kis, messages whose status is final, to leave the poll set,
+// and returns those still in it: a final message leaves in the next batch of removals
+// (unschedule.go), within finalsLinger.
+func stillPolled(t *testing.T, rdb redis.Cmdable, kis ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(finalsLinger + 2*time.Second)
+	for {
+		var still []string
+		for _, ki := range kis {
+			switch _, err := rdb.ZScore(context.Background(), pollKey, ki).Result(); {
+			case err == nil:
+				still = append(still, ki)
+			case err != redis.Nil:
+				t.Fatal(err)
+			}
+		}
+		if len(still) == 0 || time.Now().After(deadline) {
+			return still
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

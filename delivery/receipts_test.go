@@ -248,7 +248,7 @@ func TestReceiptsPollFallback(t *testing.T) {
 	if o.OutboundStatus != "undelivered" || !o.Final || o.DeliveryErrorCode != 30003 {
 		t.Fatalf("outcome after poll %+v, want undelivered 30003 final", o)
 	}
-	if n, _ := c.rdb.ZCard(ctx, pollKey).Result(); n != 0 {
-		t.Fatalf("%d messages still scheduled, want none once final", n)
+	if still := stillPolled(t, c.rdb, o.MessageSID); len(still) != 0 {
+		t.Fatal("still scheduled once final")
 	}
 }

@@ -75,11 +75,12 @@ func TestPollingFallbackWithCallbacksOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
+	var ids, kis []string
 	for i := range 5 {
-		id, _, o := e.message(t, "default")
+		id, ki, o := e.message(t, "default")
 		s.Recorded(context.Background(), "default", id, testAccount, o, false)
 		ids = append(ids, id)
+		kis = append(kis, ki)
 		switch i {
 		case 0, 1:
 			f.status[o.OutboundResourceSID] = Update{Status: "delivered"}
@@ -116,6 +117,9 @@ func TestPollingFallbackWithCallbacksOff(t *testing.T) {
 				t.Fatalf("%d: %+v", i, o)
 			}
 		}
+	}
+	if still := stillPolled(t, e.rdb, kis[:3]...); len(still) != 0 {
+		t.Fatalf("final but still scheduled: %v", still)
 	}
 	if n, _ := e.rdb.ZCard(context.Background(), pollKey).Result(); n != 2 {
 		t.Fatalf("%d messages still scheduled, want the 2 not final", n)
