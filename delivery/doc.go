@@ -35,10 +35,11 @@
 //     fetch can race on one message and every status lands once. Only the process whose
 //     transaction committed a change counts it and announces it.
 //   - A callback that arrives before the send is recorded (its POST's answer still on the way, or
-//     an ambiguous POST reconciled later) is kept for PendingTTL and applied by Recorded, on
-//     whichever path records the send; the index check and the append are one script, and so are
-//     the index write and the read of the early list, so none slips between them. The list is
-//     deleted only once applied. Callbacks still unmatched after PendingTTL are dropped and
+//     an ambiguous POST reconciled later) is looked for again after 10, 20 and 40 ms (the worker
+//     usually records the send within milliseconds); one still unmatched then is kept for
+//     PendingTTL and applied by Recorded, on whichever path records the send; the index check
+//     and the append are one script, and so are the index write and the read of the early
+//     list, so none slips between them. The list is deleted only once applied. Callbacks still unmatched after PendingTTL are dropped and
 //     counted (callbacks result="unknown_interaction").
 //   - Recorded is idempotent and says when it failed; the worker calls it on every run that
 //     finds the send recorded and completes the task only once it succeeded, so every sent
@@ -47,7 +48,9 @@
 //   - Every indexed message without a final status is polled after PollAfter, every PollEvery,
 //     bounded per pass, under the account's limits (a pass stops at the first "no room" or 429),
 //     until final or MaxAge, after which it says delivery-unknown. Its Redis cost is one ZADD at
-//     record and one ZREM when final.
+//     record and a share of a ZREM when final (messages that turn final within 20 ms leave
+//     together; a removal lost with its process is made by the poller, which finds the record
+//     final and asks Twilio nothing).
 //   - Status webhooks are asynq tasks (retries, backoff, at least once) with a webhook-id stable
 //     per (message, status); they never delay the answer to Twilio.
 //
