@@ -708,13 +708,7 @@ func TestPollerUnschedulesAFinalMessageWhoseRemovalWasLost(t *testing.T) {
 	e := newEnv(t)
 	s := e.service(t, Config{PollAfter: time.Minute, PollEvery: time.Minute, MaxAge: time.Hour})
 	s.finals.linger = time.Hour // the process "stops" before its removals go out
-	f := &fakeFetcher{status: map[string]Update{}}
-	lim := &countLimiter{}
-	lim.room.Store(1000)
-	w, err := s.NewWorker(f, lim)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, f, _ := pollWorker(t, s, nil, 1000)
 	id, ki, o := e.message(t, "default")
 	if err := s.Recorded(context.Background(), "default", id, testAccount, o, false); err != nil {
 		t.Fatal(err)

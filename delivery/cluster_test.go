@@ -165,12 +165,7 @@ func TestClusterSlotSafety(t *testing.T) {
 		fmt.Sprintf("SM%032x", 0xc1000+len(after)+1): {Status: StatusDelivered},
 		fmt.Sprintf("SM%032x", 0xc1000+len(after)+2): {Status: StatusUndelivered, ErrorCode: 30006, ErrorMessage: "Landline or unreachable carrier"},
 	}}
-	lim := &countLimiter{}
-	lim.room.Store(1000)
-	w, err := s.NewWorker(f, lim)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, _, _ := pollWorker(t, s, f, 1000)
 	clock := time.Now().Add(2 * time.Minute)
 	s.now = func() time.Time { return clock }
 	n, err := w.PollOnce(ctx)

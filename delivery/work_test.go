@@ -46,6 +46,22 @@ func (f *fakeFetcher) FetchStatus(_ context.Context, account, sm string) (Update
 	return u, nil
 }
 
+// pollWorker is s's worker, fetching from f (a fakeFetcher without statuses when nil) under a
+// countLimiter with room for room fetches.
+func pollWorker(t *testing.T, s *Service, f *fakeFetcher, room int64) (*Worker, *fakeFetcher, *countLimiter) {
+	t.Helper()
+	if f == nil {
+		f = &fakeFetcher{status: map[string]Update{}}
+	}
+	lim := &countLimiter{}
+	lim.room.Store(room)
+	w, err := s.NewWorker(f, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, f, lim
+}
+
 // countLimiter admits up to room requests, then says no.
 type countLimiter struct {
 	room     atomic.Int64
@@ -68,13 +84,7 @@ func (l *countLimiter) Acquire(context.Context, string, time.Duration) (func(boo
 func TestPollingFallbackWithCallbacksOff(t *testing.T) {
 	e := newEnv(t)
 	s := e.service(t, Config{PollAfter: time.Minute, PollEvery: time.Minute, MaxAge: time.Hour, PollBatch: 3})
-	f := &fakeFetcher{status: map[string]Update{}}
-	lim := &countLimiter{}
-	lim.room.Store(1000)
-	w, err := s.NewWorker(f, lim)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, f, lim := pollWorker(t, s, nil, 1000)
 	var ids, kis []string
 	for i := range 5 {
 		id, ki, o := e.message(t, "default")
@@ -168,13 +178,7 @@ func TestUndeliveredFetchesErrorThenAnnounces(t *testing.T) {
 	defer app.Close()
 	s := e.service(t, Config{WebhookURL: app.URL + "/hooks", WebhookSecret: secret})
 	c := newCallbackClient(t, s)
-	f := &fakeFetcher{status: map[string]Update{}}
-	lim := &countLimiter{}
-	lim.room.Store(100)
-	w, err := s.NewWorker(f, lim)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, f, lim := pollWorker(t, s, nil, 100)
 	id, ki, o := e.message(t, "default")
 	f.status[o.OutboundResourceSID] = Update{Status: "undelivered", ErrorCode: 30003, ErrorMessage: "Unreachable destination handset"}
 	s.Recorded(context.Background(), "default", id, testAccount, o, false)
