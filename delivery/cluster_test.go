@@ -184,6 +184,9 @@ func TestClusterSlotSafety(t *testing.T) {
 	if sc, err := rdb.ZScore(ctx, pollKey, early[2].ki).Result(); err != nil || int64(sc) != clock.Add(time.Minute).UnixMilli() {
 		t.Fatalf("the unchanged message's next poll: %v %v, want PollEvery on", sc, err)
 	}
+	if still := stillPolled(t, rdb, early[0].ki, early[1].ki); len(still) != 0 {
+		t.Fatalf("final but still scheduled: %v", still)
+	}
 	if z, err := rdb.ZCard(ctx, pollKey).Result(); err != nil || z != 1 {
 		t.Fatalf("%d messages still scheduled, want 1 (%v)", z, err)
 	}
