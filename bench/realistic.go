@@ -387,7 +387,8 @@ func (b *bencher) useAOF(ctx context.Context) (restore func(), note string) {
 	}, "AOF on, appendfsync everysec"
 }
 
-// breakdown writes where a side's commands and held bytes go, per message, largest first.
+// breakdown writes where a side's commands, Redis's time and held bytes go, per message,
+// largest first.
 func (b *bencher) breakdown(what string, c sideCost) {
 	per := func(v int64) float64 { return float64(v) / float64(c.n) }
 	type kv struct {
@@ -411,6 +412,10 @@ func (b *bencher) breakdown(what string, c sideCost) {
 	fmt.Fprintf(&sb, "%s: commands per message (%.2f in all):", what, per(c.stats.Calls))
 	for _, e := range sorted(c.stats.PerCommand) {
 		fmt.Fprintf(&sb, " %s %.2f,", e.k, per(e.v))
+	}
+	fmt.Fprintf(&sb, "\n    Redis µs per message by command (commandstats usec; a script's includes its commands'):")
+	for _, e := range sorted(c.stats.UsecByCmd) {
+		fmt.Fprintf(&sb, " %s %.1f,", e.k, per(e.v))
 	}
 	fmt.Fprintf(&sb, "\n    memory per message (MEMORY USAGE; keys in all):")
 	for _, e := range sorted(c.keys.Bytes) {
