@@ -39,8 +39,9 @@
 //     usually records the send within milliseconds); one still unmatched then is kept for
 //     PendingTTL and applied by Recorded, on whichever path records the send; the index check
 //     and the append are one script, and so are the index write and the read of the early
-//     list, so none slips between them. The list is deleted only once applied. Callbacks still unmatched after PendingTTL are dropped and
-//     counted (callbacks result="unknown_interaction").
+//     list, so none slips between them. The list is deleted only once applied. Callbacks
+//     still unmatched after PendingTTL are dropped and counted (callbacks
+//     result="unknown_interaction").
 //   - Recorded is idempotent and says when it failed; the worker calls it on every run that
 //     finds the send recorded and completes the task only once it succeeded, so every sent
 //     message is indexed and scheduled for its poll (a lost reply, a killed worker or a Redis

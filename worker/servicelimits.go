@@ -78,8 +78,8 @@ import (
 //
 // Keys (hash tag {svc:<account>:<service>} keeps one Service's keys in one Cluster slot):
 //
-//	proxyq:{svc:<account>:<KS>}:create    ZSET  reservations of creates (score = time, ms; up to
-//	                                            16 past the window kept, see reserveScript)
+//	proxyq:{svc:<account>:<KS>}:create    ZSET  reservations of creates (score = time, ms; those
+//	                                            past the window trimmed once in 16, reserveScript)
 //	proxyq:{svc:<account>:<KS>}:list      ZSET  reservations of list pages
 //	proxyq:{svc:<account>:<KS>}:fetch     ZSET  reservations of fetches
 //	proxyq:{svc:<account>:<KS>}:adaptive  HASH  factor (per mille), ref, dec
